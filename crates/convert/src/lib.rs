@@ -1,0 +1,2 @@
+//! Hugging Face ChatGLM checkpoint -> GGUF.
+pub mod quant;

@@ -1,0 +1,1 @@
+//! ChatGLM inference on ggml.
