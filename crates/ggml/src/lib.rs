@@ -1,16 +1,28 @@
 //! Safe wrapper over ggml (crate `ggml-sys-bleedingedge`, llama.cpp release b2757).
 //!
-//! This is the only crate of the workspace that contains `unsafe` code. Everything it exports is
-//! safe: RAII types for contexts, backends, buffers and allocators; tensors that borrow their
-//! context; and checked entry points for ggml's quantizers. Each `unsafe` block carries a
-//! `// SAFETY:` line saying why the call is sound.
+//! This is the only crate of the workspace that calls ggml, and with the GGUF reader's memory
+//! map the only `unsafe` code. Everything it exports is safe:
+//! - [`Backend`], [`Allocator`] (ggml-backend + ggml-alloc), freed on drop;
+//! - [`TensorStore`]: a ggml context plus the buffer holding its tensors (weights, KV cache);
+//! - [`GraphCtx`]: a graph being built, confined to [`Allocator::with_graph`], with checked ops;
+//! - [`Tensor<'a>`]: a handle that cannot outlive its owner;
+//! - [`quant`]: ggml's quantizers, as a test oracle.
+//!
+//! Each `unsafe` block carries a `// SAFETY:` line saying why the call is sound.
 
+pub mod backend;
+mod ffi;
+pub mod graph;
 pub mod quant;
+pub mod tensor;
 
+pub use backend::{Allocator, Backend};
 pub use ggml_sys_bleedingedge as sys;
+pub use graph::{GraphCtx, TYPE_F16, TYPE_F32, TYPE_I32};
+pub use tensor::{Tensor, TensorSpec, TensorStore};
 
-/// Errors raised by the wrapper itself (ggml aborts on its own assertion failures; the
-/// wrapper checks every precondition it knows of before calling into ggml).
+/// Errors raised by the wrapper itself. ggml aborts on its own assertion failures, so the wrapper
+/// checks every precondition it knows of before calling into ggml.
 #[derive(Debug, thiserror::Error)]
 pub enum GgmlError {
     #[error("ggml type {0} is not known to this ggml")]
@@ -21,4 +33,20 @@ pub enum GgmlError {
     Shape(String),
     #[error("{0}")]
     Backend(String),
+}
+
+/// Whether this build of ggml has the CPU features it was compiled for (for `--verbose`).
+pub fn system_info() -> String {
+    // SAFETY: pure queries of compile-time flags.
+    unsafe {
+        format!(
+            "AVX2={} AVX512={} FMA={} F16C={} CUDA={} METAL={}",
+            sys::ggml_cpu_has_avx2(),
+            sys::ggml_cpu_has_avx512(),
+            sys::ggml_cpu_has_fma(),
+            sys::ggml_cpu_has_f16c(),
+            sys::ggml_cpu_has_cuda(),
+            sys::ggml_cpu_has_metal()
+        )
+    }
 }

@@ -1,1 +1,73 @@
-fn main() {}
+//! `glmtool`: convert, quantize and run ChatGLM models through GGUF and ggml.
+//!
+//! One module per subcommand under `cmd/`; flags shared by several subcommands live in `args`.
+
+mod args;
+mod cmd;
+mod demo;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by Ctrl-C; long operations poll it.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Parser)]
+#[command(name = "glmtool", version, about = "Convert, quantize and run ChatGLM models (GGUF + ggml)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a Hugging Face ChatGLM checkpoint to GGUF
+    Convert(cmd::convert::Args),
+    /// Requantize a GGUF file to another type
+    Quantize(cmd::quantize::Args),
+    /// Show a GGUF file's metadata and tensors
+    Info(cmd::info::Args),
+    /// Print the token ids of a text or a chat
+    Tokenize(cmd::tokenize::Args),
+    /// Chat with a model, or complete a prompt
+    Run(cmd::run::Args),
+    /// Measure perplexity (llama.cpp's method) and KL divergence between models
+    Perplexity(cmd::perplexity::Args),
+    /// Measure prompt and generation speed (like llama-bench)
+    Bench(cmd::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = ctrlc::set_handler(|| {
+        if INTERRUPTED.swap(true, Ordering::SeqCst) {
+            // Second Ctrl-C: give up at once (temporary files are removed by the first one's unwinding).
+            std::process::exit(130);
+        }
+    });
+    let result = match cli.command {
+        Command::Convert(a) => cmd::convert::run(a),
+        Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Info(a) => cmd::info::run(a),
+        Command::Tokenize(a) => cmd::tokenize::run(a),
+        Command::Run(a) => cmd::run::run(a),
+        Command::Perplexity(a) => cmd::perplexity::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if is_broken_pipe(&e) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}

@@ -1,1 +1,37 @@
-//! ChatGLM inference on ggml.
+//! ChatGLM inference on ggml: the model graph (`chatglm`), model loading (`model`), sessions with
+//! a KV cache (`session`), tokenizer and chat format (`tokenizer`, `chat`), sampling (`sampler`),
+//! and perplexity (`perplexity`).
+
+pub mod chat;
+pub mod chatglm;
+pub mod generate;
+pub mod model;
+pub mod perplexity;
+pub mod sampler;
+pub mod session;
+pub mod tokenizer;
+
+pub use model::Model;
+pub use session::{CacheType, Session, SessionOptions};
+pub use tokenizer::Tokenizer;
+
+/// Errors from loading and running models.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
+    #[error(transparent)]
+    Ggml(#[from] glm_ggml::GgmlError),
+    #[error(transparent)]
+    Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error("{0}")]
+    Model(String),
+    #[error("{0}")]
+    Input(String),
+}
+
+/// Physical cores (more ggml threads than cores collapses speed).
+pub fn default_threads() -> usize {
+    num_cpus::get_physical().max(1)
+}
+pub use glm_ggml::system_info;

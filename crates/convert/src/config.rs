@@ -1,0 +1,171 @@
+//! ChatGLM hyperparameters from a Hugging Face `config.json`, and their GGUF metadata.
+
+use crate::ConvertError;
+use gguf::{names, Value};
+use serde_json::Value as Json;
+use std::path::Path;
+
+/// The hyperparameters the GGUF file carries (THUDM's config.json names in comments).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GlmConfig {
+    pub name: String,
+    /// `seq_length`
+    pub context_length: u64,
+    /// `hidden_size`
+    pub n_embd: u64,
+    /// `ffn_hidden_size` (the merged gate|up matrix has twice as many rows)
+    pub n_ff: u64,
+    /// `num_layers`
+    pub n_layer: u64,
+    /// `num_attention_heads`
+    pub n_head: u64,
+    /// `multi_query_group_num` when `multi_query_attention`, else `num_attention_heads`
+    pub n_head_kv: u64,
+    /// `kv_channels`
+    pub head_dim: u64,
+    /// `layernorm_epsilon`
+    pub eps: f32,
+    /// 10000 × `rope_ratio`
+    pub rope_freq_base: f32,
+    /// `padded_vocab_size`
+    pub vocab_size: u64,
+    pub eos_token_id: u32,
+    pub pad_token_id: u32,
+}
+
+impl GlmConfig {
+    /// Reads `config.json`; reports every missing or mistyped key in one error.
+    pub fn from_file(path: &Path) -> Result<Self, ConvertError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConvertError::io(path, e))?;
+        let json: Json = serde_json::from_str(&text)
+            .map_err(|e| ConvertError::Config { path: path.to_path_buf(), what: format!("invalid JSON: {e}") })?;
+        Self::from_json(&json, path)
+    }
+
+    pub fn from_json(json: &Json, path: &Path) -> Result<Self, ConvertError> {
+        let bad = |what: String| ConvertError::Config { path: path.to_path_buf(), what };
+        let model_type = json.get("model_type").and_then(Json::as_str).unwrap_or("(absent)");
+        if model_type != "chatglm" {
+            return Err(bad(format!("model_type is {model_type:?}, expected \"chatglm\" (ChatGLM2/3-6B)")));
+        }
+        if json.get("rmsnorm").and_then(Json::as_bool) == Some(false) {
+            return Err(bad("rmsnorm is false: only RMSNorm ChatGLM models (ChatGLM2/3) are supported".into()));
+        }
+        let mut problems = Vec::new();
+        let mut int = |key: &str| -> u64 {
+            match json.get(key).and_then(Json::as_u64) {
+                Some(v) if v > 0 => v,
+                Some(_) => {
+                    problems.push(format!("{key} must be positive"));
+                    1
+                }
+                None => {
+                    problems.push(format!("{key} (a positive integer) is missing"));
+                    1
+                }
+            }
+        };
+        let n_embd = int("hidden_size");
+        let n_layer = int("num_layers");
+        let n_head = int("num_attention_heads");
+        let n_ff = int("ffn_hidden_size");
+        let context_length = int("seq_length");
+        let vocab_size = int("padded_vocab_size");
+        let head_dim = match json.get("kv_channels") {
+            None => n_embd / n_head,
+            Some(_) => int("kv_channels"),
+        };
+        let mqa = json.get("multi_query_attention").and_then(Json::as_bool).unwrap_or(false);
+        let n_head_kv = if mqa { int("multi_query_group_num") } else { n_head };
+        let eps = match json.get("layernorm_epsilon") {
+            None => 1e-5,
+            Some(v) => v.as_f64().unwrap_or_else(|| {
+                problems.push("layernorm_epsilon is not a number".into());
+                1e-5
+            }) as f32,
+        };
+        let rope_ratio = match json.get("rope_ratio") {
+            None => 1.0,
+            Some(v) => v.as_f64().filter(|r| *r > 0.0).unwrap_or_else(|| {
+                problems.push("rope_ratio is not a positive number".into());
+                1.0
+            }),
+        };
+        let id = |key: &str, default: u32| json.get(key).and_then(Json::as_u64).map(|v| v as u32).unwrap_or(default);
+        if n_head % n_head_kv != 0 {
+            problems.push(format!("num_attention_heads {n_head} is not a multiple of multi_query_group_num {n_head_kv}"));
+        }
+        if head_dim % 4 != 0 {
+            problems.push(format!("kv_channels {head_dim} must be a multiple of 4 (GLM rotates half of each head in pairs)"));
+        }
+        if !problems.is_empty() {
+            return Err(bad(problems.join("; ")));
+        }
+        let name = json
+            .get("_name_or_path")
+            .and_then(Json::as_str)
+            .and_then(|p| p.rsplit('/').next())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .or_else(|| path.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "chatglm".into());
+        Ok(GlmConfig {
+            name,
+            context_length,
+            n_embd,
+            n_ff,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            eps,
+            rope_freq_base: (10000.0 * rope_ratio) as f32,
+            vocab_size,
+            eos_token_id: id("eos_token_id", 2),
+            pad_token_id: id("pad_token_id", 0),
+        })
+    }
+
+    /// Rows of the fused QKV matrix.
+    pub fn qkv_rows(&self) -> u64 {
+        (self.n_head + 2 * self.n_head_kv) * self.head_dim
+    }
+
+    /// The `chatglm.*` hyperparameter keys (without general.* or tokenizer keys).
+    pub fn hparams_metadata(&self) -> Vec<(String, Value)> {
+        vec![
+            (names::CONTEXT_LENGTH.into(), Value::U32(self.context_length as u32)),
+            (names::EMBEDDING_LENGTH.into(), Value::U32(self.n_embd as u32)),
+            (names::FEED_FORWARD_LENGTH.into(), Value::U32(self.n_ff as u32)),
+            (names::BLOCK_COUNT.into(), Value::U32(self.n_layer as u32)),
+            (names::HEAD_COUNT.into(), Value::U32(self.n_head as u32)),
+            (names::HEAD_COUNT_KV.into(), Value::U32(self.n_head_kv as u32)),
+            (names::LAYER_NORM_RMS_EPS.into(), Value::F32(self.eps)),
+            (names::ROPE_DIMENSION_COUNT.into(), Value::U32((self.head_dim / 2) as u32)),
+            (names::ROPE_FREQ_BASE.into(), Value::F32(self.rope_freq_base)),
+        ]
+    }
+
+    /// Every tensor of the model: (GGUF name, HF name, PyTorch-order shape).
+    pub fn expected_tensors(&self) -> Vec<(String, String, Vec<u64>)> {
+        use gguf::names::LayerTensor as L;
+        let (h, v) = (self.n_embd, self.vocab_size);
+        let mut out = vec![(names::TOKEN_EMBD.to_string(), names::GLOBAL_TENSORS[0].1.to_string(), vec![v, h])];
+        for il in 0..self.n_layer as usize {
+            for t in L::ALL {
+                let shape = match t {
+                    L::AttnNorm | L::FfnNorm => vec![h],
+                    L::AttnQkv => vec![self.qkv_rows(), h],
+                    L::AttnQkvBias => vec![self.qkv_rows()],
+                    L::AttnOutput => vec![h, self.n_head * self.head_dim],
+                    L::FfnUp => vec![2 * self.n_ff, h],
+                    L::FfnDown => vec![h, self.n_ff],
+                };
+                out.push((t.name(il), t.hf_name(il), shape));
+            }
+        }
+        out.push((names::OUTPUT_NORM.into(), names::GLOBAL_TENSORS[1].1.into(), vec![h]));
+        out.push((names::OUTPUT.into(), names::GLOBAL_TENSORS[2].1.into(), vec![v, h]));
+        out
+    }
+}

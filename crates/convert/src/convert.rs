@@ -1,0 +1,188 @@
+//! `convert`: HF checkpoint directory -> GGUF file, streaming tensor by tensor from the
+//! memory-mapped shards, with every input problem reported before any output is written.
+
+use crate::checkpoint::{Checkpoint, SrcDtype};
+use crate::config::GlmConfig;
+use crate::policy::TypePolicy;
+use crate::spm::{chatglm3_vocab, GgufVocab, SpmModel};
+use crate::{quant, ConvertError, Progress, Summary};
+use gguf::{names, AtomicFile, GgmlType, GgufWriter, TensorDecl, Value};
+use half::{bf16, f16};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// How to convert.
+pub struct ConvertOptions<'a> {
+    pub policy: TypePolicy,
+    /// Replace an existing output file.
+    pub overwrite: bool,
+    /// Set (e.g. by a Ctrl-C handler) to abandon the conversion; the output is then not created.
+    pub cancel: Option<&'a AtomicBool>,
+    pub progress: &'a dyn Fn(Progress),
+}
+
+/// The GGUF metadata of a ChatGLM3 model, in llama.cpp's order.
+pub fn model_metadata(cfg: &GlmConfig, vocab: &GgufVocab, policy: &TypePolicy) -> Vec<(String, Value)> {
+    let mut md = vec![
+        (names::GENERAL_ARCHITECTURE.to_string(), Value::String(names::ARCH.into())),
+        (names::GENERAL_NAME.into(), Value::String(cfg.name.clone())),
+    ];
+    md.extend(cfg.hparams_metadata());
+    md.extend([
+        (names::GENERAL_FILE_TYPE.into(), Value::U32(policy.file_type())),
+        (names::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(names::QUANTIZATION_VERSION)),
+        (names::TOKENIZER_MODEL.into(), Value::String(names::TOKENIZER_MODEL_LLAMA.into())),
+        (names::TOKENIZER_PRE.into(), Value::String(names::TOKENIZER_PRE_CHATGLM.into())),
+        (names::TOKENIZER_TOKENS.into(), Value::strings(vocab.tokens.clone())),
+        (names::TOKENIZER_SCORES.into(), Value::f32s(&vocab.scores)),
+        (names::TOKENIZER_TOKEN_TYPE.into(), Value::i32s(&vocab.token_types)),
+        (names::TOKENIZER_ADD_BOS.into(), Value::Bool(false)),
+        (names::TOKENIZER_EOS_ID.into(), Value::U32(cfg.eos_token_id)),
+        (names::TOKENIZER_PAD_ID.into(), Value::U32(cfg.pad_token_id)),
+    ]);
+    md
+}
+
+/// Converts the checkpoint in `dir` to `out`.
+pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary, ConvertError> {
+    let t0 = Instant::now();
+    if !dir.is_dir() {
+        return Err(ConvertError::Checkpoint { path: dir.to_path_buf(), what: "not a directory".into() });
+    }
+    let cfg = GlmConfig::from_file(&dir.join("config.json"))?;
+    let tok_path = dir.join("tokenizer.model");
+    let spm = SpmModel::from_file(&tok_path)?;
+    let vocab = chatglm3_vocab(&spm, cfg.vocab_size as usize)?;
+    let ckpt = Checkpoint::open(dir)?;
+
+    // Validate everything before writing anything.
+    let expected = cfg.expected_tensors();
+    let mut problems = Vec::new();
+    for (_, hf, shape) in &expected {
+        match ckpt.get(hf) {
+            None => problems.push(format!("tensor {hf} is missing (expected shape {shape:?})")),
+            Some(t) => {
+                if &t.shape != shape {
+                    problems.push(format!(
+                        "tensor {hf} in {} has shape {:?}, expected {shape:?}",
+                        file_name(t.shard),
+                        t.shape
+                    ));
+                }
+                if let Err(d) = &t.dtype {
+                    problems.push(format!(
+                        "tensor {hf} in {} has dtype {d}, expected F32, F16 or BF16",
+                        file_name(t.shard)
+                    ));
+                }
+            }
+        }
+    }
+    let mut skipped = Vec::new();
+    for name in ckpt.names() {
+        if !expected.iter().any(|(_, hf, _)| hf == name) {
+            if names::HF_IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                continue;
+            }
+            skipped.push(name.to_string());
+        }
+    }
+    if !skipped.is_empty() {
+        problems.push(format!(
+            "unexpected tensors for a {}-layer ChatGLM model: {}",
+            cfg.n_layer,
+            skipped.join(", ")
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(ConvertError::Checkpoint { path: dir.to_path_buf(), what: problems.join("; ") });
+    }
+
+    let decls: Vec<TensorDecl> = expected
+        .iter()
+        .map(|(name, _, shape)| {
+            let dims: Vec<u64> = shape.iter().rev().copied().collect();
+            TensorDecl { ty: opts.policy.tensor_type(name, &dims), name: name.clone(), dims }
+        })
+        .collect();
+    let metadata = model_metadata(&cfg, &vocab, &opts.policy);
+
+    let mut file = AtomicFile::create(out, opts.overwrite)?;
+    let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
+    (opts.progress)(Progress::Start { n_tensors: decls.len(), total_bytes: ckpt.total_bytes() });
+    let mut n_params = 0u64;
+    let mut buf = Vec::new();
+    let mut qbuf = Vec::new();
+    for ((name, hf, _), decl) in expected.iter().zip(&decls) {
+        let src = ckpt.get(hf).expect("validated above");
+        let dtype = src.dtype.clone().expect("validated above");
+        let ncols = decl.dims[0] as usize;
+        w.start_tensor(name)?;
+        write_converted(&mut w, src.data, dtype, decl.ty, ncols, opts.cancel, &mut buf, &mut qbuf)
+            .map_err(|e| e.in_tensor(name))?;
+        w.end_tensor()?;
+        n_params += decl.dims.iter().product::<u64>();
+        (opts.progress)(Progress::Tensor { name: name.clone(), ty: decl.ty, bytes_in: src.data.len() as u64 });
+    }
+    w.finish()?;
+    let bytes_written = file.writer().get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+    file.commit()?;
+    Ok(Summary { n_tensors: decls.len(), n_params, bytes_written, seconds: t0.elapsed().as_secs_f64() })
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+}
+
+/// Floats converted per chunk: bounds memory to a few tens of MB whatever the tensor size.
+const CHUNK_ELEMS: usize = 1 << 22;
+
+/// Converts `src` (rows of `ncols` elements of `dtype`) to `ty` and streams it into the writer.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_converted<W: std::io::Write>(
+    w: &mut GgufWriter<W>,
+    src: &[u8],
+    dtype: SrcDtype,
+    ty: GgmlType,
+    ncols: usize,
+    cancel: Option<&AtomicBool>,
+    buf: &mut Vec<f32>,
+    qbuf: &mut Vec<u8>,
+) -> Result<(), ConvertError> {
+    // Same type in and out: copy the bytes.
+    if (dtype == SrcDtype::F32 && ty == GgmlType::F32) || (dtype == SrcDtype::F16 && ty == GgmlType::F16) {
+        for chunk in src.chunks(CHUNK_ELEMS * 4) {
+            check_cancel(cancel)?;
+            w.write_data(chunk)?;
+        }
+        return Ok(());
+    }
+    let es = dtype.size();
+    let rows_per_chunk = (CHUNK_ELEMS / ncols).max(1);
+    for chunk in src.chunks(rows_per_chunk * ncols * es) {
+        check_cancel(cancel)?;
+        to_f32(chunk, dtype, buf);
+        qbuf.clear();
+        quant::quantize_rows_par(ty, buf, ncols, qbuf)?;
+        w.write_data(qbuf)?;
+    }
+    Ok(())
+}
+
+fn check_cancel(cancel: Option<&AtomicBool>) -> Result<(), ConvertError> {
+    match cancel {
+        Some(c) if c.load(Ordering::Relaxed) => Err(ConvertError::Interrupted),
+        _ => Ok(()),
+    }
+}
+
+/// Decodes little-endian f32/f16/bf16 bytes into `out` (cleared first).
+pub(crate) fn to_f32(bytes: &[u8], dtype: SrcDtype, out: &mut Vec<f32>) {
+    out.clear();
+    match dtype {
+        SrcDtype::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
+        SrcDtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
+        SrcDtype::BF16 => out.extend(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+    }
+}

@@ -1,0 +1,96 @@
+//! `quantize`: GGUF -> GGUF with other tensor types, keeping all metadata (only
+//! `general.file_type` and `general.quantization_version` change). Works on files from our
+//! converter and from llama.cpp's.
+
+use crate::policy::TypePolicy;
+use crate::{quant, ConvertError, Progress, Summary};
+use gguf::{names, AtomicFile, GgufFile, GgufWriter, TensorDecl, Value};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+pub struct RequantizeOptions<'a> {
+    pub policy: TypePolicy,
+    /// Allow quantized inputs (quality loss: quantization errors compound).
+    pub allow_requantize: bool,
+    pub overwrite: bool,
+    pub cancel: Option<&'a AtomicBool>,
+    pub progress: &'a dyn Fn(Progress),
+}
+
+/// Rewrites `input` as `out` with the types chosen by `opts.policy`.
+pub fn requantize(input: &Path, out: &Path, opts: &RequantizeOptions) -> Result<Summary, ConvertError> {
+    let t0 = Instant::now();
+    let src = GgufFile::open(input)?;
+    let bad = |what: String| ConvertError::Input { path: input.to_path_buf(), what };
+
+    let mut decls = Vec::with_capacity(src.tensors.len());
+    let mut problems = Vec::new();
+    for t in &src.tensors {
+        let ty = opts.policy.tensor_type(&t.name, &t.dims);
+        let ty = if t.dims.len() < 2 { t.ty } else { ty };
+        if ty != t.ty {
+            if !quant::can_dequantize(t.ty) {
+                problems.push(format!("tensor {} is {}; converting from that type is not supported", t.name, t.ty));
+            } else if t.ty.is_quantized() && !opts.allow_requantize {
+                problems.push(format!("tensor {} is already quantized ({})", t.name, t.ty));
+            }
+        }
+        decls.push(TensorDecl { name: t.name.clone(), dims: t.dims.clone(), ty });
+    }
+    if !problems.is_empty() {
+        let hint = if problems.iter().any(|p| p.contains("already quantized")) {
+            " (pass --allow-requantize to requantize anyway)"
+        } else {
+            ""
+        };
+        return Err(bad(format!("{}{hint}", problems.join("; "))));
+    }
+
+    let mut metadata: Vec<(String, Value)> = src.metadata.clone();
+    for (key, value) in [
+        (names::GENERAL_FILE_TYPE, Value::U32(opts.policy.file_type())),
+        (names::GENERAL_QUANTIZATION_VERSION, Value::U32(names::QUANTIZATION_VERSION)),
+    ] {
+        match metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => metadata.push((key.to_string(), value)),
+        }
+    }
+
+    let mut file = AtomicFile::create(out, opts.overwrite)?;
+    let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
+    let total: u64 = src.tensors.iter().map(|t| t.n_bytes()).sum();
+    (opts.progress)(Progress::Start { n_tensors: decls.len(), total_bytes: total });
+    let (mut deq, mut q) = (Vec::new(), Vec::new());
+    let mut n_params = 0u64;
+    for (t, d) in src.tensors.iter().zip(&decls) {
+        let data = src.tensor_data(t);
+        w.start_tensor(&t.name)?;
+        if d.ty == t.ty {
+            w.write_data(data)?;
+        } else {
+            let ncols = t.dims[0] as usize;
+            let row_bytes = t.ty.row_bytes(t.dims[0]).expect("validated by the reader") as usize;
+            let rows_per_chunk = ((1usize << 22) / ncols).max(1);
+            for chunk in data.chunks(rows_per_chunk * row_bytes) {
+                if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                    return Err(ConvertError::Interrupted);
+                }
+                let n = chunk.len() / row_bytes * ncols;
+                deq.clear();
+                quant::dequantize(t.ty, chunk, n, &mut deq).map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
+                q.clear();
+                quant::quantize_rows_par(d.ty, &deq, ncols, &mut q).map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
+                w.write_data(&q)?;
+            }
+        }
+        w.end_tensor()?;
+        n_params += t.n_elements();
+        (opts.progress)(Progress::Tensor { name: t.name.clone(), ty: d.ty, bytes_in: data.len() as u64 });
+    }
+    w.finish()?;
+    let bytes_written = file.writer().get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+    file.commit()?;
+    Ok(Summary { n_tensors: decls.len(), n_params, bytes_written, seconds: t0.elapsed().as_secs_f64() })
+}

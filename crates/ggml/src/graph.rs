@@ -1,0 +1,361 @@
+//! A compute graph under construction: a `no_alloc` ggml context for the intermediate tensors,
+//! the `ggml_cgraph`, and the ops used by the GLM graph. Every op checks the preconditions ggml
+//! would otherwise `GGML_ASSERT` (an abort), so a shape mistake is an error, not a crash.
+
+use crate::backend::{Allocator, Backend};
+use crate::tensor::{RawContext, Tensor};
+use crate::{ffi, sys, GgmlError};
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
+
+pub const TYPE_F32: u32 = sys::ggml_type_GGML_TYPE_F32;
+pub const TYPE_F16: u32 = sys::ggml_type_GGML_TYPE_F16;
+pub const TYPE_I32: u32 = sys::ggml_type_GGML_TYPE_I32;
+
+/// See [`Allocator::with_graph`]. `'g` is invariant and unique to one `with_graph` call; `'w`
+/// is the lifetime of what the graph reads (weights, cache), which outlives the call.
+pub struct GraphCtx<'g, 'w: 'g> {
+    ctx: RawContext,
+    graph: *mut sys::ggml_cgraph,
+    galloc: *mut std::ffi::c_void,
+    inputs: RefCell<Vec<*mut sys::ggml_tensor>>,
+    allocated: Cell<bool>,
+    _brand: PhantomData<(fn(&'g ()) -> &'g (), &'w ())>,
+}
+
+fn shape_err<T>(op: &str, msg: String) -> Result<T, GgmlError> {
+    Err(GgmlError::Shape(format!("{op}: {msg}")))
+}
+
+impl<'g, 'w> GraphCtx<'g, 'w> {
+    pub(crate) fn new(alloc: &mut Allocator, max_nodes: usize) -> Result<Self, GgmlError> {
+        // SAFETY: pure size computation.
+        let graph_mem = unsafe { sys::ggml_graph_overhead_custom(max_nodes, false) };
+        let ctx = RawContext::new(max_nodes, graph_mem)?;
+        // SAFETY: the context has room for the graph object (graph_mem reserved above).
+        let graph = unsafe { sys::ggml_new_graph_custom(ctx.raw(), max_nodes, false) };
+        if graph.is_null() {
+            return Err(GgmlError::Backend("ggml_new_graph_custom failed".into()));
+        }
+        Ok(GraphCtx {
+            ctx,
+            graph,
+            galloc: alloc.raw(),
+            inputs: RefCell::new(Vec::new()),
+            allocated: Cell::new(false),
+            _brand: PhantomData,
+        })
+    }
+
+    fn wrap(&self, raw: *mut sys::ggml_tensor) -> Result<Tensor<'g>, GgmlError> {
+        // SAFETY: `raw` was just created in self.ctx, which lives as long as `self`; `'g` cannot
+        // outlive the `with_graph` call that owns `self`.
+        unsafe { Tensor::from_raw(raw) }
+    }
+
+    fn room(&self) -> Result<*mut sys::ggml_context, GgmlError> {
+        self.ctx.ensure_room(2)?;
+        if self.allocated.get() {
+            return Err(GgmlError::Backend("graph already allocated: build every op before allocate()".into()));
+        }
+        Ok(self.ctx.raw())
+    }
+
+    /// A new input tensor; fill it with [`Self::set_f32`] / [`Self::set_i32`] after `allocate`.
+    pub fn input(&self, ty: u32, ne: &[i64]) -> Result<Tensor<'g>, GgmlError> {
+        self.room()?;
+        let t = self.ctx.new_tensor(ty, ne)?;
+        // SAFETY: valid tensor of this context.
+        unsafe { sys::ggml_set_input(t) };
+        self.inputs.borrow_mut().push(t);
+        self.wrap(t)
+    }
+
+    /// Adds `t` and everything it depends on to the graph.
+    pub fn expand(&self, t: Tensor<'g>) -> Result<(), GgmlError> {
+        let n = self.n_nodes();
+        // SAFETY: valid graph and tensor; the graph was created with room for max_nodes, and
+        // ggml asserts (aborts) past it, so check the context room heuristic first.
+        if n + 64 > self.capacity() {
+            return Err(GgmlError::Backend(format!("graph full ({n} nodes)")));
+        }
+        // SAFETY: see above.
+        unsafe { sys::ggml_build_forward_expand(self.graph, t.raw()) };
+        Ok(())
+    }
+
+    /// Marks `t` as an output (kept, readable after compute) and adds it to the graph.
+    pub fn output(&self, t: Tensor<'g>) -> Result<(), GgmlError> {
+        // SAFETY: valid tensor.
+        unsafe { sys::ggml_set_output(t.raw()) };
+        self.expand(t)
+    }
+
+    fn n_nodes(&self) -> usize {
+        // SAFETY: valid graph.
+        unsafe { (*self.graph).n_nodes as usize }
+    }
+    fn capacity(&self) -> usize {
+        // SAFETY: valid graph.
+        unsafe { (*self.graph).size as usize }
+    }
+
+    /// Places every tensor of the graph in the allocator's buffer.
+    pub fn allocate(&self) -> Result<(), GgmlError> {
+        // SAFETY: galloc is alive and exclusively borrowed for 'g; the graph belongs to self.
+        if !unsafe { ffi::ggml_gallocr_alloc_graph(self.galloc, self.graph) } {
+            return Err(GgmlError::Backend("could not allocate the compute buffer".into()));
+        }
+        self.allocated.set(true);
+        Ok(())
+    }
+
+    fn check_input(&self, t: Tensor<'g>, ty: u32, n: usize) -> Result<(), GgmlError> {
+        if !self.allocated.get() {
+            return Err(GgmlError::Backend("set input before allocate()".into()));
+        }
+        if !self.inputs.borrow().contains(&t.raw()) {
+            return Err(GgmlError::Shape("not an input tensor of this graph".into()));
+        }
+        if t.ty() != ty || t.n_elements() as usize != n {
+            return Err(GgmlError::Shape(format!("input has {} elements of type {}, {n} given", t.n_elements(), t.ty())));
+        }
+        Ok(())
+    }
+
+    /// Copies host data into an input tensor.
+    pub fn set_f32(&self, t: Tensor<'g>, data: &[f32]) -> Result<(), GgmlError> {
+        self.check_input(t, TYPE_F32, data.len())?;
+        // SAFETY: t is an allocated input of this graph with exactly data.len() f32 elements.
+        unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, std::mem::size_of_val(data)) };
+        Ok(())
+    }
+
+    /// Copies host data into an input tensor.
+    pub fn set_i32(&self, t: Tensor<'g>, data: &[i32]) -> Result<(), GgmlError> {
+        self.check_input(t, TYPE_I32, data.len())?;
+        // SAFETY: as set_f32.
+        unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, std::mem::size_of_val(data)) };
+        Ok(())
+    }
+
+    /// Runs the graph on `backend`.
+    pub fn compute(&self, backend: &Backend) -> Result<(), GgmlError> {
+        if !self.allocated.get() {
+            return Err(GgmlError::Backend("compute before allocate()".into()));
+        }
+        // Every node and leaf must have memory, or ggml would dereference null.
+        // SAFETY: valid graph; nodes/leafs arrays hold n_nodes/n_leafs valid tensor pointers.
+        let ok = unsafe {
+            let g = &*self.graph;
+            (0..g.n_nodes as usize).all(|i| !(*(*g.nodes.add(i))).data.is_null())
+                && (0..g.n_leafs as usize).all(|i| !(*(*g.leafs.add(i))).data.is_null())
+        };
+        if !ok {
+            return Err(GgmlError::Backend("graph has tensors without memory".into()));
+        }
+        // SAFETY: allocated graph whose inputs (weights, cache) outlive 'g; backend alive.
+        let st = unsafe { ffi::ggml_backend_graph_compute(backend.raw(), self.graph) };
+        if st != sys::ggml_status_GGML_STATUS_SUCCESS {
+            return Err(GgmlError::Backend(format!("graph compute failed (status {st})")));
+        }
+        Ok(())
+    }
+
+    /// Reads an f32 output after compute.
+    pub fn read_f32(&self, t: Tensor<'g>) -> Result<Vec<f32>, GgmlError> {
+        if t.ty() != TYPE_F32 || !t.is_contiguous() || !t.has_data() || t.buffer().is_null() {
+            return Err(GgmlError::Shape("read_f32 needs an allocated contiguous f32 tensor".into()));
+        }
+        let n = t.n_elements() as usize;
+        let mut out = vec![0f32; n];
+        // SAFETY: t is allocated in a live buffer (the allocator is borrowed for 'g), contiguous,
+        // with n f32 elements = n*4 bytes, and `out` has room for them.
+        unsafe { ffi::ggml_backend_tensor_get(t.raw(), out.as_mut_ptr().cast(), 0, n * 4) };
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- ops
+
+    /// Rows `ids` (I32 vector) of matrix `a`.
+    pub fn get_rows(&self, a: Tensor<'g>, ids: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let (na, ni) = (a.ne(), ids.ne());
+        if ids.ty() != TYPE_I32 || ni[1] != 1 || ni[2] != 1 || na[2] != 1 || na[3] != 1 {
+            return shape_err("get_rows", format!("table {na:?}, ids {ni:?}"));
+        }
+        let ctx = self.room()?;
+        // SAFETY: shapes checked; ctx has room.
+        self.wrap(unsafe { sys::ggml_get_rows(ctx, a.raw(), ids.raw()) })
+    }
+
+    /// RMS normalisation over rows.
+    pub fn rms_norm(&self, a: Tensor<'g>, eps: f32) -> Result<Tensor<'g>, GgmlError> {
+        if a.ty() != TYPE_F32 || a.nb()[0] != 4 {
+            return shape_err("rms_norm", "needs f32 rows with unit stride".into());
+        }
+        let ctx = self.room()?;
+        // SAFETY: checked; ctx has room.
+        self.wrap(unsafe { sys::ggml_rms_norm(ctx, a.raw(), eps) })
+    }
+
+    fn can_repeat(b: Tensor<'_>, a: Tensor<'_>) -> bool {
+        let (nb, na) = (b.ne(), a.ne());
+        (0..4).all(|i| na[i] % nb[i] == 0)
+    }
+
+    /// Element-wise a * b (b broadcast over a).
+    pub fn mul(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        if !Self::can_repeat(b, a) || a.ty() != TYPE_F32 || b.ty() != TYPE_F32 || b.nb()[0] != 4 {
+            return shape_err("mul", format!("{:?} * {:?}", a.ne(), b.ne()));
+        }
+        let ctx = self.room()?;
+        // SAFETY: checked; ctx has room.
+        self.wrap(unsafe { sys::ggml_mul(ctx, a.raw(), b.raw()) })
+    }
+
+    /// Element-wise a + b (b broadcast over a).
+    pub fn add(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        if !Self::can_repeat(b, a) || a.ty() != TYPE_F32 || b.ty() != TYPE_F32 || b.nb()[0] != 4 {
+            return shape_err("add", format!("{:?} + {:?}", a.ne(), b.ne()));
+        }
+        let ctx = self.room()?;
+        // SAFETY: checked; ctx has room.
+        self.wrap(unsafe { sys::ggml_add(ctx, a.raw(), b.raw()) })
+    }
+
+    /// SiLU of a contiguous tensor (CUDA's kernel ignores strides, so non-contiguous input is refused).
+    pub fn silu(&self, a: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        if a.ty() != TYPE_F32 || !a.is_contiguous() {
+            return shape_err("silu", "needs a contiguous f32 tensor".into());
+        }
+        let ctx = self.room()?;
+        // SAFETY: checked; ctx has room.
+        self.wrap(unsafe { sys::ggml_silu(ctx, a.raw()) })
+    }
+
+    /// `a`ᵀ·`b` the ggml way: result[i, j] = Σ_k a[k, i]·b[k, j], broadcasting a over b's dims 2, 3.
+    pub fn mul_mat(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let (na, nb) = (a.ne(), b.ne());
+        let bsz = crate::quant::block_size(a.ty())?;
+        // SAFETY: valid tensor; pure predicate.
+        let transposed = unsafe { sys::ggml_is_transposed(a.raw()) };
+        if na[0] != nb[0] || nb[2] % na[2] != 0 || nb[3] % na[3] != 0 || transposed || b.nb()[0] > b.nb()[1] {
+            return shape_err("mul_mat", format!("{na:?} x {nb:?}"));
+        }
+        if (na[0] as usize) % bsz != 0 {
+            return shape_err("mul_mat", format!("row of {} is not whole blocks", na[0]));
+        }
+        let ctx = self.room()?;
+        // SAFETY: ggml_can_mul_mat holds (checked); ctx has room.
+        self.wrap(unsafe { sys::ggml_mul_mat(ctx, a.raw(), b.raw()) })
+    }
+
+    /// A contiguous copy.
+    pub fn cont(&self, a: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let ctx = self.room()?;
+        // SAFETY: any tensor can be made contiguous; ctx has room.
+        self.wrap(unsafe { sys::ggml_cont(ctx, a.raw()) })
+    }
+
+    /// Same data, new shape (contiguous input only).
+    pub fn reshape(&self, a: Tensor<'g>, ne: &[i64]) -> Result<Tensor<'g>, GgmlError> {
+        if !a.is_contiguous() || ne.iter().product::<i64>() != a.n_elements() || ne.is_empty() || ne.len() > 4 {
+            return shape_err("reshape", format!("{:?} -> {ne:?}", a.ne()));
+        }
+        let ctx = self.room()?;
+        // SAFETY: contiguous with equal element count (checked); ctx has room.
+        self.wrap(unsafe {
+            match *ne {
+                [a0] => sys::ggml_reshape_1d(ctx, a.raw(), a0),
+                [a0, a1] => sys::ggml_reshape_2d(ctx, a.raw(), a0, a1),
+                [a0, a1, a2] => sys::ggml_reshape_3d(ctx, a.raw(), a0, a1, a2),
+                [a0, a1, a2, a3] => sys::ggml_reshape_4d(ctx, a.raw(), a0, a1, a2, a3),
+                _ => unreachable!("length checked"),
+            }
+        })
+    }
+
+    /// A strided view: `ne` elements per dimension, `nb[i]` bytes between steps of dimension
+    /// i+1, starting `offset` bytes into `a`. Must stay inside `a`'s data.
+    pub fn view(&self, a: Tensor<'g>, ne: &[i64], nb: &[usize], offset: usize) -> Result<Tensor<'g>, GgmlError> {
+        if ne.is_empty() || ne.len() > 4 || nb.len() + 1 != ne.len() || ne.iter().any(|&d| d <= 0) {
+            return shape_err("view", format!("ne {ne:?}, nb {nb:?}"));
+        }
+        let row = crate::quant::row_size(a.ty(), ne[0] as usize)?;
+        let extent = nb.iter().zip(&ne[1..]).map(|(&s, &n)| s * (n as usize - 1)).sum::<usize>() + row;
+        if offset + extent > a.n_bytes() {
+            return shape_err("view", format!("bytes {offset}..{} outside the {}-byte source", offset + extent, a.n_bytes()));
+        }
+        let ctx = self.room()?;
+        // SAFETY: the view lies inside `a` (checked); ctx has room.
+        self.wrap(unsafe {
+            match (ne, nb) {
+                ([a0], []) => sys::ggml_view_1d(ctx, a.raw(), *a0, offset),
+                ([a0, a1], [b1]) => sys::ggml_view_2d(ctx, a.raw(), *a0, *a1, *b1, offset),
+                ([a0, a1, a2], [b1, b2]) => sys::ggml_view_3d(ctx, a.raw(), *a0, *a1, *a2, *b1, *b2, offset),
+                ([a0, a1, a2, a3], [b1, b2, b3]) => {
+                    sys::ggml_view_4d(ctx, a.raw(), *a0, *a1, *a2, *a3, *b1, *b2, *b3, offset)
+                }
+                _ => unreachable!("lengths checked"),
+            }
+        })
+    }
+
+    /// Permutes axes: axis i of `a` becomes axis `axes[i]` of the result.
+    pub fn permute(&self, a: Tensor<'g>, axes: [i32; 4]) -> Result<Tensor<'g>, GgmlError> {
+        let mut seen = [false; 4];
+        for &x in &axes {
+            if !(0..4).contains(&x) || seen[x as usize] {
+                return shape_err("permute", format!("{axes:?} is not a permutation"));
+            }
+            seen[x as usize] = true;
+        }
+        let ctx = self.room()?;
+        // SAFETY: a valid permutation (checked); ctx has room.
+        self.wrap(unsafe { sys::ggml_permute(ctx, a.raw(), axes[0], axes[1], axes[2], axes[3]) })
+    }
+
+    /// Transposes the first two axes.
+    pub fn transpose(&self, a: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let ctx = self.room()?;
+        // SAFETY: always valid; ctx has room.
+        self.wrap(unsafe { sys::ggml_transpose(ctx, a.raw()) })
+    }
+
+    /// Rotary embedding, "normal" mode (adjacent pairs), over the *whole* row of a contiguous
+    /// `[n_dims, heads, tokens]` tensor with positions `pos` (I32, one per token). Partial
+    /// rotation (n_dims < row) is refused: it is wrong in this ggml on CPU and CUDA.
+    pub fn rope(&self, a: Tensor<'g>, pos: Tensor<'g>, freq_base: f32) -> Result<Tensor<'g>, GgmlError> {
+        let (na, np) = (a.ne(), pos.ne());
+        if a.ty() != TYPE_F32 || !a.is_contiguous() || pos.ty() != TYPE_I32 || np[0] != na[2] || na[3] != 1 || na[0] % 2 != 0 {
+            return shape_err("rope", format!("x {na:?}, pos {np:?}"));
+        }
+        let ctx = self.room()?;
+        // SAFETY: contiguous f32 x, I32 positions one per token (checked); ctx has room.
+        self.wrap(unsafe {
+            sys::ggml_rope_custom(ctx, a.raw(), pos.raw(), na[0] as i32, 0, 0, 0, freq_base, 1.0, 0.0, 1.0, 32.0, 1.0)
+        })
+    }
+
+    /// softmax(a·scale + mask) over rows; mask is `[a.ne0, a.ne1]` f32, broadcast over heads.
+    pub fn soft_max_ext(&self, a: Tensor<'g>, mask: Tensor<'g>, scale: f32) -> Result<Tensor<'g>, GgmlError> {
+        let (na, nm) = (a.ne(), mask.ne());
+        if a.ty() != TYPE_F32 || !a.is_contiguous() || mask.ty() != TYPE_F32 || !mask.is_contiguous() || nm[0] != na[0] || nm[1] != na[1] || nm[2] != 1 || nm[3] != 1 {
+            return shape_err("soft_max_ext", format!("scores {na:?}, mask {nm:?}"));
+        }
+        let ctx = self.room()?;
+        // SAFETY: checked; ctx has room.
+        self.wrap(unsafe { sys::ggml_soft_max_ext(ctx, a.raw(), mask.raw(), std::ptr::null_mut(), scale, 0.0) })
+    }
+
+    /// Copies `a` into `b` (converting f32 -> f16 if needed); returns the written view of `b`.
+    /// Add the result to the graph for the copy to happen.
+    pub fn cpy(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        if a.n_elements() != b.n_elements() || a.ty() != TYPE_F32 || !(b.ty() == TYPE_F32 || b.ty() == TYPE_F16) {
+            return shape_err("cpy", format!("{:?} -> {:?}", a.ne(), b.ne()));
+        }
+        let ctx = self.room()?;
+        // SAFETY: equal element counts, supported types (checked); ctx has room.
+        self.wrap(unsafe { sys::ggml_cpy(ctx, a.raw(), b.raw()) })
+    }
+}

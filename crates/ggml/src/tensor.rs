@@ -1,0 +1,242 @@
+//! Tensors and tensor stores.
+//!
+//! A [`Tensor<'a>`] is a copyable handle to a ggml tensor that cannot outlive what owns its
+//! memory: a [`TensorStore`] (weights, KV cache) or a graph context (see `graph.rs`).
+//! A [`TensorStore`] owns a ggml context *and* the backend buffer holding its tensors' data, so a
+//! live handle always points at live data.
+
+use crate::backend::{Backend, Buffer};
+use crate::{ffi, sys, GgmlError};
+use std::any::Any;
+use std::ffi::CString;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// A ggml tensor borrowed from its owner for `'a`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tensor<'a> {
+    raw: NonNull<sys::ggml_tensor>,
+    _owner: PhantomData<&'a ()>,
+}
+
+impl<'a> Tensor<'a> {
+    /// # Safety
+    /// `raw` must point to a tensor that stays valid for `'a`.
+    pub(crate) unsafe fn from_raw(raw: *mut sys::ggml_tensor) -> Result<Self, GgmlError> {
+        NonNull::new(raw)
+            .map(|raw| Tensor { raw, _owner: PhantomData })
+            .ok_or_else(|| GgmlError::Backend("ggml returned a null tensor (context full?)".into()))
+    }
+    pub(crate) fn raw(self) -> *mut sys::ggml_tensor {
+        self.raw.as_ptr()
+    }
+    fn get(&self) -> &sys::ggml_tensor {
+        // SAFETY: the handle is valid for 'a (constructor contract), and ggml does not mutate a
+        // tensor's header while the Rust side reads it (single-threaded graph building).
+        unsafe { self.raw.as_ref() }
+    }
+    /// Elements per dimension (ggml order).
+    pub fn ne(&self) -> [i64; 4] {
+        self.get().ne
+    }
+    /// Bytes per step in each dimension.
+    pub fn nb(&self) -> [usize; 4] {
+        self.get().nb
+    }
+    /// ggml type id.
+    pub fn ty(&self) -> u32 {
+        self.get().type_
+    }
+    pub fn n_elements(&self) -> i64 {
+        self.ne().iter().product()
+    }
+    /// Bytes spanned by the tensor's data.
+    pub fn n_bytes(&self) -> usize {
+        // SAFETY: valid tensor (see `get`).
+        unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+    pub fn is_contiguous(&self) -> bool {
+        // SAFETY: valid tensor (see `get`).
+        unsafe { sys::ggml_is_contiguous(self.raw()) }
+    }
+    /// True once the tensor has memory (a store, or an allocated graph).
+    pub(crate) fn has_data(&self) -> bool {
+        !self.get().data.is_null()
+    }
+    pub(crate) fn buffer(&self) -> *mut std::ffi::c_void {
+        self.get().buffer.cast()
+    }
+}
+
+/// Owns a ggml context (metadata only, `no_alloc`) and frees it on drop.
+pub(crate) struct RawContext(NonNull<sys::ggml_context>);
+
+impl RawContext {
+    pub(crate) fn new(n_tensors: usize, extra: usize) -> Result<Self, GgmlError> {
+        // SAFETY: pure size computation.
+        let mem_size = unsafe { sys::ggml_tensor_overhead() } * n_tensors + extra + 1024;
+        let params = sys::ggml_init_params { mem_size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
+        // SAFETY: ggml allocates mem_size bytes itself (mem_buffer null); returns null on failure.
+        let raw = unsafe { sys::ggml_init(params) };
+        NonNull::new(raw).map(RawContext).ok_or_else(|| GgmlError::Backend("ggml_init failed".into()))
+    }
+    pub(crate) fn raw(&self) -> *mut sys::ggml_context {
+        self.0.as_ptr()
+    }
+    /// Bytes of metadata memory left (ggml aborts when a context overflows: check first).
+    pub(crate) fn ensure_room(&self, n_tensors: usize) -> Result<(), GgmlError> {
+        // SAFETY: valid context; pure queries.
+        let (used, size, over) = unsafe {
+            (sys::ggml_used_mem(self.raw()), sys::ggml_get_mem_size(self.raw()), sys::ggml_tensor_overhead())
+        };
+        if used + n_tensors * over > size {
+            return Err(GgmlError::Backend(format!("ggml context full ({used} of {size} bytes used)")));
+        }
+        Ok(())
+    }
+    /// Creates a tensor after validating its shape.
+    pub(crate) fn new_tensor(&self, ty: u32, ne: &[i64]) -> Result<*mut sys::ggml_tensor, GgmlError> {
+        if ne.is_empty() || ne.len() > 4 || ne.iter().any(|&d| d <= 0) {
+            return Err(GgmlError::Shape(format!("bad tensor shape {ne:?}")));
+        }
+        crate::quant::row_size(ty, ne[0] as usize)?;
+        self.ensure_room(1)?;
+        // SAFETY: valid context with room for one more tensor (checked); ne has ne.len() entries
+        // and the type is valid with whole blocks per row (checked by row_size).
+        let t = unsafe { sys::ggml_new_tensor(self.raw(), ty, ne.len() as i32, ne.as_ptr()) };
+        if t.is_null() {
+            return Err(GgmlError::Backend("ggml_new_tensor failed".into()));
+        }
+        Ok(t)
+    }
+}
+
+impl Drop for RawContext {
+    fn drop(&mut self) {
+        // SAFETY: the context was created by ggml_init and is freed exactly once.
+        unsafe { sys::ggml_free(self.0.as_ptr()) }
+    }
+}
+
+/// Name, type and shape of a tensor to create in a store.
+#[derive(Clone, Debug)]
+pub struct TensorSpec {
+    pub name: String,
+    pub ty: u32,
+    /// ggml order.
+    pub ne: Vec<i64>,
+}
+
+/// A set of named tensors whose data lives in one backend buffer that the store owns: model
+/// weights (zero-copy over a memory-mapped file, or copied into device memory) or a KV cache.
+pub struct TensorStore {
+    tensors: Vec<(String, NonNull<sys::ggml_tensor>)>,
+    // Drop order: buffer, then context, then the host memory owner.
+    buffer: Buffer,
+    _ctx: RawContext,
+    _host: Option<Box<dyn Any>>,
+}
+
+impl TensorStore {
+    fn create(specs: &[TensorSpec]) -> Result<(RawContext, Vec<(String, NonNull<sys::ggml_tensor>)>), GgmlError> {
+        let ctx = RawContext::new(specs.len(), 0)?;
+        let mut tensors = Vec::with_capacity(specs.len());
+        for s in specs {
+            let t = ctx.new_tensor(s.ty, &s.ne)?;
+            let name = CString::new(s.name.as_str()).map_err(|_| GgmlError::Shape(format!("tensor name {:?} has a NUL", s.name)))?;
+            // SAFETY: valid tensor; ggml copies the name into its fixed-size field (truncating).
+            unsafe { sys::ggml_set_name(t, name.as_ptr()) };
+            tensors.push((s.name.clone(), NonNull::new(t).expect("checked non-null")));
+        }
+        Ok((ctx, tensors))
+    }
+
+    /// Allocates the tensors in `backend`'s memory, zero-filled.
+    pub fn allocate(backend: &Backend, specs: &[TensorSpec]) -> Result<Self, GgmlError> {
+        let (ctx, tensors) = Self::create(specs)?;
+        // SAFETY: valid context and backend; returns null on allocation failure.
+        let raw = unsafe { ffi::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.raw()) };
+        let buffer = Buffer::from_raw(raw).ok_or_else(|| {
+            GgmlError::Backend(format!("could not allocate {} tensors on {}", specs.len(), backend.name()))
+        })?;
+        buffer.clear(0);
+        Ok(TensorStore { tensors, buffer, _ctx: ctx, _host: None })
+    }
+
+    /// Places the tensors over host memory owned by `host` without copying: tensor `i` starts at
+    /// byte `offsets[i]` of `host.as_ref()`. The memory is treated as read-only by the runtime.
+    pub fn map_host<H: AsRef<[u8]> + 'static>(host: H, specs: &[TensorSpec], offsets: &[usize]) -> Result<Self, GgmlError> {
+        if specs.len() != offsets.len() {
+            return Err(GgmlError::Shape("one offset per tensor is needed".into()));
+        }
+        let host: Box<H> = Box::new(host);
+        let bytes: &[u8] = (*host).as_ref();
+        let (base, len) = (bytes.as_ptr(), bytes.len());
+        if base as usize % 32 != 0 {
+            return Err(GgmlError::Backend("host memory is not 32-byte aligned".into()));
+        }
+        let (ctx, tensors) = Self::create(specs)?;
+        for ((name, t), &off) in tensors.iter().zip(offsets) {
+            // SAFETY: valid tensor just created.
+            let n = unsafe { sys::ggml_nbytes(t.as_ptr()) };
+            if off % 32 != 0 || off.checked_add(n).is_none_or(|end| end > len) {
+                return Err(GgmlError::Shape(format!(
+                    "tensor {name}: bytes {off}..{} are not an aligned range of the {len}-byte file",
+                    off.saturating_add(n)
+                )));
+            }
+        }
+        // SAFETY: base is 32-byte aligned (checked) and len bytes are readable for as long as
+        // `host` lives, which the store keeps alive until after the buffer is freed.
+        let raw = unsafe { ffi::ggml_backend_cpu_buffer_from_ptr(base as *mut _, len) };
+        let buffer = Buffer::from_raw(raw).ok_or_else(|| GgmlError::Backend("could not wrap host memory".into()))?;
+        for ((_, t), &off) in tensors.iter().zip(offsets) {
+            // SAFETY: the tensor is unallocated, belongs to ctx, and [off, off+nbytes) lies in the
+            // buffer (checked above).
+            unsafe { ffi::ggml_backend_tensor_alloc(buffer.raw(), t.as_ptr(), base.add(off) as *mut _) };
+        }
+        Ok(TensorStore { tensors, buffer, _ctx: ctx, _host: Some(host) })
+    }
+
+    /// The tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<Tensor<'_>> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| Tensor { raw: *t, _owner: PhantomData })
+    }
+
+    /// The `i`-th tensor in creation order.
+    pub fn at(&self, i: usize) -> Option<Tensor<'_>> {
+        self.tensors.get(i).map(|(_, t)| Tensor { raw: *t, _owner: PhantomData })
+    }
+
+    /// All tensors in creation order.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, Tensor<'_>)> {
+        self.tensors.iter().map(|(n, t)| (n.as_str(), Tensor { raw: *t, _owner: PhantomData }))
+    }
+
+    /// Bytes of the backing buffer.
+    pub fn size_bytes(&self) -> usize {
+        self.buffer.size()
+    }
+
+    /// Copies `data` into tensor `t` of this store (e.g. weights uploaded to a device).
+    pub fn upload(&self, t: Tensor<'_>, data: &[u8]) -> Result<(), GgmlError> {
+        if !self.tensors.iter().any(|(_, x)| x.as_ptr() == t.raw()) {
+            return Err(GgmlError::Shape("tensor does not belong to this store".into()));
+        }
+        if self._host.is_some() {
+            return Err(GgmlError::Shape("a host-mapped store is read-only".into()));
+        }
+        if data.len() != t.n_bytes() {
+            return Err(GgmlError::Shape(format!("{} bytes given for a {}-byte tensor", data.len(), t.n_bytes())));
+        }
+        // SAFETY: t belongs to this store (checked), so it is allocated in self.buffer, which is
+        // alive; the size matches the tensor exactly.
+        unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, data.len()) };
+        Ok(())
+    }
+
+    /// Zero-fills the store.
+    pub fn clear(&self) {
+        self.buffer.clear(0);
+    }
+}

@@ -1,0 +1,118 @@
+//! The GGUF contract of the `chatglm` architecture, as llama.cpp defines it: metadata keys and
+//! tensor names, plus the mapping from THUDM's Hugging Face tensor names. Converter, quantizer
+//! and runtime all use these tables; no other file spells a key or tensor name.
+
+pub const ARCH: &str = "chatglm";
+
+// general.*
+pub const GENERAL_ARCHITECTURE: &str = "general.architecture";
+pub const GENERAL_NAME: &str = "general.name";
+pub const GENERAL_FILE_TYPE: &str = "general.file_type";
+pub const GENERAL_QUANTIZATION_VERSION: &str = "general.quantization_version";
+/// ggml quantization format version written by this ggml (GGML_QNT_VERSION).
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+// chatglm.* hyperparameters
+pub const CONTEXT_LENGTH: &str = "chatglm.context_length";
+pub const EMBEDDING_LENGTH: &str = "chatglm.embedding_length";
+pub const FEED_FORWARD_LENGTH: &str = "chatglm.feed_forward_length";
+pub const BLOCK_COUNT: &str = "chatglm.block_count";
+pub const HEAD_COUNT: &str = "chatglm.attention.head_count";
+pub const HEAD_COUNT_KV: &str = "chatglm.attention.head_count_kv";
+pub const LAYER_NORM_RMS_EPS: &str = "chatglm.attention.layer_norm_rms_epsilon";
+pub const ROPE_DIMENSION_COUNT: &str = "chatglm.rope.dimension_count";
+pub const ROPE_FREQ_BASE: &str = "chatglm.rope.freq_base";
+
+// tokenizer.ggml.*
+pub const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
+pub const TOKENIZER_PRE: &str = "tokenizer.ggml.pre";
+pub const TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
+pub const TOKENIZER_SCORES: &str = "tokenizer.ggml.scores";
+pub const TOKENIZER_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
+pub const TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
+pub const TOKENIZER_MODEL_LLAMA: &str = "llama";
+pub const TOKENIZER_PRE_CHATGLM: &str = "chatglm-spm";
+
+// Tensor names.
+pub const TOKEN_EMBD: &str = "token_embd.weight";
+pub const OUTPUT_NORM: &str = "output_norm.weight";
+pub const OUTPUT: &str = "output.weight";
+
+/// Per-layer tensors, `blk.{N}.` + suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerTensor {
+    AttnNorm,
+    AttnQkv,
+    AttnQkvBias,
+    AttnOutput,
+    FfnNorm,
+    FfnUp,
+    FfnDown,
+}
+
+impl LayerTensor {
+    pub const ALL: [LayerTensor; 7] = [
+        Self::AttnNorm,
+        Self::AttnQkv,
+        Self::AttnQkvBias,
+        Self::AttnOutput,
+        Self::FfnNorm,
+        Self::FfnUp,
+        Self::FfnDown,
+    ];
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::AttnNorm => "attn_norm.weight",
+            Self::AttnQkv => "attn_qkv.weight",
+            Self::AttnQkvBias => "attn_qkv.bias",
+            Self::AttnOutput => "attn_output.weight",
+            Self::FfnNorm => "ffn_norm.weight",
+            Self::FfnUp => "ffn_up.weight",
+            Self::FfnDown => "ffn_down.weight",
+        }
+    }
+    /// THUDM's name inside `transformer.encoder.layers.{N}.`.
+    pub fn hf_suffix(self) -> &'static str {
+        match self {
+            Self::AttnNorm => "input_layernorm.weight",
+            Self::AttnQkv => "self_attention.query_key_value.weight",
+            Self::AttnQkvBias => "self_attention.query_key_value.bias",
+            Self::AttnOutput => "self_attention.dense.weight",
+            Self::FfnNorm => "post_attention_layernorm.weight",
+            Self::FfnUp => "mlp.dense_h_to_4h.weight",
+            Self::FfnDown => "mlp.dense_4h_to_h.weight",
+        }
+    }
+    /// GGUF name for layer `il`.
+    pub fn name(self, il: usize) -> String {
+        format!("blk.{il}.{}", self.suffix())
+    }
+    /// Hugging Face name for layer `il`.
+    pub fn hf_name(self, il: usize) -> String {
+        format!("transformer.encoder.layers.{il}.{}", self.hf_suffix())
+    }
+}
+
+/// Global tensors: (GGUF name, THUDM name).
+pub const GLOBAL_TENSORS: [(&str, &str); 3] = [
+    (TOKEN_EMBD, "transformer.embedding.word_embeddings.weight"),
+    (OUTPUT_NORM, "transformer.encoder.final_layernorm.weight"),
+    (OUTPUT, "transformer.output_layer.weight"),
+];
+
+/// THUDM tensors that carry no weights the GGUF needs (recomputed buffers).
+pub const HF_IGNORED_SUFFIXES: [&str; 1] = ["rotary_pos_emb.inv_freq"];
+
+/// Maps a THUDM tensor name to its GGUF name (`None` for names that are not model weights of
+/// this architecture).
+pub fn hf_to_gguf(hf: &str) -> Option<String> {
+    if let Some((g, _)) = GLOBAL_TENSORS.iter().find(|(_, h)| *h == hf) {
+        return Some(g.to_string());
+    }
+    let rest = hf.strip_prefix("transformer.encoder.layers.")?;
+    let (n, suffix) = rest.split_once('.')?;
+    let il: usize = n.parse().ok()?;
+    LayerTensor::ALL.iter().find(|t| t.hf_suffix() == suffix).map(|t| t.name(il))
+}

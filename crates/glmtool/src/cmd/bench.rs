@@ -1,0 +1,102 @@
+//! `glmtool bench -p 512 -n 128 -r 5`: prompt processing and generation speed, like llama-bench.
+
+use crate::args::ModelArgs;
+use anyhow::{bail, Result};
+use glm_runtime::Session;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt tokens (pp test; 0 = skip)
+    #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+    pub n_prompt: usize,
+    /// Generated tokens (tg test; 0 = skip)
+    #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+    pub n_gen: usize,
+    /// Repetitions
+    #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
+    pub reps: usize,
+    /// Output format: md or json
+    #[arg(short = 'o', long = "output", default_value = "md", value_parser = ["md", "json"])]
+    pub output: String,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 } else { 0.0 };
+    (m, var.sqrt())
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.reps == 0 {
+        bail!("-r must be at least 1");
+    }
+    let model = a.model.load()?;
+    let mut opts = a.model.session_options(&model)?;
+    let need = a.n_prompt.max(a.n_gen).max(1);
+    if a.model.ctx.is_none() {
+        opts.n_ctx = need.min(model.hparams.n_ctx_train);
+    }
+    if need > opts.n_ctx {
+        bail!("the tests need {need} tokens of context; -c is {}", opts.n_ctx);
+    }
+    let mut session = Session::new(&model, &opts)?;
+    let n_vocab = model.hparams.n_vocab as u32;
+    // Deterministic pseudo-random tokens from the normal part of the vocabulary.
+    let tokens: Vec<u32> = (0..need as u64).map(|i| ((i * 2654435761 + 12345) % (n_vocab as u64 / 2)) as u32 + 3).collect();
+    let mut rows = Vec::new();
+    // warm-up (page in the weights, size the compute buffer)
+    session.reset();
+    session.eval(&tokens[..a.n_prompt.clamp(1, 16)], false)?;
+    if a.n_prompt > 0 {
+        let mut tps = Vec::new();
+        for _ in 0..a.reps {
+            session.reset();
+            let t = Instant::now();
+            session.eval(&tokens[..a.n_prompt], false)?;
+            tps.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+        }
+        rows.push((format!("pp{}", a.n_prompt), mean_sd(&tps)));
+    }
+    if a.n_gen > 0 {
+        let mut tps = Vec::new();
+        for _ in 0..a.reps {
+            session.reset();
+            let t = Instant::now();
+            for &tok in &tokens[..a.n_gen] {
+                session.eval(&[tok], false)?;
+            }
+            tps.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+        }
+        rows.push((format!("tg{}", a.n_gen), mean_sd(&tps)));
+    }
+    let (size, params) = (model.file_size, model.n_params);
+    if a.output == "json" {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(test, (m, sd))| serde_json::json!({
+                "model": model.name, "size_bytes": size, "params": params, "backend": "CPU",
+                "threads": opts.n_threads, "test": test, "tokens_per_second": m, "stddev": sd, "repetitions": a.reps,
+            }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("| model | size | params | backend | threads | test | t/s |");
+        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        for (test, (m, sd)) in &rows {
+            println!(
+                "| {} | {} | {:.2} M | CPU | {} | {} | {:.2} ± {:.2} |",
+                model.name,
+                crate::progress::size(size),
+                params as f64 / 1e6,
+                opts.n_threads,
+                test,
+                m,
+                sd
+            );
+        }
+    }
+    Ok(())
+}

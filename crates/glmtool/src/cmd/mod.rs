@@ -1,0 +1,8 @@
+//! One module per subcommand.
+pub mod bench;
+pub mod convert;
+pub mod info;
+pub mod perplexity;
+pub mod quantize;
+pub mod run;
+pub mod tokenize;

@@ -1,0 +1,321 @@
+//! `glmtool run`: one-shot completion with `-p`/`-f`, or an interactive chat on a terminal.
+
+use crate::args::{ModelArgs, SamplingArgs};
+use crate::INTERRUPTED;
+use anyhow::{bail, Context, Result};
+use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
+use glm_runtime::generate::{generate, Generated, StopReason};
+use glm_runtime::sampler::Sampler;
+use glm_runtime::{Model, Session};
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Prompt (the user's message; with --raw, text to continue)
+    #[arg(short = 'p', long = "prompt", conflicts_with = "file")]
+    pub prompt: Option<String>,
+    /// Read the prompt from a file ('-' = standard input)
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// System message
+    #[arg(short = 's', long = "system")]
+    pub system: Option<String>,
+    /// Maximum new tokens (-1 = until the context is full)
+    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
+    pub n_predict: i64,
+    /// Continue plain text, without the chat format
+    #[arg(long)]
+    pub raw: bool,
+    /// Print one JSON object (prompt_ids, ids, text, timings)
+    #[arg(long)]
+    pub json: bool,
+    /// Print the seed and other details to stderr
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// Prints a ChatGLM3 reply as it streams: the metadata line (empty for plain answers) is held
+/// back, leading whitespace of the content is dropped, as THUDM's `process_response` does.
+struct ReplyPrinter {
+    raw: bool,
+    in_content: bool,
+    started: bool,
+    metadata: String,
+}
+
+impl ReplyPrinter {
+    fn new(raw: bool) -> Self {
+        ReplyPrinter { raw, in_content: raw, started: false, metadata: String::new() }
+    }
+    /// Returns the part of `text` to show.
+    fn feed<'a>(&mut self, mut text: &'a str) -> &'a str {
+        if self.raw {
+            return text;
+        }
+        if !self.in_content {
+            match text.find('\n') {
+                None => {
+                    self.metadata.push_str(text);
+                    return "";
+                }
+                Some(i) => {
+                    self.metadata.push_str(&text[..i]);
+                    self.in_content = true;
+                    text = &text[i + 1..];
+                }
+            }
+        }
+        if !self.started {
+            text = text.trim_start();
+            self.started = !text.is_empty();
+        }
+        text
+    }
+}
+
+/// Splits a decoded ChatGLM3 reply into (metadata, content) like THUDM's `process_response`.
+pub fn split_reply(text: &str) -> (String, String) {
+    match text.split_once('\n') {
+        Some((meta, content)) if meta.trim().is_empty() => (String::new(), content.trim().to_string()),
+        Some((meta, content)) => (meta.trim().to_string(), content.to_string()),
+        None => (String::new(), text.trim().to_string()),
+    }
+}
+
+fn max_new(a: &Args, session: &Session, prompt_len: usize) -> usize {
+    let room = session.n_ctx().saturating_sub(prompt_len);
+    if a.n_predict < 0 {
+        room
+    } else {
+        (a.n_predict as usize).min(room)
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let prompt = match (&a.prompt, &a.file) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(f)) => Some(read_prompt_file(f)?),
+        (None, None) => None,
+    };
+    let model = a.model.load()?;
+    let opts = a.model.session_options(&model)?;
+    let mut session = Session::new(&model, &opts)?;
+    let sopts = a.sampling.options()?;
+    if a.verbose {
+        eprintln!(
+            "model: {} ({} layers, context {}), threads {}, seed {}, {}",
+            model.name,
+            model.hparams.n_layer,
+            session.n_ctx(),
+            opts.n_threads,
+            sopts.seed,
+            glm_runtime::system_info()
+        );
+    }
+    let mut sampler = Sampler::new(sopts);
+    match prompt {
+        Some(p) => one_shot(&a, &model, &mut session, &mut sampler, &p),
+        None if std::io::stdin().is_terminal() && !a.json => interactive(&a, &model, &mut session, &mut sampler),
+        None => bail!("no prompt: pass -p TEXT or -f FILE ('-' for standard input), or run on a terminal to chat"),
+    }
+}
+
+fn read_prompt_file(f: &PathBuf) -> Result<String> {
+    let mut bytes = Vec::new();
+    if f.as_os_str() == "-" {
+        std::io::stdin().read_to_end(&mut bytes).context("reading the prompt from standard input")?;
+    } else {
+        bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!("{}: not valid UTF-8 (byte {})", if f.as_os_str() == "-" { "standard input".into() } else { f.display().to_string() }, e.utf8_error().valid_up_to())
+    })
+}
+
+fn prompt_ids(a: &Args, model: &Model, messages: &[Message], raw_text: &str) -> Result<Vec<u32>> {
+    Ok(if a.raw { model.tokenizer.encode(raw_text)? } else { build_chat_ids(&model.tokenizer, messages)? })
+}
+
+fn one_shot(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sampler, prompt: &str) -> Result<()> {
+    let mut messages = Vec::new();
+    if let Some(s) = &a.system {
+        messages.push(Message::new(Role::System, s.clone()));
+    }
+    messages.push(Message::new(Role::User, prompt.to_string()));
+    let ids = prompt_ids(a, model, &messages, prompt)?;
+    if ids.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let stops = if a.raw { vec![model.tokenizer.special().eos] } else { stop_ids(&model.tokenizer) };
+    let n = max_new(a, session, ids.len());
+    let mut out = std::io::stdout().lock();
+    let mut dec = model.tokenizer.stream_decoder();
+    let mut printer = ReplyPrinter::new(a.raw);
+    let mut write_err = None;
+    let g = generate(session, &ids, n, sampler, &stops, |id| {
+        if a.json {
+            return !INTERRUPTED.load(Ordering::Relaxed);
+        }
+        let piece = dec.push(id);
+        let shown = printer.feed(&piece);
+        if let Err(e) = out.write_all(shown.as_bytes()).and_then(|_| out.flush()) {
+            write_err = Some(e);
+            return false;
+        }
+        !INTERRUPTED.load(Ordering::Relaxed)
+    })?;
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    let text = model.tokenizer.decode(&g.ids)?;
+    if a.json {
+        let (metadata, content) = if a.raw { (String::new(), text.clone()) } else { split_reply(&text) };
+        let obj = serde_json::json!({
+            "prompt_ids": ids,
+            "ids": g.ids,
+            "text": text,
+            "metadata": metadata,
+            "content": content,
+            "stop": stop_name(&g, model),
+            "timings": g.stats,
+            "load_ms": model.load_time.as_secs_f64() * 1e3,
+        });
+        writeln!(out, "{obj}")?;
+    } else {
+        let tail = dec.finish();
+        out.write_all(printer.feed(&tail).as_bytes())?;
+        writeln!(out)?;
+        print_stats(model, &g);
+    }
+    Ok(())
+}
+
+fn stop_name(g: &Generated, model: &Model) -> String {
+    match g.stop {
+        StopReason::Stop(id) => model.tokenizer.token(id).unwrap_or("?").to_string(),
+        StopReason::Length => "length".into(),
+        StopReason::Cancelled => "cancelled".into(),
+    }
+}
+
+fn print_stats(model: &Model, g: &Generated) {
+    let s = &g.stats;
+    eprintln!();
+    eprintln!("load time   = {:10.2} ms", model.load_time.as_secs_f64() * 1e3);
+    eprintln!(
+        "prompt eval = {:10.2} ms / {:5} tokens ({:8.2} tokens per second; {} from cache)",
+        s.prompt_seconds * 1e3,
+        s.prompt_evaluated,
+        s.prompt_tps(),
+        s.prompt_tokens - s.prompt_evaluated
+    );
+    eprintln!(
+        "eval        = {:10.2} ms / {:5} tokens ({:8.2} tokens per second)",
+        s.generate_seconds * 1e3,
+        s.generated_tokens,
+        s.generate_tps()
+    );
+}
+
+fn interactive(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sampler) -> Result<()> {
+    let mut rl = rustyline::DefaultEditor::new()?;
+    let mut system = a.system.clone();
+    let mut turns: Vec<(Message, Message)> = Vec::new();
+    let stops = stop_ids(&model.tokenizer);
+    eprintln!("glmtool chat with {} — /clear, /system TEXT, /exit; Ctrl-C stops a reply, Ctrl-D quits", model.name);
+    loop {
+        let line = match rl.readline("> ") {
+            Ok(l) => l,
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(rustyline::error::ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        let _ = rl.add_history_entry(line);
+        match line.split_once(' ').map_or((line, ""), |(c, r)| (c, r.trim())) {
+            ("/exit", _) | ("/quit", _) => break,
+            ("/clear", _) => {
+                turns.clear();
+                eprintln!("(history cleared)");
+                continue;
+            }
+            ("/system", text) => {
+                system = (!text.is_empty()).then(|| text.to_string());
+                turns.clear();
+                eprintln!("(system message {}; history cleared)", if system.is_some() { "set" } else { "removed" });
+                continue;
+            }
+            _ => {}
+        }
+        let user = Message::new(Role::User, line.to_string());
+        // Fit the history: drop the oldest whole turns (the system message stays).
+        let reserve = if a.n_predict < 0 { 256.min(session.n_ctx() / 4) } else { a.n_predict as usize };
+        let mut dropped = 0;
+        let ids = loop {
+            let mut messages: Vec<Message> = system.iter().map(|s| Message::new(Role::System, s.clone())).collect();
+            for (u, r) in &turns {
+                messages.push(u.clone());
+                messages.push(r.clone());
+            }
+            messages.push(user.clone());
+            let ids = build_chat_ids(&model.tokenizer, &messages)?;
+            if ids.len() + reserve <= session.n_ctx() || turns.is_empty() {
+                break ids;
+            }
+            turns.remove(0);
+            dropped += 1;
+        };
+        if dropped > 0 {
+            eprintln!("(context full: dropped the {dropped} oldest turn{})", if dropped == 1 { "" } else { "s" });
+        }
+        if ids.len() >= session.n_ctx() {
+            eprintln!("error: this message is {} tokens; the context holds {} (use a larger -c)", ids.len(), session.n_ctx());
+            continue;
+        }
+        INTERRUPTED.store(false, Ordering::SeqCst);
+        let n = max_new(a, session, ids.len());
+        let mut dec = model.tokenizer.stream_decoder();
+        let mut printer = ReplyPrinter::new(false);
+        let mut out = std::io::stdout().lock();
+        let g = generate(session, &ids, n, sampler, &stops, |id| {
+            let piece = dec.push(id);
+            let _ = out.write_all(printer.feed(&piece).as_bytes());
+            let _ = out.flush();
+            !INTERRUPTED.load(Ordering::Relaxed)
+        })?;
+        let _ = out.write_all(printer.feed(&dec.finish()).as_bytes());
+        let _ = writeln!(out);
+        if g.stop == StopReason::Cancelled {
+            eprintln!("(stopped)");
+            INTERRUPTED.store(false, Ordering::SeqCst);
+        }
+        let (metadata, content) = split_reply(&model.tokenizer.decode(&g.ids)?);
+        let mut reply = Message::new(Role::Assistant, content);
+        reply.metadata = metadata;
+        turns.push((user, reply));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printer_hides_metadata_line_and_leading_space() {
+        let mut p = ReplyPrinter::new(false);
+        let shown: String = [" ", "\n", " Hel", "lo\n", "world"].iter().map(|s| p.feed(s).to_string()).collect();
+        assert_eq!(shown, "Hello\nworld");
+        assert_eq!(split_reply(" \n Hello "), (String::new(), "Hello".into()));
+        assert_eq!(split_reply("get_weather\n```python\ntool_call(city='x')\n```").0, "get_weather");
+    }
+}

@@ -1,0 +1,294 @@
+//! The ChatGLM2/3 architecture: hyperparameters, weights, and the forward graph.
+//!
+//! ```text
+//! x = embed(tokens)
+//! for each layer:
+//!     h        = rms_norm(x) * attn_norm
+//!     q, k, v  = split(W_qkv · h + b_qkv)                  q: n_head heads, k, v: n_head_kv heads of d
+//!     q, k     = rope_glm(q, pos), rope_glm(k, pos)         first d/2 dims of each head, adjacent pairs
+//!     cache[n_past .. n_past+T] = k, v
+//!     a        = softmax(K·q / √d + causal_mask) · V        query head h reads KV group h / (n_head / n_head_kv)
+//!     x        = x + W_o · a
+//!     h        = rms_norm(x) * ffn_norm
+//!     g, u     = split(W_up · h)                            gate rows first
+//!     x        = x + W_down · (silu(g) ⊙ u)
+//! logits = W_out · (rms_norm(x) * output_norm)
+//! ```
+//!
+//! This file holds the config read from GGUF keys, the per-layer weight handles, and the graph
+//! builder — nothing else.
+
+use crate::RuntimeError;
+use glm_ggml::{GgmlError, GraphCtx, Tensor, TYPE_F32, TYPE_I32};
+use gguf::names::{self, LayerTensor};
+use gguf::{GgmlType, GgufFile};
+
+/// Model hyperparameters, from the `chatglm.*` GGUF keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hparams {
+    pub n_ctx_train: usize,
+    pub n_embd: usize,
+    pub n_ff: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_head_kv: usize,
+    /// Dimensions per head (n_embd / n_head).
+    pub head_dim: usize,
+    pub eps: f32,
+    pub rope_base: f32,
+    pub n_vocab: usize,
+}
+
+impl Hparams {
+    /// Reads and checks the hyperparameters; reports every missing key at once.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self, RuntimeError> {
+        let arch = f.get_str(names::GENERAL_ARCHITECTURE)?;
+        if arch != names::ARCH {
+            return Err(RuntimeError::Model(format!(
+                "{}: architecture is {arch:?}, expected {:?}",
+                f.path().display(),
+                names::ARCH
+            )));
+        }
+        let mut missing = Vec::new();
+        let mut int = |k: &str| {
+            f.get_u64(k).map(|v| v as usize).unwrap_or_else(|_| {
+                missing.push(k.to_string());
+                0
+            })
+        };
+        let n_ctx_train = int(names::CONTEXT_LENGTH);
+        let n_embd = int(names::EMBEDDING_LENGTH);
+        let n_ff = int(names::FEED_FORWARD_LENGTH);
+        let n_layer = int(names::BLOCK_COUNT);
+        let n_head = int(names::HEAD_COUNT);
+        let n_head_kv = int(names::HEAD_COUNT_KV);
+        let n_rot = int(names::ROPE_DIMENSION_COUNT);
+        let eps = f.get_f64(names::LAYER_NORM_RMS_EPS).unwrap_or_else(|_| {
+            missing.push(names::LAYER_NORM_RMS_EPS.into());
+            0.0
+        }) as f32;
+        let rope_base = f.get_f64(names::ROPE_FREQ_BASE).unwrap_or(10000.0) as f32;
+        if !missing.is_empty() {
+            return Err(RuntimeError::Model(format!(
+                "{}: missing or non-numeric metadata keys: {}",
+                f.path().display(),
+                missing.join(", ")
+            )));
+        }
+        let n_vocab = f.tensor(names::TOKEN_EMBD).map(|t| t.dims.get(1).copied().unwrap_or(0) as usize).unwrap_or(0);
+        let bad = |what: String| Err(RuntimeError::Model(format!("{}: {what}", f.path().display())));
+        if [n_embd, n_ff, n_layer, n_head, n_head_kv, n_ctx_train].contains(&0) {
+            return bad("a hyperparameter is zero".into());
+        }
+        if n_embd % n_head != 0 || n_head % n_head_kv != 0 {
+            return bad(format!("{n_embd} embedding dims, {n_head} heads, {n_head_kv} KV heads do not divide"));
+        }
+        let head_dim = n_embd / n_head;
+        if n_rot * 2 != head_dim || n_rot % 2 != 0 {
+            return bad(format!("{} = {n_rot}, expected half of the head size {head_dim}", names::ROPE_DIMENSION_COUNT));
+        }
+        Ok(Hparams { n_ctx_train, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, eps, rope_base, n_vocab })
+    }
+
+    /// Rows of the fused QKV projection.
+    pub fn qkv_rows(&self) -> usize {
+        (self.n_head + 2 * self.n_head_kv) * self.head_dim
+    }
+
+    /// K (or V) values per token per layer.
+    pub fn kv_width(&self) -> usize {
+        self.n_head_kv * self.head_dim
+    }
+
+    /// Every tensor the model needs: (name, ggml-order dims, must be f32).
+    pub fn expected_tensors(&self) -> Vec<(String, Vec<u64>, bool)> {
+        let (h, v, ff) = (self.n_embd as u64, self.n_vocab as u64, self.n_ff as u64);
+        let mut out = vec![(names::TOKEN_EMBD.to_string(), vec![h, v], false)];
+        for il in 0..self.n_layer {
+            for t in LayerTensor::ALL {
+                let (dims, f32_only) = match t {
+                    LayerTensor::AttnNorm | LayerTensor::FfnNorm => (vec![h], true),
+                    LayerTensor::AttnQkv => (vec![h, self.qkv_rows() as u64], false),
+                    LayerTensor::AttnQkvBias => (vec![self.qkv_rows() as u64], true),
+                    LayerTensor::AttnOutput => (vec![(self.n_head * self.head_dim) as u64, h], false),
+                    LayerTensor::FfnUp => (vec![h, 2 * ff], false),
+                    LayerTensor::FfnDown => (vec![ff, h], false),
+                };
+                out.push((t.name(il), dims, f32_only));
+            }
+        }
+        out.push((names::OUTPUT_NORM.into(), vec![h], true));
+        out.push((names::OUTPUT.into(), vec![h, v], false));
+        out
+    }
+}
+
+/// Types this ggml can multiply (matrices) on the CPU.
+pub fn matmul_type_supported(t: GgmlType) -> bool {
+    !matches!(t, GgmlType::BF16 | GgmlType::Q8_1 | GgmlType::Q8K | GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64 | GgmlType::F64)
+}
+
+/// One transformer block's weights.
+pub struct LayerWeights<'w> {
+    pub attn_norm: Tensor<'w>,
+    pub qkv: Tensor<'w>,
+    pub qkv_bias: Tensor<'w>,
+    pub attn_output: Tensor<'w>,
+    pub ffn_norm: Tensor<'w>,
+    pub ffn_up: Tensor<'w>,
+    pub ffn_down: Tensor<'w>,
+}
+
+/// All weights, as handles into the weight store (in `expected_tensors` order).
+pub struct Weights<'w> {
+    pub token_embd: Tensor<'w>,
+    pub layers: Vec<LayerWeights<'w>>,
+    pub output_norm: Tensor<'w>,
+    pub output: Tensor<'w>,
+}
+
+impl<'w> Weights<'w> {
+    /// Picks the handles from tensors listed in `expected_tensors` order.
+    pub fn from_ordered(t: &[Tensor<'w>], n_layer: usize) -> Self {
+        let layers = (0..n_layer)
+            .map(|il| {
+                let b = 1 + il * 7;
+                LayerWeights {
+                    attn_norm: t[b],
+                    qkv: t[b + 1],
+                    qkv_bias: t[b + 2],
+                    attn_output: t[b + 3],
+                    ffn_norm: t[b + 4],
+                    ffn_up: t[b + 5],
+                    ffn_down: t[b + 6],
+                }
+            })
+            .collect();
+        Weights { token_embd: t[0], layers, output_norm: t[1 + 7 * n_layer], output: t[2 + 7 * n_layer] }
+    }
+}
+
+/// One layer's KV cache: K as `n_ctx` rows of `kv_width`, V transposed (`kv_width` rows of `n_ctx`).
+#[derive(Clone, Copy)]
+pub struct LayerCache<'c> {
+    pub k: Tensor<'c>,
+    pub v: Tensor<'c>,
+}
+
+/// What one evaluation step computes.
+#[derive(Clone, Copy, Debug)]
+pub struct Step {
+    /// Tokens already in the cache.
+    pub n_past: usize,
+    /// Tokens in this batch.
+    pub n_tokens: usize,
+    /// Cache capacity in tokens.
+    pub n_ctx: usize,
+    /// Logits for every token of the batch (perplexity) or only the last one (generation).
+    pub all_logits: bool,
+}
+
+/// The graph's inputs and output.
+pub struct GraphIo<'g> {
+    pub tokens: Tensor<'g>,
+    /// Positions for `rope_glm`: the batch's positions, then zeros (see [`rope_glm`]).
+    pub rope_pos: Tensor<'g>,
+    pub mask: Tensor<'g>,
+    pub logits: Tensor<'g>,
+}
+
+/// GLM's rotary embedding on `x = [d, heads, T]` (rows may be strided): rotate the first d/2
+/// dims of each head in adjacent pairs by position, keep the second half.
+///
+/// ggml b2757 cannot rotate part of a row correctly, so both halves go through a full-width
+/// rope as a batch of 2T "tokens": the first half at the real positions, the second at position
+/// 0, where the rotation is exactly the identity (cos 0 = 1, sin 0 = 0).
+fn rope_glm<'g>(g: &GraphCtx<'g, '_>, x: Tensor<'g>, rope_pos: Tensor<'g>, base: f32) -> Result<Tensor<'g>, GgmlError> {
+    let [d, heads, t, _] = x.ne();
+    let nb = x.nb();
+    let halves = g.view(x, &[d / 2, 2, heads, t], &[nb[0] * (d as usize / 2), nb[1], nb[2]], 0)?;
+    let y = g.cont(g.permute(halves, [0, 3, 1, 2])?)?; // [d/2, heads, T, 2]
+    let y = g.rope(g.reshape(y, &[d / 2, heads, 2 * t])?, rope_pos, base)?;
+    let y = g.permute(g.reshape(y, &[d / 2, heads, t, 2])?, [0, 2, 3, 1])?; // [d/2, 2, heads, T]
+    g.reshape(g.cont(y)?, &[d, heads, t])
+}
+
+/// Builds the forward graph of one step; returns its inputs and logits.
+pub fn build_graph<'g>(
+    g: &GraphCtx<'g, '_>,
+    hp: &Hparams,
+    w: &Weights<'g>,
+    cache: &[LayerCache<'g>],
+    step: Step,
+) -> Result<GraphIo<'g>, GgmlError> {
+    let (d, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
+    let t = step.n_tokens as i64;
+    let n_kv = (step.n_past + step.n_tokens) as i64;
+    let f = 4usize; // bytes of f32
+
+    let tokens = g.input(TYPE_I32, &[t])?;
+    let rope_pos = g.input(TYPE_I32, &[2 * t])?;
+    let mask = g.input(TYPE_F32, &[n_kv, t])?;
+
+    let mut x = g.get_rows(w.token_embd, tokens)?; // [n_embd, T]
+    for (l, c) in w.layers.iter().zip(cache) {
+        // attention
+        let h = g.mul(g.rms_norm(x, hp.eps)?, l.attn_norm)?;
+        let qkv = g.add(g.mul_mat(l.qkv, h)?, l.qkv_bias)?; // [qkv_rows, T]
+        let row = qkv.nb()[1];
+        let qk = g.view(qkv, &[d, nh + nkv, t], &[d as usize * f, row], 0)?;
+        let qk = rope_glm(g, qk, rope_pos, hp.rope_base)?; // [d, nh + nkv, T], contiguous
+        let q = g.view(qk, &[d, nh, t], &[qk.nb()[1], qk.nb()[2]], 0)?;
+        let k = g.view(qk, &[d, nkv, t], &[qk.nb()[1], qk.nb()[2]], (nh * d) as usize * f)?;
+        let v = g.view(qkv, &[nkv * d, t], &[row], ((nh + nkv) * d) as usize * f)?;
+
+        // append k, v to the cache (K row-major by token, V transposed)
+        let (ke, ve) = (c.k.nb()[0], c.v.nb()[0]);
+        let kv_w = (nkv * d) as usize;
+        let k_dst = g.view(c.k, &[nkv * d * t], &[], step.n_past * kv_w * ke)?;
+        g.expand(g.cpy(k, k_dst)?)?;
+        let v_dst = g.view(c.v, &[t, nkv * d], &[step.n_ctx * ve], step.n_past * ve)?;
+        g.expand(g.cpy(g.transpose(v)?, v_dst)?)?;
+
+        // softmax(K·q / √d + mask) · V over the whole cache
+        let keys = g.view(c.k, &[d, n_kv, nkv], &[kv_w * ke, d as usize * ke], 0)?;
+        let vals = g.view(c.v, &[n_kv, d, nkv], &[step.n_ctx * ve, step.n_ctx * d as usize * ve], 0)?;
+        let q = g.permute(q, [0, 2, 1, 3])?; // [d, T, nh]
+        let scores = g.mul_mat(keys, q)?; // [n_kv, T, nh]
+        let probs = g.soft_max_ext(scores, mask, 1.0 / (d as f32).sqrt())?;
+        let attn = g.mul_mat(vals, probs)?; // [d, T, nh]
+        let attn = g.reshape(g.cont(g.permute(attn, [0, 2, 1, 3])?)?, &[nh * d, t])?;
+        x = g.add(x, g.mul_mat(l.attn_output, attn)?)?;
+
+        // feed-forward (SwiGLU)
+        let h = g.mul(g.rms_norm(x, hp.eps)?, l.ffn_norm)?;
+        let up = g.mul_mat(l.ffn_up, h)?; // [2 n_ff, T]
+        let ff = hp.n_ff as i64;
+        let gate = g.cont(g.view(up, &[ff, t], &[up.nb()[1]], 0)?)?;
+        let lin = g.view(up, &[ff, t], &[up.nb()[1]], ff as usize * f)?;
+        x = g.add(x, g.mul_mat(l.ffn_down, g.mul(g.silu(gate)?, lin)?)?)?;
+    }
+
+    let n_out = if step.all_logits { t } else { 1 };
+    let last = g.view(x, &[hp.n_embd as i64, n_out], &[x.nb()[1]], (t - n_out) as usize * x.nb()[1])?;
+    let h = g.mul(g.rms_norm(last, hp.eps)?, w.output_norm)?;
+    let logits = g.mul_mat(w.output, h)?; // [n_vocab, n_out]
+    g.output(logits)?;
+    Ok(GraphIo { tokens, rope_pos, mask, logits })
+}
+
+/// Host data for the step's inputs: rope positions and the causal mask.
+pub fn step_inputs(step: Step) -> (Vec<i32>, Vec<f32>) {
+    let t = step.n_tokens;
+    let mut pos: Vec<i32> = (step.n_past..step.n_past + t).map(|p| p as i32).collect();
+    pos.extend(std::iter::repeat_n(0, t));
+    let n_kv = step.n_past + t;
+    let mut mask = vec![0f32; n_kv * t];
+    for i in 0..t {
+        for j in step.n_past + i + 1..n_kv {
+            mask[i * n_kv + j] = f32::NEG_INFINITY;
+        }
+    }
+    (pos, mask)
+}

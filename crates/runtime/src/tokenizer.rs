@@ -1,0 +1,719 @@
+//! ChatGLM3 tokenizer built from the GGUF vocabulary arrays, equal to THUDM's `SPTokenizer`
+//! (a SentencePiece BPE model with ChatGLM3's special tokens after the pieces).
+//!
+//! Encoding (= `SentencePieceProcessor.encode` of the real `tokenizer.model`):
+//! * normalization as SentencePiece does it with ChatGLM3's `normalizer_spec` (rule `identity`,
+//!   no character map, `add_dummy_prefix`, `escape_whitespaces`, *not*
+//!   `remove_extra_whitespaces`): a `▁` is prepended to non-empty text and every ASCII space
+//!   becomes `▁`; nothing else changes (tabs, newlines, other Unicode spaces stay as they are);
+//! * BPE by the `tokenizers` crate, with merges derived from the scores the way Hugging Face's
+//!   `SentencePieceExtractor` does (every NORMAL piece that splits into two NORMAL pieces is a
+//!   merge, ranked by the piece's score, best first), and byte fallback (`<0xXX>`) for
+//!   characters that are not pieces;
+//! * CONTROL, UNKNOWN and UNUSED entries (`<bos>`, `<eos>`, `[gMASK]`, `<|user|>`, `[PAD…]`) are
+//!   not in the BPE vocabulary, so text never produces them; USER_DEFINED entries, if a GGUF has
+//!   any, are matched greedily (longest first) before BPE, as SentencePiece does.
+//!
+//! Decoding (= `SPTokenizer.decode`): the nine ChatGLM3 specials decode to their own text and
+//! split the ids into runs, each of which is decoded as `SentencePieceProcessor.decode` does:
+//! `▁` -> space, the first `▁` of a run dropped (the dummy prefix), byte pieces joined into UTF-8
+//! with U+FFFD for each byte of an invalid sequence, `<bos>`/`<eos>` invisible, `<unk>` -> " ⁇ ".
+
+use std::collections::HashMap;
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::Model;
+
+const SPACE_SYMBOL: char = '\u{2581}'; // ▁
+const UNK_SURFACE: &str = " \u{2047} "; // SentencePiece's default trainer_spec.unk_surface
+const REPLACEMENT: char = '\u{FFFD}';
+
+pub const TOKEN_TYPE_NORMAL: i32 = 1;
+pub const TOKEN_TYPE_UNKNOWN: i32 = 2;
+pub const TOKEN_TYPE_CONTROL: i32 = 3;
+pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+pub const TOKEN_TYPE_UNUSED: i32 = 5;
+pub const TOKEN_TYPE_BYTE: i32 = 6;
+
+/// ChatGLM3's special tokens, in id order after the SentencePiece pieces.
+pub const CHATGLM3_SPECIALS: [&str; 9] = [
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "sop",
+    "eop",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("tokenizer vocabulary: {tokens} tokens but {scores} scores and {types} token types")]
+    LengthMismatch {
+        tokens: usize,
+        scores: usize,
+        types: usize,
+    },
+    #[error(
+        "tokenizer vocabulary: token {id} ({token:?}) has unknown type {kind}, expected 1..=6"
+    )]
+    BadType { id: usize, token: String, kind: i32 },
+    #[error("tokenizer vocabulary: byte token {id} ({token:?}) is not of the form <0xXX>")]
+    BadByteToken { id: usize, token: String },
+    #[error("tokenizer vocabulary: token {token:?} appears twice (ids {first} and {second})")]
+    Duplicate {
+        token: String,
+        first: usize,
+        second: usize,
+    },
+    #[error("tokenizer vocabulary: special token {0:?} not found as a CONTROL token")]
+    MissingSpecial(String),
+    #[error("tokenizer vocabulary: {0}")]
+    Vocab(String),
+    #[error("token id {id} is out of range (vocabulary of {size})")]
+    IdOutOfRange { id: u32, size: usize },
+    #[error(
+        "token id {id} ({token:?}) is a padding entry, not a SentencePiece piece; it has no text"
+    )]
+    PaddingId { id: u32, token: String },
+    #[error("tokenizer: {0}")]
+    Bpe(String),
+}
+
+/// Ids of ChatGLM3's special tokens, looked up by name in the vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChatSpecials {
+    pub mask: u32,
+    pub gmask: u32,
+    pub smask: u32,
+    pub sop: u32,
+    pub eop: u32,
+    pub system: u32,
+    pub user: u32,
+    pub assistant: u32,
+    pub observation: u32,
+    /// `<eos>` (SentencePiece's `</s>`, id 2 in ChatGLM3).
+    pub eos: u32,
+}
+
+/// How a token decodes.
+#[derive(Clone, Debug)]
+enum Piece {
+    /// A SentencePiece piece (NORMAL / USER_DEFINED), as stored: `▁` becomes a space.
+    Text(String),
+    /// A byte-fallback piece.
+    Byte(u8),
+    /// `<bos>` / `<eos>` and other SentencePiece control pieces: invisible.
+    Control,
+    /// `<unk>`: " ⁇ ".
+    Unknown,
+    /// One of the nine ChatGLM3 specials: decodes to its own name and splits runs.
+    ChatSpecial(String),
+    /// `[PAD…]` filler rows (UNUSED): not decodable.
+    Padding,
+}
+
+/// ChatGLM3's `SPTokenizer` on a GGUF vocabulary.
+pub struct Tokenizer {
+    tokens: Vec<String>,
+    types: Vec<i32>,
+    pieces: Vec<Piece>,
+    by_name: HashMap<String, u32>,
+    bpe: BPE,
+    /// USER_DEFINED pieces (normalized form, with `▁`), matched before BPE.
+    user_defined: HashMap<String, u32>,
+    user_defined_max_len: usize,
+    specials: ChatSpecials,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.tokens.len())
+            .field("specials", &self.specials)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `<0xXX>` -> byte.
+fn byte_token_value(t: &str) -> Option<u8> {
+    let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2
+        || !hex
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+    {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from `tokenizer.ggml.tokens`, `.scores` and `.token_type`.
+    pub fn from_vocab(
+        tokens: &[String],
+        scores: &[f32],
+        types: &[i32],
+    ) -> Result<Self, TokenizerError> {
+        if tokens.len() != scores.len() || tokens.len() != types.len() {
+            return Err(TokenizerError::LengthMismatch {
+                tokens: tokens.len(),
+                scores: scores.len(),
+                types: types.len(),
+            });
+        }
+        if tokens.is_empty() {
+            return Err(TokenizerError::Vocab("no tokens".into()));
+        }
+        if tokens.len() > u32::MAX as usize {
+            return Err(TokenizerError::Vocab(format!(
+                "{} tokens is too many",
+                tokens.len()
+            )));
+        }
+
+        // Names of every token (for token_id / specials): the first occurrence wins, except
+        // that a CONTROL token wins over a non-control one of the same name.
+        let mut by_name: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
+        for (id, t) in tokens.iter().enumerate() {
+            match by_name.get(t.as_str()) {
+                Some(&prev)
+                    if types[prev as usize] == TOKEN_TYPE_CONTROL
+                        || types[id] != TOKEN_TYPE_CONTROL => {}
+                _ => {
+                    by_name.insert(t.clone(), id as u32);
+                }
+            }
+        }
+
+        let find_control = |name: &str| -> Result<u32, TokenizerError> {
+            match by_name.get(name) {
+                Some(&id) if types[id as usize] == TOKEN_TYPE_CONTROL => Ok(id),
+                _ => Err(TokenizerError::MissingSpecial(name.to_string())),
+            }
+        };
+        let ids: Vec<u32> = CHATGLM3_SPECIALS
+            .iter()
+            .map(|s| find_control(s))
+            .collect::<Result<_, _>>()?;
+        let eos = find_control("<eos>").or_else(|_| find_control("</s>"))?;
+        let specials = ChatSpecials {
+            mask: ids[0],
+            gmask: ids[1],
+            smask: ids[2],
+            sop: ids[3],
+            eop: ids[4],
+            system: ids[5],
+            user: ids[6],
+            assistant: ids[7],
+            observation: ids[8],
+            eos,
+        };
+
+        // Per-token decode behaviour, and the BPE vocabulary (NORMAL, BYTE and UNKNOWN entries).
+        let mut pieces = Vec::with_capacity(tokens.len());
+        let mut bpe_vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
+        let mut normal: HashMap<&str, u32> = HashMap::with_capacity(tokens.len());
+        let mut user_defined = HashMap::new();
+        let mut unk_name: Option<String> = None;
+        for (id, (t, &kind)) in tokens.iter().zip(types).enumerate() {
+            let piece = match kind {
+                TOKEN_TYPE_NORMAL => Piece::Text(t.clone()),
+                TOKEN_TYPE_USER_DEFINED => {
+                    if !t.is_empty() {
+                        user_defined.entry(t.clone()).or_insert(id as u32);
+                    }
+                    Piece::Text(t.clone())
+                }
+                TOKEN_TYPE_BYTE => match byte_token_value(t) {
+                    Some(b) => Piece::Byte(b),
+                    None => {
+                        return Err(TokenizerError::BadByteToken {
+                            id,
+                            token: t.clone(),
+                        })
+                    }
+                },
+                TOKEN_TYPE_UNKNOWN => {
+                    unk_name.get_or_insert_with(|| t.clone());
+                    Piece::Unknown
+                }
+                TOKEN_TYPE_CONTROL => {
+                    if CHATGLM3_SPECIALS.contains(&t.as_str()) {
+                        Piece::ChatSpecial(t.clone())
+                    } else {
+                        Piece::Control
+                    }
+                }
+                TOKEN_TYPE_UNUSED => Piece::Padding,
+                _ => {
+                    return Err(TokenizerError::BadType {
+                        id,
+                        token: t.clone(),
+                        kind,
+                    })
+                }
+            };
+            pieces.push(piece);
+            if matches!(
+                kind,
+                TOKEN_TYPE_NORMAL | TOKEN_TYPE_BYTE | TOKEN_TYPE_UNKNOWN
+            ) {
+                if let Some(&first) = bpe_vocab.get(t.as_str()) {
+                    return Err(TokenizerError::Duplicate {
+                        token: t.clone(),
+                        first: first as usize,
+                        second: id,
+                    });
+                }
+                bpe_vocab.insert(t.clone(), id as u32);
+            }
+            if kind == TOKEN_TYPE_NORMAL {
+                normal.insert(t.as_str(), id as u32);
+            }
+        }
+
+        // Merges, as transformers' SentencePieceExtractor derives them: for every piece (in id
+        // order) each split into two pieces, sorted by (left id, right id); then all of them
+        // sorted by the piece's score, best first (stable).
+        let mut merges: Vec<(f32, u32, u32, u32)> = Vec::new(); // (score, piece, left, right)
+        for (id, (t, &kind)) in tokens.iter().zip(types).enumerate() {
+            if kind != TOKEN_TYPE_NORMAL {
+                continue;
+            }
+            let start = merges.len();
+            for (k, _) in t.char_indices().skip(1) {
+                if let (Some(&l), Some(&r)) = (normal.get(&t[..k]), normal.get(&t[k..])) {
+                    merges.push((scores[id], id as u32, l, r));
+                }
+            }
+            merges[start..].sort_by_key(|&(_, _, l, r)| (l, r));
+        }
+        // -0.0 and 0.0 compare equal, as in Python.
+        let key = |s: f32| if s == 0.0 { 0.0 } else { s };
+        merges.sort_by(|a, b| key(b.0).total_cmp(&key(a.0)));
+        let merges: Vec<(String, String)> = merges
+            .into_iter()
+            .map(|(_, _, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone()))
+            .collect();
+
+        let mut builder = BPE::builder()
+            .vocab_and_merges(bpe_vocab, merges)
+            .byte_fallback(true)
+            .fuse_unk(true);
+        if let Some(unk) = unk_name {
+            builder = builder.unk_token(unk);
+        }
+        let bpe = builder
+            .build()
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+
+        let user_defined_max_len = user_defined
+            .keys()
+            .map(|k: &String| k.len())
+            .max()
+            .unwrap_or(0);
+        Ok(Tokenizer {
+            tokens: tokens.to_vec(),
+            types: types.to_vec(),
+            pieces,
+            by_name,
+            bpe,
+            user_defined,
+            user_defined_max_len,
+            specials,
+        })
+    }
+
+    /// Reads the vocabulary from a GGUF file's `tokenizer.ggml.*` arrays.
+    pub fn from_gguf(file: &gguf::GgufFile) -> Result<Self, TokenizerError> {
+        let get = |e: gguf::GgufError| TokenizerError::Vocab(e.to_string());
+        let tokens = file.get_str_array("tokenizer.ggml.tokens").map_err(get)?;
+        let scores = file.get_f32_array("tokenizer.ggml.scores").map_err(get)?;
+        let types = file
+            .get_i32_array("tokenizer.ggml.token_type")
+            .map_err(get)?;
+        Self::from_vocab(&tokens, &scores, &types)
+    }
+
+    /// Text -> ids, exactly as `SPTokenizer.encode` (no special tokens; special-token text such
+    /// as `<|user|>` is tokenized as ordinary text).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut normalized = String::with_capacity(text.len() + 3 + text.len() / 4);
+        normalized.push(SPACE_SYMBOL);
+        for c in text.chars() {
+            normalized.push(if c == ' ' { SPACE_SYMBOL } else { c });
+        }
+        let mut ids = Vec::with_capacity(text.len() / 2 + 1);
+        if self.user_defined.is_empty() {
+            self.bpe_into(&normalized, &mut ids)?;
+            return Ok(ids);
+        }
+        // Longest user-defined match at each character, frozen; BPE runs between them.
+        let mut seg_start = 0;
+        let mut i = 0;
+        while i < normalized.len() {
+            let mut found = None;
+            let max = self.user_defined_max_len.min(normalized.len() - i);
+            for len in (1..=max).rev() {
+                if let Some(s) = normalized.get(i..i + len) {
+                    if let Some(&id) = self.user_defined.get(s) {
+                        found = Some((id, len));
+                        break;
+                    }
+                }
+            }
+            match found {
+                Some((id, len)) => {
+                    self.bpe_into(&normalized[seg_start..i], &mut ids)?;
+                    ids.push(id);
+                    i += len;
+                    seg_start = i;
+                }
+                None => i += normalized[i..].chars().next().map_or(1, char::len_utf8),
+            }
+        }
+        self.bpe_into(&normalized[seg_start..], &mut ids)?;
+        Ok(ids)
+    }
+
+    fn bpe_into(&self, s: &str, ids: &mut Vec<u32>) -> Result<(), TokenizerError> {
+        if s.is_empty() {
+            return Ok(());
+        }
+        let toks = self
+            .bpe
+            .tokenize(s)
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        ids.extend(toks.iter().map(|t| t.id));
+        Ok(())
+    }
+
+    /// Ids -> text, exactly as `SPTokenizer.decode`: specials decode to their names, the runs
+    /// between them as `SentencePieceProcessor.decode`. Out-of-range ids and `[PAD…]` rows are
+    /// errors (THUDM's tokenizer raises on them too).
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        let mut out = String::new();
+        let mut run = RunState::default();
+        for &id in ids {
+            let Some(piece) = self.pieces.get(id as usize) else {
+                return Err(TokenizerError::IdOutOfRange {
+                    id,
+                    size: self.tokens.len(),
+                });
+            };
+            if let Piece::Padding = piece {
+                return Err(TokenizerError::PaddingId {
+                    id,
+                    token: self.tokens[id as usize].clone(),
+                });
+            }
+            run.push(piece, &mut out);
+        }
+        run.flush(&mut out);
+        Ok(out)
+    }
+
+    /// A decoder that turns ids into text one at a time.
+    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
+        StreamDecoder {
+            tok: self,
+            run: RunState::default(),
+        }
+    }
+
+    /// The id of a vocabulary entry, by its exact GGUF name (e.g. `"<|user|>"`, `"▁Hello"`).
+    pub fn token_id(&self, piece: &str) -> Option<u32> {
+        self.by_name.get(piece).copied()
+    }
+
+    /// The GGUF name of an id.
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// The GGUF token type of an id (1 NORMAL .. 6 BYTE).
+    pub fn token_type(&self, id: u32) -> Option<i32> {
+        self.types.get(id as usize).copied()
+    }
+
+    /// Number of vocabulary entries (padding included: 65024 for ChatGLM3).
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn special(&self) -> &ChatSpecials {
+        &self.specials
+    }
+}
+
+/// Decoding state of one run of SentencePiece ids (between ChatGLM3 specials), following
+/// `SentencePieceProcessor::Decode`: `is_bos_ws` (a leading `▁` is still to be dropped) ends
+/// after the first piece that dropped one or after any text; bytes are collected and turned
+/// into characters, U+FFFD for each byte that does not start a valid UTF-8 sequence.
+/// Characters are emitted as soon as they are complete, which gives the same text as
+/// decoding the whole run at once.
+#[derive(Debug)]
+struct RunState {
+    is_bos_ws: bool,
+    bos_ws_seen: bool,
+    has_text: bool,
+    bytes: Vec<u8>,
+}
+
+impl Default for RunState {
+    fn default() -> Self {
+        RunState {
+            is_bos_ws: true,
+            bos_ws_seen: false,
+            has_text: false,
+            bytes: Vec::new(),
+        }
+    }
+}
+
+/// Length of the UTF-8 sequence a lead byte announces (1 for bytes that cannot lead one).
+fn utf8_need(b: u8) -> usize {
+    match b {
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF7 => 4,
+        _ => 1,
+    }
+}
+
+/// SentencePiece's `DecodeUTF8`: the length of the valid character at the start of `b`.
+fn utf8_char_len(b: &[u8]) -> Option<usize> {
+    let n = utf8_need(b[0]);
+    if b[0] < 0x80 {
+        return Some(1);
+    }
+    if n == 1 || b.len() < n {
+        return None;
+    }
+    std::str::from_utf8(&b[..n]).ok().map(|_| n)
+}
+
+impl RunState {
+    /// Emits the complete characters among the pending bytes; all of them when `all`.
+    fn emit_bytes(&mut self, all: bool, out: &mut String) {
+        let mut i = 0;
+        while i < self.bytes.len() {
+            let rest = &self.bytes[i..];
+            if !all && rest.len() < utf8_need(rest[0]) {
+                break;
+            }
+            match utf8_char_len(rest) {
+                Some(n) => {
+                    // Valid by construction.
+                    out.push_str(std::str::from_utf8(&rest[..n]).unwrap_or("\u{FFFD}"));
+                    i += n;
+                }
+                None => {
+                    out.push(REPLACEMENT);
+                    i += 1;
+                }
+            }
+            self.has_text = true;
+        }
+        self.bytes.drain(..i);
+    }
+
+    fn push(&mut self, piece: &Piece, out: &mut String) {
+        match piece {
+            Piece::Byte(b) => {
+                self.bytes.push(*b);
+                self.emit_bytes(false, out);
+            }
+            Piece::ChatSpecial(name) => {
+                self.flush(out);
+                out.push_str(name);
+                *self = RunState::default();
+            }
+            Piece::Padding => {}
+            _ => {
+                self.emit_bytes(true, out);
+                if self.bos_ws_seen || self.has_text {
+                    self.is_bos_ws = false;
+                }
+                let (surface, seen): (&str, bool) = match piece {
+                    Piece::Control => ("", false),
+                    Piece::Unknown => (UNK_SURFACE, false),
+                    Piece::Text(t) => match t.strip_prefix(SPACE_SYMBOL) {
+                        Some(rest) if self.is_bos_ws => (rest, true),
+                        _ => (t.as_str(), false),
+                    },
+                    _ => ("", false),
+                };
+                self.bos_ws_seen = seen;
+                if !surface.is_empty() {
+                    for c in surface.chars() {
+                        out.push(if c == SPACE_SYMBOL { ' ' } else { c });
+                    }
+                    self.has_text = true;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut String) {
+        self.emit_bytes(true, out);
+    }
+}
+
+/// Incremental decoding for streaming output: `push` one id at a time and get back only
+/// complete text; byte-fallback pieces of one character (`<0xE4><0xBD><0xA0>`) are held until
+/// the character is complete. The concatenation of everything returned (including `finish`)
+/// equals [`Tokenizer::decode`] of the same ids. Ids that `decode` rejects (out of range,
+/// `[PAD…]`) produce no text here.
+pub struct StreamDecoder<'a> {
+    tok: &'a Tokenizer,
+    run: RunState,
+}
+
+impl StreamDecoder<'_> {
+    pub fn push(&mut self, id: u32) -> String {
+        let mut out = String::new();
+        if let Some(piece) = self.tok.pieces.get(id as usize) {
+            self.run.push(piece, &mut out);
+        }
+        out
+    }
+
+    /// Flushes held bytes (an incomplete character becomes U+FFFD per byte, as in `decode`).
+    pub fn finish(mut self) -> String {
+        let mut out = String::new();
+        self.run.flush(&mut out);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A toy vocabulary in the GGUF ChatGLM3 layout.
+    fn toy() -> Tokenizer {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<bos>".into(), "<eos>".into()];
+        let mut scores = vec![0.0f32; 3];
+        let mut types = vec![2, 3, 3];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            scores.push(0.0);
+            types.push(6);
+        }
+        for (i, p) in ["▁", "a", "b", "c", "ab", "▁ab", "abc", "▁▁", "x"]
+            .iter()
+            .enumerate()
+        {
+            tokens.push(p.to_string());
+            scores.push(-(i as f32));
+            types.push(1);
+        }
+        for s in CHATGLM3_SPECIALS {
+            tokens.push(s.into());
+            scores.push(0.0);
+            types.push(3);
+        }
+        let n = tokens.len();
+        tokens.push(format!("[PAD{n}]"));
+        scores.push(0.0);
+        types.push(5);
+        Tokenizer::from_vocab(&tokens, &scores, &types).unwrap()
+    }
+
+    fn pieces(t: &Tokenizer, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&i| t.token(i).unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn toy_encode_decode() {
+        let t = toy();
+        assert_eq!(t.encode("").unwrap(), Vec::<u32>::new());
+        assert_eq!(pieces(&t, &t.encode("ab").unwrap()), ["▁ab"]);
+        assert_eq!(pieces(&t, &t.encode("abc").unwrap()), ["▁ab", "c"]);
+        // "ab" (score -4) merges before "abc" (-6), then "▁ab" (-5) takes it: "▁▁" never forms.
+        assert_eq!(pieces(&t, &t.encode(" abc").unwrap()), ["▁", "▁ab", "c"]);
+        assert_eq!(pieces(&t, &t.encode(" x").unwrap()), ["▁▁", "x"]);
+        assert_eq!(pieces(&t, &t.encode("a\n").unwrap()), ["▁", "a", "<0x0A>"]);
+        assert_eq!(
+            pieces(&t, &t.encode("[gMASK]").unwrap())[..2],
+            ["▁", "<0x5B>"]
+        );
+        assert_eq!(
+            pieces(&t, &t.encode("é").unwrap()),
+            ["▁", "<0xC3>", "<0xA9>"]
+        );
+        for s in ["ab", "abc", " abc", "a\n", "é x", "  ", "\n a"] {
+            assert_eq!(t.decode(&t.encode(s).unwrap()).unwrap(), s);
+        }
+        let s = t.special();
+        assert_eq!(s.eos, 2);
+        assert_eq!(s.mask, 268);
+        assert_eq!(s.observation, 276);
+        assert_eq!(t.token_id("sop"), Some(s.sop));
+        let ab = t.token_id("▁ab").unwrap();
+        assert_eq!(
+            t.decode(&[s.gmask, s.sop, s.user, ab, s.assistant])
+                .unwrap(),
+            "[gMASK]sop<|user|>ab<|assistant|>"
+        );
+        assert_eq!(t.decode(&[1, ab, 2]).unwrap(), "ab");
+        assert_eq!(t.decode(&[0, ab]).unwrap(), " ⁇  ab");
+        assert!(t
+            .decode(&[277])
+            .unwrap_err()
+            .to_string()
+            .contains("padding"));
+        assert_eq!(
+            t.decode(&[9999]).unwrap_err().to_string(),
+            "token id 9999 is out of range (vocabulary of 278)"
+        );
+    }
+
+    #[test]
+    fn invalid_bytes_and_streaming() {
+        let t = toy();
+        let b = |x: u8| 3 + u32::from(x);
+        let a = t.token_id("a").unwrap();
+        // 你 = E4 BD A0; a lone E4 before it is one U+FFFD.
+        let ids = [b(0xE4), b(0xE4), b(0xBD), b(0xA0), a, b(0xE4), b(0xBD)];
+        assert_eq!(t.decode(&ids).unwrap(), "\u{FFFD}你a\u{FFFD}\u{FFFD}");
+        let mut d = t.stream_decoder();
+        let parts: Vec<String> = ids.iter().map(|&i| d.push(i)).collect();
+        // The first E4 is known to be invalid once the next two bytes are there.
+        assert_eq!(parts, ["", "", "\u{FFFD}", "你", "a", "", ""]);
+        assert_eq!(d.finish(), "\u{FFFD}\u{FFFD}");
+        // Surrogates and overlong forms are invalid byte by byte.
+        assert_eq!(
+            t.decode(&[b(0xED), b(0xA0), b(0x80)]).unwrap(),
+            "\u{FFFD}\u{FFFD}\u{FFFD}"
+        );
+        assert_eq!(t.decode(&[b(0xC0), b(0x80)]).unwrap(), "\u{FFFD}\u{FFFD}");
+    }
+
+    #[test]
+    fn bad_vocabularies() {
+        let e = Tokenizer::from_vocab(&["a".into()], &[], &[1])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "tokenizer vocabulary: 1 tokens but 0 scores and 1 token types"
+        );
+        let e = Tokenizer::from_vocab(&["a".into()], &[0.0], &[1])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "tokenizer vocabulary: special token \"[MASK]\" not found as a CONTROL token"
+        );
+    }
+}
