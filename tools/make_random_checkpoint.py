@@ -136,6 +136,7 @@ def main():
         fname = f"model-{si + 1:05d}-of-{len(shards):05d}.safetensors"
         tensors = {name: make_tensor(name, shape, kind, args.std, args.seed) for name, shape, kind in shard}
         save_file(tensors, os.path.join(args.out_dir, fname), metadata={"format": "pt"})
+        os.chmod(os.path.join(args.out_dir, fname), 0o644)  # safetensors creates files 0600
         size = sum(t.nbytes for t in tensors.values())
         total += size
         for name in tensors:

@@ -450,6 +450,7 @@ def main():
     w = {k: v.to(torch.float16).contiguous() for k, v in hf_to_thudm(sd, cfg).items()}
     st_path = os.path.join(args.out, "model.safetensors")
     save_file(w, st_path, metadata={"format": "pt"})
+    os.chmod(st_path, 0o644)  # safetensors creates the file 0600
 
     # --- reload exactly as saved, upcast to f32, HF Glm with eager attention
     loaded = load_file(st_path)

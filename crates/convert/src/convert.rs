@@ -53,6 +53,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
     let cfg = GlmConfig::from_file(&dir.join("config.json"))?;
     let tok_path = dir.join("tokenizer.model");
     let spm = SpmModel::from_file(&tok_path)?;
+    spm.check_chatglm3_normalizer()?;
     let vocab = chatglm3_vocab(&spm, cfg.vocab_size as usize)?;
     let ckpt = Checkpoint::open(dir)?;
 
