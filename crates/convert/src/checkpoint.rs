@@ -56,15 +56,20 @@ impl Checkpoint {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
         let shard_files: Vec<PathBuf> = if index_path.exists() {
-            let text = std::fs::read_to_string(&index_path).map_err(|e| ConvertError::io(&index_path, e))?;
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| ConvertError::Checkpoint {
-                path: index_path.clone(),
-                what: format!("invalid JSON: {e}"),
-            })?;
-            let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ConvertError::Checkpoint {
-                path: index_path.clone(),
-                what: "no \"weight_map\" object".into(),
-            })?;
+            let text = std::fs::read_to_string(&index_path)
+                .map_err(|e| ConvertError::io(&index_path, e))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| ConvertError::Checkpoint {
+                    path: index_path.clone(),
+                    what: format!("invalid JSON: {e}"),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ConvertError::Checkpoint {
+                    path: index_path.clone(),
+                    what: "no \"weight_map\" object".into(),
+                })?;
             let mut files: Vec<PathBuf> = Vec::new();
             for (name, f) in map {
                 let f = f.as_str().ok_or_else(|| ConvertError::Checkpoint {
@@ -108,10 +113,13 @@ impl Checkpoint {
         for path in shard_files {
             let file = File::open(&path).map_err(|e| ConvertError::io(&path, e))?;
             let mmap = gguf::reader::map_readonly(&file).map_err(|e| ConvertError::io(&path, e))?;
-            let (header_len, meta) = SafeTensors::read_metadata(&mmap).map_err(|e| ConvertError::Checkpoint {
-                path: path.clone(),
-                what: format!("not a valid safetensors file ({e:?}); truncated or corrupt download?"),
-            })?;
+            let (header_len, meta) =
+                SafeTensors::read_metadata(&mmap).map_err(|e| ConvertError::Checkpoint {
+                    path: path.clone(),
+                    what: format!(
+                        "not a valid safetensors file ({e:?}); truncated or corrupt download?"
+                    ),
+                })?;
             for name in meta.tensors().keys() {
                 if let Some(prev) = index.insert(name.clone(), shards.len()) {
                     let prev: &Shard = &shards[prev];
@@ -121,7 +129,12 @@ impl Checkpoint {
                     });
                 }
             }
-            shards.push(Shard { path, mmap, header_len, meta });
+            shards.push(Shard {
+                path,
+                mmap,
+                header_len,
+                meta,
+            });
         }
         Ok(Checkpoint { shards, index })
     }
@@ -155,6 +168,9 @@ impl Checkpoint {
 
     /// Total bytes of tensor data.
     pub fn total_bytes(&self) -> u64 {
-        self.shards.iter().map(|s| (s.mmap.len() - 8 - s.header_len) as u64).sum()
+        self.shards
+            .iter()
+            .map(|s| (s.mmap.len() - 8 - s.header_len) as u64)
+            .sum()
     }
 }

@@ -37,19 +37,31 @@ impl GlmConfig {
     /// Reads `config.json`; reports every missing or mistyped key in one error.
     pub fn from_file(path: &Path) -> Result<Self, ConvertError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConvertError::io(path, e))?;
-        let json: Json = serde_json::from_str(&text)
-            .map_err(|e| ConvertError::Config { path: path.to_path_buf(), what: format!("invalid JSON: {e}") })?;
+        let json: Json = serde_json::from_str(&text).map_err(|e| ConvertError::Config {
+            path: path.to_path_buf(),
+            what: format!("invalid JSON: {e}"),
+        })?;
         Self::from_json(&json, path)
     }
 
     pub fn from_json(json: &Json, path: &Path) -> Result<Self, ConvertError> {
-        let bad = |what: String| ConvertError::Config { path: path.to_path_buf(), what };
-        let model_type = json.get("model_type").and_then(Json::as_str).unwrap_or("(absent)");
+        let bad = |what: String| ConvertError::Config {
+            path: path.to_path_buf(),
+            what,
+        };
+        let model_type = json
+            .get("model_type")
+            .and_then(Json::as_str)
+            .unwrap_or("(absent)");
         if model_type != "chatglm" {
-            return Err(bad(format!("model_type is {model_type:?}, expected \"chatglm\" (ChatGLM2/3-6B)")));
+            return Err(bad(format!(
+                "model_type is {model_type:?}, expected \"chatglm\" (ChatGLM2/3-6B)"
+            )));
         }
         if json.get("rmsnorm").and_then(Json::as_bool) == Some(false) {
-            return Err(bad("rmsnorm is false: only RMSNorm ChatGLM models (ChatGLM2/3) are supported".into()));
+            return Err(bad(
+                "rmsnorm is false: only RMSNorm ChatGLM models (ChatGLM2/3) are supported".into(),
+            ));
         }
         let mut problems = Vec::new();
         let mut int = |key: &str| -> u64 {
@@ -75,8 +87,15 @@ impl GlmConfig {
             None => n_embd / n_head,
             Some(_) => int("kv_channels"),
         };
-        let mqa = json.get("multi_query_attention").and_then(Json::as_bool).unwrap_or(false);
-        let n_head_kv = if mqa { int("multi_query_group_num") } else { n_head };
+        let mqa = json
+            .get("multi_query_attention")
+            .and_then(Json::as_bool)
+            .unwrap_or(false);
+        let n_head_kv = if mqa {
+            int("multi_query_group_num")
+        } else {
+            n_head
+        };
         let eps = match json.get("layernorm_epsilon") {
             None => 1e-5,
             Some(v) => v.as_f64().unwrap_or_else(|| {
@@ -91,7 +110,12 @@ impl GlmConfig {
                 1.0
             }),
         };
-        let id = |key: &str, default: u32| json.get(key).and_then(Json::as_u64).map(|v| v as u32).unwrap_or(default);
+        let id = |key: &str, default: u32| {
+            json.get(key)
+                .and_then(Json::as_u64)
+                .map(|v| v as u32)
+                .unwrap_or(default)
+        };
         if n_head % n_head_kv != 0 {
             problems.push(format!("num_attention_heads {n_head} is not a multiple of multi_query_group_num {n_head_kv}"));
         }
@@ -107,7 +131,11 @@ impl GlmConfig {
             .and_then(|p| p.rsplit('/').next())
             .filter(|s| !s.is_empty())
             .map(str::to_string)
-            .or_else(|| path.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()))
+            .or_else(|| {
+                path.parent()
+                    .and_then(|d| d.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .unwrap_or_else(|| "chatglm".into());
         Ok(GlmConfig {
             name,
@@ -134,15 +162,33 @@ impl GlmConfig {
     /// The `chatglm.*` hyperparameter keys (without general.* or tokenizer keys).
     pub fn hparams_metadata(&self) -> Vec<(String, Value)> {
         vec![
-            (names::CONTEXT_LENGTH.into(), Value::U32(self.context_length as u32)),
-            (names::EMBEDDING_LENGTH.into(), Value::U32(self.n_embd as u32)),
-            (names::FEED_FORWARD_LENGTH.into(), Value::U32(self.n_ff as u32)),
+            (
+                names::CONTEXT_LENGTH.into(),
+                Value::U32(self.context_length as u32),
+            ),
+            (
+                names::EMBEDDING_LENGTH.into(),
+                Value::U32(self.n_embd as u32),
+            ),
+            (
+                names::FEED_FORWARD_LENGTH.into(),
+                Value::U32(self.n_ff as u32),
+            ),
             (names::BLOCK_COUNT.into(), Value::U32(self.n_layer as u32)),
             (names::HEAD_COUNT.into(), Value::U32(self.n_head as u32)),
-            (names::HEAD_COUNT_KV.into(), Value::U32(self.n_head_kv as u32)),
+            (
+                names::HEAD_COUNT_KV.into(),
+                Value::U32(self.n_head_kv as u32),
+            ),
             (names::LAYER_NORM_RMS_EPS.into(), Value::F32(self.eps)),
-            (names::ROPE_DIMENSION_COUNT.into(), Value::U32((self.head_dim / 2) as u32)),
-            (names::ROPE_FREQ_BASE.into(), Value::F32(self.rope_freq_base)),
+            (
+                names::ROPE_DIMENSION_COUNT.into(),
+                Value::U32((self.head_dim / 2) as u32),
+            ),
+            (
+                names::ROPE_FREQ_BASE.into(),
+                Value::F32(self.rope_freq_base),
+            ),
         ]
     }
 
@@ -150,7 +196,11 @@ impl GlmConfig {
     pub fn expected_tensors(&self) -> Vec<(String, String, Vec<u64>)> {
         use gguf::names::LayerTensor as L;
         let (h, v) = (self.n_embd, self.vocab_size);
-        let mut out = vec![(names::TOKEN_EMBD.to_string(), names::GLOBAL_TENSORS[0].1.to_string(), vec![v, h])];
+        let mut out = vec![(
+            names::TOKEN_EMBD.to_string(),
+            names::GLOBAL_TENSORS[0].1.to_string(),
+            vec![v, h],
+        )];
         for il in 0..self.n_layer as usize {
             for t in L::ALL {
                 let shape = match t {
@@ -164,8 +214,16 @@ impl GlmConfig {
                 out.push((t.name(il), t.hf_name(il), shape));
             }
         }
-        out.push((names::OUTPUT_NORM.into(), names::GLOBAL_TENSORS[1].1.into(), vec![h]));
-        out.push((names::OUTPUT.into(), names::GLOBAL_TENSORS[2].1.into(), vec![v, h]));
+        out.push((
+            names::OUTPUT_NORM.into(),
+            names::GLOBAL_TENSORS[1].1.into(),
+            vec![h],
+        ));
+        out.push((
+            names::OUTPUT.into(),
+            names::GLOBAL_TENSORS[2].1.into(),
+            vec![v, h],
+        ));
         out
     }
 }

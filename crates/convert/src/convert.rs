@@ -23,20 +23,45 @@ pub struct ConvertOptions<'a> {
 }
 
 /// The GGUF metadata of a ChatGLM3 model, in llama.cpp's order.
-pub fn model_metadata(cfg: &GlmConfig, vocab: &GgufVocab, policy: &TypePolicy) -> Vec<(String, Value)> {
+pub fn model_metadata(
+    cfg: &GlmConfig,
+    vocab: &GgufVocab,
+    policy: &TypePolicy,
+) -> Vec<(String, Value)> {
     let mut md = vec![
-        (names::GENERAL_ARCHITECTURE.to_string(), Value::String(names::ARCH.into())),
+        (
+            names::GENERAL_ARCHITECTURE.to_string(),
+            Value::String(names::ARCH.into()),
+        ),
         (names::GENERAL_NAME.into(), Value::String(cfg.name.clone())),
     ];
     md.extend(cfg.hparams_metadata());
     md.extend([
-        (names::GENERAL_FILE_TYPE.into(), Value::U32(policy.file_type())),
-        (names::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(names::QUANTIZATION_VERSION)),
-        (names::TOKENIZER_MODEL.into(), Value::String(names::TOKENIZER_MODEL_LLAMA.into())),
-        (names::TOKENIZER_PRE.into(), Value::String(names::TOKENIZER_PRE_CHATGLM.into())),
-        (names::TOKENIZER_TOKENS.into(), Value::strings(vocab.tokens.clone())),
+        (
+            names::GENERAL_FILE_TYPE.into(),
+            Value::U32(policy.file_type()),
+        ),
+        (
+            names::GENERAL_QUANTIZATION_VERSION.into(),
+            Value::U32(names::QUANTIZATION_VERSION),
+        ),
+        (
+            names::TOKENIZER_MODEL.into(),
+            Value::String(names::TOKENIZER_MODEL_LLAMA.into()),
+        ),
+        (
+            names::TOKENIZER_PRE.into(),
+            Value::String(names::TOKENIZER_PRE_CHATGLM.into()),
+        ),
+        (
+            names::TOKENIZER_TOKENS.into(),
+            Value::strings(vocab.tokens.clone()),
+        ),
         (names::TOKENIZER_SCORES.into(), Value::f32s(&vocab.scores)),
-        (names::TOKENIZER_TOKEN_TYPE.into(), Value::i32s(&vocab.token_types)),
+        (
+            names::TOKENIZER_TOKEN_TYPE.into(),
+            Value::i32s(&vocab.token_types),
+        ),
         (names::TOKENIZER_ADD_BOS.into(), Value::Bool(false)),
         (names::TOKENIZER_EOS_ID.into(), Value::U32(cfg.eos_token_id)),
         (names::TOKENIZER_PAD_ID.into(), Value::U32(cfg.pad_token_id)),
@@ -48,7 +73,10 @@ pub fn model_metadata(cfg: &GlmConfig, vocab: &GgufVocab, policy: &TypePolicy) -
 pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary, ConvertError> {
     let t0 = Instant::now();
     if !dir.is_dir() {
-        return Err(ConvertError::Checkpoint { path: dir.to_path_buf(), what: "not a directory".into() });
+        return Err(ConvertError::Checkpoint {
+            path: dir.to_path_buf(),
+            what: "not a directory".into(),
+        });
     }
     let cfg = GlmConfig::from_file(&dir.join("config.json"))?;
     let tok_path = dir.join("tokenizer.model");
@@ -97,21 +125,31 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         ));
     }
     if !problems.is_empty() {
-        return Err(ConvertError::Checkpoint { path: dir.to_path_buf(), what: problems.join("; ") });
+        return Err(ConvertError::Checkpoint {
+            path: dir.to_path_buf(),
+            what: problems.join("; "),
+        });
     }
 
     let decls: Vec<TensorDecl> = expected
         .iter()
         .map(|(name, _, shape)| {
             let dims: Vec<u64> = shape.iter().rev().copied().collect();
-            TensorDecl { ty: opts.policy.tensor_type(name, &dims), name: name.clone(), dims }
+            TensorDecl {
+                ty: opts.policy.tensor_type(name, &dims),
+                name: name.clone(),
+                dims,
+            }
         })
         .collect();
     let metadata = model_metadata(&cfg, &vocab, &opts.policy);
 
     let mut file = AtomicFile::create(out, opts.overwrite)?;
     let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
-    (opts.progress)(Progress::Start { n_tensors: decls.len(), total_bytes: ckpt.total_bytes() });
+    (opts.progress)(Progress::Start {
+        n_tensors: decls.len(),
+        total_bytes: ckpt.total_bytes(),
+    });
     let mut n_params = 0u64;
     let mut buf = Vec::new();
     let mut qbuf = Vec::new();
@@ -120,20 +158,45 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         let dtype = src.dtype.clone().expect("validated above");
         let ncols = decl.dims[0] as usize;
         w.start_tensor(name)?;
-        write_converted(&mut w, src.data, dtype, decl.ty, ncols, opts.cancel, &mut buf, &mut qbuf)
-            .map_err(|e| e.in_tensor(name))?;
+        write_converted(
+            &mut w,
+            src.data,
+            dtype,
+            decl.ty,
+            ncols,
+            opts.cancel,
+            &mut buf,
+            &mut qbuf,
+        )
+        .map_err(|e| e.in_tensor(name))?;
         w.end_tensor()?;
         n_params += decl.dims.iter().product::<u64>();
-        (opts.progress)(Progress::Tensor { name: name.clone(), ty: decl.ty, bytes_in: src.data.len() as u64 });
+        (opts.progress)(Progress::Tensor {
+            name: name.clone(),
+            ty: decl.ty,
+            bytes_in: src.data.len() as u64,
+        });
     }
     w.finish()?;
-    let bytes_written = file.writer().get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+    let bytes_written = file
+        .writer()
+        .get_ref()
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or(0);
     file.commit()?;
-    Ok(Summary { n_tensors: decls.len(), n_params, bytes_written, seconds: t0.elapsed().as_secs_f64() })
+    Ok(Summary {
+        n_tensors: decls.len(),
+        n_params,
+        bytes_written,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    p.file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
 }
 
 /// Floats converted per chunk: bounds memory to a few tens of MB whatever the tensor size.
@@ -152,7 +215,9 @@ pub(crate) fn write_converted<W: std::io::Write>(
     qbuf: &mut Vec<u8>,
 ) -> Result<(), ConvertError> {
     // Same type in and out: copy the bytes.
-    if (dtype == SrcDtype::F32 && ty == GgmlType::F32) || (dtype == SrcDtype::F16 && ty == GgmlType::F16) {
+    if (dtype == SrcDtype::F32 && ty == GgmlType::F32)
+        || (dtype == SrcDtype::F16 && ty == GgmlType::F16)
+    {
         for chunk in src.chunks(CHUNK_ELEMS * 4) {
             check_cancel(cancel)?;
             w.write_data(chunk)?;
@@ -182,8 +247,20 @@ fn check_cancel(cancel: Option<&AtomicBool>) -> Result<(), ConvertError> {
 pub(crate) fn to_f32(bytes: &[u8], dtype: SrcDtype, out: &mut Vec<f32>) {
     out.clear();
     match dtype {
-        SrcDtype::F32 => out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        SrcDtype::F16 => out.extend(bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
-        SrcDtype::BF16 => out.extend(bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
+        SrcDtype::F32 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        SrcDtype::F16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        SrcDtype::BF16 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
     }
 }

@@ -22,8 +22,15 @@ use std::path::{Path, PathBuf};
 /// Progress events for a front end's progress bar.
 #[derive(Clone, Debug)]
 pub enum Progress {
-    Start { n_tensors: usize, total_bytes: u64 },
-    Tensor { name: String, ty: GgmlType, bytes_in: u64 },
+    Start {
+        n_tensors: usize,
+        total_bytes: u64,
+    },
+    Tensor {
+        name: String,
+        ty: GgmlType,
+        bytes_in: u64,
+    },
 }
 
 /// What a conversion produced.
@@ -45,7 +52,10 @@ impl Summary {
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}: {what}", path.display())]
     Config { path: PathBuf, what: String },
     #[error("{}: {what}", path.display())]
@@ -57,7 +67,10 @@ pub enum ConvertError {
     #[error(transparent)]
     Quant(#[from] quant::QuantError),
     #[error("tensor {tensor}: {source}")]
-    InTensor { tensor: String, source: Box<ConvertError> },
+    InTensor {
+        tensor: String,
+        source: Box<ConvertError>,
+    },
     #[error("{}: {what}", path.display())]
     Input { path: PathBuf, what: String },
     #[error("interrupted")]
@@ -66,12 +79,18 @@ pub enum ConvertError {
 
 impl ConvertError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        ConvertError::Io { path: path.to_path_buf(), source }
+        ConvertError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
     pub(crate) fn in_tensor(self, tensor: &str) -> Self {
         match self {
             ConvertError::Interrupted => self,
-            e => ConvertError::InTensor { tensor: tensor.to_string(), source: Box::new(e) },
+            e => ConvertError::InTensor {
+                tensor: tensor.to_string(),
+                source: Box::new(e),
+            },
         }
     }
 }

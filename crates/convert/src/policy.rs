@@ -18,7 +18,11 @@ pub struct TypePolicy {
 
 impl TypePolicy {
     pub fn new(target: GgmlType) -> Self {
-        TypePolicy { target, output_type: None, pure: false }
+        TypePolicy {
+            target,
+            output_type: None,
+            pure: false,
+        }
     }
 
     /// The type of tensor `name` with ggml-order `dims`.
@@ -49,7 +53,10 @@ impl TypePolicy {
 }
 
 fn is_low_bit(t: GgmlType) -> bool {
-    matches!(t, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1)
+    matches!(
+        t,
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1
+    )
 }
 
 /// llama.cpp's `llama_ftype` number for a "mostly T" file.
@@ -75,21 +82,42 @@ mod tests {
     fn output_head_gets_q8_0_for_low_bit_targets() {
         let p = TypePolicy::new(GgmlType::Q4_0);
         assert_eq!(p.tensor_type(names::OUTPUT, &[4096, 65024]), GgmlType::Q8_0);
-        assert_eq!(p.tensor_type(names::TOKEN_EMBD, &[4096, 65024]), GgmlType::Q4_0);
+        assert_eq!(
+            p.tensor_type(names::TOKEN_EMBD, &[4096, 65024]),
+            GgmlType::Q4_0
+        );
         assert_eq!(p.tensor_type("blk.0.attn_qkv.bias", &[4608]), GgmlType::F32);
         let pure = TypePolicy { pure: true, ..p };
-        assert_eq!(pure.tensor_type(names::OUTPUT, &[4096, 65024]), GgmlType::Q4_0);
-        let over = TypePolicy { output_type: Some(GgmlType::F16), ..p };
-        assert_eq!(over.tensor_type(names::OUTPUT, &[4096, 65024]), GgmlType::F16);
+        assert_eq!(
+            pure.tensor_type(names::OUTPUT, &[4096, 65024]),
+            GgmlType::Q4_0
+        );
+        let over = TypePolicy {
+            output_type: Some(GgmlType::F16),
+            ..p
+        };
+        assert_eq!(
+            over.tensor_type(names::OUTPUT, &[4096, 65024]),
+            GgmlType::F16
+        );
         let q8 = TypePolicy::new(GgmlType::Q8_0);
-        assert_eq!(q8.tensor_type(names::OUTPUT, &[4096, 65024]), GgmlType::Q8_0);
+        assert_eq!(
+            q8.tensor_type(names::OUTPUT, &[4096, 65024]),
+            GgmlType::Q8_0
+        );
         let f16 = TypePolicy::new(GgmlType::F16);
-        assert_eq!(f16.tensor_type(names::OUTPUT, &[4096, 65024]), GgmlType::F16);
+        assert_eq!(
+            f16.tensor_type(names::OUTPUT, &[4096, 65024]),
+            GgmlType::F16
+        );
     }
 
     #[test]
     fn rows_that_are_not_whole_blocks_fall_back_to_f16() {
         let p = TypePolicy::new(GgmlType::Q4_0);
-        assert_eq!(p.tensor_type("blk.0.ffn_down.weight", &[100, 64]), GgmlType::F16);
+        assert_eq!(
+            p.tensor_type("blk.0.ffn_down.weight", &[100, 64]),
+            GgmlType::F16
+        );
     }
 }

@@ -61,16 +61,35 @@ const PAR_MIN_ELEMS: usize = 1 << 16;
 pub enum QuantError {
     #[error("cannot quantize to {ty}: the converter writes only f32, f16, q8_0, q4_0, q4_1, q5_0 and q5_1")]
     CannotQuantize { ty: GgmlType },
-    #[error("cannot dequantize {ty}: only f32, f16, bf16, q4_0, q4_1, q5_0, q5_1 and q8_0 can be read")]
+    #[error(
+        "cannot dequantize {ty}: only f32, f16, bf16, q4_0, q4_1, q5_0, q5_1 and q8_0 can be read"
+    )]
     CannotDequantize { ty: GgmlType },
     #[error("{ty}: a row of {ncols} elements is not a multiple of the {block}-element block")]
-    RowNotBlockMultiple { ty: GgmlType, ncols: usize, block: usize },
+    RowNotBlockMultiple {
+        ty: GgmlType,
+        ncols: usize,
+        block: usize,
+    },
     #[error("{ty}: {len} values are not a whole number of rows of {ncols} elements")]
-    NotWholeRows { ty: GgmlType, len: usize, ncols: usize },
+    NotWholeRows {
+        ty: GgmlType,
+        len: usize,
+        ncols: usize,
+    },
     #[error("{ty}: {n} elements are not a multiple of the {block}-element block")]
-    CountNotBlockMultiple { ty: GgmlType, n: usize, block: usize },
+    CountNotBlockMultiple {
+        ty: GgmlType,
+        n: usize,
+        block: usize,
+    },
     #[error("{ty}: {n} elements take {expected} bytes, but {got} bytes were given")]
-    ByteLength { ty: GgmlType, n: usize, expected: usize, got: usize },
+    ByteLength {
+        ty: GgmlType,
+        n: usize,
+        expected: usize,
+        got: usize,
+    },
 }
 
 /// Whether [`quantize_rows`] can produce `ty`.
@@ -89,10 +108,10 @@ fn check_rows(ty: GgmlType, len: usize, ncols: usize) -> Result<usize, QuantErro
         return Err(QuantError::CannotQuantize { ty });
     }
     let block = ty.block_size();
-    if ncols % block != 0 {
+    if !ncols.is_multiple_of(block) {
         return Err(QuantError::RowNotBlockMultiple { ty, ncols, block });
     }
-    if (ncols == 0 && len != 0) || (ncols != 0 && len % ncols != 0) {
+    if (ncols == 0 && len != 0) || (ncols != 0 && !len.is_multiple_of(ncols)) {
         return Err(QuantError::NotWholeRows { ty, len, ncols });
     }
     Ok(ncols / block * ty.type_size())
@@ -102,7 +121,12 @@ fn check_rows(ty: GgmlType, len: usize, ncols: usize) -> Result<usize, QuantErro
 ///
 /// `src.len()` must be a multiple of `ncols`, and `ncols` a multiple of the block size of `ty`;
 /// otherwise a [`QuantError`] is returned and `dst` is left untouched.
-pub fn quantize_rows(ty: GgmlType, src: &[f32], ncols: usize, dst: &mut Vec<u8>) -> Result<(), QuantError> {
+pub fn quantize_rows(
+    ty: GgmlType,
+    src: &[f32],
+    ncols: usize,
+    dst: &mut Vec<u8>,
+) -> Result<(), QuantError> {
     let row_bytes = check_rows(ty, src.len(), ncols)?;
     if src.is_empty() {
         return Ok(());
@@ -115,7 +139,12 @@ pub fn quantize_rows(ty: GgmlType, src: &[f32], ncols: usize, dst: &mut Vec<u8>)
 
 /// Same as [`quantize_rows`], splitting the rows across the rayon pool; the output is
 /// bit-identical (every block is encoded independently).
-pub fn quantize_rows_par(ty: GgmlType, src: &[f32], ncols: usize, dst: &mut Vec<u8>) -> Result<(), QuantError> {
+pub fn quantize_rows_par(
+    ty: GgmlType,
+    src: &[f32],
+    ncols: usize,
+    dst: &mut Vec<u8>,
+) -> Result<(), QuantError> {
     let row_bytes = check_rows(ty, src.len(), ncols)?;
     if src.is_empty() {
         return Ok(());
@@ -126,7 +155,10 @@ pub fn quantize_rows_par(ty: GgmlType, src: &[f32], ncols: usize, dst: &mut Vec<
         return quantize_rows(ty, src, ncols, dst);
     }
     // A few tasks per thread for balance, none smaller than PAR_MIN_ELEMS elements.
-    let rows_per_task = nrows.div_ceil(threads * 4).max(PAR_MIN_ELEMS.div_ceil(ncols)).max(1);
+    let rows_per_task = nrows
+        .div_ceil(threads * 4)
+        .max(PAR_MIN_ELEMS.div_ceil(ncols))
+        .max(1);
     let start = dst.len();
     dst.resize(start + nrows * row_bytes, 0);
     src.par_chunks(rows_per_task * ncols)
@@ -207,7 +239,7 @@ fn fused(a: f32, b: f32, c: f32) -> f32 {
 /// `cvttss2si`: truncation toward zero, `i32::MIN` for NaN and out-of-range.
 #[inline(always)]
 fn cvtt(x: f32) -> i32 {
-    if x >= -2147483648.0 && x < 2147483648.0 {
+    if (-2147483648.0..2147483648.0).contains(&x) {
         x as i32
     } else {
         i32::MIN
@@ -247,7 +279,7 @@ fn round_int(p: f32) -> i32 {
     let n = t - MAGIC; // p rounded to nearest, ties to even
     let k = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let d = p - n; // exact
-    // Ties that went to the even neighbour towards zero move away from zero.
+                   // Ties that went to the even neighbour towards zero move away from zero.
     k + (d == 0.5 && p > 0.0) as i32 - (d == -0.5 && p < 0.0) as i32
 }
 
@@ -263,8 +295,14 @@ pub fn f32_to_f16_bits(f: f32) -> u16 {
     let normal = a.wrapping_add(0xC800_0FFF).wrapping_add(odd) >> 13;
     // Subnormal f16: adding 0.5 lines the 10 result bits up at the bottom of the mantissa, and
     // the hardware's own round-to-nearest-even does the rounding.
-    let sub = (f32::from_bits(a) + 0.5).to_bits().wrapping_sub(0x3F00_0000);
-    let inf_nan = if a > 0x7F80_0000 { 0x7E00 | ((a >> 13) & 0x3FF) } else { 0x7C00 };
+    let sub = (f32::from_bits(a) + 0.5)
+        .to_bits()
+        .wrapping_sub(0x3F00_0000);
+    let inf_nan = if a > 0x7F80_0000 {
+        0x7E00 | ((a >> 13) & 0x3FF)
+    } else {
+        0x7C00
+    };
     let h = if a >= 0x4780_0000 {
         inf_nan
     } else if a < 0x3880_0000 {
@@ -504,7 +542,11 @@ const DEFAULT_NAN: u32 = 0xFFC0_0000;
 fn mul_x86(q: f32, d: f32) -> f32 {
     let r = q * d;
     if r.is_nan() {
-        f32::from_bits(if d.is_nan() { d.to_bits() | 0x0040_0000 } else { DEFAULT_NAN })
+        f32::from_bits(if d.is_nan() {
+            d.to_bits() | 0x0040_0000
+        } else {
+            DEFAULT_NAN
+        })
     } else {
         r
     }
@@ -535,23 +577,42 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 
 /// Decodes `n` elements of type `ty` from `src` (exactly `n` elements' worth of bytes, `n` a
 /// multiple of the block size) and appends them to `dst`. Bit-identical to ggml's `to_float`.
-pub fn dequantize(ty: GgmlType, src: &[u8], n: usize, dst: &mut Vec<f32>) -> Result<(), QuantError> {
+pub fn dequantize(
+    ty: GgmlType,
+    src: &[u8],
+    n: usize,
+    dst: &mut Vec<f32>,
+) -> Result<(), QuantError> {
     if !can_dequantize(ty) {
         return Err(QuantError::CannotDequantize { ty });
     }
     let block = ty.block_size();
-    if n % block != 0 {
+    if !n.is_multiple_of(block) {
         return Err(QuantError::CountNotBlockMultiple { ty, n, block });
     }
     let expected = n / block * ty.type_size();
     if src.len() != expected {
-        return Err(QuantError::ByteLength { ty, n, expected, got: src.len() });
+        return Err(QuantError::ByteLength {
+            ty,
+            n,
+            expected,
+            got: src.len(),
+        });
     }
     dst.reserve(n);
     match ty {
-        GgmlType::F32 => dst.extend(src.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-        GgmlType::F16 => dst.extend(src.chunks_exact(2).map(|b| f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]])))),
-        GgmlType::BF16 => dst.extend(src.chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))),
+        GgmlType::F32 => dst.extend(
+            src.chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        GgmlType::F16 => dst.extend(
+            src.chunks_exact(2)
+                .map(|b| f16_bits_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        ),
+        GgmlType::BF16 => dst.extend(
+            src.chunks_exact(2)
+                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
+        ),
         GgmlType::Q8_0 => dequant_blocks::<34>(src, dst, |b, y| {
             let d = f16_at(b, 0);
             for (y, &q) in y.iter_mut().zip(&b[2..34]) {
@@ -594,7 +655,11 @@ pub fn dequantize(ty: GgmlType, src: &[u8], n: usize, dst: &mut Vec<f32>) -> Res
 }
 
 #[inline(always)]
-fn dequant_blocks<const B: usize>(src: &[u8], dst: &mut Vec<f32>, f: impl Fn(&[u8; B], &mut [f32; QK])) {
+fn dequant_blocks<const B: usize>(
+    src: &[u8],
+    dst: &mut Vec<f32>,
+    f: impl Fn(&[u8; B], &mut [f32; QK]),
+) {
     for b in src.chunks_exact(B) {
         let mut y = [0f32; QK];
         f(b.try_into().unwrap(), &mut y);
@@ -623,7 +688,11 @@ mod tests {
     fn f16_round_trip_of_every_half() {
         for h in 0..=u16::MAX {
             let f = f16_bits_to_f32(h);
-            assert_eq!(f.to_bits(), half::f16::from_bits(h).to_f32().to_bits(), "{h:#06x}");
+            assert_eq!(
+                f.to_bits(),
+                half::f16::from_bits(h).to_f32().to_bits(),
+                "{h:#06x}"
+            );
             if !f.is_nan() {
                 assert_eq!(f32_to_f16_bits(f), h, "{h:#06x}");
             }
@@ -641,7 +710,11 @@ mod tests {
                         if f.is_nan() {
                             continue;
                         }
-                        assert_eq!(f32_to_f16_bits(f), half::f16::from_f32(f).to_bits(), "{f:e}");
+                        assert_eq!(
+                            f32_to_f16_bits(f),
+                            half::f16::from_f32(f).to_bits(),
+                            "{f:e}"
+                        );
                     }
                 }
             }

@@ -19,10 +19,17 @@ pub struct RequantizeOptions<'a> {
 }
 
 /// Rewrites `input` as `out` with the types chosen by `opts.policy`.
-pub fn requantize(input: &Path, out: &Path, opts: &RequantizeOptions) -> Result<Summary, ConvertError> {
+pub fn requantize(
+    input: &Path,
+    out: &Path,
+    opts: &RequantizeOptions,
+) -> Result<Summary, ConvertError> {
     let t0 = Instant::now();
     let src = GgufFile::open(input)?;
-    let bad = |what: String| ConvertError::Input { path: input.to_path_buf(), what };
+    let bad = |what: String| ConvertError::Input {
+        path: input.to_path_buf(),
+        what,
+    };
 
     let mut decls = Vec::with_capacity(src.tensors.len());
     let mut problems = Vec::new();
@@ -31,12 +38,19 @@ pub fn requantize(input: &Path, out: &Path, opts: &RequantizeOptions) -> Result<
         let ty = if t.dims.len() < 2 { t.ty } else { ty };
         if ty != t.ty {
             if !quant::can_dequantize(t.ty) {
-                problems.push(format!("tensor {} is {}; converting from that type is not supported", t.name, t.ty));
+                problems.push(format!(
+                    "tensor {} is {}; converting from that type is not supported",
+                    t.name, t.ty
+                ));
             } else if t.ty.is_quantized() && !opts.allow_requantize {
                 problems.push(format!("tensor {} is already quantized ({})", t.name, t.ty));
             }
         }
-        decls.push(TensorDecl { name: t.name.clone(), dims: t.dims.clone(), ty });
+        decls.push(TensorDecl {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty,
+        });
     }
     if !problems.is_empty() {
         let hint = if problems.iter().any(|p| p.contains("already quantized")) {
@@ -49,8 +63,14 @@ pub fn requantize(input: &Path, out: &Path, opts: &RequantizeOptions) -> Result<
 
     let mut metadata: Vec<(String, Value)> = src.metadata.clone();
     for (key, value) in [
-        (names::GENERAL_FILE_TYPE, Value::U32(opts.policy.file_type())),
-        (names::GENERAL_QUANTIZATION_VERSION, Value::U32(names::QUANTIZATION_VERSION)),
+        (
+            names::GENERAL_FILE_TYPE,
+            Value::U32(opts.policy.file_type()),
+        ),
+        (
+            names::GENERAL_QUANTIZATION_VERSION,
+            Value::U32(names::QUANTIZATION_VERSION),
+        ),
     ] {
         match metadata.iter_mut().find(|(k, _)| k == key) {
             Some(slot) => slot.1 = value,
@@ -61,7 +81,10 @@ pub fn requantize(input: &Path, out: &Path, opts: &RequantizeOptions) -> Result<
     let mut file = AtomicFile::create(out, opts.overwrite)?;
     let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
     let total: u64 = src.tensors.iter().map(|t| t.n_bytes()).sum();
-    (opts.progress)(Progress::Start { n_tensors: decls.len(), total_bytes: total });
+    (opts.progress)(Progress::Start {
+        n_tensors: decls.len(),
+        total_bytes: total,
+    });
     let (mut deq, mut q) = (Vec::new(), Vec::new());
     let mut n_params = 0u64;
     for (t, d) in src.tensors.iter().zip(&decls) {
@@ -79,18 +102,34 @@ pub fn requantize(input: &Path, out: &Path, opts: &RequantizeOptions) -> Result<
                 }
                 let n = chunk.len() / row_bytes * ncols;
                 deq.clear();
-                quant::dequantize(t.ty, chunk, n, &mut deq).map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
+                quant::dequantize(t.ty, chunk, n, &mut deq)
+                    .map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
                 q.clear();
-                quant::quantize_rows_par(d.ty, &deq, ncols, &mut q).map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
+                quant::quantize_rows_par(d.ty, &deq, ncols, &mut q)
+                    .map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
                 w.write_data(&q)?;
             }
         }
         w.end_tensor()?;
         n_params += t.n_elements();
-        (opts.progress)(Progress::Tensor { name: t.name.clone(), ty: d.ty, bytes_in: data.len() as u64 });
+        (opts.progress)(Progress::Tensor {
+            name: t.name.clone(),
+            ty: d.ty,
+            bytes_in: data.len() as u64,
+        });
     }
     w.finish()?;
-    let bytes_written = file.writer().get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+    let bytes_written = file
+        .writer()
+        .get_ref()
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or(0);
     file.commit()?;
-    Ok(Summary { n_tensors: decls.len(), n_params, bytes_written, seconds: t0.elapsed().as_secs_f64() })
+    Ok(Summary {
+        n_tensors: decls.len(),
+        n_params,
+        bytes_written,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }

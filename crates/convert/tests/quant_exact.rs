@@ -5,7 +5,13 @@
 use gguf::GgmlType;
 use glm_convert::quant::{self, QuantError, WRITABLE};
 
-const QUANTIZED: [GgmlType; 5] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1];
+const QUANTIZED: [GgmlType; 5] = [
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+];
 
 // ------------------------------------------------------------------------------------------------
 // Deterministic RNG (SplitMix64).
@@ -108,7 +114,8 @@ fn ggml(ty: GgmlType, src: &[f32], ncols: usize) -> Vec<u8> {
         // ggml_quantize_chunk's F32 case is a memcpy (the wrapper refuses to call it for F32).
         return src.iter().flat_map(|x| x.to_le_bytes()).collect();
     }
-    glm_ggml::quant::quantize_chunk(ty.id(), src, src.len() / ncols, ncols).expect("ggml quantize_chunk")
+    glm_ggml::quant::quantize_chunk(ty.id(), src, src.len() / ncols, ncols)
+        .expect("ggml quantize_chunk")
 }
 
 /// Asserts our bytes equal ggml's, and the parallel path equals the serial one.
@@ -119,7 +126,9 @@ fn assert_exact(ty: GgmlType, src: &[f32], ncols: usize, what: &str) {
     assert_eq!(mine.len(), theirs.len(), "{ty} {what}: length");
     if mine != theirs {
         let (bs, ts) = (ty.block_size(), ty.type_size());
-        let blk = (0..mine.len() / ts).find(|&b| mine[b * ts..(b + 1) * ts] != theirs[b * ts..(b + 1) * ts]).unwrap();
+        let blk = (0..mine.len() / ts)
+            .find(|&b| mine[b * ts..(b + 1) * ts] != theirs[b * ts..(b + 1) * ts])
+            .unwrap();
         panic!(
             "{ty} {what}: block {blk} differs\n input: {:?}\n input bits: {:08x?}\n ours:  {:02x?}\n ggml:  {:02x?}",
             &src[blk * bs..(blk + 1) * bs],
@@ -130,7 +139,10 @@ fn assert_exact(ty: GgmlType, src: &[f32], ncols: usize, what: &str) {
     }
     let mut par = Vec::new();
     quant::quantize_rows_par(ty, src, ncols, &mut par).expect("quantize_rows_par");
-    assert!(par == mine, "{ty} {what}: quantize_rows_par differs from quantize_rows");
+    assert!(
+        par == mine,
+        "{ty} {what}: quantize_rows_par differs from quantize_rows"
+    );
 }
 
 fn assert_all_types(src: &[f32], ncols: usize, what: &str) {
@@ -142,7 +154,13 @@ fn assert_all_types(src: &[f32], ncols: usize, what: &str) {
 fn assert_same_f32_bits(ours: &[f32], theirs: &[f32], what: &str) {
     assert_eq!(ours.len(), theirs.len(), "{what}: length");
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        assert_eq!(a.to_bits(), b.to_bits(), "{what}: element {i}: ours {a:e} ({:08x}) ggml {b:e} ({:08x})", a.to_bits(), b.to_bits());
+        assert_eq!(
+            a.to_bits(),
+            b.to_bits(),
+            "{what}: element {i}: ours {a:e} ({:08x}) ggml {b:e} ({:08x})",
+            a.to_bits(),
+            b.to_bits()
+        );
     }
 }
 
@@ -197,7 +215,9 @@ fn big_random_tensor_serial_parallel_and_ggml_agree() {
     // Large enough that quantize_rows_par really splits (and an odd row count).
     let mut rng = Rng::new(0x5eed_0002);
     let (nrows, ncols) = (257, 2048);
-    let src: Vec<f32> = (0..nrows * ncols).map(|_| (rng.normal() * 0.02) as f32).collect();
+    let src: Vec<f32> = (0..nrows * ncols)
+        .map(|_| (rng.normal() * 0.02) as f32)
+        .collect();
     for ty in WRITABLE {
         assert_exact(ty, &src, ncols, "big normal tensor");
     }
@@ -217,7 +237,10 @@ fn quantize_appends_to_dst() {
                 quant::quantize_rows(ty, &src, 64, &mut dst).unwrap();
             }
             assert_eq!(&dst[..3], &[0xAB, 0xCD, 0xEF], "{ty}: prefix clobbered");
-            assert!(dst[3..] == expect[..], "{ty}: appended bytes differ (par {par})");
+            assert!(
+                dst[3..] == expect[..],
+                "{ty}: appended bytes differ (par {par})"
+            );
         }
     }
 }
@@ -231,9 +254,37 @@ fn adversarial_blocks() -> Vec<[f32; 32]> {
     let fill = |v: f32| [v; 32];
     // Constants, zeros, signed zeros.
     for v in [
-        0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 3.3, -7.77, 8.0, -8.0, 16.0, 127.0, 65504.0, -65504.0, 65519.0, 65520.0, 1e6,
-        -1e6, 1e-40, -1e-40, 1.4e-45, 1e-6, -1e-6, 5.96e-8, f32::MIN_POSITIVE, f32::MAX, -f32::MAX, 1e38, -1e38,
-        f32::INFINITY, f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        3.3,
+        -7.77,
+        8.0,
+        -8.0,
+        16.0,
+        127.0,
+        65504.0,
+        -65504.0,
+        65519.0,
+        65520.0,
+        1e6,
+        -1e6,
+        1e-40,
+        -1e-40,
+        1.4e-45,
+        1e-6,
+        -1e-6,
+        5.96e-8,
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        -f32::MAX,
+        1e38,
+        -1e38,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
     ] {
         out.push(fill(v));
     }
@@ -272,7 +323,9 @@ fn adversarial_blocks() -> Vec<[f32; 32]> {
         }
     }
     // Near and beyond the f16 maximum (scales that round to inf in f16).
-    for base in [65504.0f32, 65519.0, 65520.0, 65536.0, 1e5, 1e6, 1e7, 2e9, 3e38] {
+    for base in [
+        65504.0f32, 65519.0, 65520.0, 65536.0, 1e5, 1e6, 1e7, 2e9, 3e38,
+    ] {
         for s in [1.0f32, -1.0] {
             let mut b = [0.0f32; 32];
             for (i, v) in b.iter_mut().enumerate() {
@@ -282,14 +335,20 @@ fn adversarial_blocks() -> Vec<[f32; 32]> {
         }
     }
     // q8_0 / q4_1 / q5_1 scales just around the f16 overflow threshold.
-    for v in around(65519.0 * 127.0, 2).into_iter().chain(around(65520.0 * 15.0, 2)).chain(around(65520.0 * 31.0, 2)) {
+    for v in around(65519.0 * 127.0, 2)
+        .into_iter()
+        .chain(around(65520.0 * 15.0, 2))
+        .chain(around(65520.0 * 31.0, 2))
+    {
         let mut b = [1.0f32; 32];
         b[0] = v;
         b[1] = -v;
         out.push(b);
     }
     // Subnormals: f32 subnormals (1/d overflows to inf) and the f16-subnormal range.
-    for base in [1e-40f32, 1.4e-45, 1e-38, 3e-39, 1e-37, 1e-6, 6e-5, 5.96e-8, 2.98e-8, 8.94e-8] {
+    for base in [
+        1e-40f32, 1.4e-45, 1e-38, 3e-39, 1e-37, 1e-6, 6e-5, 5.96e-8, 2.98e-8, 8.94e-8,
+    ] {
         for pattern in 0..3 {
             let mut b = [0.0f32; 32];
             for (i, v) in b.iter_mut().enumerate() {
@@ -337,7 +396,13 @@ fn adversarial_blocks() -> Vec<[f32; 32]> {
     }
     // Exact rounding midpoints: with max = -8 (q4_0: d = 1) every k + 0.5 lands on a tie; with
     // amax = 127 (q8_0: d = 1) likewise; with min 0 / max 15 or 31 (q4_1 / q5_1: d = 1) too.
-    for (anchor, lo, hi) in [(-8.0f32, -8, 8), (127.0, -127, 127), (15.0, 0, 15), (31.0, 0, 31), (-16.0, -16, 16)] {
+    for (anchor, lo, hi) in [
+        (-8.0f32, -8, 8),
+        (127.0, -127, 127),
+        (15.0, 0, 15),
+        (31.0, 0, 31),
+        (-16.0, -16, 16),
+    ] {
         for scale in [1.0f32, 0.25, 4.0, 1.0 / 1024.0, 3.0, 0.1] {
             let mut vals: Vec<f32> = (lo..hi).map(|k| (k as f32 + 0.5) * scale).collect();
             vals.extend((lo..=hi).map(|k| k as f32 * scale));
@@ -378,7 +443,11 @@ fn boundary_blocks(ty: GgmlType, rng: &mut Rng, count: usize) -> Vec<f32> {
         let mut b = [0.0f32; 32];
         match ty {
             GgmlType::Q4_0 | GgmlType::Q5_0 => {
-                let (div, bias, nq) = if ty == GgmlType::Q4_0 { (-8.0f32, 8.5f32, 16) } else { (-16.0, 16.5, 32) };
+                let (div, bias, nq) = if ty == GgmlType::Q4_0 {
+                    (-8.0f32, 8.5f32, 16)
+                } else {
+                    (-16.0, 16.5, 32)
+                };
                 let max = rng.sign() * mag;
                 let d = max / div;
                 let id = 1.0 / d;
@@ -495,12 +564,25 @@ fn test_data_detects_wrong_rounding() {
     let mut rng = Rng::new(0x5eed_0003);
     let q4 = boundary_blocks(GgmlType::Q4_0, &mut rng, 400);
     let ggml_q4 = ggml(GgmlType::Q4_0, &q4, 32);
-    assert_ne!(q4_0_unfused(&q4), ggml_q4, "boundary data cannot tell an unfused q4_0 from ggml");
+    assert_ne!(
+        q4_0_unfused(&q4),
+        ggml_q4,
+        "boundary data cannot tell an unfused q4_0 from ggml"
+    );
     assert_eq!(ours(GgmlType::Q4_0, &q4, 32), ggml_q4);
 
-    let flat: Vec<f32> = adversarial_blocks().iter().flatten().copied().filter(|v| v.is_finite()).collect();
+    let flat: Vec<f32> = adversarial_blocks()
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .collect();
     let flat = &flat[..flat.len() / 32 * 32];
-    assert_ne!(q8_0_ties_even(flat), ggml(GgmlType::Q8_0, flat, 32), "tie data cannot tell ties-even from ggml's roundf");
+    assert_ne!(
+        q8_0_ties_even(flat),
+        ggml(GgmlType::Q8_0, flat, 32),
+        "tie data cannot tell ties-even from ggml's roundf"
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -513,7 +595,9 @@ fn f16_conversion_matches_ggml_on_all_rounding_cases() {
     let mut src = Vec::new();
     for e in 0..255u32 {
         for hi in (0..1024u32).step_by(3).chain([1022, 1023]) {
-            for lo in [0u32, 1, 0x7FF, 0x800, 0xFFF, 0x1000, 0x1001, 0x17FF, 0x1800, 0x1801, 0x1FFF] {
+            for lo in [
+                0u32, 1, 0x7FF, 0x800, 0xFFF, 0x1000, 0x1001, 0x17FF, 0x1800, 0x1801, 0x1FFF,
+            ] {
                 for s in [0u32, 1] {
                     src.push(f32::from_bits(s << 31 | e << 23 | hi << 13 | lo));
                 }
@@ -522,8 +606,13 @@ fn f16_conversion_matches_ggml_on_all_rounding_cases() {
     }
     src.extend([f32::INFINITY, f32::NEG_INFINITY]);
     // f32 -> f16 alone is well defined for NaN too (quieted, top payload bits kept).
-    for man in [1u32, 0x1FFF, 0x2000, 0x3F_FFFF, 0x40_0000, 0x40_0001, 0x55_5555, 0x7F_FFFF] {
-        src.extend([f32::from_bits(0x7F80_0000 | man), f32::from_bits(0xFF80_0000 | man)]);
+    for man in [
+        1u32, 0x1FFF, 0x2000, 0x3F_FFFF, 0x40_0000, 0x40_0001, 0x55_5555, 0x7F_FFFF,
+    ] {
+        src.extend([
+            f32::from_bits(0x7F80_0000 | man),
+            f32::from_bits(0xFF80_0000 | man),
+        ]);
     }
     while src.len() % 64 != 0 {
         src.push(0.0);
@@ -546,7 +635,11 @@ fn ggml_ready() {
     static INIT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     INIT.get_or_init(|| {
         let backend = glm_ggml::Backend::cpu(1).expect("ggml CPU backend");
-        let spec = glm_ggml::TensorSpec { name: "init".into(), ty: GgmlType::F32.id(), ne: vec![32] };
+        let spec = glm_ggml::TensorSpec {
+            name: "init".into(),
+            ty: GgmlType::F32.id(),
+            ne: vec![32],
+        };
         drop(glm_ggml::TensorStore::allocate(&backend, &[spec]).expect("ggml context"));
     });
 }
@@ -567,8 +660,14 @@ fn dequantize_matches_ggml_on_random_bytes() {
     let mut rng = Rng::new(0x5eed_0004);
     for ty in QUANTIZED.into_iter().chain([GgmlType::F16]) {
         let n = 32 * 4096;
-        let bytes: Vec<u8> = (0..n / ty.block_size() * ty.type_size()).map(|_| rng.next_u64() as u8).collect();
-        assert_same_f32_bits(&our_dequantize(ty, &bytes, n), &ggml_dequantize(ty, &bytes, n), &format!("{ty} random bytes"));
+        let bytes: Vec<u8> = (0..n / ty.block_size() * ty.type_size())
+            .map(|_| rng.next_u64() as u8)
+            .collect();
+        assert_same_f32_bits(
+            &our_dequantize(ty, &bytes, n),
+            &ggml_dequantize(ty, &bytes, n),
+            &format!("{ty} random bytes"),
+        );
     }
 }
 
@@ -576,7 +675,10 @@ fn dequantize_matches_ggml_on_random_bytes() {
 fn dequantize_matches_ggml_on_special_scales() {
     // Every pairing of special f16 scales / mins (zeros, infinities, quiet and signalling NaNs of
     // both signs, subnormal, max) with every quant value.
-    let specials: [u16; 12] = [0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0xFD55, 0x0001, 0x7BFF, 0x3C00, 0xBC00];
+    let specials: [u16; 12] = [
+        0x0000, 0x8000, 0x7C00, 0xFC00, 0x7E00, 0xFE01, 0x7C01, 0xFD55, 0x0001, 0x7BFF, 0x3C00,
+        0xBC00,
+    ];
     for ty in QUANTIZED {
         let mut bytes = Vec::new();
         for &d in &specials {
@@ -592,7 +694,11 @@ fn dequantize_matches_ggml_on_special_scales() {
             }
         }
         let n = bytes.len() / ty.type_size() * 32;
-        assert_same_f32_bits(&our_dequantize(ty, &bytes, n), &ggml_dequantize(ty, &bytes, n), &format!("{ty} special scales"));
+        assert_same_f32_bits(
+            &our_dequantize(ty, &bytes, n),
+            &ggml_dequantize(ty, &bytes, n),
+            &format!("{ty} special scales"),
+        );
     }
 }
 
@@ -606,31 +712,48 @@ fn dequantize_matches_ggml_on_quantized_data() {
     src.extend(adversarial_blocks().iter().flatten());
     for ty in QUANTIZED.into_iter().chain([GgmlType::F16]) {
         let bytes = ours(ty, &src, 32);
-        assert_same_f32_bits(&our_dequantize(ty, &bytes, src.len()), &ggml_dequantize(ty, &bytes, src.len()), &format!("{ty} quantized data"));
+        assert_same_f32_bits(
+            &our_dequantize(ty, &bytes, src.len()),
+            &ggml_dequantize(ty, &bytes, src.len()),
+            &format!("{ty} quantized data"),
+        );
     }
 }
 
 #[test]
 fn dequantize_every_f16() {
     let bytes: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
-    assert_same_f32_bits(&our_dequantize(GgmlType::F16, &bytes, 65536), &ggml_dequantize(GgmlType::F16, &bytes, 65536), "every f16");
+    assert_same_f32_bits(
+        &our_dequantize(GgmlType::F16, &bytes, 65536),
+        &ggml_dequantize(GgmlType::F16, &bytes, 65536),
+        "every f16",
+    );
 }
 
 #[test]
 fn dequantize_f32_and_bf16() {
     // ggml b2757 has no BF16 and no F32 to_float: F32 is the LE bytes, BF16 the top half of an f32.
     let mut rng = Rng::new(9);
-    let words: Vec<u32> = (0..4096).map(|_| rng.next_u64() as u32).chain([0x7F80_0001, 0xFFC0_0000, 0x8000_0000]).collect();
+    let words: Vec<u32> = (0..4096)
+        .map(|_| rng.next_u64() as u32)
+        .chain([0x7F80_0001, 0xFFC0_0000, 0x8000_0000])
+        .collect();
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     let f = our_dequantize(GgmlType::F32, &bytes, words.len());
     assert!(f.iter().zip(&words).all(|(f, w)| f.to_bits() == *w));
     let halves: Vec<u16> = (0..=u16::MAX).collect();
     let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
     let f = our_dequantize(GgmlType::BF16, &bytes, halves.len());
-    assert!(f.iter().zip(&halves).all(|(f, h)| f.to_bits() == (*h as u32) << 16));
+    assert!(f
+        .iter()
+        .zip(&halves)
+        .all(|(f, h)| f.to_bits() == (*h as u32) << 16));
     // F32 round trip through quantize_rows.
     let src: Vec<f32> = (0..64).map(|i| i as f32 * -1.25e-3).collect();
-    assert_eq!(our_dequantize(GgmlType::F32, &ours(GgmlType::F32, &src, 64), 64), src);
+    assert_eq!(
+        our_dequantize(GgmlType::F32, &ours(GgmlType::F32, &src, 64), 64),
+        src
+    );
 }
 
 #[test]
@@ -642,7 +765,11 @@ fn dequantize_appends() {
     quant::dequantize(GgmlType::Q4_0, &bytes, 64, &mut out).unwrap();
     assert_eq!(out.len(), 65);
     assert_eq!(out[0], 42.0);
-    assert_same_f32_bits(&out[1..], &ggml_dequantize(GgmlType::Q4_0, &bytes, 64), "append");
+    assert_same_f32_bits(
+        &out[1..],
+        &ggml_dequantize(GgmlType::Q4_0, &bytes, 64),
+        "append",
+    );
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -652,22 +779,57 @@ fn dequantize_appends() {
 fn bad_shapes_are_errors() {
     let src = vec![0.5f32; 256];
     type Q = fn(GgmlType, &[f32], usize, &mut Vec<u8>) -> Result<(), QuantError>;
-    for (name, f) in [("quantize_rows", quant::quantize_rows as Q), ("quantize_rows_par", quant::quantize_rows_par as Q)] {
+    for (name, f) in [
+        ("quantize_rows", quant::quantize_rows as Q),
+        ("quantize_rows_par", quant::quantize_rows_par as Q),
+    ] {
         let mut dst = vec![1u8, 2, 3];
         let e = f(GgmlType::Q4_0, &src[..48], 48, &mut dst).unwrap_err();
-        assert!(matches!(e, QuantError::RowNotBlockMultiple { ncols: 48, block: 32, .. }), "{name}: {e}");
+        assert!(
+            matches!(
+                e,
+                QuantError::RowNotBlockMultiple {
+                    ncols: 48,
+                    block: 32,
+                    ..
+                }
+            ),
+            "{name}: {e}"
+        );
         let msg = e.to_string();
-        assert!(msg.contains("q4_0") && msg.contains("32") && msg.contains("48"), "{name}: {msg}");
+        assert!(
+            msg.contains("q4_0") && msg.contains("32") && msg.contains("48"),
+            "{name}: {msg}"
+        );
         let e = f(GgmlType::Q8_0, &src[..100], 64, &mut dst).unwrap_err();
-        assert!(matches!(e, QuantError::NotWholeRows { len: 100, ncols: 64, .. }), "{name}: {e}");
+        assert!(
+            matches!(
+                e,
+                QuantError::NotWholeRows {
+                    len: 100,
+                    ncols: 64,
+                    ..
+                }
+            ),
+            "{name}: {e}"
+        );
         assert!(e.to_string().contains("q8_0"), "{name}: {e}");
         let e = f(GgmlType::F16, &src[..7], 3, &mut dst).unwrap_err();
         assert!(matches!(e, QuantError::NotWholeRows { .. }), "{name}: {e}");
         let e = f(GgmlType::Q5_1, &src[..64], 0, &mut dst).unwrap_err();
         assert!(matches!(e, QuantError::NotWholeRows { .. }), "{name}: {e}");
-        for ty in [GgmlType::Q4K, GgmlType::Q6K, GgmlType::BF16, GgmlType::Q8_1, GgmlType::I32] {
+        for ty in [
+            GgmlType::Q4K,
+            GgmlType::Q6K,
+            GgmlType::BF16,
+            GgmlType::Q8_1,
+            GgmlType::I32,
+        ] {
             let e = f(ty, &src, 256, &mut dst).unwrap_err();
-            assert!(matches!(e, QuantError::CannotQuantize { .. }), "{name}: {e}");
+            assert!(
+                matches!(e, QuantError::CannotQuantize { .. }),
+                "{name}: {e}"
+            );
             assert!(e.to_string().contains(ty.name()), "{name}: {e}");
         }
         assert_eq!(dst, [1, 2, 3], "{name}: dst modified on error");
@@ -682,12 +844,42 @@ fn bad_shapes_are_errors() {
     let mut out = vec![9.0f32];
     let q = vec![0u8; 18 * 2];
     let e = quant::dequantize(GgmlType::Q4_0, &q, 33, &mut out).unwrap_err();
-    assert!(matches!(e, QuantError::CountNotBlockMultiple { n: 33, block: 32, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            QuantError::CountNotBlockMultiple {
+                n: 33,
+                block: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("q4_0"), "{e}");
     let e = quant::dequantize(GgmlType::Q4_0, &q[..35], 64, &mut out).unwrap_err();
-    assert!(matches!(e, QuantError::ByteLength { expected: 36, got: 35, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            QuantError::ByteLength {
+                expected: 36,
+                got: 35,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = quant::dequantize(GgmlType::Q4_0, &q, 32, &mut out).unwrap_err();
-    assert!(matches!(e, QuantError::ByteLength { expected: 18, got: 36, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            QuantError::ByteLength {
+                expected: 18,
+                got: 36,
+                ..
+            }
+        ),
+        "{e}"
+    );
     let e = quant::dequantize(GgmlType::F32, &q[..7], 2, &mut out).unwrap_err();
     assert!(matches!(e, QuantError::ByteLength { .. }), "{e}");
     let e = quant::dequantize(GgmlType::Q6K, &q, 256, &mut out).unwrap_err();

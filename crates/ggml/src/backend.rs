@@ -16,7 +16,11 @@ impl Backend {
     pub fn cpu(n_threads: usize) -> Result<Self, GgmlError> {
         // SAFETY: plain constructor; returns null on failure.
         let raw = unsafe { ffi::ggml_backend_cpu_init() };
-        let b = Backend { raw: NonNull::new(raw).ok_or_else(|| GgmlError::Backend("CPU backend init failed".into()))?, is_cpu: true };
+        let b = Backend {
+            raw: NonNull::new(raw)
+                .ok_or_else(|| GgmlError::Backend("CPU backend init failed".into()))?,
+            is_cpu: true,
+        };
         b.set_n_threads(n_threads);
         Ok(b)
     }
@@ -87,8 +91,13 @@ pub struct Allocator {
 impl Allocator {
     pub fn new(backend: &Backend) -> Result<Self, GgmlError> {
         // SAFETY: live backend; its default buffer type is a static object.
-        let raw = unsafe { ffi::ggml_gallocr_new(ffi::ggml_backend_get_default_buffer_type(backend.raw())) };
-        Ok(Allocator { raw: NonNull::new(raw).ok_or_else(|| GgmlError::Backend("ggml_gallocr_new failed".into()))? })
+        let raw = unsafe {
+            ffi::ggml_gallocr_new(ffi::ggml_backend_get_default_buffer_type(backend.raw()))
+        };
+        Ok(Allocator {
+            raw: NonNull::new(raw)
+                .ok_or_else(|| GgmlError::Backend("ggml_gallocr_new failed".into()))?,
+        })
     }
 
     pub(crate) fn raw(&self) -> ffi::ggml_gallocr_t {

@@ -12,6 +12,9 @@ pub const TYPE_F32: u32 = sys::ggml_type_GGML_TYPE_F32;
 pub const TYPE_F16: u32 = sys::ggml_type_GGML_TYPE_F16;
 pub const TYPE_I32: u32 = sys::ggml_type_GGML_TYPE_I32;
 
+/// Makes `'g` invariant.
+type Invariant<'g> = fn(&'g ()) -> &'g ();
+
 /// See [`Allocator::with_graph`]. `'g` is invariant and unique to one `with_graph` call; `'w`
 /// is the lifetime of what the graph reads (weights, cache), which outlives the call.
 pub struct GraphCtx<'g, 'w: 'g> {
@@ -20,7 +23,7 @@ pub struct GraphCtx<'g, 'w: 'g> {
     galloc: *mut std::ffi::c_void,
     inputs: RefCell<Vec<*mut sys::ggml_tensor>>,
     allocated: Cell<bool>,
-    _brand: PhantomData<(fn(&'g ()) -> &'g (), &'w ())>,
+    _brand: PhantomData<(Invariant<'g>, &'w ())>,
 }
 
 fn shape_err<T>(op: &str, msg: String) -> Result<T, GgmlError> {
@@ -56,7 +59,9 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
     fn room(&self) -> Result<*mut sys::ggml_context, GgmlError> {
         self.ctx.ensure_room(2)?;
         if self.allocated.get() {
-            return Err(GgmlError::Backend("graph already allocated: build every op before allocate()".into()));
+            return Err(GgmlError::Backend(
+                "graph already allocated: build every op before allocate()".into(),
+            ));
         }
         Ok(self.ctx.raw())
     }
@@ -104,7 +109,9 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
     pub fn allocate(&self) -> Result<(), GgmlError> {
         // SAFETY: galloc is alive and exclusively borrowed for 'g; the graph belongs to self.
         if !unsafe { ffi::ggml_gallocr_alloc_graph(self.galloc, self.graph) } {
-            return Err(GgmlError::Backend("could not allocate the compute buffer".into()));
+            return Err(GgmlError::Backend(
+                "could not allocate the compute buffer".into(),
+            ));
         }
         self.allocated.set(true);
         Ok(())
@@ -118,7 +125,11 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
             return Err(GgmlError::Shape("not an input tensor of this graph".into()));
         }
         if t.ty() != ty || t.n_elements() as usize != n {
-            return Err(GgmlError::Shape(format!("input has {} elements of type {}, {n} given", t.n_elements(), t.ty())));
+            return Err(GgmlError::Shape(format!(
+                "input has {} elements of type {}, {n} given",
+                t.n_elements(),
+                t.ty()
+            )));
         }
         Ok(())
     }
@@ -127,7 +138,14 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
     pub fn set_f32(&self, t: Tensor<'g>, data: &[f32]) -> Result<(), GgmlError> {
         self.check_input(t, TYPE_F32, data.len())?;
         // SAFETY: t is an allocated input of this graph with exactly data.len() f32 elements.
-        unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, std::mem::size_of_val(data)) };
+        unsafe {
+            ffi::ggml_backend_tensor_set(
+                t.raw(),
+                data.as_ptr().cast(),
+                0,
+                std::mem::size_of_val(data),
+            )
+        };
         Ok(())
     }
 
@@ -135,7 +153,14 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
     pub fn set_i32(&self, t: Tensor<'g>, data: &[i32]) -> Result<(), GgmlError> {
         self.check_input(t, TYPE_I32, data.len())?;
         // SAFETY: as set_f32.
-        unsafe { ffi::ggml_backend_tensor_set(t.raw(), data.as_ptr().cast(), 0, std::mem::size_of_val(data)) };
+        unsafe {
+            ffi::ggml_backend_tensor_set(
+                t.raw(),
+                data.as_ptr().cast(),
+                0,
+                std::mem::size_of_val(data),
+            )
+        };
         Ok(())
     }
 
@@ -152,12 +177,16 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
                 && (0..g.n_leafs as usize).all(|i| !(*(*g.leafs.add(i))).data.is_null())
         };
         if !ok {
-            return Err(GgmlError::Backend("graph has tensors without memory".into()));
+            return Err(GgmlError::Backend(
+                "graph has tensors without memory".into(),
+            ));
         }
         // SAFETY: allocated graph whose inputs (weights, cache) outlive 'g; backend alive.
         let st = unsafe { ffi::ggml_backend_graph_compute(backend.raw(), self.graph) };
         if st != sys::ggml_status_GGML_STATUS_SUCCESS {
-            return Err(GgmlError::Backend(format!("graph compute failed (status {st})")));
+            return Err(GgmlError::Backend(format!(
+                "graph compute failed (status {st})"
+            )));
         }
         Ok(())
     }
@@ -165,7 +194,9 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
     /// Reads an f32 output after compute.
     pub fn read_f32(&self, t: Tensor<'g>) -> Result<Vec<f32>, GgmlError> {
         if t.ty() != TYPE_F32 || !t.is_contiguous() || !t.has_data() || t.buffer().is_null() {
-            return Err(GgmlError::Shape("read_f32 needs an allocated contiguous f32 tensor".into()));
+            return Err(GgmlError::Shape(
+                "read_f32 needs an allocated contiguous f32 tensor".into(),
+            ));
         }
         let n = t.n_elements() as usize;
         let mut out = vec![0f32; n];
@@ -239,10 +270,15 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         let bsz = crate::quant::block_size(a.ty())?;
         // SAFETY: valid tensor; pure predicate.
         let transposed = unsafe { sys::ggml_is_transposed(a.raw()) };
-        if na[0] != nb[0] || nb[2] % na[2] != 0 || nb[3] % na[3] != 0 || transposed || b.nb()[0] > b.nb()[1] {
+        if na[0] != nb[0]
+            || nb[2] % na[2] != 0
+            || nb[3] % na[3] != 0
+            || transposed
+            || b.nb()[0] > b.nb()[1]
+        {
             return shape_err("mul_mat", format!("{na:?} x {nb:?}"));
         }
-        if (na[0] as usize) % bsz != 0 {
+        if !(na[0] as usize).is_multiple_of(bsz) {
             return shape_err("mul_mat", format!("row of {} is not whole blocks", na[0]));
         }
         let ctx = self.room()?;
@@ -259,7 +295,11 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
 
     /// Same data, new shape (contiguous input only).
     pub fn reshape(&self, a: Tensor<'g>, ne: &[i64]) -> Result<Tensor<'g>, GgmlError> {
-        if !a.is_contiguous() || ne.iter().product::<i64>() != a.n_elements() || ne.is_empty() || ne.len() > 4 {
+        if !a.is_contiguous()
+            || ne.iter().product::<i64>() != a.n_elements()
+            || ne.is_empty()
+            || ne.len() > 4
+        {
             return shape_err("reshape", format!("{:?} -> {ne:?}", a.ne()));
         }
         let ctx = self.room()?;
@@ -277,14 +317,32 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
 
     /// A strided view: `ne` elements per dimension, `nb[i]` bytes between steps of dimension
     /// i+1, starting `offset` bytes into `a`. Must stay inside `a`'s data.
-    pub fn view(&self, a: Tensor<'g>, ne: &[i64], nb: &[usize], offset: usize) -> Result<Tensor<'g>, GgmlError> {
+    pub fn view(
+        &self,
+        a: Tensor<'g>,
+        ne: &[i64],
+        nb: &[usize],
+        offset: usize,
+    ) -> Result<Tensor<'g>, GgmlError> {
         if ne.is_empty() || ne.len() > 4 || nb.len() + 1 != ne.len() || ne.iter().any(|&d| d <= 0) {
             return shape_err("view", format!("ne {ne:?}, nb {nb:?}"));
         }
         let row = crate::quant::row_size(a.ty(), ne[0] as usize)?;
-        let extent = nb.iter().zip(&ne[1..]).map(|(&s, &n)| s * (n as usize - 1)).sum::<usize>() + row;
+        let extent = nb
+            .iter()
+            .zip(&ne[1..])
+            .map(|(&s, &n)| s * (n as usize - 1))
+            .sum::<usize>()
+            + row;
         if offset + extent > a.n_bytes() {
-            return shape_err("view", format!("bytes {offset}..{} outside the {}-byte source", offset + extent, a.n_bytes()));
+            return shape_err(
+                "view",
+                format!(
+                    "bytes {offset}..{} outside the {}-byte source",
+                    offset + extent,
+                    a.n_bytes()
+                ),
+            );
         }
         let ctx = self.room()?;
         // SAFETY: the view lies inside `a` (checked); ctx has room.
@@ -292,7 +350,9 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
             match (ne, nb) {
                 ([a0], []) => sys::ggml_view_1d(ctx, a.raw(), *a0, offset),
                 ([a0, a1], [b1]) => sys::ggml_view_2d(ctx, a.raw(), *a0, *a1, *b1, offset),
-                ([a0, a1, a2], [b1, b2]) => sys::ggml_view_3d(ctx, a.raw(), *a0, *a1, *a2, *b1, *b2, offset),
+                ([a0, a1, a2], [b1, b2]) => {
+                    sys::ggml_view_3d(ctx, a.raw(), *a0, *a1, *a2, *b1, *b2, offset)
+                }
                 ([a0, a1, a2, a3], [b1, b2, b3]) => {
                     sys::ggml_view_4d(ctx, a.raw(), *a0, *a1, *a2, *a3, *b1, *b2, *b3, offset)
                 }
@@ -325,33 +385,76 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
     /// Rotary embedding, "normal" mode (adjacent pairs), over the *whole* row of a contiguous
     /// `[n_dims, heads, tokens]` tensor with positions `pos` (I32, one per token). Partial
     /// rotation (n_dims < row) is refused: it is wrong in this ggml on CPU and CUDA.
-    pub fn rope(&self, a: Tensor<'g>, pos: Tensor<'g>, freq_base: f32) -> Result<Tensor<'g>, GgmlError> {
+    pub fn rope(
+        &self,
+        a: Tensor<'g>,
+        pos: Tensor<'g>,
+        freq_base: f32,
+    ) -> Result<Tensor<'g>, GgmlError> {
         let (na, np) = (a.ne(), pos.ne());
-        if a.ty() != TYPE_F32 || !a.is_contiguous() || pos.ty() != TYPE_I32 || np[0] != na[2] || na[3] != 1 || na[0] % 2 != 0 {
+        if a.ty() != TYPE_F32
+            || !a.is_contiguous()
+            || pos.ty() != TYPE_I32
+            || np[0] != na[2]
+            || na[3] != 1
+            || na[0] % 2 != 0
+        {
             return shape_err("rope", format!("x {na:?}, pos {np:?}"));
         }
         let ctx = self.room()?;
         // SAFETY: contiguous f32 x, I32 positions one per token (checked); ctx has room.
         self.wrap(unsafe {
-            sys::ggml_rope_custom(ctx, a.raw(), pos.raw(), na[0] as i32, 0, 0, 0, freq_base, 1.0, 0.0, 1.0, 32.0, 1.0)
+            sys::ggml_rope_custom(
+                ctx,
+                a.raw(),
+                pos.raw(),
+                na[0] as i32,
+                0,
+                0,
+                0,
+                freq_base,
+                1.0,
+                0.0,
+                1.0,
+                32.0,
+                1.0,
+            )
         })
     }
 
     /// softmax(a·scale + mask) over rows; mask is `[a.ne0, a.ne1]` f32, broadcast over heads.
-    pub fn soft_max_ext(&self, a: Tensor<'g>, mask: Tensor<'g>, scale: f32) -> Result<Tensor<'g>, GgmlError> {
+    pub fn soft_max_ext(
+        &self,
+        a: Tensor<'g>,
+        mask: Tensor<'g>,
+        scale: f32,
+    ) -> Result<Tensor<'g>, GgmlError> {
         let (na, nm) = (a.ne(), mask.ne());
-        if a.ty() != TYPE_F32 || !a.is_contiguous() || mask.ty() != TYPE_F32 || !mask.is_contiguous() || nm[0] != na[0] || nm[1] != na[1] || nm[2] != 1 || nm[3] != 1 {
+        if a.ty() != TYPE_F32
+            || !a.is_contiguous()
+            || mask.ty() != TYPE_F32
+            || !mask.is_contiguous()
+            || nm[0] != na[0]
+            || nm[1] != na[1]
+            || nm[2] != 1
+            || nm[3] != 1
+        {
             return shape_err("soft_max_ext", format!("scores {na:?}, mask {nm:?}"));
         }
         let ctx = self.room()?;
         // SAFETY: checked; ctx has room.
-        self.wrap(unsafe { sys::ggml_soft_max_ext(ctx, a.raw(), mask.raw(), std::ptr::null_mut(), scale, 0.0) })
+        self.wrap(unsafe {
+            sys::ggml_soft_max_ext(ctx, a.raw(), mask.raw(), std::ptr::null_mut(), scale, 0.0)
+        })
     }
 
     /// Copies `a` into `b` (converting f32 -> f16 if needed); returns the written view of `b`.
     /// Add the result to the graph for the copy to happen.
     pub fn cpy(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
-        if a.n_elements() != b.n_elements() || a.ty() != TYPE_F32 || !(b.ty() == TYPE_F32 || b.ty() == TYPE_F16) {
+        if a.n_elements() != b.n_elements()
+            || a.ty() != TYPE_F32
+            || !(b.ty() == TYPE_F32 || b.ty() == TYPE_F16)
+        {
             return shape_err("cpy", format!("{:?} -> {:?}", a.ne(), b.ne()));
         }
         let ctx = self.room()?;

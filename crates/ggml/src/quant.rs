@@ -43,7 +43,7 @@ pub fn block_size(ty: u32) -> Result<usize, GgmlError> {
 /// Bytes of one row of `ncols` elements of type `ty`.
 pub fn row_size(ty: u32, ncols: usize) -> Result<usize, GgmlError> {
     let bs = block_size(ty)?;
-    if ncols % bs != 0 {
+    if !ncols.is_multiple_of(bs) {
         return Err(GgmlError::Shape(format!(
             "row of {ncols} elements is not a multiple of the {}-element block of {}",
             bs,
@@ -56,7 +56,12 @@ pub fn row_size(ty: u32, ncols: usize) -> Result<usize, GgmlError> {
 
 /// Quantizes `nrows` rows of `ncols` floats with ggml's `ggml_quantize_chunk` (the reference
 /// quantizers llama-quantize uses, without an importance matrix).
-pub fn quantize_chunk(ty: u32, src: &[f32], nrows: usize, ncols: usize) -> Result<Vec<u8>, GgmlError> {
+pub fn quantize_chunk(
+    ty: u32,
+    src: &[f32],
+    nrows: usize,
+    ncols: usize,
+) -> Result<Vec<u8>, GgmlError> {
     let rs = row_size(ty, ncols)?;
     if src.len() != nrows * ncols {
         return Err(GgmlError::Shape(format!(
@@ -66,10 +71,24 @@ pub fn quantize_chunk(ty: u32, src: &[f32], nrows: usize, ncols: usize) -> Resul
     }
     // SAFETY: valid type (checked by row_size); a pure predicate.
     if unsafe { sys::ggml_quantize_requires_imatrix(ty) } {
-        return Err(GgmlError::Unsupported { ty: type_name(ty)?, why: "needs an importance matrix" });
+        return Err(GgmlError::Unsupported {
+            ty: type_name(ty)?,
+            why: "needs an importance matrix",
+        });
     }
-    if matches!(ty, sys::ggml_type_GGML_TYPE_F32 | sys::ggml_type_GGML_TYPE_I8 | sys::ggml_type_GGML_TYPE_I16 | sys::ggml_type_GGML_TYPE_I32 | sys::ggml_type_GGML_TYPE_Q8_1 | sys::ggml_type_GGML_TYPE_Q8_K) {
-        return Err(GgmlError::Unsupported { ty: type_name(ty)?, why: "ggml_quantize_chunk does not produce it" });
+    if matches!(
+        ty,
+        sys::ggml_type_GGML_TYPE_F32
+            | sys::ggml_type_GGML_TYPE_I8
+            | sys::ggml_type_GGML_TYPE_I16
+            | sys::ggml_type_GGML_TYPE_I32
+            | sys::ggml_type_GGML_TYPE_Q8_1
+            | sys::ggml_type_GGML_TYPE_Q8_K
+    ) {
+        return Err(GgmlError::Unsupported {
+            ty: type_name(ty)?,
+            why: "ggml_quantize_chunk does not produce it",
+        });
     }
     let mut dst = vec![0u8; rs * nrows];
     // SAFETY: `src` holds nrows*ncols floats and `dst` nrows*row_size bytes (checked above);
@@ -93,11 +112,18 @@ pub fn quantize_chunk(ty: u32, src: &[f32], nrows: usize, ncols: usize) -> Resul
 pub fn dequantize(ty: u32, src: &[u8], n: usize) -> Result<Vec<f32>, GgmlError> {
     let rs = row_size(ty, n)?;
     if src.len() != rs {
-        return Err(GgmlError::Shape(format!("{} bytes given for {n} elements of {}, expected {rs}", src.len(), type_name(ty)?)));
+        return Err(GgmlError::Shape(format!(
+            "{} bytes given for {n} elements of {}, expected {rs}",
+            src.len(),
+            type_name(ty)?
+        )));
     }
     // SAFETY: valid type; returns a copy of the static traits entry.
     let traits = unsafe { sys::ggml_internal_get_type_traits(ty) };
-    let to_float = traits.to_float.ok_or(GgmlError::Unsupported { ty: type_name(ty)?, why: "no to_float" })?;
+    let to_float = traits.to_float.ok_or(GgmlError::Unsupported {
+        ty: type_name(ty)?,
+        why: "no to_float",
+    })?;
     let mut out = vec![0f32; n];
     // SAFETY: `src` holds exactly the bytes of n elements (a whole number of blocks) and `out` n floats.
     unsafe { to_float(src.as_ptr().cast(), out.as_mut_ptr(), n as i64) };

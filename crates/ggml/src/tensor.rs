@@ -24,7 +24,10 @@ impl<'a> Tensor<'a> {
     /// `raw` must point to a tensor that stays valid for `'a`.
     pub(crate) unsafe fn from_raw(raw: *mut sys::ggml_tensor) -> Result<Self, GgmlError> {
         NonNull::new(raw)
-            .map(|raw| Tensor { raw, _owner: PhantomData })
+            .map(|raw| Tensor {
+                raw,
+                _owner: PhantomData,
+            })
             .ok_or_else(|| GgmlError::Backend("ggml returned a null tensor (context full?)".into()))
     }
     pub(crate) fn raw(self) -> *mut sys::ggml_tensor {
@@ -75,10 +78,16 @@ impl RawContext {
     pub(crate) fn new(n_tensors: usize, extra: usize) -> Result<Self, GgmlError> {
         // SAFETY: pure size computation.
         let mem_size = unsafe { sys::ggml_tensor_overhead() } * n_tensors + extra + 1024;
-        let params = sys::ggml_init_params { mem_size, mem_buffer: std::ptr::null_mut(), no_alloc: true };
+        let params = sys::ggml_init_params {
+            mem_size,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        };
         // SAFETY: ggml allocates mem_size bytes itself (mem_buffer null); returns null on failure.
         let raw = unsafe { sys::ggml_init(params) };
-        NonNull::new(raw).map(RawContext).ok_or_else(|| GgmlError::Backend("ggml_init failed".into()))
+        NonNull::new(raw)
+            .map(RawContext)
+            .ok_or_else(|| GgmlError::Backend("ggml_init failed".into()))
     }
     pub(crate) fn raw(&self) -> *mut sys::ggml_context {
         self.0.as_ptr()
@@ -87,15 +96,25 @@ impl RawContext {
     pub(crate) fn ensure_room(&self, n_tensors: usize) -> Result<(), GgmlError> {
         // SAFETY: valid context; pure queries.
         let (used, size, over) = unsafe {
-            (sys::ggml_used_mem(self.raw()), sys::ggml_get_mem_size(self.raw()), sys::ggml_tensor_overhead())
+            (
+                sys::ggml_used_mem(self.raw()),
+                sys::ggml_get_mem_size(self.raw()),
+                sys::ggml_tensor_overhead(),
+            )
         };
         if used + n_tensors * over > size {
-            return Err(GgmlError::Backend(format!("ggml context full ({used} of {size} bytes used)")));
+            return Err(GgmlError::Backend(format!(
+                "ggml context full ({used} of {size} bytes used)"
+            )));
         }
         Ok(())
     }
     /// Creates a tensor after validating its shape.
-    pub(crate) fn new_tensor(&self, ty: u32, ne: &[i64]) -> Result<*mut sys::ggml_tensor, GgmlError> {
+    pub(crate) fn new_tensor(
+        &self,
+        ty: u32,
+        ne: &[i64],
+    ) -> Result<*mut sys::ggml_tensor, GgmlError> {
         if ne.is_empty() || ne.len() > 4 || ne.iter().any(|&d| d <= 0) {
             return Err(GgmlError::Shape(format!("bad tensor shape {ne:?}")));
         }
@@ -127,10 +146,13 @@ pub struct TensorSpec {
     pub ne: Vec<i64>,
 }
 
+/// Tensors of a store with their names, in creation order.
+type NamedTensors = Vec<(String, NonNull<sys::ggml_tensor>)>;
+
 /// A set of named tensors whose data lives in one backend buffer that the store owns: model
 /// weights (zero-copy over a memory-mapped file, or copied into device memory) or a KV cache.
 pub struct TensorStore {
-    tensors: Vec<(String, NonNull<sys::ggml_tensor>)>,
+    tensors: NamedTensors,
     // Drop order: buffer, then context, then the host memory owner.
     buffer: Buffer,
     _ctx: RawContext,
@@ -138,12 +160,13 @@ pub struct TensorStore {
 }
 
 impl TensorStore {
-    fn create(specs: &[TensorSpec]) -> Result<(RawContext, Vec<(String, NonNull<sys::ggml_tensor>)>), GgmlError> {
+    fn create(specs: &[TensorSpec]) -> Result<(RawContext, NamedTensors), GgmlError> {
         let ctx = RawContext::new(specs.len(), 0)?;
         let mut tensors = Vec::with_capacity(specs.len());
         for s in specs {
             let t = ctx.new_tensor(s.ty, &s.ne)?;
-            let name = CString::new(s.name.as_str()).map_err(|_| GgmlError::Shape(format!("tensor name {:?} has a NUL", s.name)))?;
+            let name = CString::new(s.name.as_str())
+                .map_err(|_| GgmlError::Shape(format!("tensor name {:?} has a NUL", s.name)))?;
             // SAFETY: valid tensor; ggml copies the name into its fixed-size field (truncating).
             unsafe { sys::ggml_set_name(t, name.as_ptr()) };
             tensors.push((s.name.clone(), NonNull::new(t).expect("checked non-null")));
@@ -157,23 +180,38 @@ impl TensorStore {
         // SAFETY: valid context and backend; returns null on allocation failure.
         let raw = unsafe { ffi::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.raw()) };
         let buffer = Buffer::from_raw(raw).ok_or_else(|| {
-            GgmlError::Backend(format!("could not allocate {} tensors on {}", specs.len(), backend.name()))
+            GgmlError::Backend(format!(
+                "could not allocate {} tensors on {}",
+                specs.len(),
+                backend.name()
+            ))
         })?;
         buffer.clear(0);
-        Ok(TensorStore { tensors, buffer, _ctx: ctx, _host: None })
+        Ok(TensorStore {
+            tensors,
+            buffer,
+            _ctx: ctx,
+            _host: None,
+        })
     }
 
     /// Places the tensors over host memory owned by `host` without copying: tensor `i` starts at
     /// byte `offsets[i]` of `host.as_ref()`. The memory is treated as read-only by the runtime.
-    pub fn map_host<H: AsRef<[u8]> + 'static>(host: H, specs: &[TensorSpec], offsets: &[usize]) -> Result<Self, GgmlError> {
+    pub fn map_host<H: AsRef<[u8]> + 'static>(
+        host: H,
+        specs: &[TensorSpec],
+        offsets: &[usize],
+    ) -> Result<Self, GgmlError> {
         if specs.len() != offsets.len() {
             return Err(GgmlError::Shape("one offset per tensor is needed".into()));
         }
         let host: Box<H> = Box::new(host);
         let bytes: &[u8] = (*host).as_ref();
         let (base, len) = (bytes.as_ptr(), bytes.len());
-        if base as usize % 32 != 0 {
-            return Err(GgmlError::Backend("host memory is not 32-byte aligned".into()));
+        if !(base as usize).is_multiple_of(32) {
+            return Err(GgmlError::Backend(
+                "host memory is not 32-byte aligned".into(),
+            ));
         }
         let (ctx, tensors) = Self::create(specs)?;
         for ((name, t), &off) in tensors.iter().zip(offsets) {
@@ -189,28 +227,53 @@ impl TensorStore {
         // SAFETY: base is 32-byte aligned (checked) and len bytes are readable for as long as
         // `host` lives, which the store keeps alive until after the buffer is freed.
         let raw = unsafe { ffi::ggml_backend_cpu_buffer_from_ptr(base as *mut _, len) };
-        let buffer = Buffer::from_raw(raw).ok_or_else(|| GgmlError::Backend("could not wrap host memory".into()))?;
+        let buffer = Buffer::from_raw(raw)
+            .ok_or_else(|| GgmlError::Backend("could not wrap host memory".into()))?;
         for ((_, t), &off) in tensors.iter().zip(offsets) {
             // SAFETY: the tensor is unallocated, belongs to ctx, and [off, off+nbytes) lies in the
             // buffer (checked above).
-            unsafe { ffi::ggml_backend_tensor_alloc(buffer.raw(), t.as_ptr(), base.add(off) as *mut _) };
+            unsafe {
+                ffi::ggml_backend_tensor_alloc(buffer.raw(), t.as_ptr(), base.add(off) as *mut _)
+            };
         }
-        Ok(TensorStore { tensors, buffer, _ctx: ctx, _host: Some(host) })
+        Ok(TensorStore {
+            tensors,
+            buffer,
+            _ctx: ctx,
+            _host: Some(host),
+        })
     }
 
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Option<Tensor<'_>> {
-        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| Tensor { raw: *t, _owner: PhantomData })
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| Tensor {
+                raw: *t,
+                _owner: PhantomData,
+            })
     }
 
     /// The `i`-th tensor in creation order.
     pub fn at(&self, i: usize) -> Option<Tensor<'_>> {
-        self.tensors.get(i).map(|(_, t)| Tensor { raw: *t, _owner: PhantomData })
+        self.tensors.get(i).map(|(_, t)| Tensor {
+            raw: *t,
+            _owner: PhantomData,
+        })
     }
 
     /// All tensors in creation order.
     pub fn tensors(&self) -> impl Iterator<Item = (&str, Tensor<'_>)> {
-        self.tensors.iter().map(|(n, t)| (n.as_str(), Tensor { raw: *t, _owner: PhantomData }))
+        self.tensors.iter().map(|(n, t)| {
+            (
+                n.as_str(),
+                Tensor {
+                    raw: *t,
+                    _owner: PhantomData,
+                },
+            )
+        })
     }
 
     /// Bytes of the backing buffer.
@@ -221,13 +284,19 @@ impl TensorStore {
     /// Copies `data` into tensor `t` of this store (e.g. weights uploaded to a device).
     pub fn upload(&self, t: Tensor<'_>, data: &[u8]) -> Result<(), GgmlError> {
         if !self.tensors.iter().any(|(_, x)| x.as_ptr() == t.raw()) {
-            return Err(GgmlError::Shape("tensor does not belong to this store".into()));
+            return Err(GgmlError::Shape(
+                "tensor does not belong to this store".into(),
+            ));
         }
         if self._host.is_some() {
             return Err(GgmlError::Shape("a host-mapped store is read-only".into()));
         }
         if data.len() != t.n_bytes() {
-            return Err(GgmlError::Shape(format!("{} bytes given for a {}-byte tensor", data.len(), t.n_bytes())));
+            return Err(GgmlError::Shape(format!(
+                "{} bytes given for a {}-byte tensor",
+                data.len(),
+                t.n_bytes()
+            )));
         }
         // SAFETY: t belongs to this store (checked), so it is allocated in self.buffer, which is
         // alive; the size matches the tensor exactly.

@@ -18,14 +18,28 @@ impl AtomicFile {
     /// Creates the temporary file. Fails if `dest` exists and `overwrite` is false.
     pub fn create(dest: &Path, overwrite: bool) -> Result<Self, GgufError> {
         if !overwrite && dest.exists() {
-            return Err(GgufError::Exists { path: dest.to_path_buf() });
+            return Err(GgufError::Exists {
+                path: dest.to_path_buf(),
+            });
         }
         let file_name = dest
             .file_name()
             .ok_or_else(|| GgufError::Invalid(format!("{}: not a file path", dest.display())))?;
-        let tmp = dest.with_file_name(format!(".{}.{}.tmp", file_name.to_string_lossy(), std::process::id()));
-        let f = File::create(&tmp).map_err(|e| GgufError::Io { path: tmp.clone(), source: e })?;
-        Ok(AtomicFile { dest: dest.to_path_buf(), tmp, writer: Some(BufWriter::with_capacity(1 << 20, f)), overwrite })
+        let tmp = dest.with_file_name(format!(
+            ".{}.{}.tmp",
+            file_name.to_string_lossy(),
+            std::process::id()
+        ));
+        let f = File::create(&tmp).map_err(|e| GgufError::Io {
+            path: tmp.clone(),
+            source: e,
+        })?;
+        Ok(AtomicFile {
+            dest: dest.to_path_buf(),
+            tmp,
+            writer: Some(BufWriter::with_capacity(1 << 20, f)),
+            overwrite,
+        })
     }
 
     pub fn dest(&self) -> &Path {
@@ -45,13 +59,24 @@ impl AtomicFile {
     /// Flushes, syncs and renames the temporary file to the destination.
     pub fn commit(mut self) -> Result<(), GgufError> {
         let w = self.writer.take().expect("commit called once");
-        let f = w.into_inner().map_err(|e| GgufError::Io { path: self.tmp.clone(), source: e.into_error() })?;
-        f.sync_all().map_err(|e| GgufError::Io { path: self.tmp.clone(), source: e })?;
+        let f = w.into_inner().map_err(|e| GgufError::Io {
+            path: self.tmp.clone(),
+            source: e.into_error(),
+        })?;
+        f.sync_all().map_err(|e| GgufError::Io {
+            path: self.tmp.clone(),
+            source: e,
+        })?;
         drop(f);
         if !self.overwrite && self.dest.exists() {
-            return Err(GgufError::Exists { path: self.dest.clone() });
+            return Err(GgufError::Exists {
+                path: self.dest.clone(),
+            });
         }
-        std::fs::rename(&self.tmp, &self.dest).map_err(|e| GgufError::Io { path: self.dest.clone(), source: e })?;
+        std::fs::rename(&self.tmp, &self.dest).map_err(|e| GgufError::Io {
+            path: self.dest.clone(),
+            source: e,
+        })?;
         self.tmp.clear();
         Ok(())
     }

@@ -28,19 +28,36 @@ pub const KEY_ALIGNMENT: &str = "general.alignment";
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("write failed: {0}")]
     Write(std::io::Error),
     #[error("{}: not a GGUF file (missing 'GGUF' magic)", path.display())]
     NotGguf { path: PathBuf },
     #[error("{}: bad GGUF at byte {offset}: {what}", path.display())]
-    Format { path: PathBuf, offset: u64, what: String },
+    Format {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
     #[error("{}: file truncated: tensor {tensor} ends at byte {need} but the file has {have} bytes", path.display())]
-    Truncated { path: PathBuf, tensor: String, need: u64, have: u64 },
+    Truncated {
+        path: PathBuf,
+        tensor: String,
+        need: u64,
+        have: u64,
+    },
     #[error("{}: missing metadata key {key}", path.display())]
     MissingKey { path: PathBuf, key: String },
     #[error("{}: metadata key {key} should be {expected}, found {found}", path.display())]
-    KeyType { path: PathBuf, key: String, expected: String, found: String },
+    KeyType {
+        path: PathBuf,
+        key: String,
+        expected: String,
+        found: String,
+    },
     #[error("{}: already exists (use --force to overwrite)", path.display())]
     Exists { path: PathBuf },
     #[error("{0}")]

@@ -114,5 +114,8 @@ pub fn hf_to_gguf(hf: &str) -> Option<String> {
     let rest = hf.strip_prefix("transformer.encoder.layers.")?;
     let (n, suffix) = rest.split_once('.')?;
     let il: usize = n.parse().ok()?;
-    LayerTensor::ALL.iter().find(|t| t.hf_suffix() == suffix).map(|t| t.name(il))
+    LayerTensor::ALL
+        .iter()
+        .find(|t| t.hf_suffix() == suffix)
+        .map(|t| t.name(il))
 }

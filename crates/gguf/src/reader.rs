@@ -61,7 +61,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, what: String) -> GgufError {
-        GgufError::Format { path: self.path.to_path_buf(), offset: self.pos as u64, what }
+        GgufError::Format {
+            path: self.path.to_path_buf(),
+            offset: self.pos as u64,
+            what,
+        }
     }
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
@@ -89,10 +93,14 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &str) -> Result<String, GgufError> {
         let len = self.u64(what)?;
         if len > self.remaining() as u64 {
-            return Err(self.err(format!("{what}: string length {len} exceeds the {} bytes left", self.remaining())));
+            return Err(self.err(format!(
+                "{what}: string length {len} exceeds the {} bytes left",
+                self.remaining()
+            )));
         }
         let bytes = self.take(len as usize, what)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| self.err(format!("{what}: string is not valid UTF-8")))
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.err(format!("{what}: string is not valid UTF-8")))
     }
     fn value(&mut self, ty: ValueType, what: &str, depth: u32) -> Result<Value, GgufError> {
         Ok(match ty {
@@ -117,8 +125,9 @@ impl<'a> Cursor<'a> {
                     return Err(self.err(format!("{what}: arrays nested deeper than 2 levels")));
                 }
                 let et_id = self.u32(what)?;
-                let et = ValueType::from_id(et_id)
-                    .ok_or_else(|| self.err(format!("{what}: unknown array element type {et_id}")))?;
+                let et = ValueType::from_id(et_id).ok_or_else(|| {
+                    self.err(format!("{what}: unknown array element type {et_id}"))
+                })?;
                 let n = self.u64(what)?;
                 if n > (self.remaining() / et.min_size()) as u64 {
                     return Err(self.err(format!(
@@ -140,35 +149,51 @@ impl GgufFile {
     /// Opens and validates a GGUF file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, GgufError> {
         let path = path.as_ref();
-        let io = |e| GgufError::Io { path: path.to_path_buf(), source: e };
+        let io = |e| GgufError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        };
         let file = File::open(path).map_err(io)?;
         let mmap = map_readonly(&file).map_err(io)?;
         Self::parse(path.to_path_buf(), mmap)
     }
 
     fn parse(path: PathBuf, mmap: Mmap) -> Result<Self, GgufError> {
-        let mut c = Cursor { buf: &mmap, pos: 0, path: &path };
-        let magic = c.take(4, "magic").map_err(|_| GgufError::NotGguf { path: path.clone() })?;
+        let mut c = Cursor {
+            buf: &mmap,
+            pos: 0,
+            path: &path,
+        };
+        let magic = c
+            .take(4, "magic")
+            .map_err(|_| GgufError::NotGguf { path: path.clone() })?;
         if magic != GGUF_MAGIC {
             return Err(GgufError::NotGguf { path: path.clone() });
         }
         let version = c.u32("version")?;
         if !(2..=3).contains(&version) {
-            return Err(c.err(format!("unsupported GGUF version {version} (expected 2 or 3)")));
+            return Err(c.err(format!(
+                "unsupported GGUF version {version} (expected 2 or 3)"
+            )));
         }
         let n_tensors = c.u64("tensor count")?;
         let n_kv = c.u64("metadata count")?;
         if n_tensors > MAX_TENSORS {
-            return Err(c.err(format!("tensor count {n_tensors} is implausible (limit {MAX_TENSORS})")));
+            return Err(c.err(format!(
+                "tensor count {n_tensors} is implausible (limit {MAX_TENSORS})"
+            )));
         }
         if n_kv > MAX_KV {
-            return Err(c.err(format!("metadata count {n_kv} is implausible (limit {MAX_KV})")));
+            return Err(c.err(format!(
+                "metadata count {n_kv} is implausible (limit {MAX_KV})"
+            )));
         }
         let mut metadata = Vec::with_capacity(n_kv.min(1024) as usize);
         for i in 0..n_kv {
             let key = c.string(&format!("metadata key #{i}"))?;
             let ty_id = c.u32(&key)?;
-            let ty = ValueType::from_id(ty_id).ok_or_else(|| c.err(format!("{key}: unknown value type {ty_id}")))?;
+            let ty = ValueType::from_id(ty_id)
+                .ok_or_else(|| c.err(format!("{key}: unknown value type {ty_id}")))?;
             let v = c.value(ty, &key, 0)?;
             if metadata.iter().any(|(k, _)| *k == key) {
                 return Err(c.err(format!("duplicate metadata key {key}")));
@@ -187,7 +212,9 @@ impl GgufFile {
             let name = c.string(&format!("tensor name #{i}"))?;
             let n_dims = c.u32(&name)?;
             if n_dims == 0 || n_dims > MAX_DIMS {
-                return Err(c.err(format!("tensor {name}: {n_dims} dimensions (expected 1..={MAX_DIMS})")));
+                return Err(c.err(format!(
+                    "tensor {name}: {n_dims} dimensions (expected 1..={MAX_DIMS})"
+                )));
             }
             let mut dims = Vec::with_capacity(n_dims as usize);
             for _ in 0..n_dims {
@@ -197,11 +224,17 @@ impl GgufFile {
             let ty = GgmlType::from_id(ty_id)
                 .ok_or_else(|| c.err(format!("tensor {name}: unknown ggml type {ty_id}")))?;
             let offset = c.u64(&name)?;
-            if dims.iter().any(|&d| d == 0) {
+            if dims.contains(&0) {
                 return Err(c.err(format!("tensor {name}: zero dimension in {dims:?}")));
             }
-            if dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).is_none_or(|n| n > 1 << 40) {
-                return Err(c.err(format!("tensor {name}: shape {dims:?} is implausibly large")));
+            if dims
+                .iter()
+                .try_fold(1u64, |a, &d| a.checked_mul(d))
+                .is_none_or(|n| n > 1 << 40)
+            {
+                return Err(c.err(format!(
+                    "tensor {name}: shape {dims:?} is implausibly large"
+                )));
             }
             if ty.row_bytes(dims[0]).is_none() {
                 return Err(c.err(format!(
@@ -211,18 +244,27 @@ impl GgufFile {
                 )));
             }
             if offset % alignment != 0 {
-                return Err(c.err(format!("tensor {name}: offset {offset} is not aligned to {alignment}")));
+                return Err(c.err(format!(
+                    "tensor {name}: offset {offset} is not aligned to {alignment}"
+                )));
             }
             if tensors.iter().any(|t| t.name == name) {
                 return Err(c.err(format!("duplicate tensor name {name}")));
             }
-            tensors.push(TensorInfo { name, dims, ty, offset });
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                ty,
+                offset,
+            });
         }
         let header_end = c.pos as u64;
         let data_offset = header_end.div_ceil(alignment) * alignment;
         let file_len = mmap.len() as u64;
         for t in &tensors {
-            let end = data_offset.checked_add(t.offset).and_then(|o| o.checked_add(t.n_bytes()));
+            let end = data_offset
+                .checked_add(t.offset)
+                .and_then(|o| o.checked_add(t.n_bytes()));
             if end.is_none_or(|e| e > file_len) {
                 return Err(GgufError::Truncated {
                     path: path.clone(),
@@ -232,7 +274,15 @@ impl GgufFile {
                 });
             }
         }
-        Ok(GgufFile { path, mmap, version, alignment, metadata, tensors, data_offset })
+        Ok(GgufFile {
+            path,
+            mmap,
+            version,
+            alignment,
+            metadata,
+            tensors,
+            data_offset,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -251,7 +301,10 @@ impl GgufFile {
 
     fn missing(&self, key: &str, what: &str) -> GgufError {
         match self.get(key) {
-            None => GgufError::MissingKey { path: self.path.clone(), key: key.to_string() },
+            None => GgufError::MissingKey {
+                path: self.path.clone(),
+                key: key.to_string(),
+            },
             Some(v) => GgufError::KeyType {
                 path: self.path.clone(),
                 key: key.to_string(),
@@ -263,19 +316,28 @@ impl GgufFile {
 
     /// An integer key.
     pub fn get_u64(&self, key: &str) -> Result<u64, GgufError> {
-        self.get(key).and_then(Value::as_u64).ok_or_else(|| self.missing(key, "an unsigned integer"))
+        self.get(key)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.missing(key, "an unsigned integer"))
     }
     /// A float key (integers are accepted too).
     pub fn get_f64(&self, key: &str) -> Result<f64, GgufError> {
-        self.get(key).and_then(Value::as_f64).ok_or_else(|| self.missing(key, "a number"))
+        self.get(key)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| self.missing(key, "a number"))
     }
     /// A string key.
     pub fn get_str(&self, key: &str) -> Result<&str, GgufError> {
-        self.get(key).and_then(Value::as_str).ok_or_else(|| self.missing(key, "a string"))
+        self.get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.missing(key, "a string"))
     }
     /// A string array.
     pub fn get_str_array(&self, key: &str) -> Result<Vec<String>, GgufError> {
-        let a = self.get(key).and_then(Value::as_array).ok_or_else(|| self.missing(key, "an array of strings"))?;
+        let a = self
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.missing(key, "an array of strings"))?;
         a.iter()
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
@@ -283,7 +345,10 @@ impl GgufFile {
     }
     /// A numeric array as f32.
     pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>, GgufError> {
-        let a = self.get(key).and_then(Value::as_array).ok_or_else(|| self.missing(key, "an array of numbers"))?;
+        let a = self
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.missing(key, "an array of numbers"))?;
         a.iter()
             .map(|v| v.as_f64().map(|x| x as f32))
             .collect::<Option<Vec<_>>>()
@@ -291,7 +356,10 @@ impl GgufFile {
     }
     /// An integer array as i32.
     pub fn get_i32_array(&self, key: &str) -> Result<Vec<i32>, GgufError> {
-        let a = self.get(key).and_then(Value::as_array).ok_or_else(|| self.missing(key, "an array of integers"))?;
+        let a = self
+            .get(key)
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.missing(key, "an array of integers"))?;
         a.iter()
             .map(|v| match *v {
                 Value::I32(x) => Some(x),

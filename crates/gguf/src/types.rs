@@ -43,10 +43,35 @@ pub enum GgmlType {
 impl GgmlType {
     /// All types, in id order.
     pub const ALL: [GgmlType; 29] = [
-        Self::F32, Self::F16, Self::Q4_0, Self::Q4_1, Self::Q5_0, Self::Q5_1, Self::Q8_0, Self::Q8_1,
-        Self::Q2K, Self::Q3K, Self::Q4K, Self::Q5K, Self::Q6K, Self::Q8K, Self::IQ2XXS, Self::IQ2XS,
-        Self::IQ3XXS, Self::IQ1S, Self::IQ4NL, Self::IQ3S, Self::IQ2S, Self::IQ4XS, Self::I8,
-        Self::I16, Self::I32, Self::I64, Self::F64, Self::IQ1M, Self::BF16,
+        Self::F32,
+        Self::F16,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q8_0,
+        Self::Q8_1,
+        Self::Q2K,
+        Self::Q3K,
+        Self::Q4K,
+        Self::Q5K,
+        Self::Q6K,
+        Self::Q8K,
+        Self::IQ2XXS,
+        Self::IQ2XS,
+        Self::IQ3XXS,
+        Self::IQ1S,
+        Self::IQ4NL,
+        Self::IQ3S,
+        Self::IQ2S,
+        Self::IQ4XS,
+        Self::I8,
+        Self::I16,
+        Self::I32,
+        Self::I64,
+        Self::F64,
+        Self::IQ1M,
+        Self::BF16,
     ];
 
     /// The type with this on-disk id, if any.
@@ -105,25 +130,53 @@ impl GgmlType {
     /// Bytes of a row of `ncols` elements, or `None` when `ncols` is not a whole number of blocks.
     pub fn row_bytes(self, ncols: u64) -> Option<u64> {
         let bs = self.block_size() as u64;
-        (ncols % bs == 0).then(|| ncols / bs * self.type_size() as u64)
+        ncols
+            .is_multiple_of(bs)
+            .then(|| ncols / bs * self.type_size() as u64)
     }
 
     /// ggml's lower-case name (`q4_0`, `f16`, `q6_K`, ...).
     pub fn name(self) -> &'static str {
         use GgmlType::*;
         match self {
-            F32 => "f32", F16 => "f16", Q4_0 => "q4_0", Q4_1 => "q4_1", Q5_0 => "q5_0", Q5_1 => "q5_1",
-            Q8_0 => "q8_0", Q8_1 => "q8_1", Q2K => "q2_K", Q3K => "q3_K", Q4K => "q4_K", Q5K => "q5_K",
-            Q6K => "q6_K", Q8K => "q8_K", IQ2XXS => "iq2_xxs", IQ2XS => "iq2_xs", IQ3XXS => "iq3_xxs",
-            IQ1S => "iq1_s", IQ4NL => "iq4_nl", IQ3S => "iq3_s", IQ2S => "iq2_s", IQ4XS => "iq4_xs",
-            I8 => "i8", I16 => "i16", I32 => "i32", I64 => "i64", F64 => "f64", IQ1M => "iq1_m",
+            F32 => "f32",
+            F16 => "f16",
+            Q4_0 => "q4_0",
+            Q4_1 => "q4_1",
+            Q5_0 => "q5_0",
+            Q5_1 => "q5_1",
+            Q8_0 => "q8_0",
+            Q8_1 => "q8_1",
+            Q2K => "q2_K",
+            Q3K => "q3_K",
+            Q4K => "q4_K",
+            Q5K => "q5_K",
+            Q6K => "q6_K",
+            Q8K => "q8_K",
+            IQ2XXS => "iq2_xxs",
+            IQ2XS => "iq2_xs",
+            IQ3XXS => "iq3_xxs",
+            IQ1S => "iq1_s",
+            IQ4NL => "iq4_nl",
+            IQ3S => "iq3_s",
+            IQ2S => "iq2_s",
+            IQ4XS => "iq4_xs",
+            I8 => "i8",
+            I16 => "i16",
+            I32 => "i32",
+            I64 => "i64",
+            F64 => "f64",
+            IQ1M => "iq1_m",
             BF16 => "bf16",
         }
     }
 
     /// Parses ggml's name, case-insensitively.
     pub fn from_name(s: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
     }
 
     /// True for the block-quantized types.

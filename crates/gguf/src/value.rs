@@ -140,15 +140,24 @@ impl Value {
 
     /// A string array.
     pub fn strings(items: Vec<String>) -> Value {
-        Value::Array(ValueType::String, items.into_iter().map(Value::String).collect())
+        Value::Array(
+            ValueType::String,
+            items.into_iter().map(Value::String).collect(),
+        )
     }
     /// An f32 array.
     pub fn f32s(items: &[f32]) -> Value {
-        Value::Array(ValueType::F32, items.iter().map(|v| Value::F32(*v)).collect())
+        Value::Array(
+            ValueType::F32,
+            items.iter().map(|v| Value::F32(*v)).collect(),
+        )
     }
     /// An i32 array.
     pub fn i32s(items: &[i32]) -> Value {
-        Value::Array(ValueType::I32, items.iter().map(|v| Value::I32(*v)).collect())
+        Value::Array(
+            ValueType::I32,
+            items.iter().map(|v| Value::I32(*v)).collect(),
+        )
     }
 }
 

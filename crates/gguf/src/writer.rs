@@ -16,13 +16,15 @@ pub struct TensorDecl {
 
 impl TensorDecl {
     pub fn n_bytes(&self) -> Result<u64, GgufError> {
-        let row = self.ty.row_bytes(self.dims[0]).ok_or_else(|| GgufError::Invalid(format!(
-            "tensor {}: row length {} is not a multiple of the {}-element block of {}",
-            self.name,
-            self.dims[0],
-            self.ty.block_size(),
-            self.ty
-        )))?;
+        let row = self.ty.row_bytes(self.dims[0]).ok_or_else(|| {
+            GgufError::Invalid(format!(
+                "tensor {}: row length {} is not a multiple of the {}-element block of {}",
+                self.name,
+                self.dims[0],
+                self.ty.block_size(),
+                self.ty
+            ))
+        })?;
         Ok(row * self.dims.iter().skip(1).product::<u64>())
     }
 }
@@ -71,7 +73,11 @@ fn put_value<W: Write>(w: &mut W, v: &Value) -> std::io::Result<()> {
 impl<W: Write> GgufWriter<W> {
     /// Writes the header. `metadata` is written in the given order; `general.alignment`, when
     /// present, sets the alignment (default 32).
-    pub fn new(mut out: W, metadata: &[(String, Value)], tensors: Vec<TensorDecl>) -> Result<Self, GgufError> {
+    pub fn new(
+        mut out: W,
+        metadata: &[(String, Value)],
+        tensors: Vec<TensorDecl>,
+    ) -> Result<Self, GgufError> {
         let alignment = match metadata.iter().find(|(k, _)| k == KEY_ALIGNMENT) {
             Some((_, v)) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
                 GgufError::Invalid(format!("{KEY_ALIGNMENT} must be a power of two, got {v}"))
@@ -87,10 +93,19 @@ impl<W: Write> GgufWriter<W> {
         let mut placed = Vec::with_capacity(tensors.len());
         for t in tensors {
             if t.dims.is_empty() || t.dims.len() > 4 || t.dims.contains(&0) {
-                return Err(GgufError::Invalid(format!("tensor {}: bad dims {:?}", t.name, t.dims)));
+                return Err(GgufError::Invalid(format!(
+                    "tensor {}: bad dims {:?}",
+                    t.name, t.dims
+                )));
             }
-            if placed.iter().any(|(p, _): &(TensorDecl, u64)| p.name == t.name) {
-                return Err(GgufError::Invalid(format!("duplicate tensor name {}", t.name)));
+            if placed
+                .iter()
+                .any(|(p, _): &(TensorDecl, u64)| p.name == t.name)
+            {
+                return Err(GgufError::Invalid(format!(
+                    "duplicate tensor name {}",
+                    t.name
+                )));
             }
             let n = t.n_bytes()?;
             placed.push((t, offset));
@@ -119,7 +134,14 @@ impl<W: Write> GgufWriter<W> {
         let pad = header.len().div_ceil(alignment as usize) * alignment as usize - header.len();
         header.resize(header.len() + pad, 0);
         out.write_all(&header).map_err(io)?;
-        Ok(GgufWriter { out, tensors: placed, next: 0, written: 0, open: None, alignment })
+        Ok(GgufWriter {
+            out,
+            tensors: placed,
+            next: 0,
+            written: 0,
+            open: None,
+            alignment,
+        })
     }
 
     /// The declared tensors, in write order.
@@ -139,14 +161,20 @@ impl<W: Write> GgufWriter<W> {
     /// goes through [`Self::write_data`] in any number of pieces, closed by [`Self::end_tensor`].
     pub fn start_tensor(&mut self, name: &str) -> Result<u64, GgufError> {
         if self.open.is_some() {
-            return Err(GgufError::Invalid(format!("tensor {name} started before the previous one ended")));
+            return Err(GgufError::Invalid(format!(
+                "tensor {name} started before the previous one ended"
+            )));
         }
-        let (decl, off) = self
-            .tensors
-            .get(self.next)
-            .ok_or_else(|| GgufError::Invalid(format!("tensor {name}: all declared tensors already written")))?;
+        let (decl, off) = self.tensors.get(self.next).ok_or_else(|| {
+            GgufError::Invalid(format!(
+                "tensor {name}: all declared tensors already written"
+            ))
+        })?;
         if decl.name != name {
-            return Err(GgufError::Invalid(format!("tensor {name} written out of order (expected {})", decl.name)));
+            return Err(GgufError::Invalid(format!(
+                "tensor {name} written out of order (expected {})",
+                decl.name
+            )));
         }
         debug_assert_eq!(*off, self.written);
         let n = decl.n_bytes()?;
@@ -156,10 +184,17 @@ impl<W: Write> GgufWriter<W> {
 
     /// Appends bytes to the open tensor.
     pub fn write_data(&mut self, data: &[u8]) -> Result<(), GgufError> {
-        let name = &self.tensors[self.next.min(self.tensors.len().saturating_sub(1))].0.name;
-        let (n, done) = self.open.as_mut().ok_or_else(|| GgufError::Invalid("write_data with no open tensor".into()))?;
+        let name = &self.tensors[self.next.min(self.tensors.len().saturating_sub(1))]
+            .0
+            .name;
+        let (n, done) = self
+            .open
+            .as_mut()
+            .ok_or_else(|| GgufError::Invalid("write_data with no open tensor".into()))?;
         if *done + data.len() as u64 > *n {
-            return Err(GgufError::Invalid(format!("tensor {name}: more than its {n} bytes written")));
+            return Err(GgufError::Invalid(format!(
+                "tensor {name}: more than its {n} bytes written"
+            )));
         }
         *done += data.len() as u64;
         self.out.write_all(data).map_err(GgufError::Write)
@@ -167,7 +202,10 @@ impl<W: Write> GgufWriter<W> {
 
     /// Closes the open tensor: checks its size and writes the alignment padding.
     pub fn end_tensor(&mut self) -> Result<(), GgufError> {
-        let (n, done) = self.open.take().ok_or_else(|| GgufError::Invalid("end_tensor with no open tensor".into()))?;
+        let (n, done) = self
+            .open
+            .take()
+            .ok_or_else(|| GgufError::Invalid("end_tensor with no open tensor".into()))?;
         if done != n {
             let d = &self.tensors[self.next].0;
             return Err(GgufError::Invalid(format!(
@@ -177,7 +215,9 @@ impl<W: Write> GgufWriter<W> {
         }
         let end = (self.written + n).div_ceil(self.alignment) * self.alignment;
         let pad = (end - self.written - n) as usize;
-        self.out.write_all(&vec![0u8; pad]).map_err(GgufError::Write)?;
+        self.out
+            .write_all(&vec![0u8; pad])
+            .map_err(GgufError::Write)?;
         self.written = end;
         self.next += 1;
         Ok(())

@@ -5,7 +5,10 @@ use std::io::Write;
 
 fn sample_metadata() -> Vec<(String, Value)> {
     vec![
-        ("general.architecture".into(), Value::String("chatglm".into())),
+        (
+            "general.architecture".into(),
+            Value::String("chatglm".into()),
+        ),
         ("general.alignment".into(), Value::U32(64)),
         ("a.u8".into(), Value::U8(7)),
         ("a.i8".into(), Value::I8(-7)),
@@ -17,9 +20,18 @@ fn sample_metadata() -> Vec<(String, Value)> {
         ("a.u64".into(), Value::U64(1 << 40)),
         ("a.i64".into(), Value::I64(-(1 << 40))),
         ("a.f64".into(), Value::F64(std::f64::consts::PI)),
-        ("a.strs".into(), Value::strings(vec!["<unk>".into(), "▁你好".into(), "".into()])),
+        (
+            "a.strs".into(),
+            Value::strings(vec!["<unk>".into(), "▁你好".into(), "".into()]),
+        ),
         ("a.empty".into(), Value::Array(ValueType::F32, vec![])),
-        ("a.nested".into(), Value::Array(ValueType::Array, vec![Value::i32s(&[1, 2]), Value::i32s(&[3])])),
+        (
+            "a.nested".into(),
+            Value::Array(
+                ValueType::Array,
+                vec![Value::i32s(&[1, 2]), Value::i32s(&[3])],
+            ),
+        ),
     ]
 }
 
@@ -34,9 +46,30 @@ fn write(path: &std::path::Path, md: &[(String, Value)], tensors: &[(TensorDecl,
 
 fn tensors() -> Vec<(TensorDecl, Vec<u8>)> {
     vec![
-        (TensorDecl { name: "a".into(), dims: vec![3], ty: GgmlType::F32 }, (0..12).collect()),
-        (TensorDecl { name: "b".into(), dims: vec![32, 2], ty: GgmlType::Q8_0 }, (0..68).map(|i| i as u8).collect()),
-        (TensorDecl { name: "c".into(), dims: vec![5, 1, 1], ty: GgmlType::F16 }, vec![9; 10]),
+        (
+            TensorDecl {
+                name: "a".into(),
+                dims: vec![3],
+                ty: GgmlType::F32,
+            },
+            (0..12).collect(),
+        ),
+        (
+            TensorDecl {
+                name: "b".into(),
+                dims: vec![32, 2],
+                ty: GgmlType::Q8_0,
+            },
+            (0..68).map(|i| i as u8).collect(),
+        ),
+        (
+            TensorDecl {
+                name: "c".into(),
+                dims: vec![5, 1, 1],
+                ty: GgmlType::F16,
+            },
+            vec![9; 10],
+        ),
     ]
 }
 
@@ -62,9 +95,15 @@ fn round_trip_preserves_metadata_tensors_and_alignment() {
     assert_eq!(f.get_u64("a.u16").unwrap(), 65535);
     assert!((f.get_f64("a.f32").unwrap() - 1e-5).abs() < 1e-12);
     assert_eq!(f.get_str_array("a.strs").unwrap()[1], "▁你好");
-    assert!(matches!(f.get_u64("missing.key"), Err(GgufError::MissingKey { .. })));
+    assert!(matches!(
+        f.get_u64("missing.key"),
+        Err(GgufError::MissingKey { .. })
+    ));
     let e = f.get_str("a.u8").unwrap_err().to_string();
-    assert!(e.contains("a.u8") && e.contains("should be a string"), "{e}");
+    assert!(
+        e.contains("a.u8") && e.contains("should be a string"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -72,13 +111,29 @@ fn writer_rejects_wrong_sizes_order_and_missing_tensors() {
     let ts = tensors();
     let decls: Vec<_> = ts.iter().map(|(d, _)| d.clone()).collect();
     let mut w = GgufWriter::new(Vec::new(), &[], decls.clone()).unwrap();
-    assert!(w.write_tensor("b", &ts[1].1).unwrap_err().to_string().contains("out of order"));
-    assert!(w.write_tensor("a", &[0; 11]).unwrap_err().to_string().contains("12 expected"));
+    assert!(w
+        .write_tensor("b", &ts[1].1)
+        .unwrap_err()
+        .to_string()
+        .contains("out of order"));
+    assert!(w
+        .write_tensor("a", &[0; 11])
+        .unwrap_err()
+        .to_string()
+        .contains("12 expected"));
     let mut w = GgufWriter::new(Vec::new(), &[], decls.clone()).unwrap();
     w.write_tensor("a", &ts[0].1).unwrap();
     assert!(w.finish().unwrap_err().to_string().contains("only 1 of 3"));
-    let bad = vec![TensorDecl { name: "q".into(), dims: vec![33, 2], ty: GgmlType::Q4_0 }];
-    assert!(GgufWriter::new(Vec::new(), &[], bad).err().unwrap().to_string().contains("not a multiple of the 32-element block"));
+    let bad = vec![TensorDecl {
+        name: "q".into(),
+        dims: vec![33, 2],
+        ty: GgmlType::Q4_0,
+    }];
+    assert!(GgufWriter::new(Vec::new(), &[], bad)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("not a multiple of the 32-element block"));
 }
 
 fn open_bytes(bytes: &[u8]) -> String {
@@ -139,7 +194,10 @@ fn broken_files_are_clear_errors() {
     assert!(e.contains("truncated") && e.contains("tensor c"), "{e}");
     // a cut inside the header
     let e = open_bytes(&full[..40]);
-    assert!(e.contains("bad GGUF at byte 32") && e.contains("metadata key #0"), "{e}");
+    assert!(
+        e.contains("bad GGUF at byte 32") && e.contains("metadata key #0"),
+        "{e}"
+    );
     // unknown ggml type in a tensor
     let mut v = header(1, 0);
     v.extend(1u64.to_le_bytes());
@@ -159,21 +217,41 @@ fn atomic_file_leaves_nothing_on_drop_and_refuses_overwrite() {
         let mut f = gguf::AtomicFile::create(&dest, false).unwrap();
         f.write_all(b"partial").unwrap();
     }
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temporary file left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "temporary file left behind"
+    );
     let mut f = gguf::AtomicFile::create(&dest, false).unwrap();
     f.write_all(b"done").unwrap();
     f.commit().unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), b"done");
-    assert!(gguf::AtomicFile::create(&dest, false).err().unwrap().to_string().contains("already exists"));
+    assert!(gguf::AtomicFile::create(&dest, false)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("already exists"));
     assert!(gguf::AtomicFile::create(&dest, true).is_ok());
 }
 
 #[test]
 fn hf_names_map_to_gguf_names() {
     use gguf::names::hf_to_gguf;
-    assert_eq!(hf_to_gguf("transformer.embedding.word_embeddings.weight").unwrap(), "token_embd.weight");
-    assert_eq!(hf_to_gguf("transformer.encoder.layers.27.mlp.dense_h_to_4h.weight").unwrap(), "blk.27.ffn_up.weight");
-    assert_eq!(hf_to_gguf("transformer.encoder.layers.3.self_attention.query_key_value.bias").unwrap(), "blk.3.attn_qkv.bias");
-    assert_eq!(hf_to_gguf("transformer.output_layer.weight").unwrap(), "output.weight");
+    assert_eq!(
+        hf_to_gguf("transformer.embedding.word_embeddings.weight").unwrap(),
+        "token_embd.weight"
+    );
+    assert_eq!(
+        hf_to_gguf("transformer.encoder.layers.27.mlp.dense_h_to_4h.weight").unwrap(),
+        "blk.27.ffn_up.weight"
+    );
+    assert_eq!(
+        hf_to_gguf("transformer.encoder.layers.3.self_attention.query_key_value.bias").unwrap(),
+        "blk.3.attn_qkv.bias"
+    );
+    assert_eq!(
+        hf_to_gguf("transformer.output_layer.weight").unwrap(),
+        "output.weight"
+    );
     assert!(hf_to_gguf("transformer.rotary_pos_emb.inv_freq").is_none());
 }

@@ -47,7 +47,10 @@ impl ModelArgs {
     pub fn session_options(&self, model: &Model) -> Result<SessionOptions> {
         let n_ctx = self.ctx.unwrap_or(model.hparams.n_ctx_train);
         if n_ctx == 0 || n_ctx > model.hparams.n_ctx_train {
-            bail!("-c {n_ctx}: the context must be between 1 and the model's {}", model.hparams.n_ctx_train);
+            bail!(
+                "-c {n_ctx}: the context must be between 1 and the model's {}",
+                model.hparams.n_ctx_train
+            );
         }
         if self.batch == 0 {
             bail!("-b must be at least 1");
@@ -55,7 +58,10 @@ impl ModelArgs {
         Ok(SessionOptions {
             n_ctx,
             n_batch: self.batch,
-            n_threads: self.threads.unwrap_or_else(glm_runtime::default_threads).max(1),
+            n_threads: self
+                .threads
+                .unwrap_or_else(glm_runtime::default_threads)
+                .max(1),
             cache_type: self.cache_type,
         })
     }
@@ -86,7 +92,8 @@ pub struct SamplingArgs {
 
 impl SamplingArgs {
     pub fn options(&self) -> Result<glm_runtime::sampler::SamplerOptions> {
-        if !(self.temp >= 0.0) || !(0.0..=1.0).contains(&self.top_p) || !(self.repeat_penalty > 0.0) {
+        let ok = self.temp >= 0.0 && (0.0..=1.0).contains(&self.top_p) && self.repeat_penalty > 0.0;
+        if !ok {
             bail!("--temp must be >= 0, --top-p in [0, 1], --repeat-penalty > 0");
         }
         Ok(glm_runtime::sampler::SamplerOptions {
@@ -125,13 +132,21 @@ fn parse_writable(s: &str) -> Result<gguf::GgmlType, String> {
         Some(t) if glm_convert::quant::can_quantize(t) => Ok(t),
         _ => Err(format!(
             "unsupported type {s:?}; expected one of: {}",
-            glm_convert::quant::WRITABLE.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+            glm_convert::quant::WRITABLE
+                .iter()
+                .map(|t| t.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
 
 impl TypeArgs {
     pub fn policy(&self) -> glm_convert::TypePolicy {
-        glm_convert::TypePolicy { target: self.ty, output_type: self.output_type, pure: self.pure }
+        glm_convert::TypePolicy {
+            target: self.ty,
+            output_type: self.output_type,
+            pure: self.pure,
+        }
     }
 }

@@ -40,12 +40,20 @@ pub fn demo_model_path() -> Result<PathBuf> {
     if out.exists() {
         return Ok(out);
     }
-    eprintln!("no -m given: preparing the bundled tiny demo model in {}", dir.display());
+    eprintln!(
+        "no -m given: preparing the bundled tiny demo model in {}",
+        dir.display()
+    );
     let src = dir.join(format!("tiny-chatglm3-src-{}", std::process::id()));
     std::fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
     let result = (|| -> Result<()> {
-        for (name, bytes) in [("config.json", CONFIG), ("tokenizer.model", TOKENIZER), ("model.safetensors", WEIGHTS)] {
-            std::fs::write(src.join(name), bytes).with_context(|| format!("writing {}", src.join(name).display()))?;
+        for (name, bytes) in [
+            ("config.json", CONFIG),
+            ("tokenizer.model", TOKENIZER),
+            ("model.safetensors", WEIGHTS),
+        ] {
+            std::fs::write(src.join(name), bytes)
+                .with_context(|| format!("writing {}", src.join(name).display()))?;
         }
         let opts = glm_convert::ConvertOptions {
             policy: glm_convert::TypePolicy::new(gguf::GgmlType::F16),

@@ -15,7 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 #[derive(Parser)]
-#[command(name = "glmtool", version, about = "Convert, quantize and run ChatGLM models (GGUF + ggml)")]
+#[command(
+    name = "glmtool",
+    version,
+    about = "Convert, quantize and run ChatGLM models (GGUF + ggml)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,5 +73,8 @@ fn main() -> ExitCode {
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }

@@ -6,14 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-chatglm3");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/tiny-chatglm3"
+);
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_glmtool"))
 }
 
 fn run(args: &[&str]) -> Output {
-    let out = bin().args(args).env("GLMTOOL_CACHE", cache()).output().unwrap();
+    let out = bin()
+        .args(args)
+        .env("GLMTOOL_CACHE", cache())
+        .output()
+        .unwrap();
     out
 }
 
@@ -42,7 +49,15 @@ fn model(ty: &str) -> PathBuf {
     let _g = M.lock().unwrap();
     let p = cache().join(format!("tiny-{ty}.gguf"));
     if !p.exists() {
-        let o = run(&["convert", FIXTURE, "-o", p.to_str().unwrap(), "--type", ty, "-q"]);
+        let o = run(&[
+            "convert",
+            FIXTURE,
+            "-o",
+            p.to_str().unwrap(),
+            "--type",
+            ty,
+            "-q",
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stderr(&o).contains("bits per weight"));
     }
@@ -51,14 +66,32 @@ fn model(ty: &str) -> PathBuf {
 
 #[test]
 fn demo_model_runs_without_m_like_readme() {
-    let o = run(&["run", "-p", "Tell me a fortune", "-n", "12", "--temp", "0", "--json"]);
+    let o = run(&[
+        "run",
+        "-p",
+        "Tell me a fortune",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(!v["prompt_ids"].as_array().unwrap().is_empty());
     assert!(v["ids"].as_array().unwrap().len() <= 12);
     assert!(v["timings"]["prompt_tokens"].as_u64().unwrap() > 0);
     // same seed-free greedy output twice, and plain-text mode prints the reply with stats on stderr
-    let o2 = run(&["run", "-p", "Tell me a fortune", "-n", "12", "--temp", "0", "--json"]);
+    let o2 = run(&[
+        "run",
+        "-p",
+        "Tell me a fortune",
+        "-n",
+        "12",
+        "--temp",
+        "0",
+        "--json",
+    ]);
     let v2: serde_json::Value = serde_json::from_slice(&o2.stdout).unwrap();
     assert_eq!(v["ids"], v2["ids"]);
     let o = run(&["run", "-p", "你好", "-n", "8", "--seed", "7"]);
@@ -72,7 +105,12 @@ fn info_tokenize_quantize_perplexity_bench() {
     let o = run(&["info", f16.to_str().unwrap(), "--tensors"]);
     assert!(o.status.success());
     let s = String::from_utf8_lossy(&o.stdout);
-    assert!(s.contains("general.architecture") && s.contains("blk.1.ffn_up.weight") && s.contains("bits per weight"), "{s}");
+    assert!(
+        s.contains("general.architecture")
+            && s.contains("blk.1.ffn_up.weight")
+            && s.contains("bits per weight"),
+        "{s}"
+    );
     let o = run(&["info", f16.to_str().unwrap(), "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["metadata"]["chatglm.block_count"], 2);
@@ -83,15 +121,40 @@ fn info_tokenize_quantize_perplexity_bench() {
     assert!(!ids.is_empty());
     let chat = cache().join("chat.json");
     std::fs::write(&chat, r#"[{"role":"user","content":"你好"}]"#).unwrap();
-    let o = run(&["tokenize", "-m", f16.to_str().unwrap(), "--chat", chat.to_str().unwrap()]);
+    let o = run(&[
+        "tokenize",
+        "-m",
+        f16.to_str().unwrap(),
+        "--chat",
+        chat.to_str().unwrap(),
+    ]);
     let ids: Vec<u32> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(&ids[..3], &[3001, 3003, 3006], "[gMASK] sop <|user|>");
     assert_eq!(*ids.last().unwrap(), 3007, "<|assistant|>");
 
     let q = cache().join("q4.gguf");
-    let o = run(&["quantize", f16.to_str().unwrap(), q.to_str().unwrap(), "--type", "q4_0", "-q"]);
+    let o = run(&[
+        "quantize",
+        f16.to_str().unwrap(),
+        q.to_str().unwrap(),
+        "--type",
+        "q4_0",
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&["perplexity", "-m", q.to_str().unwrap(), "-f", &format!("{FIXTURE}/heldout.txt"), "-c", "128", "--chunks", "3", "--json", "-q"]);
+    let o = run(&[
+        "perplexity",
+        "-m",
+        q.to_str().unwrap(),
+        "-f",
+        &format!("{FIXTURE}/heldout.txt"),
+        "-c",
+        "128",
+        "--chunks",
+        "3",
+        "--json",
+        "-q",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("Final estimate: PPL = "));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -101,21 +164,64 @@ fn info_tokenize_quantize_perplexity_bench() {
     // KL divergence: q4_0 against f16
     let base = cache().join("base.kld");
     let heldout = format!("{FIXTURE}/heldout.txt");
-    let o = run(&["perplexity", "-m", f16.to_str().unwrap(), "-f", &heldout, "-c", "128", "--chunks", "3", "-q", "--kl-divergence-base", base.to_str().unwrap()]);
+    let o = run(&[
+        "perplexity",
+        "-m",
+        f16.to_str().unwrap(),
+        "-f",
+        &heldout,
+        "-c",
+        "128",
+        "--chunks",
+        "3",
+        "-q",
+        "--kl-divergence-base",
+        base.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = run(&["perplexity", "-m", q.to_str().unwrap(), "-f", &heldout, "-c", "128", "--chunks", "3", "-q", "--json", "--kl-divergence-base", base.to_str().unwrap(), "--kl-divergence"]);
+    let o = run(&[
+        "perplexity",
+        "-m",
+        q.to_str().unwrap(),
+        "-f",
+        &heldout,
+        "-c",
+        "128",
+        "--chunks",
+        "3",
+        "-q",
+        "--json",
+        "--kl-divergence-base",
+        base.to_str().unwrap(),
+        "--kl-divergence",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let kl = v["kl"]["mean_kl"].as_f64().unwrap();
     assert!(kl > 0.0 && kl < 0.1, "mean KL {kl}");
     assert!(v["kl"]["top1_agreement"].as_f64().unwrap() > 0.7);
 
-    let o = run(&["bench", "-m", q.to_str().unwrap(), "-p", "32", "-n", "4", "-r", "2", "-o", "json"]);
+    let o = run(&[
+        "bench",
+        "-m",
+        q.to_str().unwrap(),
+        "-p",
+        "32",
+        "-n",
+        "4",
+        "-r",
+        "2",
+        "-o",
+        "json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert!(v[0]["tokens_per_second"].as_f64().unwrap() > 0.0);
 }
+
+/// Edits a model's metadata and tensor table.
+type Edit = dyn Fn(&mut Vec<(String, gguf::Value)>, &mut Vec<gguf::TensorDecl>);
 
 #[test]
 fn bad_models_are_clear_errors() {
@@ -126,35 +232,81 @@ fn bad_models_are_clear_errors() {
     let p = |n: &str| d.join(n).to_str().unwrap().to_string();
 
     std::fs::write(d.join("not.gguf"), b"hello, I am not a model").unwrap();
-    fails_with(&["run", "-m", &p("not.gguf"), "-p", "hi"], &["not.gguf", "not a GGUF file"]);
+    fails_with(
+        &["run", "-m", &p("not.gguf"), "-p", "hi"],
+        &["not.gguf", "not a GGUF file"],
+    );
     std::fs::write(d.join("trunc.gguf"), &good[..good.len() / 2]).unwrap();
-    fails_with(&["run", "-m", &p("trunc.gguf"), "-p", "hi"], &["trunc.gguf", "truncated"]);
-    fails_with(&["run", "-m", &p("absent.gguf"), "-p", "hi"], &["absent.gguf"]);
+    fails_with(
+        &["run", "-m", &p("trunc.gguf"), "-p", "hi"],
+        &["trunc.gguf", "truncated"],
+    );
+    fails_with(
+        &["run", "-m", &p("absent.gguf"), "-p", "hi"],
+        &["absent.gguf"],
+    );
 
     // rewrite the metadata / tensor table with the library and check each complaint
     let src = gguf::GgufFile::open(&f16).unwrap();
-    let rewrite = |name: &str, edit: &dyn Fn(&mut Vec<(String, gguf::Value)>, &mut Vec<gguf::TensorDecl>)| {
+    let rewrite = |name: &str, edit: &Edit| {
         let mut md = src.metadata.clone();
-        let mut decls: Vec<gguf::TensorDecl> =
-            src.tensors.iter().map(|t| gguf::TensorDecl { name: t.name.clone(), dims: t.dims.clone(), ty: t.ty }).collect();
+        let mut decls: Vec<gguf::TensorDecl> = src
+            .tensors
+            .iter()
+            .map(|t| gguf::TensorDecl {
+                name: t.name.clone(),
+                dims: t.dims.clone(),
+                ty: t.ty,
+            })
+            .collect();
         edit(&mut md, &mut decls);
         let file = std::fs::File::create(d.join(name)).unwrap();
         let mut w = gguf::GgufWriter::new(file, &md, decls.clone()).unwrap();
         for t in &decls {
-            w.write_tensor(&t.name, &vec![0u8; t.n_bytes().unwrap() as usize]).unwrap();
+            w.write_tensor(&t.name, &vec![0u8; t.n_bytes().unwrap() as usize])
+                .unwrap();
         }
         w.finish().unwrap();
     };
-    rewrite("arch.gguf", &|md, _| md[0].1 = gguf::Value::String("llama".into()));
-    fails_with(&["run", "-m", &p("arch.gguf"), "-p", "hi"], &["architecture is \"llama\"", "expected \"chatglm\""]);
-    rewrite("missing.gguf", &|_, t| t.retain(|t| t.name != "blk.1.attn_output.weight"));
-    fails_with(&["run", "-m", &p("missing.gguf"), "-p", "hi"], &["blk.1.attn_output.weight is missing"]);
-    rewrite("shape.gguf", &|_, t| t.iter_mut().filter(|t| t.name == "blk.0.ffn_down.weight").for_each(|t| t.dims = vec![352, 64]));
-    fails_with(&["run", "-m", &p("shape.gguf"), "-p", "hi"], &["blk.0.ffn_down.weight has shape [352, 64], expected [352, 128]"]);
-    rewrite("type.gguf", &|_, t| t.iter_mut().filter(|t| t.name == "blk.0.attn_qkv.weight").for_each(|t| t.ty = gguf::GgmlType::BF16));
-    fails_with(&["run", "-m", &p("type.gguf"), "-p", "hi"], &["blk.0.attn_qkv.weight has type bf16"]);
-    rewrite("key.gguf", &|md, _| md.retain(|(k, _)| k != "chatglm.block_count" && k != "chatglm.attention.head_count"));
-    fails_with(&["run", "-m", &p("key.gguf"), "-p", "hi"], &["chatglm.block_count", "chatglm.attention.head_count"]);
+    rewrite("arch.gguf", &|md, _| {
+        md[0].1 = gguf::Value::String("llama".into())
+    });
+    fails_with(
+        &["run", "-m", &p("arch.gguf"), "-p", "hi"],
+        &["architecture is \"llama\"", "expected \"chatglm\""],
+    );
+    rewrite("missing.gguf", &|_, t| {
+        t.retain(|t| t.name != "blk.1.attn_output.weight")
+    });
+    fails_with(
+        &["run", "-m", &p("missing.gguf"), "-p", "hi"],
+        &["blk.1.attn_output.weight is missing"],
+    );
+    rewrite("shape.gguf", &|_, t| {
+        t.iter_mut()
+            .filter(|t| t.name == "blk.0.ffn_down.weight")
+            .for_each(|t| t.dims = vec![352, 64])
+    });
+    fails_with(
+        &["run", "-m", &p("shape.gguf"), "-p", "hi"],
+        &["blk.0.ffn_down.weight has shape [352, 64], expected [352, 128]"],
+    );
+    rewrite("type.gguf", &|_, t| {
+        t.iter_mut()
+            .filter(|t| t.name == "blk.0.attn_qkv.weight")
+            .for_each(|t| t.ty = gguf::GgmlType::BF16)
+    });
+    fails_with(
+        &["run", "-m", &p("type.gguf"), "-p", "hi"],
+        &["blk.0.attn_qkv.weight has type bf16"],
+    );
+    rewrite("key.gguf", &|md, _| {
+        md.retain(|(k, _)| k != "chatglm.block_count" && k != "chatglm.attention.head_count")
+    });
+    fails_with(
+        &["run", "-m", &p("key.gguf"), "-p", "hi"],
+        &["chatglm.block_count", "chatglm.attention.head_count"],
+    );
 }
 
 #[test]
@@ -163,24 +315,68 @@ fn bad_prompts_and_texts_are_clear_errors() {
     let m = m.to_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let long = "fortune ".repeat(400);
-    fails_with(&["run", "-m", m, "-c", "64", "-p", &long], &["the prompt has", "context holds 64"]);
-    fails_with(&["run", "-m", m, "-c", "100000", "-p", "hi"], &["-c 100000", "512"]);
+    fails_with(
+        &["run", "-m", m, "-c", "64", "-p", &long],
+        &["the prompt has", "context holds 64"],
+    );
+    fails_with(
+        &["run", "-m", m, "-c", "100000", "-p", "hi"],
+        &["-c 100000", "512"],
+    );
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
-    fails_with(&["perplexity", "-m", m, "-f", empty.to_str().unwrap()], &["empty.txt", "empty"]);
+    fails_with(
+        &["perplexity", "-m", m, "-f", empty.to_str().unwrap()],
+        &["empty.txt", "empty"],
+    );
     let short = dir.path().join("short.txt");
     std::fs::write(&short, "A short text.").unwrap();
-    fails_with(&["perplexity", "-m", m, "-f", short.to_str().unwrap(), "-c", "128"], &["short.txt", "too short", "256"]);
+    fails_with(
+        &[
+            "perplexity",
+            "-m",
+            m,
+            "-f",
+            short.to_str().unwrap(),
+            "-c",
+            "128",
+        ],
+        &["short.txt", "too short", "256"],
+    );
     let bad = dir.path().join("bad.txt");
     std::fs::write(&bad, b"valid then \xff\xfe invalid").unwrap();
-    fails_with(&["perplexity", "-m", m, "-f", bad.to_str().unwrap()], &["bad.txt", "not valid UTF-8"]);
-    fails_with(&["run", "-m", m, "-f", bad.to_str().unwrap()], &["bad.txt", "not valid UTF-8"]);
-    fails_with(&["convert", FIXTURE, "-o", dir.path().join("x.gguf").to_str().unwrap(), "--type", "q6_k"], &["unsupported type"]);
+    fails_with(
+        &["perplexity", "-m", m, "-f", bad.to_str().unwrap()],
+        &["bad.txt", "not valid UTF-8"],
+    );
+    fails_with(
+        &["run", "-m", m, "-f", bad.to_str().unwrap()],
+        &["bad.txt", "not valid UTF-8"],
+    );
+    fails_with(
+        &[
+            "convert",
+            FIXTURE,
+            "-o",
+            dir.path().join("x.gguf").to_str().unwrap(),
+            "--type",
+            "q6_k",
+        ],
+        &["unsupported type"],
+    );
     let chat = dir.path().join("chat.json");
     std::fs::write(&chat, r#"[{"role":"wizard","content":"hi"}]"#).unwrap();
-    fails_with(&["tokenize", "-m", m, "--chat", chat.to_str().unwrap()], &["chat.json", "expected a JSON array of messages"]);
+    fails_with(
+        &["tokenize", "-m", m, "--chat", chat.to_str().unwrap()],
+        &["chat.json", "expected a JSON array of messages"],
+    );
     // no prompt and no terminal
-    let o = bin().args(["run", "-m", m]).env("GLMTOOL_CACHE", cache()).stdin(std::process::Stdio::null()).output().unwrap();
+    let o = bin()
+        .args(["run", "-m", m])
+        .env("GLMTOOL_CACHE", cache())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no prompt"));
 }

@@ -19,9 +19,9 @@
 //! builder — nothing else.
 
 use crate::RuntimeError;
-use glm_ggml::{GgmlError, GraphCtx, Tensor, TYPE_F32, TYPE_I32};
 use gguf::names::{self, LayerTensor};
 use gguf::{GgmlType, GgufFile};
+use glm_ggml::{GgmlError, GraphCtx, Tensor, TYPE_F32, TYPE_I32};
 
 /// Model hyperparameters, from the `chatglm.*` GGUF keys.
 #[derive(Clone, Debug, PartialEq)]
@@ -76,19 +76,43 @@ impl Hparams {
                 missing.join(", ")
             )));
         }
-        let n_vocab = f.tensor(names::TOKEN_EMBD).map(|t| t.dims.get(1).copied().unwrap_or(0) as usize).unwrap_or(0);
-        let bad = |what: String| Err(RuntimeError::Model(format!("{}: {what}", f.path().display())));
+        let n_vocab = f
+            .tensor(names::TOKEN_EMBD)
+            .map(|t| t.dims.get(1).copied().unwrap_or(0) as usize)
+            .unwrap_or(0);
+        let bad = |what: String| {
+            Err(RuntimeError::Model(format!(
+                "{}: {what}",
+                f.path().display()
+            )))
+        };
         if [n_embd, n_ff, n_layer, n_head, n_head_kv, n_ctx_train].contains(&0) {
             return bad("a hyperparameter is zero".into());
         }
         if n_embd % n_head != 0 || n_head % n_head_kv != 0 {
-            return bad(format!("{n_embd} embedding dims, {n_head} heads, {n_head_kv} KV heads do not divide"));
+            return bad(format!(
+                "{n_embd} embedding dims, {n_head} heads, {n_head_kv} KV heads do not divide"
+            ));
         }
         let head_dim = n_embd / n_head;
         if n_rot * 2 != head_dim || n_rot % 2 != 0 {
-            return bad(format!("{} = {n_rot}, expected half of the head size {head_dim}", names::ROPE_DIMENSION_COUNT));
+            return bad(format!(
+                "{} = {n_rot}, expected half of the head size {head_dim}",
+                names::ROPE_DIMENSION_COUNT
+            ));
         }
-        Ok(Hparams { n_ctx_train, n_embd, n_ff, n_layer, n_head, n_head_kv, head_dim, eps, rope_base, n_vocab })
+        Ok(Hparams {
+            n_ctx_train,
+            n_embd,
+            n_ff,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            eps,
+            rope_base,
+            n_vocab,
+        })
     }
 
     /// Rows of the fused QKV projection.
@@ -111,7 +135,9 @@ impl Hparams {
                     LayerTensor::AttnNorm | LayerTensor::FfnNorm => (vec![h], true),
                     LayerTensor::AttnQkv => (vec![h, self.qkv_rows() as u64], false),
                     LayerTensor::AttnQkvBias => (vec![self.qkv_rows() as u64], true),
-                    LayerTensor::AttnOutput => (vec![(self.n_head * self.head_dim) as u64, h], false),
+                    LayerTensor::AttnOutput => {
+                        (vec![(self.n_head * self.head_dim) as u64, h], false)
+                    }
                     LayerTensor::FfnUp => (vec![h, 2 * ff], false),
                     LayerTensor::FfnDown => (vec![ff, h], false),
                 };
@@ -126,7 +152,17 @@ impl Hparams {
 
 /// Types this ggml can multiply (matrices) on the CPU.
 pub fn matmul_type_supported(t: GgmlType) -> bool {
-    !matches!(t, GgmlType::BF16 | GgmlType::Q8_1 | GgmlType::Q8K | GgmlType::I8 | GgmlType::I16 | GgmlType::I32 | GgmlType::I64 | GgmlType::F64)
+    !matches!(
+        t,
+        GgmlType::BF16
+            | GgmlType::Q8_1
+            | GgmlType::Q8K
+            | GgmlType::I8
+            | GgmlType::I16
+            | GgmlType::I32
+            | GgmlType::I64
+            | GgmlType::F64
+    )
 }
 
 /// One transformer block's weights.
@@ -165,7 +201,12 @@ impl<'w> Weights<'w> {
                 }
             })
             .collect();
-        Weights { token_embd: t[0], layers, output_norm: t[1 + 7 * n_layer], output: t[2 + 7 * n_layer] }
+        Weights {
+            token_embd: t[0],
+            layers,
+            output_norm: t[1 + 7 * n_layer],
+            output: t[2 + 7 * n_layer],
+        }
     }
 }
 
@@ -204,10 +245,20 @@ pub struct GraphIo<'g> {
 /// ggml b2757 cannot rotate part of a row correctly, so both halves go through a full-width
 /// rope as a batch of 2T "tokens": the first half at the real positions, the second at position
 /// 0, where the rotation is exactly the identity (cos 0 = 1, sin 0 = 0).
-fn rope_glm<'g>(g: &GraphCtx<'g, '_>, x: Tensor<'g>, rope_pos: Tensor<'g>, base: f32) -> Result<Tensor<'g>, GgmlError> {
+fn rope_glm<'g>(
+    g: &GraphCtx<'g, '_>,
+    x: Tensor<'g>,
+    rope_pos: Tensor<'g>,
+    base: f32,
+) -> Result<Tensor<'g>, GgmlError> {
     let [d, heads, t, _] = x.ne();
     let nb = x.nb();
-    let halves = g.view(x, &[d / 2, 2, heads, t], &[nb[0] * (d as usize / 2), nb[1], nb[2]], 0)?;
+    let halves = g.view(
+        x,
+        &[d / 2, 2, heads, t],
+        &[nb[0] * (d as usize / 2), nb[1], nb[2]],
+        0,
+    )?;
     let y = g.cont(g.permute(halves, [0, 3, 1, 2])?)?; // [d/2, heads, T, 2]
     let y = g.rope(g.reshape(y, &[d / 2, heads, 2 * t])?, rope_pos, base)?;
     let y = g.permute(g.reshape(y, &[d / 2, heads, t, 2])?, [0, 2, 3, 1])?; // [d/2, 2, heads, T]
@@ -240,7 +291,12 @@ pub fn build_graph<'g>(
         let qk = g.view(qkv, &[d, nh + nkv, t], &[d as usize * f, row], 0)?;
         let qk = rope_glm(g, qk, rope_pos, hp.rope_base)?; // [d, nh + nkv, T], contiguous
         let q = g.view(qk, &[d, nh, t], &[qk.nb()[1], qk.nb()[2]], 0)?;
-        let k = g.view(qk, &[d, nkv, t], &[qk.nb()[1], qk.nb()[2]], (nh * d) as usize * f)?;
+        let k = g.view(
+            qk,
+            &[d, nkv, t],
+            &[qk.nb()[1], qk.nb()[2]],
+            (nh * d) as usize * f,
+        )?;
         let v = g.view(qkv, &[nkv * d, t], &[row], ((nh + nkv) * d) as usize * f)?;
 
         // append k, v to the cache (K row-major by token, V transposed)
@@ -253,7 +309,12 @@ pub fn build_graph<'g>(
 
         // softmax(K·q / √d + mask) · V over the whole cache
         let keys = g.view(c.k, &[d, n_kv, nkv], &[kv_w * ke, d as usize * ke], 0)?;
-        let vals = g.view(c.v, &[n_kv, d, nkv], &[step.n_ctx * ve, step.n_ctx * d as usize * ve], 0)?;
+        let vals = g.view(
+            c.v,
+            &[n_kv, d, nkv],
+            &[step.n_ctx * ve, step.n_ctx * d as usize * ve],
+            0,
+        )?;
         let q = g.permute(q, [0, 2, 1, 3])?; // [d, T, nh]
         let scores = g.mul_mat(keys, q)?; // [n_kv, T, nh]
         let probs = g.soft_max_ext(scores, mask, 1.0 / (d as f32).sqrt())?;
@@ -271,11 +332,21 @@ pub fn build_graph<'g>(
     }
 
     let n_out = if step.all_logits { t } else { 1 };
-    let last = g.view(x, &[hp.n_embd as i64, n_out], &[x.nb()[1]], (t - n_out) as usize * x.nb()[1])?;
+    let last = g.view(
+        x,
+        &[hp.n_embd as i64, n_out],
+        &[x.nb()[1]],
+        (t - n_out) as usize * x.nb()[1],
+    )?;
     let h = g.mul(g.rms_norm(last, hp.eps)?, w.output_norm)?;
     let logits = g.mul_mat(w.output, h)?; // [n_vocab, n_out]
     g.output(logits)?;
-    Ok(GraphIo { tokens, rope_pos, mask, logits })
+    Ok(GraphIo {
+        tokens,
+        rope_pos,
+        mask,
+        logits,
+    })
 }
 
 /// Host data for the step's inputs: rope positions and the causal mask.

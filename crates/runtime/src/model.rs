@@ -4,8 +4,8 @@
 use crate::chatglm::{matmul_type_supported, Hparams, Weights};
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
-use glm_ggml::{TensorSpec, TensorStore};
 use gguf::GgufFile;
+use glm_ggml::{TensorSpec, TensorStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,11 +55,17 @@ impl Model {
                 None => problems.push(format!("tensor {name} is missing")),
                 Some(t) => {
                     if &t.dims != dims {
-                        problems.push(format!("tensor {name} has shape {:?}, expected {dims:?}", t.dims));
+                        problems.push(format!(
+                            "tensor {name} has shape {:?}, expected {dims:?}",
+                            t.dims
+                        ));
                     } else if *f32_only && t.ty != gguf::GgmlType::F32 {
                         problems.push(format!("tensor {name} is {}, expected f32", t.ty));
                     } else if !matmul_type_supported(t.ty) {
-                        problems.push(format!("tensor {name} has type {}, which this ggml cannot use", t.ty));
+                        problems.push(format!(
+                            "tensor {name} has type {}, which this ggml cannot use",
+                            t.ty
+                        ));
                     }
                     specs.push(TensorSpec {
                         name: name.clone(),
@@ -71,11 +77,21 @@ impl Model {
             }
         }
         if !problems.is_empty() {
-            return Err(RuntimeError::Model(format!("{}: {}", path.display(), problems.join("; "))));
+            return Err(RuntimeError::Model(format!(
+                "{}: {}",
+                path.display(),
+                problems.join("; ")
+            )));
         }
-        let name = file.get_str(gguf::names::GENERAL_NAME).unwrap_or("chatglm").to_string();
+        let name = file
+            .get_str(gguf::names::GENERAL_NAME)
+            .unwrap_or("chatglm")
+            .to_string();
         let file_size = file.file_size();
-        let n_params = specs.iter().map(|s| s.ne.iter().product::<i64>() as u64).sum();
+        let n_params = specs
+            .iter()
+            .map(|s| s.ne.iter().product::<i64>() as u64)
+            .sum();
         let weights = TensorStore::map_host(SharedFile(file), &specs, &offsets)?;
         Ok(Model {
             hparams,
@@ -91,7 +107,9 @@ impl Model {
 
     /// Weight handles for graph building.
     pub fn weights(&self) -> Weights<'_> {
-        let t: Vec<_> = (0..self.n_weight_tensors).map(|i| self.weights.at(i).expect("index in range")).collect();
+        let t: Vec<_> = (0..self.n_weight_tensors)
+            .map(|i| self.weights.at(i).expect("index in range"))
+            .collect();
         Weights::from_ordered(&t, self.hparams.n_layer)
     }
 }

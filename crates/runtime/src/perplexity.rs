@@ -77,7 +77,10 @@ pub fn perplexity(
     mut on_chunk: impl FnMut(&ChunkResult, usize),
 ) -> Result<PerplexityResult, RuntimeError> {
     if n_ctx < 4 || n_ctx > session.n_ctx() {
-        return Err(RuntimeError::Input(format!("perplexity context {n_ctx} must be in 4..={}", session.n_ctx())));
+        return Err(RuntimeError::Input(format!(
+            "perplexity context {n_ctx} must be in 4..={}",
+            session.n_ctx()
+        )));
     }
     let available = n_chunks(tokens.len(), n_ctx);
     if available < 2 {
@@ -121,16 +124,22 @@ pub fn perplexity(
             }
             let mut buf = vec![0u8; hdr[2] as usize * n_ctx * 4];
             r.read_exact(&mut buf).map_err(io_err)?;
-            let same = buf.chunks_exact(4).zip(tokens).all(|(b, &t)| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == t);
+            let same = buf
+                .chunks_exact(4)
+                .zip(tokens)
+                .all(|(b, &t)| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == t);
             if !same {
-                return Err(RuntimeError::Input("KL-divergence base was computed on different tokens".into()));
+                return Err(RuntimeError::Input(
+                    "KL-divergence base was computed on different tokens".into(),
+                ));
             }
         }
         KlMode::None => {}
     }
 
     let (mut nll, mut nll2, mut count) = (0f64, 0f64, 0usize);
-    let (mut kl_sum, mut kl_sum2, mut kl_max, mut agree, mut base_nll) = (0f64, 0f64, 0f64, 0usize, 0f64);
+    let (mut kl_sum, mut kl_sum2, mut kl_max, mut agree, mut base_nll) =
+        (0f64, 0f64, 0f64, 0usize, 0f64);
     let mut chunks = Vec::with_capacity(n);
     let mut row_buf = vec![0u8; n_vocab * 2];
     for i in 0..n {
@@ -147,42 +156,74 @@ pub fn perplexity(
             match &mut kl {
                 KlMode::Save(w) => {
                     for (k, &x) in lp.iter().enumerate() {
-                        row_buf[2 * k..2 * k + 2].copy_from_slice(&f16::from_f64(x.max(-60000.0)).to_le_bytes());
+                        row_buf[2 * k..2 * k + 2]
+                            .copy_from_slice(&f16::from_f64(x.max(-60000.0)).to_le_bytes());
                     }
                     w.write_all(&row_buf).map_err(io_err)?;
                 }
                 KlMode::Compare(r) => {
                     r.read_exact(&mut row_buf).map_err(io_err)?;
-                    let base: Vec<f64> = row_buf.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f64()).collect();
-                    let d: f64 = base.iter().zip(&lp).map(|(&b, &q)| b.exp() * (b - q)).sum::<f64>().max(0.0);
+                    let base: Vec<f64> = row_buf
+                        .chunks_exact(2)
+                        .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f64())
+                        .collect();
+                    let d: f64 = base
+                        .iter()
+                        .zip(&lp)
+                        .map(|(&b, &q)| b.exp() * (b - q))
+                        .sum::<f64>()
+                        .max(0.0);
                     kl_sum += d;
                     kl_sum2 += d * d;
                     kl_max = kl_max.max(d);
                     base_nll -= base[next];
-                    let amax = |v: &[f64]| v.iter().enumerate().fold(0, |b, (k, &x)| if x > v[b] { k } else { b });
+                    let amax = |v: &[f64]| {
+                        v.iter()
+                            .enumerate()
+                            .fold(0, |b, (k, &x)| if x > v[b] { k } else { b })
+                    };
                     agree += (amax(&base) == amax(&lp)) as usize;
                 }
                 KlMode::None => {}
             }
         }
-        let c = ChunkResult { index: i + 1, ppl_running: (nll / count as f64).exp() };
+        let c = ChunkResult {
+            index: i + 1,
+            ppl_running: (nll / count as f64).exp(),
+        };
         on_chunk(&c, n);
         chunks.push(c);
     }
     let mean = nll / count as f64;
     let ppl = mean.exp();
     let var = nll2 / count as f64 - mean * mean;
-    let ppl_stderr = if var > 0.0 && count > 1 { (var / (count - 1) as f64).sqrt() * ppl } else { 0.0 };
+    let ppl_stderr = if var > 0.0 && count > 1 {
+        (var / (count - 1) as f64).sqrt() * ppl
+    } else {
+        0.0
+    };
     let kl = matches!(kl, KlMode::Compare(_)).then(|| {
         let m = kl_sum / count as f64;
         let v = (kl_sum2 / count as f64 - m * m).max(0.0);
         KlStats {
             mean_kl: m,
-            kl_stderr: if count > 1 { (v / (count - 1) as f64).sqrt() } else { 0.0 },
+            kl_stderr: if count > 1 {
+                (v / (count - 1) as f64).sqrt()
+            } else {
+                0.0
+            },
             max_kl: kl_max,
             top1_agreement: agree as f64 / count as f64,
             base_ppl: (base_nll / count as f64).exp(),
         }
     });
-    Ok(PerplexityResult { n_ctx, n_chunks: n, n_scored: count, ppl, ppl_stderr, chunks, kl })
+    Ok(PerplexityResult {
+        n_ctx,
+        n_chunks: n,
+        n_scored: count,
+        ppl,
+        ppl_stderr,
+        chunks,
+        kl,
+    })
 }

@@ -22,7 +22,14 @@ pub struct SamplerOptions {
 impl Default for SamplerOptions {
     /// ChatGLM3's own chat defaults (temperature 0.8, top-p 0.8).
     fn default() -> Self {
-        SamplerOptions { temperature: 0.8, top_k: 0, top_p: 0.8, repeat_penalty: 1.0, repeat_last_n: 64, seed: 0 }
+        SamplerOptions {
+            temperature: 0.8,
+            top_k: 0,
+            top_p: 0.8,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -47,7 +54,11 @@ impl Sampler {
             for &t in &history[start..] {
                 if seen.insert(t) {
                     if let Some(l) = logits.get_mut(t as usize) {
-                        *l = if *l > 0.0 { *l / o.repeat_penalty } else { *l * o.repeat_penalty };
+                        *l = if *l > 0.0 {
+                            *l / o.repeat_penalty
+                        } else {
+                            *l * o.repeat_penalty
+                        };
                     }
                 }
             }
@@ -55,7 +66,11 @@ impl Sampler {
         if o.temperature <= 0.0 {
             return argmax(&logits);
         }
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / o.temperature)).collect();
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l / o.temperature))
+            .collect();
         cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if o.top_k > 0 {
             cand.truncate(o.top_k);
@@ -106,29 +121,60 @@ mod tests {
 
     #[test]
     fn greedy_picks_argmax_and_penalty_demotes_repeats() {
-        let mut s = Sampler::new(SamplerOptions { temperature: 0.0, repeat_penalty: 1.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerOptions {
+            temperature: 0.0,
+            repeat_penalty: 1.0,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&[0.1, 2.0, 1.9], &[]), 1);
-        let mut s = Sampler::new(SamplerOptions { temperature: 0.0, repeat_penalty: 1.1, ..Default::default() });
+        let mut s = Sampler::new(SamplerOptions {
+            temperature: 0.0,
+            repeat_penalty: 1.1,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&[0.1, 2.0, 1.9], &[1]), 2);
     }
 
     #[test]
     fn top_k_one_is_greedy_and_seed_is_reproducible() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 100) as f32 / 10.0).collect();
-        let mut s = Sampler::new(SamplerOptions { top_k: 1, temperature: 1.0, ..Default::default() });
+        let mut s = Sampler::new(SamplerOptions {
+            top_k: 1,
+            temperature: 1.0,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&logits, &[]), argmax(&logits));
-        let opts = SamplerOptions { temperature: 1.0, top_p: 1.0, seed: 42, ..Default::default() };
-        let a: Vec<u32> = { let mut s = Sampler::new(opts.clone()); (0..20).map(|_| s.sample(&logits, &[])).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(opts); (0..20).map(|_| s.sample(&logits, &[])).collect() };
+        let opts = SamplerOptions {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 42,
+            ..Default::default()
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(opts.clone());
+            (0..20).map(|_| s.sample(&logits, &[])).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(opts);
+            (0..20).map(|_| s.sample(&logits, &[])).collect()
+        };
         assert_eq!(a, b);
-        assert!(a.iter().any(|&t| t != a[0]), "temperature 1 should not be deterministic across draws");
+        assert!(
+            a.iter().any(|&t| t != a[0]),
+            "temperature 1 should not be deterministic across draws"
+        );
     }
 
     #[test]
     fn top_p_keeps_only_the_nucleus() {
         // one token holds ~88% of the mass: top_p 0.5 must always pick it
         let logits = [5.0f32, 3.0, 1.0, 0.0];
-        let mut s = Sampler::new(SamplerOptions { temperature: 1.0, top_p: 0.5, seed: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplerOptions {
+            temperature: 1.0,
+            top_p: 0.5,
+            seed: 1,
+            ..Default::default()
+        });
         assert!((0..50).all(|_| s.sample(&logits, &[]) == 0));
     }
 }

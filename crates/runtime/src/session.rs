@@ -27,7 +27,12 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { n_ctx: 0, n_batch: 512, n_threads: crate::default_threads(), cache_type: CacheType::F16 }
+        SessionOptions {
+            n_ctx: 0,
+            n_batch: 512,
+            n_threads: crate::default_threads(),
+            cache_type: CacheType::F16,
+        }
     }
 }
 
@@ -45,7 +50,11 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     pub fn new(model: &'m Model, opts: &SessionOptions) -> Result<Self, RuntimeError> {
         let hp = &model.hparams;
-        let n_ctx = if opts.n_ctx == 0 { hp.n_ctx_train } else { opts.n_ctx };
+        let n_ctx = if opts.n_ctx == 0 {
+            hp.n_ctx_train
+        } else {
+            opts.n_ctx
+        };
         if n_ctx > hp.n_ctx_train {
             return Err(RuntimeError::Input(format!(
                 "context {n_ctx} exceeds the model's training context {}",
@@ -61,14 +70,30 @@ impl<'m> Session<'m> {
         let specs: Vec<TensorSpec> = (0..hp.n_layer)
             .flat_map(|il| {
                 [
-                    TensorSpec { name: format!("cache_k_l{il}"), ty, ne: vec![n] },
-                    TensorSpec { name: format!("cache_v_l{il}"), ty, ne: vec![n] },
+                    TensorSpec {
+                        name: format!("cache_k_l{il}"),
+                        ty,
+                        ne: vec![n],
+                    },
+                    TensorSpec {
+                        name: format!("cache_v_l{il}"),
+                        ty,
+                        ne: vec![n],
+                    },
                 ]
             })
             .collect();
         let cache = TensorStore::allocate(&backend, &specs)?;
         let alloc = Allocator::new(&backend)?;
-        Ok(Session { model, backend, alloc, cache, n_ctx, n_batch: opts.n_batch.max(1), tokens: Vec::new() })
+        Ok(Session {
+            model,
+            backend,
+            alloc,
+            cache,
+            n_ctx,
+            n_batch: opts.n_batch.max(1),
+            tokens: Vec::new(),
+        })
     }
 
     pub fn model(&self) -> &'m Model {
@@ -110,7 +135,12 @@ impl<'m> Session<'m> {
         if ids.is_empty() {
             return Err(RuntimeError::Input("empty prompt".into()));
         }
-        let common = self.tokens.iter().zip(ids).take_while(|(a, b)| a == b).count();
+        let common = self
+            .tokens
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count();
         self.truncate(common.min(ids.len() - 1));
         let start = self.tokens.len();
         self.eval(&ids[start..], false)
@@ -132,11 +162,22 @@ impl<'m> Session<'m> {
         }
         let n_vocab = self.model.hparams.n_vocab;
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-            return Err(RuntimeError::Input(format!("token id {bad} is outside the vocabulary of {n_vocab}")));
+            return Err(RuntimeError::Input(format!(
+                "token id {bad} is outside the vocabulary of {n_vocab}"
+            )));
         }
-        let mut out = Vec::with_capacity(if all_logits { tokens.len() * n_vocab } else { n_vocab });
+        let mut out = Vec::with_capacity(if all_logits {
+            tokens.len() * n_vocab
+        } else {
+            n_vocab
+        });
         for chunk in tokens.chunks(self.n_batch) {
-            let step = Step { n_past: self.tokens.len(), n_tokens: chunk.len(), n_ctx: self.n_ctx, all_logits };
+            let step = Step {
+                n_past: self.tokens.len(),
+                n_tokens: chunk.len(),
+                n_ctx: self.n_ctx,
+                all_logits,
+            };
             let logits = self.run_step(chunk, step)?;
             if all_logits {
                 out.extend_from_slice(&logits);
@@ -153,20 +194,24 @@ impl<'m> Session<'m> {
         let hp = &model.hparams;
         let weights = model.weights();
         let cache: Vec<LayerCache> = (0..hp.n_layer)
-            .map(|il| LayerCache { k: self.cache.at(2 * il).expect("k"), v: self.cache.at(2 * il + 1).expect("v") })
+            .map(|il| LayerCache {
+                k: self.cache.at(2 * il).expect("k"),
+                v: self.cache.at(2 * il + 1).expect("v"),
+            })
             .collect();
         let backend = &self.backend;
         let max_nodes = 64 + 48 * hp.n_layer;
-        self.alloc.with_graph(max_nodes, |g| -> Result<Vec<f32>, RuntimeError> {
-            let io = build_graph(g, hp, &weights, &cache, step)?;
-            g.allocate()?;
-            let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-            let (pos, mask) = step_inputs(step);
-            g.set_i32(io.tokens, &ids)?;
-            g.set_i32(io.rope_pos, &pos)?;
-            g.set_f32(io.mask, &mask)?;
-            g.compute(backend)?;
-            Ok(g.read_f32(io.logits)?)
-        })
+        self.alloc
+            .with_graph(max_nodes, |g| -> Result<Vec<f32>, RuntimeError> {
+                let io = build_graph(g, hp, &weights, &cache, step)?;
+                g.allocate()?;
+                let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
+                let (pos, mask) = step_inputs(step);
+                g.set_i32(io.tokens, &ids)?;
+                g.set_i32(io.rope_pos, &pos)?;
+                g.set_f32(io.mask, &mask)?;
+                g.compute(backend)?;
+                Ok(g.read_f32(io.logits)?)
+            })
     }
 }

@@ -2,23 +2,35 @@
 //! tools/make_tiny_model.py into tests/fixtures/tiny-chatglm3): per-position logits, perplexity
 //! by llama.cpp's method, and greedy continuations, for f32/f16/q8_0/q4_0 GGUF conversions.
 
+use gguf::GgmlType;
 use glm_convert::{convert, ConvertOptions, TypePolicy};
 use glm_runtime::perplexity::{perplexity, KlMode};
 use glm_runtime::sampler::argmax;
 use glm_runtime::{CacheType, Model, Session, SessionOptions};
-use gguf::GgmlType;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tiny-chatglm3");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/tiny-chatglm3"
+);
 
 fn reference() -> &'static serde_json::Value {
     static R: OnceLock<serde_json::Value> = OnceLock::new();
-    R.get_or_init(|| serde_json::from_str(&std::fs::read_to_string(Path::new(FIXTURE).join("reference.json")).unwrap()).unwrap())
+    R.get_or_init(|| {
+        serde_json::from_str(
+            &std::fs::read_to_string(Path::new(FIXTURE).join("reference.json")).unwrap(),
+        )
+        .unwrap()
+    })
 }
 
 fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 /// Converts the fixture once per type into a directory shared by the tests of this binary.
@@ -29,14 +41,24 @@ fn gguf(ty: GgmlType) -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = LOCK.lock().unwrap();
     if !out.exists() {
-        let opts = ConvertOptions { policy: TypePolicy::new(ty), overwrite: false, cancel: None, progress: &|_| {} };
+        let opts = ConvertOptions {
+            policy: TypePolicy::new(ty),
+            overwrite: false,
+            cancel: None,
+            progress: &|_| {},
+        };
         convert(Path::new(FIXTURE), &out, &opts).unwrap();
     }
     out
 }
 
 fn session_opts(cache: CacheType, n_ctx: usize) -> SessionOptions {
-    SessionOptions { n_ctx, n_batch: 512, n_threads: 2, cache_type: cache }
+    SessionOptions {
+        n_ctx,
+        n_batch: 512,
+        n_threads: 2,
+        cache_type: cache,
+    }
 }
 
 fn ppl(ty: GgmlType, cache: CacheType) -> f64 {
@@ -46,17 +68,30 @@ fn ppl(ty: GgmlType, cache: CacheType) -> f64 {
     let mut s = Session::new(&model, &session_opts(cache, n_ctx)).unwrap();
     let text = std::fs::read_to_string(Path::new(FIXTURE).join("heldout.txt")).unwrap();
     let tokens = model.tokenizer.encode(&text).unwrap();
-    assert_eq!(tokens, ids(&reference()["heldout_ids"]), "held-out text tokenizes differently from sentencepiece");
+    assert_eq!(
+        tokens,
+        ids(&reference()["heldout_ids"]),
+        "held-out text tokenizes differently from sentencepiece"
+    );
     let res = perplexity(&mut s, &tokens, n_ctx, None, KlMode::None, |_, _| {}).unwrap();
     assert_eq!(res.n_chunks as u64, r["n_chunks"].as_u64().unwrap());
     assert_eq!(res.n_scored as u64, r["n_scored"].as_u64().unwrap());
     if ty == GgmlType::F32 {
         for (c, want) in res.chunks.iter().zip(r["ppl_running"].as_array().unwrap()) {
             let want = want.as_f64().unwrap();
-            assert!(rel(c.ppl_running, want) < 5e-5, "chunk {}: {} vs {want}", c.index, c.ppl_running);
+            assert!(
+                rel(c.ppl_running, want) < 5e-5,
+                "chunk {}: {} vs {want}",
+                c.index,
+                c.ppl_running
+            );
         }
         let want_err = r["ppl_stderr"].as_f64().unwrap();
-        assert!(rel(res.ppl_stderr, want_err) < 1e-4, "stderr {} vs {want_err}", res.ppl_stderr);
+        assert!(
+            rel(res.ppl_stderr, want_err) < 1e-4,
+            "stderr {} vs {want_err}",
+            res.ppl_stderr
+        );
     }
     res.ppl
 }
@@ -70,20 +105,37 @@ fn f32_logits_match_transformers() {
     let model = Model::load(&gguf(GgmlType::F32)).unwrap();
     let prompt = ids(&reference()["prompt_ids"]);
     let bytes = std::fs::read(Path::new(FIXTURE).join("reference_logits.bin")).unwrap();
-    let want: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let want: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let n_vocab = model.hparams.n_vocab;
     assert_eq!(want.len(), prompt.len() * n_vocab);
     for batch in [512, 5] {
         // one batch, and several batches of 5 (exercises the KV cache across graphs)
-        let mut s = Session::new(&model, &SessionOptions { n_batch: batch, ..session_opts(CacheType::F32, 64) }).unwrap();
+        let mut s = Session::new(
+            &model,
+            &SessionOptions {
+                n_batch: batch,
+                ..session_opts(CacheType::F32, 64)
+            },
+        )
+        .unwrap();
         let got = s.eval(&prompt, true).unwrap();
         let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
         eprintln!("f32 logits, batch {batch}: max abs error {err:.3e} (max |logit| {scale:.2})");
         // ggml's CPU SiLU and softmax go through f16 lookup tables (~1e-4 of the logit range).
         assert!(err <= 2e-4 * scale, "max abs error {err} vs scale {scale}");
         for p in 0..prompt.len() {
-            assert_eq!(argmax(&got[p * n_vocab..(p + 1) * n_vocab]), argmax(&want[p * n_vocab..(p + 1) * n_vocab]), "position {p}");
+            assert_eq!(
+                argmax(&got[p * n_vocab..(p + 1) * n_vocab]),
+                argmax(&want[p * n_vocab..(p + 1) * n_vocab]),
+                "position {p}"
+            );
         }
     }
 }
@@ -107,12 +159,21 @@ fn perplexity_matches_transformers() {
 fn greedy_continuations_match_transformers() {
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0] {
         let model = Model::load(&gguf(ty)).unwrap();
-        let cache = if ty == GgmlType::F32 { CacheType::F32 } else { CacheType::F16 };
+        let cache = if ty == GgmlType::F32 {
+            CacheType::F32
+        } else {
+            CacheType::F16
+        };
         for case in reference()["greedy"].as_array().unwrap() {
             let mut s = Session::new(&model, &session_opts(cache, 128)).unwrap();
             let prompt = ids(&case["prompt_ids"]);
             let want = ids(&case["new_ids"]);
-            let margins: Vec<f64> = case["top1_top2_margin"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+            let margins: Vec<f64> = case["top1_top2_margin"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m.as_f64().unwrap())
+                .collect();
             let mut logits = s.eval(&prompt, false).unwrap();
             let mut got = Vec::new();
             for _ in 0..want.len() {
@@ -131,7 +192,10 @@ fn greedy_continuations_match_transformers() {
             assert_eq!(&got[..n], &want[..n], "{ty} greedy case {}", case["name"]);
             if ty == GgmlType::F32 {
                 assert_eq!(n, want.len());
-                assert_eq!(model.tokenizer.decode(&got).unwrap(), case["new_text"].as_str().unwrap());
+                assert_eq!(
+                    model.tokenizer.decode(&got).unwrap(),
+                    case["new_text"].as_str().unwrap()
+                );
             }
         }
     }

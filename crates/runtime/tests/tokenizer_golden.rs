@@ -261,14 +261,22 @@ fn tiny_fixture() {
     // Special ids (sp_size + index) and the prompts of tools/make_tiny_model.py.
     if let Some(special) = r["special_ids"].as_object() {
         for (name, id) in special {
-            assert_eq!(tok.token_id(name), Some(id.as_u64().unwrap() as u32), "{name}");
+            assert_eq!(
+                tok.token_id(name),
+                Some(id.as_u64().unwrap() as u32),
+                "{name}"
+            );
         }
     }
     if let (Some(text), Some(ids)) = (r["prompt_text"].as_str(), r.get("prompt_ids")) {
         assert_eq!(tok.encode(text).unwrap(), ids_of(ids), "prompt_ids");
     }
     let sp_size = r["sp_vocab_size"].as_u64().map(|n| n as u32);
-    for g in r["greedy"].as_array().map(Vec::as_slice).unwrap_or_default() {
+    for g in r["greedy"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
         let name = g["name"].as_str().unwrap_or_default();
         let messages = match name {
             "chat_user" => vec![Message::user("你好, tell me a fortune.")],
@@ -280,11 +288,22 @@ fn tiny_fixture() {
             ],
             _ => continue,
         };
-        assert_eq!(build_chat_ids(&tok, &messages).unwrap(), ids_of(&g["prompt_ids"]), "greedy {name}");
+        assert_eq!(
+            build_chat_ids(&tok, &messages).unwrap(),
+            ids_of(&g["prompt_ids"]),
+            "greedy {name}"
+        );
         // new_text = sp.decode of the new ids below sp_size
         if let (Some(sp_size), Some(new_text)) = (sp_size, g["new_text"].as_str()) {
-            let new: Vec<u32> = ids_of(&g["new_ids"]).into_iter().filter(|&i| i < sp_size).collect();
-            assert_eq!(tok.decode(&new).unwrap(), new_text, "greedy {name} new_text");
+            let new: Vec<u32> = ids_of(&g["new_ids"])
+                .into_iter()
+                .filter(|&i| i < sp_size)
+                .collect();
+            assert_eq!(
+                tok.decode(&new).unwrap(),
+                new_text,
+                "greedy {name} new_text"
+            );
         }
     }
 }

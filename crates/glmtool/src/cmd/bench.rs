@@ -25,7 +25,11 @@ pub struct Args {
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
     let m = v.iter().sum::<f64>() / v.len() as f64;
-    let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64 } else { 0.0 };
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64
+    } else {
+        0.0
+    };
     (m, var.sqrt())
 }
 
@@ -40,12 +44,17 @@ pub fn run(a: Args) -> Result<()> {
         opts.n_ctx = need.min(model.hparams.n_ctx_train);
     }
     if need > opts.n_ctx {
-        bail!("the tests need {need} tokens of context; -c is {}", opts.n_ctx);
+        bail!(
+            "the tests need {need} tokens of context; -c is {}",
+            opts.n_ctx
+        );
     }
     let mut session = Session::new(&model, &opts)?;
     let n_vocab = model.hparams.n_vocab as u32;
     // Deterministic pseudo-random tokens from the normal part of the vocabulary.
-    let tokens: Vec<u32> = (0..need as u64).map(|i| ((i * 2654435761 + 12345) % (n_vocab as u64 / 2)) as u32 + 3).collect();
+    let tokens: Vec<u32> = (0..need as u64)
+        .map(|i| ((i * 2654435761 + 12345) % (n_vocab as u64 / 2)) as u32 + 3)
+        .collect();
     let mut rows = Vec::new();
     // warm-up (page in the weights, size the compute buffer)
     session.reset();

@@ -31,8 +31,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let bpw = n_bytes as f64 * 8.0 / n_params.max(1) as f64;
     if a.json {
-        let md: serde_json::Map<String, serde_json::Value> =
-            f.metadata.iter().map(|(k, v)| (k.clone(), value_json(v))).collect();
+        let md: serde_json::Map<String, serde_json::Value> = f
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), value_json(v)))
+            .collect();
         let mut out = serde_json::json!({
             "file": a.model.display().to_string(),
             "version": f.version,
@@ -53,18 +56,36 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{}: GGUF v{}, {} metadata keys, {} tensors", a.model.display(), f.version, f.metadata.len(), f.tensors.len());
+    println!(
+        "{}: GGUF v{}, {} metadata keys, {} tensors",
+        a.model.display(),
+        f.version,
+        f.metadata.len(),
+        f.tensors.len()
+    );
     for (k, v) in &f.metadata {
         println!("  {k:<44} = {v}");
     }
     println!("tensors by type:");
     for (ty, (n, p, b)) in &by_type {
-        println!("  {ty:<6} {n:>5} tensors {p:>14} params {:>12}", crate::progress::size(*b));
+        println!(
+            "  {ty:<6} {n:>5} tensors {p:>14} params {:>12}",
+            crate::progress::size(*b)
+        );
     }
-    println!("total: {n_params} params, {}, {bpw:.2} bits per weight", crate::progress::size(n_bytes));
+    println!(
+        "total: {n_params} params, {}, {bpw:.2} bits per weight",
+        crate::progress::size(n_bytes)
+    );
     if a.tensors {
         for t in &f.tensors {
-            println!("  {:<32} {:<6} {:<24} offset {}", t.name, t.ty.name(), format!("{:?}", t.dims), t.offset);
+            println!(
+                "  {:<32} {:<6} {:<24} offset {}",
+                t.name,
+                t.ty.name(),
+                format!("{:?}", t.dims),
+                t.offset
+            );
         }
     }
     Ok(())

@@ -36,8 +36,13 @@ pub struct Args {
 
 pub fn run(mut a: Args) -> Result<()> {
     let bytes = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 (byte {})", a.file.display(), e.utf8_error().valid_up_to()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not valid UTF-8 (byte {})",
+            a.file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     if text.trim().is_empty() {
         bail!("{}: the text is empty", a.file.display());
     }
@@ -63,22 +68,30 @@ pub fn run(mut a: Args) -> Result<()> {
     let kl = match (&a.kl_base, a.kl) {
         (None, _) => KlMode::None,
         (Some(p), false) => {
-            out_file = BufWriter::new(File::create(p).with_context(|| format!("creating {}", p.display()))?);
+            out_file = BufWriter::new(
+                File::create(p).with_context(|| format!("creating {}", p.display()))?,
+            );
             KlMode::Save(&mut out_file)
         }
         (Some(p), true) => {
-            in_file = BufReader::new(File::open(p).with_context(|| format!("opening {}", p.display()))?);
+            in_file =
+                BufReader::new(File::open(p).with_context(|| format!("opening {}", p.display()))?);
             KlMode::Compare(&mut in_file)
         }
     };
     eprintln!(
         "perplexity: {} tokens, {} chunks of {n_ctx} (scoring positions {}..{})",
         tokens.len(),
-        a.chunks.map_or(tokens.len() / n_ctx, |c| c.min(tokens.len() / n_ctx)),
+        a.chunks
+            .map_or(tokens.len() / n_ctx, |c| c.min(tokens.len() / n_ctx)),
         n_ctx / 2,
         n_ctx - 2
     );
-    let pb = progress::bar(0, a.quiet, "[{elapsed_precise}] {wide_bar} {pos}/{len} chunks {msg}");
+    let pb = progress::bar(
+        0,
+        a.quiet,
+        "[{elapsed_precise}] {wide_bar} {pos}/{len} chunks {msg}",
+    );
     let mut line = String::new();
     let r = perplexity(&mut session, &tokens, n_ctx, a.chunks, kl, |c, n| {
         pb.set_length(n as u64);

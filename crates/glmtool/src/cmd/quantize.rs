@@ -20,7 +20,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let pb = progress::bar(0, a.types.quiet, "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}");
+    let pb = progress::bar(
+        0,
+        a.types.quiet,
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+    );
     let on_progress = |p: Progress| match p {
         Progress::Start { total_bytes, .. } => pb.set_length(total_bytes),
         Progress::Tensor { name, ty, bytes_in } => {

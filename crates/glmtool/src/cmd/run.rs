@@ -51,7 +51,12 @@ struct ReplyPrinter {
 
 impl ReplyPrinter {
     fn new(raw: bool) -> Self {
-        ReplyPrinter { raw, in_content: raw, started: false, metadata: String::new() }
+        ReplyPrinter {
+            raw,
+            in_content: raw,
+            started: false,
+            metadata: String::new(),
+        }
     }
     /// Returns the part of `text` to show.
     fn feed<'a>(&mut self, mut text: &'a str) -> &'a str {
@@ -82,7 +87,9 @@ impl ReplyPrinter {
 /// Splits a decoded ChatGLM3 reply into (metadata, content) like THUDM's `process_response`.
 pub fn split_reply(text: &str) -> (String, String) {
     match text.split_once('\n') {
-        Some((meta, content)) if meta.trim().is_empty() => (String::new(), content.trim().to_string()),
+        Some((meta, content)) if meta.trim().is_empty() => {
+            (String::new(), content.trim().to_string())
+        }
         Some((meta, content)) => (meta.trim().to_string(), content.to_string()),
         None => (String::new(), text.trim().to_string()),
     }
@@ -129,20 +136,40 @@ pub fn run(a: Args) -> Result<()> {
 fn read_prompt_file(f: &PathBuf) -> Result<String> {
     let mut bytes = Vec::new();
     if f.as_os_str() == "-" {
-        std::io::stdin().read_to_end(&mut bytes).context("reading the prompt from standard input")?;
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading the prompt from standard input")?;
     } else {
         bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
     }
     String::from_utf8(bytes).map_err(|e| {
-        anyhow::anyhow!("{}: not valid UTF-8 (byte {})", if f.as_os_str() == "-" { "standard input".into() } else { f.display().to_string() }, e.utf8_error().valid_up_to())
+        anyhow::anyhow!(
+            "{}: not valid UTF-8 (byte {})",
+            if f.as_os_str() == "-" {
+                "standard input".into()
+            } else {
+                f.display().to_string()
+            },
+            e.utf8_error().valid_up_to()
+        )
     })
 }
 
 fn prompt_ids(a: &Args, model: &Model, messages: &[Message], raw_text: &str) -> Result<Vec<u32>> {
-    Ok(if a.raw { model.tokenizer.encode(raw_text)? } else { build_chat_ids(&model.tokenizer, messages)? })
+    Ok(if a.raw {
+        model.tokenizer.encode(raw_text)?
+    } else {
+        build_chat_ids(&model.tokenizer, messages)?
+    })
 }
 
-fn one_shot(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sampler, prompt: &str) -> Result<()> {
+fn one_shot(
+    a: &Args,
+    model: &Model,
+    session: &mut Session,
+    sampler: &mut Sampler,
+    prompt: &str,
+) -> Result<()> {
     let mut messages = Vec::new();
     if let Some(s) = &a.system {
         messages.push(Message::new(Role::System, s.clone()));
@@ -152,7 +179,11 @@ fn one_shot(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sample
     if ids.is_empty() {
         bail!("the prompt is empty");
     }
-    let stops = if a.raw { vec![model.tokenizer.special().eos] } else { stop_ids(&model.tokenizer) };
+    let stops = if a.raw {
+        vec![model.tokenizer.special().eos]
+    } else {
+        stop_ids(&model.tokenizer)
+    };
     let n = max_new(a, session, ids.len());
     let mut out = std::io::stdout().lock();
     let mut dec = model.tokenizer.stream_decoder();
@@ -175,7 +206,11 @@ fn one_shot(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sample
     }
     let text = model.tokenizer.decode(&g.ids)?;
     if a.json {
-        let (metadata, content) = if a.raw { (String::new(), text.clone()) } else { split_reply(&text) };
+        let (metadata, content) = if a.raw {
+            (String::new(), text.clone())
+        } else {
+            split_reply(&text)
+        };
         let obj = serde_json::json!({
             "prompt_ids": ids,
             "ids": g.ids,
@@ -207,7 +242,10 @@ fn stop_name(g: &Generated, model: &Model) -> String {
 fn print_stats(model: &Model, g: &Generated) {
     let s = &g.stats;
     eprintln!();
-    eprintln!("load time   = {:10.2} ms", model.load_time.as_secs_f64() * 1e3);
+    eprintln!(
+        "load time   = {:10.2} ms",
+        model.load_time.as_secs_f64() * 1e3
+    );
     eprintln!(
         "prompt eval = {:10.2} ms / {:5} tokens ({:8.2} tokens per second; {} from cache)",
         s.prompt_seconds * 1e3,
@@ -223,12 +261,20 @@ fn print_stats(model: &Model, g: &Generated) {
     );
 }
 
-fn interactive(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sampler) -> Result<()> {
+fn interactive(
+    a: &Args,
+    model: &Model,
+    session: &mut Session,
+    sampler: &mut Sampler,
+) -> Result<()> {
     let mut rl = rustyline::DefaultEditor::new()?;
     let mut system = a.system.clone();
     let mut turns: Vec<(Message, Message)> = Vec::new();
     let stops = stop_ids(&model.tokenizer);
-    eprintln!("glmtool chat with {} — /clear, /system TEXT, /exit; Ctrl-C stops a reply, Ctrl-D quits", model.name);
+    eprintln!(
+        "glmtool chat with {} — /clear, /system TEXT, /exit; Ctrl-C stops a reply, Ctrl-D quits",
+        model.name
+    );
     loop {
         let line = match rl.readline("> ") {
             Ok(l) => l,
@@ -241,7 +287,10 @@ fn interactive(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sam
             continue;
         }
         let _ = rl.add_history_entry(line);
-        match line.split_once(' ').map_or((line, ""), |(c, r)| (c, r.trim())) {
+        match line
+            .split_once(' ')
+            .map_or((line, ""), |(c, r)| (c, r.trim()))
+        {
             ("/exit", _) | ("/quit", _) => break,
             ("/clear", _) => {
                 turns.clear();
@@ -251,17 +300,27 @@ fn interactive(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sam
             ("/system", text) => {
                 system = (!text.is_empty()).then(|| text.to_string());
                 turns.clear();
-                eprintln!("(system message {}; history cleared)", if system.is_some() { "set" } else { "removed" });
+                eprintln!(
+                    "(system message {}; history cleared)",
+                    if system.is_some() { "set" } else { "removed" }
+                );
                 continue;
             }
             _ => {}
         }
         let user = Message::new(Role::User, line.to_string());
         // Fit the history: drop the oldest whole turns (the system message stays).
-        let reserve = if a.n_predict < 0 { 256.min(session.n_ctx() / 4) } else { a.n_predict as usize };
+        let reserve = if a.n_predict < 0 {
+            256.min(session.n_ctx() / 4)
+        } else {
+            a.n_predict as usize
+        };
         let mut dropped = 0;
         let ids = loop {
-            let mut messages: Vec<Message> = system.iter().map(|s| Message::new(Role::System, s.clone())).collect();
+            let mut messages: Vec<Message> = system
+                .iter()
+                .map(|s| Message::new(Role::System, s.clone()))
+                .collect();
             for (u, r) in &turns {
                 messages.push(u.clone());
                 messages.push(r.clone());
@@ -275,10 +334,17 @@ fn interactive(a: &Args, model: &Model, session: &mut Session, sampler: &mut Sam
             dropped += 1;
         };
         if dropped > 0 {
-            eprintln!("(context full: dropped the {dropped} oldest turn{})", if dropped == 1 { "" } else { "s" });
+            eprintln!(
+                "(context full: dropped the {dropped} oldest turn{})",
+                if dropped == 1 { "" } else { "s" }
+            );
         }
         if ids.len() >= session.n_ctx() {
-            eprintln!("error: this message is {} tokens; the context holds {} (use a larger -c)", ids.len(), session.n_ctx());
+            eprintln!(
+                "error: this message is {} tokens; the context holds {} (use a larger -c)",
+                ids.len(),
+                session.n_ctx()
+            );
             continue;
         }
         INTERRUPTED.store(false, Ordering::SeqCst);
@@ -313,9 +379,15 @@ mod tests {
     #[test]
     fn printer_hides_metadata_line_and_leading_space() {
         let mut p = ReplyPrinter::new(false);
-        let shown: String = [" ", "\n", " Hel", "lo\n", "world"].iter().map(|s| p.feed(s).to_string()).collect();
+        let shown: String = [" ", "\n", " Hel", "lo\n", "world"]
+            .iter()
+            .map(|s| p.feed(s).to_string())
+            .collect();
         assert_eq!(shown, "Hello\nworld");
         assert_eq!(split_reply(" \n Hello "), (String::new(), "Hello".into()));
-        assert_eq!(split_reply("get_weather\n```python\ntool_call(city='x')\n```").0, "get_weather");
+        assert_eq!(
+            split_reply("get_weather\n```python\ntool_call(city='x')\n```").0,
+            "get_weather"
+        );
     }
 }

@@ -32,7 +32,8 @@ pub fn run(a: Args) -> Result<()> {
 
 /// Reads a ChatGLM3 message list (the golden_chat.json / `--chat` format).
 pub fn read_messages(path: &PathBuf) -> Result<Vec<Message>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| {
         format!("{}: expected a JSON array of messages {{\"role\", \"content\", \"metadata\"?, \"tools\"?}}", path.display())
     })
