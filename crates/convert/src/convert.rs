@@ -7,7 +7,9 @@ use crate::policy::TypePolicy;
 use crate::spm::{chatglm3_vocab, GgufVocab, SpmModel};
 use crate::{quant, ConvertError, Progress, Summary};
 use gguf::{names, AtomicFile, GgmlType, GgufWriter, TensorDecl, Value};
+use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
 use half::{bf16, f16};
+use rayon::prelude::*;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -151,7 +153,6 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         total_bytes: ckpt.total_bytes(),
     });
     let mut n_params = 0u64;
-    let mut buf = Vec::new();
     let mut qbuf = Vec::new();
     for ((name, hf, _), decl) in expected.iter().zip(&decls) {
         let src = ckpt.get(hf).expect("validated above");
@@ -165,7 +166,6 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
             decl.ty,
             ncols,
             opts.cancel,
-            &mut buf,
             &mut qbuf,
         )
         .map_err(|e| e.in_tensor(name))?;
@@ -203,7 +203,6 @@ fn file_name(p: &Path) -> String {
 const CHUNK_ELEMS: usize = 1 << 22;
 
 /// Converts `src` (rows of `ncols` elements of `dtype`) to `ty` and streams it into the writer.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_converted<W: std::io::Write>(
     w: &mut GgufWriter<W>,
     src: &[u8],
@@ -211,7 +210,6 @@ pub(crate) fn write_converted<W: std::io::Write>(
     ty: GgmlType,
     ncols: usize,
     cancel: Option<&AtomicBool>,
-    buf: &mut Vec<f32>,
     qbuf: &mut Vec<u8>,
 ) -> Result<(), ConvertError> {
     // Same type in and out: copy the bytes.
@@ -224,13 +222,27 @@ pub(crate) fn write_converted<W: std::io::Write>(
         }
         return Ok(());
     }
+    // Decode and quantize in parallel, a few hundred KB of input per task, in output order.
     let es = dtype.size();
+    let row_out = ty
+        .row_bytes(ncols as u64)
+        .expect("policy picks whole-block types") as usize;
     let rows_per_chunk = (CHUNK_ELEMS / ncols).max(1);
+    let rows_per_task = ((1usize << 16) / ncols).max(1);
     for chunk in src.chunks(rows_per_chunk * ncols * es) {
         check_cancel(cancel)?;
-        to_f32(chunk, dtype, buf);
+        let rows = chunk.len() / (ncols * es);
         qbuf.clear();
-        quant::quantize_rows_par(ty, buf, ncols, qbuf)?;
+        qbuf.resize(rows * row_out, 0);
+        qbuf.par_chunks_mut(rows_per_task * row_out)
+            .zip(chunk.par_chunks(rows_per_task * ncols * es))
+            .try_for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(bits, floats), (out, inp)| {
+                    to_f32(inp, dtype, bits, floats);
+                    quant::quantize_rows_into(ty, floats, ncols, out)
+                },
+            )?;
         w.write_data(qbuf)?;
     }
     Ok(())
@@ -243,8 +255,9 @@ fn check_cancel(cancel: Option<&AtomicBool>) -> Result<(), ConvertError> {
     }
 }
 
-/// Decodes little-endian f32/f16/bf16 bytes into `out` (cleared first).
-pub(crate) fn to_f32(bytes: &[u8], dtype: SrcDtype, out: &mut Vec<f32>) {
+/// Decodes little-endian f32/f16/bf16 bytes into `out` (`bits` is scratch space). The f16 path
+/// goes through `half`'s slice conversion, which uses the CPU's F16C instructions when present.
+pub(crate) fn to_f32(bytes: &[u8], dtype: SrcDtype, bits: &mut Vec<u16>, out: &mut Vec<f32>) {
     out.clear();
     match dtype {
         SrcDtype::F32 => out.extend(
@@ -252,15 +265,19 @@ pub(crate) fn to_f32(bytes: &[u8], dtype: SrcDtype, out: &mut Vec<f32>) {
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         ),
-        SrcDtype::F16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        SrcDtype::BF16 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
+        SrcDtype::F16 | SrcDtype::BF16 => {
+            bits.clear();
+            bits.extend(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]])),
+            );
+            out.resize(bits.len(), 0.0);
+            if dtype == SrcDtype::F16 {
+                bits.reinterpret_cast::<f16>().convert_to_f32_slice(out);
+            } else {
+                bits.reinterpret_cast::<bf16>().convert_to_f32_slice(out);
+            }
+        }
     }
 }

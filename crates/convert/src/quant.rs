@@ -77,6 +77,12 @@ pub enum QuantError {
         len: usize,
         ncols: usize,
     },
+    #[error("{ty}: output buffer of {got} bytes, {want} needed")]
+    OutputSize {
+        ty: GgmlType,
+        got: usize,
+        want: usize,
+    },
     #[error("{ty}: {n} elements are not a multiple of the {block}-element block")]
     CountNotBlockMultiple {
         ty: GgmlType,
@@ -134,6 +140,30 @@ pub fn quantize_rows(
     let start = dst.len();
     dst.resize(start + src.len() / ncols * row_bytes, 0);
     encode(ty, src, &mut dst[start..]);
+    Ok(())
+}
+
+/// Quantizes whole rows into `out`, which must be exactly their encoded size.
+pub fn quantize_rows_into(
+    ty: GgmlType,
+    src: &[f32],
+    ncols: usize,
+    out: &mut [u8],
+) -> Result<(), QuantError> {
+    let row_bytes = check_rows(ty, src.len(), ncols)?;
+    let want = if ncols == 0 {
+        0
+    } else {
+        src.len() / ncols * row_bytes
+    };
+    if out.len() != want {
+        return Err(QuantError::OutputSize {
+            ty,
+            got: out.len(),
+            want,
+        });
+    }
+    encode(ty, src, out);
     Ok(())
 }
 
