@@ -9,8 +9,9 @@
 //! * f32 -> f16 is round-to-nearest-even (ggml uses the F16C `vcvtps2ph` instruction, imm 0);
 //!   overflow gives ±inf, like the hardware.
 //! * GCC contracts `x0 = x*id; (int8_t)(x0 + 8.5f)` into one fused multiply-add, so q4_0/q5_0
-//!   (and `(x - min)*id + 0.5f` in q4_1/q5_1) round only once. We reproduce that with an exact
-//!   f64 product (see [`fused`]).
+//!   (and `(x - min)*id + 0.5f` in q4_1/q5_1) round only once. We compute the unfused f32 value
+//!   and redo, exactly in f64 (`fused`), the rare blocks where some element lands within 2^-16
+//!   of an integer, the only place where the two can truncate differently (see `quants`).
 //! * float -> int8 casts are `cvttps2dq` followed by keeping the low byte: NaN / out-of-range
 //!   give `i32::MIN` (low byte 0), and `MIN(15, ...)` is a *signed* byte minimum.
 //! * q8_0 uses `roundf` (ties away from zero), not round-to-even.
@@ -455,41 +456,48 @@ fn q8_0_block(x: &[f32; QK], out: &mut [u8; 34]) {
     }
 }
 
-/// Quants of q4_0 / q5_0: `MIN(hi, (int8_t)(x*id + bias))`, the multiply-add fused.
-#[inline(always)]
-fn q_sym(x: &[f32; QK], amax: f32, id: f32, bias: f32, hi: f32) -> [u8; QK] {
-    let mut q = [0u8; QK];
-    if amax < f32::INFINITY && id.abs() < f32::INFINITY {
-        for i in 0..QK {
-            let r = fused(x[i], id, bias);
-            q[i] = floor_int(if r < hi { r } else { hi }) as u8;
-        }
-    } else {
-        for i in 0..QK {
-            q[i] = (cvtt(fused(x[i], id, bias)) as i8).min(hi as i8) as u8;
-        }
-    }
-    q
-}
+/// Distance from an integer below which the unfused fast path hands a block to the exact one.
+const NEAR: f32 = 1.0 / 65536.0;
 
-/// Quants of q4_1 / q5_1: `(x - min)*id + 0.5`, fused, truncated; clamped to 15 for q4_1
-/// (`MIN(15, (int8_t)...)`), not clamped for q5_1 (`(uint8_t)...`).
+/// The q4/q5 quants: t = `cvtt(fmaf(x - sub, id, bias))` (ggml's `x0 = (x - min)*id;
+/// (int8_t)(x0 + bias)`, contracted by GCC), then `MIN(hi, (int8_t)t)` when `hi` is given, the
+/// low byte of t otherwise. `sub` is 0.0 for q4_0/q5_0 (x - 0.0 == x exactly).
+///
+/// Fast path (inputs and `id` finite, see above): the arguments are in (0, 34), so floor == trunc,
+/// and the unfused f32 `fl(fl(a*id) + bias)` is within 3 * 2^-19 of the fused result (three
+/// half-ulps of values below 64). Their floors can only differ when the unfused value is that
+/// close to an integer; such blocks (about 1 in 1000) are redone with the exact f64 [`fused`].
 #[inline(always)]
-fn q_asym(x: &[f32; QK], min: f32, range: f32, id: f32, clamp: Option<f32>) -> [u8; QK] {
+fn quants(x: &[f32; QK], sub: f32, id: f32, bias: f32, hi: Option<u8>, fast: bool) -> [u8; QK] {
     let mut q = [0u8; QK];
-    if range < f32::INFINITY && id < f32::INFINITY {
-        let hi = clamp.unwrap_or(f32::MAX);
+    if !fast {
         for i in 0..QK {
-            let r = fused(x[i] - min, id, 0.5);
-            q[i] = floor_int(if r < hi { r } else { hi }) as u8;
-        }
-    } else {
-        for i in 0..QK {
-            let t = cvtt(fused(x[i] - min, id, 0.5));
-            q[i] = match clamp {
-                Some(hi) => (t as i8).min(hi as i8) as u8,
+            let t = cvtt(fused(x[i] - sub, id, bias));
+            q[i] = match hi {
+                Some(h) => (t as i8).min(h as i8) as u8,
                 None => t as u8,
             };
+        }
+        return q;
+    }
+    let mut near = false;
+    for i in 0..QK {
+        let r = (x[i] - sub) * id + bias; // two roundings: Rust never contracts
+        let t = r + MAGIC;
+        let n = t - MAGIC; // r rounded to nearest
+        let k = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32) - (n > r) as i32;
+        q[i] = k as u8;
+        near |= (r - n).abs() < NEAR;
+    }
+    if near {
+        for i in 0..QK {
+            q[i] = floor_int(fused(x[i] - sub, id, bias)) as u8;
+        }
+    }
+    if let Some(h) = hi {
+        // Values are 0..=33 here, so the unsigned minimum equals ggml's signed one.
+        for v in q.iter_mut() {
+            *v = (*v).min(h);
         }
     }
     q
@@ -500,7 +508,14 @@ fn q4_0_block(x: &[f32; QK], out: &mut [u8; 18]) {
     let amax = abs_max(x);
     let d = first_absmax(x, amax) / -8.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = q_sym(x, amax, id, 8.5, 15.0);
+    let q = quants(
+        x,
+        0.0,
+        id,
+        8.5,
+        Some(15),
+        amax < f32::INFINITY && id.abs() < f32::INFINITY,
+    );
     put_f16(&mut out[0..2], d);
     pack4(&q, &mut out[2..18]);
 }
@@ -511,7 +526,14 @@ fn q4_1_block(x: &[f32; QK], out: &mut [u8; 20]) {
     let range = max - min;
     let d = range / 15.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = q_asym(x, min, range, id, Some(15.0));
+    let q = quants(
+        x,
+        min,
+        id,
+        0.5,
+        Some(15),
+        range < f32::INFINITY && id < f32::INFINITY,
+    );
     put_f16(&mut out[0..2], d);
     put_f16(&mut out[2..4], min);
     pack4(&q, &mut out[4..20]);
@@ -522,7 +544,14 @@ fn q5_0_block(x: &[f32; QK], out: &mut [u8; 22]) {
     let amax = abs_max(x);
     let d = first_absmax(x, amax) / -16.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = q_sym(x, amax, id, 16.5, 31.0);
+    let q = quants(
+        x,
+        0.0,
+        id,
+        16.5,
+        Some(31),
+        amax < f32::INFINITY && id.abs() < f32::INFINITY,
+    );
     put_f16(&mut out[0..2], d);
     pack5(&q, &mut out[2..22]);
 }
@@ -533,7 +562,14 @@ fn q5_1_block(x: &[f32; QK], out: &mut [u8; 24]) {
     let range = max - min;
     let d = range / 31.0;
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    let q = q_asym(x, min, range, id, None);
+    let q = quants(
+        x,
+        min,
+        id,
+        0.5,
+        None,
+        range < f32::INFINITY && id < f32::INFINITY,
+    );
     put_f16(&mut out[0..2], d);
     put_f16(&mut out[2..4], min);
     pack5(&q, &mut out[4..24]);
@@ -713,6 +749,68 @@ fn unpack5(b: &[u8]) -> [u8; QK] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The general (cvtt-emulating, f64-fused) path and the fast path must agree wherever the
+    /// fast one is taken; the ggml comparison tests only reach the general one on non-finite
+    /// blocks, where both give 0.
+    #[test]
+    fn general_and_fast_paths_agree() {
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        for n in 0..20_000 {
+            let mut x = [0f32; QK];
+            let scale = f32::from_bits(((next() % 200 + 27) as u32) << 23);
+            for v in x.iter_mut() {
+                let r = next();
+                *v = if n % 3 == 0 {
+                    // halves and quarters: exact ties for many scales
+                    ((r % 65) as f32 - 32.0) * 0.25 * scale
+                } else {
+                    ((r >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+                };
+            }
+            let amax = abs_max(&x);
+            for (div, bias, hi) in [(-8.0f32, 8.5f32, Some(15u8)), (-16.0, 16.5, Some(31))] {
+                let d = first_absmax(&x, amax) / div;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                if id.is_finite() && amax.is_finite() {
+                    assert_eq!(
+                        quants(&x, 0.0, id, bias, hi, true),
+                        quants(&x, 0.0, id, bias, hi, false),
+                        "{x:?}"
+                    );
+                }
+            }
+            let (min, max) = min_max(&x);
+            for (levels, hi) in [(15.0f32, Some(15u8)), (31.0, None)] {
+                let d = (max - min) / levels;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                if id.is_finite() && (max - min).is_finite() {
+                    assert_eq!(
+                        quants(&x, min, id, 0.5, hi, true),
+                        quants(&x, min, id, 0.5, hi, false),
+                        "{x:?}"
+                    );
+                }
+            }
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            if id.is_finite() && amax.is_finite() {
+                for &v in &x {
+                    assert_eq!(
+                        round_int(v * id) as u8,
+                        round_cvtt(v * id) as u8,
+                        "{v:e} * {id:e}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn f16_round_trip_of_every_half() {

@@ -627,25 +627,7 @@ fn f16_conversion_matches_ggml_on_all_rounding_cases() {
 // ------------------------------------------------------------------------------------------------
 // Dequantization.
 
-/// ggml's `to_float` functions convert the f16 scales through `ggml_table_f32_f16`, which only
-/// `ggml_init` fills (on x86 with F16C, `GGML_FP16_TO_FP32` is that table lookup), and
-/// `glm_ggml::quant::dequantize` does not call it: before then every scale reads as 0.0. Create
-/// (and drop) one ggml context through the wrapper's safe API so the table is filled.
-fn ggml_ready() {
-    static INIT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    INIT.get_or_init(|| {
-        let backend = glm_ggml::Backend::cpu(1).expect("ggml CPU backend");
-        let spec = glm_ggml::TensorSpec {
-            name: "init".into(),
-            ty: GgmlType::F32.id(),
-            ne: vec![32],
-        };
-        drop(glm_ggml::TensorStore::allocate(&backend, &[spec]).expect("ggml context"));
-    });
-}
-
 fn ggml_dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Vec<f32> {
-    ggml_ready();
     glm_ggml::quant::dequantize(ty.id(), bytes, n).expect("ggml dequantize")
 }
 
