@@ -192,38 +192,24 @@ impl GlmConfig {
         ]
     }
 
+    /// The dimensions that fix every tensor shape.
+    pub fn dims(&self) -> names::ChatglmDims {
+        names::ChatglmDims {
+            n_embd: self.n_embd,
+            n_ff: self.n_ff,
+            n_layer: self.n_layer,
+            n_vocab: self.vocab_size,
+            n_head: self.n_head,
+            n_head_kv: self.n_head_kv,
+            head_dim: self.head_dim,
+        }
+    }
+
     /// Every tensor of the model: (GGUF name, HF name, PyTorch-order shape).
     pub fn expected_tensors(&self) -> Vec<(String, String, Vec<u64>)> {
-        use gguf::names::LayerTensor as L;
-        let (h, v) = (self.n_embd, self.vocab_size);
-        let mut out = vec![(
-            names::TOKEN_EMBD.to_string(),
-            names::GLOBAL_TENSORS[0].1.to_string(),
-            vec![v, h],
-        )];
-        for il in 0..self.n_layer as usize {
-            for t in L::ALL {
-                let shape = match t {
-                    L::AttnNorm | L::FfnNorm => vec![h],
-                    L::AttnQkv => vec![self.qkv_rows(), h],
-                    L::AttnQkvBias => vec![self.qkv_rows()],
-                    L::AttnOutput => vec![h, self.n_head * self.head_dim],
-                    L::FfnUp => vec![2 * self.n_ff, h],
-                    L::FfnDown => vec![h, self.n_ff],
-                };
-                out.push((t.name(il), t.hf_name(il), shape));
-            }
-        }
-        out.push((
-            names::OUTPUT_NORM.into(),
-            names::GLOBAL_TENSORS[1].1.into(),
-            vec![h],
-        ));
-        out.push((
-            names::OUTPUT.into(),
-            names::GLOBAL_TENSORS[2].1.into(),
-            vec![v, h],
-        ));
-        out
+        names::chatglm_tensors(&self.dims())
+            .into_iter()
+            .map(|t| (t.name, t.hf_name, t.dims.into_iter().rev().collect()))
+            .collect()
     }
 }

@@ -152,11 +152,7 @@ pub fn quantize_rows_into(
     out: &mut [u8],
 ) -> Result<(), QuantError> {
     let row_bytes = check_rows(ty, src.len(), ncols)?;
-    let want = if ncols == 0 {
-        0
-    } else {
-        src.len() / ncols * row_bytes
-    };
+    let want = src.len().checked_div(ncols).unwrap_or(0) * row_bytes;
     if out.len() != want {
         return Err(QuantError::OutputSize {
             ty,

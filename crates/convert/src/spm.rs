@@ -9,33 +9,17 @@
 
 use std::path::Path;
 
-/// SentencePiece piece types (`ModelProto.SentencePiece.Type`), also the GGUF token types.
-pub const TOKEN_TYPE_NORMAL: i32 = 1;
-pub const TOKEN_TYPE_UNKNOWN: i32 = 2;
-pub const TOKEN_TYPE_CONTROL: i32 = 3;
-pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
-pub const TOKEN_TYPE_UNUSED: i32 = 5;
-pub const TOKEN_TYPE_BYTE: i32 = 6;
+/// SentencePiece piece types (`ModelProto.SentencePiece.Type`) are the GGUF token types.
+pub use gguf::names::{
+    CHATGLM3_SPECIALS, TOKEN_TYPE_BYTE, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN,
+    TOKEN_TYPE_UNUSED, TOKEN_TYPE_USER_DEFINED,
+};
 
 /// `TrainerSpec.ModelType`.
 pub const MODEL_TYPE_UNIGRAM: i32 = 1;
 pub const MODEL_TYPE_BPE: i32 = 2;
 pub const MODEL_TYPE_WORD: i32 = 3;
 pub const MODEL_TYPE_CHAR: i32 = 4;
-
-/// ChatGLM3's special tokens, in id order: they get ids `n_pieces + 0 .. n_pieces + 8`
-/// (64789..64797 for the real model), exactly as THUDM's `SPTokenizer` assigns them.
-pub const CHATGLM3_SPECIALS: [&str; 9] = [
-    "[MASK]",
-    "[gMASK]",
-    "[sMASK]",
-    "sop",
-    "eop",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|observation|>",
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpmError {

@@ -234,23 +234,30 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         (0..4).all(|i| na[i] % nb[i] == 0)
     }
 
+    /// Checks an element-wise f32 op where `b` broadcasts over `a`.
+    fn broadcast_args(
+        &self,
+        op: &str,
+        a: Tensor<'g>,
+        b: Tensor<'g>,
+    ) -> Result<*mut sys::ggml_context, GgmlError> {
+        if !Self::can_repeat(b, a) || a.ty() != TYPE_F32 || b.ty() != TYPE_F32 || b.nb()[0] != 4 {
+            return shape_err(op, format!("{:?} and {:?}", a.ne(), b.ne()));
+        }
+        self.room()
+    }
+
     /// Element-wise a * b (b broadcast over a).
     pub fn mul(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
-        if !Self::can_repeat(b, a) || a.ty() != TYPE_F32 || b.ty() != TYPE_F32 || b.nb()[0] != 4 {
-            return shape_err("mul", format!("{:?} * {:?}", a.ne(), b.ne()));
-        }
-        let ctx = self.room()?;
-        // SAFETY: checked; ctx has room.
+        let ctx = self.broadcast_args("mul", a, b)?;
+        // SAFETY: shapes and types checked; ctx has room.
         self.wrap(unsafe { sys::ggml_mul(ctx, a.raw(), b.raw()) })
     }
 
     /// Element-wise a + b (b broadcast over a).
     pub fn add(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
-        if !Self::can_repeat(b, a) || a.ty() != TYPE_F32 || b.ty() != TYPE_F32 || b.nb()[0] != 4 {
-            return shape_err("add", format!("{:?} + {:?}", a.ne(), b.ne()));
-        }
-        let ctx = self.room()?;
-        // SAFETY: checked; ctx has room.
+        let ctx = self.broadcast_args("add", a, b)?;
+        // SAFETY: shapes and types checked; ctx has room.
         self.wrap(unsafe { sys::ggml_add(ctx, a.raw(), b.raw()) })
     }
 

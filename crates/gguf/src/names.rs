@@ -33,6 +33,29 @@ pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
 pub const TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
 pub const TOKENIZER_MODEL_LLAMA: &str = "llama";
+
+/// `tokenizer.ggml.token_type` values (the same numbers as SentencePiece's piece types).
+pub const TOKEN_TYPE_NORMAL: i32 = 1;
+pub const TOKEN_TYPE_UNKNOWN: i32 = 2;
+pub const TOKEN_TYPE_CONTROL: i32 = 3;
+pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
+pub const TOKEN_TYPE_UNUSED: i32 = 5;
+pub const TOKEN_TYPE_BYTE: i32 = 6;
+
+/// ChatGLM3's special tokens, in id order right after the SentencePiece pieces (ids
+/// `n_pieces + 0 .. n_pieces + 8`, 64789..64797 for the real model), as THUDM's `SPTokenizer`
+/// assigns them.
+pub const CHATGLM3_SPECIALS: [&str; 9] = [
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "sop",
+    "eop",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+];
 pub const TOKENIZER_PRE_CHATGLM: &str = "chatglm-spm";
 
 // Tensor names.
@@ -118,4 +141,62 @@ pub fn hf_to_gguf(hf: &str) -> Option<String> {
         .iter()
         .find(|t| t.hf_suffix() == suffix)
         .map(|t| t.name(il))
+}
+
+/// The dimensions that determine a `chatglm` model's tensor shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChatglmDims {
+    pub n_embd: u64,
+    pub n_ff: u64,
+    pub n_layer: u64,
+    pub n_vocab: u64,
+    pub n_head: u64,
+    pub n_head_kv: u64,
+    pub head_dim: u64,
+}
+
+/// One tensor of a `chatglm` model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub hf_name: String,
+    /// ggml order (innermost first); PyTorch's shape is the reverse.
+    pub dims: Vec<u64>,
+}
+
+/// Every tensor of a `chatglm` model in file order (`token_embd`, the blocks, `output_norm`,
+/// `output`): the one shape table converter and runtime both check against.
+pub fn chatglm_tensors(d: &ChatglmDims) -> Vec<TensorEntry> {
+    let (h, v, ff) = (d.n_embd, d.n_vocab, d.n_ff);
+    let qkv = (d.n_head + 2 * d.n_head_kv) * d.head_dim;
+    let entry = |name: String, hf_name: String, dims: Vec<u64>| TensorEntry {
+        name,
+        hf_name,
+        dims,
+    };
+    let mut out = vec![entry(
+        TOKEN_EMBD.into(),
+        GLOBAL_TENSORS[0].1.into(),
+        vec![h, v],
+    )];
+    for il in 0..d.n_layer as usize {
+        for t in LayerTensor::ALL {
+            let dims = match t {
+                LayerTensor::AttnNorm | LayerTensor::FfnNorm => vec![h],
+                LayerTensor::AttnQkv => vec![h, qkv],
+                LayerTensor::AttnQkvBias => vec![qkv],
+                LayerTensor::AttnOutput => vec![d.n_head * d.head_dim, h],
+                LayerTensor::FfnUp => vec![h, 2 * ff],
+                LayerTensor::FfnDown => vec![ff, h],
+            };
+            out.push(entry(t.name(il), t.hf_name(il), dims));
+        }
+    }
+    out.push(entry(
+        OUTPUT_NORM.into(),
+        GLOBAL_TENSORS[1].1.into(),
+        vec![h],
+    ));
+    out.push(entry(OUTPUT.into(), GLOBAL_TENSORS[2].1.into(), vec![h, v]));
+    out
 }

@@ -1,5 +1,6 @@
 //! Progress bars for convert/quantize/perplexity: shown only on a terminal and without --quiet.
 
+use glm_convert::{Progress, Summary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -18,4 +19,36 @@ pub fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
 /// Human size: 1.23 GiB.
 pub fn size(bytes: u64) -> String {
     indicatif::HumanBytes(bytes).to_string()
+}
+
+/// The bar of `convert` and `quantize`: bytes of input, and the tensor being written.
+pub fn conversion_bar(quiet: bool) -> ProgressBar {
+    bar(
+        0,
+        quiet,
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+    )
+}
+
+/// Feeds converter progress events into `pb`.
+pub fn on_conversion(pb: &ProgressBar) -> impl Fn(Progress) + '_ {
+    move |p| match p {
+        Progress::Start { total_bytes, .. } => pb.set_length(total_bytes),
+        Progress::Tensor { name, ty, bytes_in } => {
+            pb.inc(bytes_in);
+            pb.set_message(format!("{name} -> {ty}"));
+        }
+    }
+}
+
+/// The final line of `convert` and `quantize`.
+pub fn print_summary(out: &std::path::Path, s: &Summary) {
+    eprintln!(
+        "wrote {}: {} tensors, {}, {:.2} bits per weight, {:.1} s",
+        out.display(),
+        s.n_tensors,
+        size(s.bytes_written),
+        s.bits_per_weight(),
+        s.seconds
+    );
 }

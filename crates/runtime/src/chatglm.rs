@@ -19,7 +19,7 @@
 //! builder — nothing else.
 
 use crate::RuntimeError;
-use gguf::names::{self, LayerTensor};
+use gguf::names;
 use gguf::{GgmlType, GgufFile};
 use glm_ggml::{GgmlError, GraphCtx, Tensor, TYPE_F32, TYPE_I32};
 
@@ -125,28 +125,24 @@ impl Hparams {
         self.n_head_kv * self.head_dim
     }
 
-    /// Every tensor the model needs: (name, ggml-order dims, must be f32).
+    /// Every tensor the model needs: (name, ggml-order dims, must be f32 — the 1-D ones).
     pub fn expected_tensors(&self) -> Vec<(String, Vec<u64>, bool)> {
-        let (h, v, ff) = (self.n_embd as u64, self.n_vocab as u64, self.n_ff as u64);
-        let mut out = vec![(names::TOKEN_EMBD.to_string(), vec![h, v], false)];
-        for il in 0..self.n_layer {
-            for t in LayerTensor::ALL {
-                let (dims, f32_only) = match t {
-                    LayerTensor::AttnNorm | LayerTensor::FfnNorm => (vec![h], true),
-                    LayerTensor::AttnQkv => (vec![h, self.qkv_rows() as u64], false),
-                    LayerTensor::AttnQkvBias => (vec![self.qkv_rows() as u64], true),
-                    LayerTensor::AttnOutput => {
-                        (vec![(self.n_head * self.head_dim) as u64, h], false)
-                    }
-                    LayerTensor::FfnUp => (vec![h, 2 * ff], false),
-                    LayerTensor::FfnDown => (vec![ff, h], false),
-                };
-                out.push((t.name(il), dims, f32_only));
-            }
-        }
-        out.push((names::OUTPUT_NORM.into(), vec![h], true));
-        out.push((names::OUTPUT.into(), vec![h, v], false));
-        out
+        let dims = names::ChatglmDims {
+            n_embd: self.n_embd as u64,
+            n_ff: self.n_ff as u64,
+            n_layer: self.n_layer as u64,
+            n_vocab: self.n_vocab as u64,
+            n_head: self.n_head as u64,
+            n_head_kv: self.n_head_kv as u64,
+            head_dim: self.head_dim as u64,
+        };
+        names::chatglm_tensors(&dims)
+            .into_iter()
+            .map(|t| {
+                let f32_only = t.dims.len() == 1;
+                (t.name, t.dims, f32_only)
+            })
+            .collect()
     }
 }
 

@@ -28,25 +28,10 @@ const SPACE_SYMBOL: char = '\u{2581}'; // ▁
 const UNK_SURFACE: &str = " \u{2047} "; // SentencePiece's default trainer_spec.unk_surface
 const REPLACEMENT: char = '\u{FFFD}';
 
-pub const TOKEN_TYPE_NORMAL: i32 = 1;
-pub const TOKEN_TYPE_UNKNOWN: i32 = 2;
-pub const TOKEN_TYPE_CONTROL: i32 = 3;
-pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
-pub const TOKEN_TYPE_UNUSED: i32 = 5;
-pub const TOKEN_TYPE_BYTE: i32 = 6;
-
-/// ChatGLM3's special tokens, in id order after the SentencePiece pieces.
-pub const CHATGLM3_SPECIALS: [&str; 9] = [
-    "[MASK]",
-    "[gMASK]",
-    "[sMASK]",
-    "sop",
-    "eop",
-    "<|system|>",
-    "<|user|>",
-    "<|assistant|>",
-    "<|observation|>",
-];
+pub use gguf::names::{
+    CHATGLM3_SPECIALS, TOKEN_TYPE_BYTE, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN,
+    TOKEN_TYPE_UNUSED, TOKEN_TYPE_USER_DEFINED,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {

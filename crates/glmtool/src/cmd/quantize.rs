@@ -3,7 +3,7 @@
 use crate::args::TypeArgs;
 use crate::progress;
 use anyhow::Result;
-use glm_convert::{Progress, RequantizeOptions};
+use glm_convert::RequantizeOptions;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -20,18 +20,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let pb = progress::bar(
-        0,
-        a.types.quiet,
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
-    );
-    let on_progress = |p: Progress| match p {
-        Progress::Start { total_bytes, .. } => pb.set_length(total_bytes),
-        Progress::Tensor { name, ty, bytes_in } => {
-            pb.inc(bytes_in);
-            pb.set_message(format!("{name} -> {ty}"));
-        }
-    };
+    let pb = progress::conversion_bar(a.types.quiet);
+    let on_progress = progress::on_conversion(&pb);
     let opts = RequantizeOptions {
         policy: a.types.policy(),
         allow_requantize: a.allow_requantize,
@@ -41,13 +31,6 @@ pub fn run(a: Args) -> Result<()> {
     };
     let s = glm_convert::requantize(&a.input, &a.output, &opts)?;
     pb.finish_and_clear();
-    eprintln!(
-        "wrote {}: {} tensors, {}, {:.2} bits per weight, {:.1} s",
-        a.output.display(),
-        s.n_tensors,
-        progress::size(s.bytes_written),
-        s.bits_per_weight(),
-        s.seconds
-    );
+    progress::print_summary(&a.output, &s);
     Ok(())
 }
