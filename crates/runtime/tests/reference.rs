@@ -214,3 +214,63 @@ fn sessions_reuse_the_cached_prefix_exactly() {
     let again = a.eval_prompt(&prompt).unwrap();
     assert_eq!(full, again);
 }
+
+/// Files from llama.cpp's tools carry types our converter does not write (llama-quantize puts
+/// `output.weight` in a k-quant): the runtime must run any type this ggml multiplies. The tiny
+/// model's rows (128) are too short for 256-element k-quant blocks, so this uses the 32-element
+/// non-linear iq4_nl for the output head and q5_1 for the embeddings, quantized by ggml itself.
+#[test]
+fn runs_types_the_converter_does_not_write() {
+    let src = gguf::GgufFile::open(gguf(GgmlType::F32)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("mixed.gguf");
+    let retype = |name: &str| match name {
+        "output.weight" => GgmlType::IQ4NL,
+        "token_embd.weight" => GgmlType::Q5_1,
+        _ => GgmlType::F32,
+    };
+    let decls: Vec<gguf::TensorDecl> = src
+        .tensors
+        .iter()
+        .map(|t| gguf::TensorDecl {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: retype(&t.name),
+        })
+        .collect();
+    let mut w = gguf::GgufWriter::new(
+        std::fs::File::create(&out).unwrap(),
+        &src.metadata,
+        decls.clone(),
+    )
+    .unwrap();
+    for (t, d) in src.tensors.iter().zip(&decls) {
+        let data = src.tensor_data(t);
+        if d.ty == GgmlType::F32 {
+            w.write_tensor(&t.name, data).unwrap();
+        } else {
+            let floats: Vec<f32> = data
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            let ncols = t.dims[0] as usize;
+            let q =
+                glm_ggml::quant::quantize_chunk(d.ty.id(), &floats, floats.len() / ncols, ncols)
+                    .unwrap();
+            w.write_tensor(&t.name, &q).unwrap();
+        }
+    }
+    w.finish().unwrap();
+    let model = Model::load(&out).unwrap();
+    let mut s = Session::new(&model, &session_opts(CacheType::F16, 128)).unwrap();
+    let tokens = ids(&reference()["heldout_ids"]);
+    let res = perplexity(&mut s, &tokens, 128, Some(6), KlMode::None, |_, _| {}).unwrap();
+    let want = reference()["perplexity"]["ppl_running"][5]
+        .as_f64()
+        .unwrap();
+    eprintln!(
+        "iq4_nl output + q5_1 embeddings: 6-chunk PPL {:.4} vs f32 reference {want:.4}",
+        res.ppl
+    );
+    assert!(rel(res.ppl, want) < 0.05, "{} vs {want}", res.ppl);
+}
