@@ -41,6 +41,9 @@ enum Command {
     Perplexity(cmd::perplexity::Args),
     /// Measure prompt and generation speed (like llama-bench)
     Bench(cmd::bench::Args),
+    /// Serve the model over an OpenAI-compatible HTTP API
+    #[cfg(feature = "server")]
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +62,8 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd::run::run(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

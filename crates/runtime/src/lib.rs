@@ -2,6 +2,7 @@
 //! a KV cache (`session`), tokenizer and chat format (`tokenizer`, `chat`), sampling (`sampler`),
 //! and perplexity (`perplexity`).
 
+pub mod agent;
 pub mod chat;
 pub mod chatglm;
 pub mod generate;

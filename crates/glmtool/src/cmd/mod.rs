@@ -5,4 +5,6 @@ pub mod info;
 pub mod perplexity;
 pub mod quantize;
 pub mod run;
+#[cfg(feature = "server")]
+pub mod serve;
 pub mod tokenize;

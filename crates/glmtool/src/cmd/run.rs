@@ -3,6 +3,7 @@
 use crate::args::{ModelArgs, SamplingArgs};
 use crate::INTERRUPTED;
 use anyhow::{bail, Context, Result};
+use glm_runtime::agent;
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
 use glm_runtime::generate::{generate, Generated, StopReason};
 use glm_runtime::sampler::Sampler;
@@ -38,6 +39,15 @@ pub struct Args {
     /// Print the seed and other details to stderr
     #[arg(short, long)]
     pub verbose: bool,
+    /// The conversation so far (ChatGLM3 message JSON, as `tokenize --chat`); the reply continues it
+    #[arg(long, conflicts_with = "raw")]
+    pub chat: Option<PathBuf>,
+    /// Register tools (a JSON list of {name, description, parameters}); a tool call is printed as JSON
+    #[arg(long, conflicts_with = "raw")]
+    pub tools: Option<PathBuf>,
+    /// Use ChatGLM3's code-interpreter system prompt (code is shown, never run)
+    #[arg(long, conflicts_with_all = ["raw", "tools", "system"])]
+    pub interpreter: bool,
 }
 
 /// Prints a ChatGLM3 reply as it streams: the metadata line (empty for plain answers) is held
@@ -127,7 +137,11 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut sampler = Sampler::new(sopts);
     match prompt {
-        Some(p) => one_shot(&a, &model, &mut session, &mut sampler, &p),
+        Some(p) => one_shot(&a, &model, &mut session, &mut sampler, Some(&p)),
+        None if a.chat.is_some() => one_shot(&a, &model, &mut session, &mut sampler, None),
+        None if a.tools.is_some() || a.interpreter => {
+            bail!("--tools and --interpreter need a prompt (-p/-f) or a conversation (--chat)")
+        }
         None if std::io::stdin().is_terminal() && !a.json => interactive(&a, &model, &mut session, &mut sampler),
         None => bail!("no prompt: pass -p TEXT or -f FILE ('-' for standard input), or run on a terminal to chat"),
     }
@@ -168,14 +182,10 @@ fn one_shot(
     model: &Model,
     session: &mut Session,
     sampler: &mut Sampler,
-    prompt: &str,
+    prompt: Option<&str>,
 ) -> Result<()> {
-    let mut messages = Vec::new();
-    if let Some(s) = &a.system {
-        messages.push(Message::new(Role::System, s.clone()));
-    }
-    messages.push(Message::new(Role::User, prompt.to_string()));
-    let ids = prompt_ids(a, model, &messages, prompt)?;
+    let messages = one_shot_messages(a, prompt)?;
+    let ids = prompt_ids(a, model, &messages, prompt.unwrap_or_default())?;
     if ids.is_empty() {
         bail!("the prompt is empty");
     }
@@ -211,6 +221,7 @@ fn one_shot(
         } else {
             split_reply(&text)
         };
+        let (tool_call, history) = agent_reply(a, &messages, &text);
         let obj = serde_json::json!({
             "prompt_ids": ids,
             "ids": g.ids,
@@ -218,6 +229,8 @@ fn one_shot(
             "metadata": metadata,
             "content": content,
             "stop": stop_name(&g, model),
+            "tool_call": tool_call.as_ref().map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments})),
+            "messages": history,
             "timings": g.stats,
             "load_ms": model.load_time.as_secs_f64() * 1e3,
         });
@@ -226,9 +239,74 @@ fn one_shot(
         let tail = dec.finish();
         out.write_all(printer.feed(&tail).as_bytes())?;
         writeln!(out)?;
+        if let (Some(c), _) = agent_reply(a, &messages, &text) {
+            let call = serde_json::json!({"tool_call": {"name": c.name, "arguments": c.arguments}});
+            writeln!(out, "{call}")?;
+        }
         print_stats(model, &g);
     }
     Ok(())
+}
+
+/// The messages of a one-shot reply: `--chat`'s conversation (or `-s`), the tools or
+/// code-interpreter system message when asked for and not already there, then the prompt.
+fn one_shot_messages(a: &Args, prompt: Option<&str>) -> Result<Vec<Message>> {
+    let mut messages = match &a.chat {
+        Some(path) => crate::cmd::tokenize::read_messages(path)?,
+        None => Vec::new(),
+    };
+    let has_system = messages.first().is_some_and(|m| m.role == Role::System);
+    if let Some(path) = &a.tools {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let tools =
+            agent::normalize_tools(&v).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !messages
+            .iter()
+            .any(|m| m.role == Role::System && m.tools.is_some())
+        {
+            messages.insert(0, agent::tools_system_message(tools));
+        }
+    } else if a.interpreter && !has_system {
+        messages.insert(0, agent::interpreter_system_message());
+    }
+    if a.chat.is_none() {
+        if let Some(s) = &a.system {
+            messages.insert(0, Message::new(Role::System, s.clone()));
+        }
+    }
+    if let Some(p) = prompt {
+        messages.push(Message::new(Role::User, p.to_string()));
+    }
+    if messages.is_empty() {
+        bail!("the conversation is empty");
+    }
+    Ok(messages)
+}
+
+/// The tool call of a reply (with tools registered) and the history that includes the reply.
+fn agent_reply(
+    a: &Args,
+    messages: &[Message],
+    text: &str,
+) -> (Option<agent::ToolCall>, Vec<Message>) {
+    let tools = messages
+        .iter()
+        .any(|m| m.role == Role::System && m.tools.is_some());
+    let segments = if a.raw {
+        Vec::new()
+    } else {
+        agent::parse_reply(text, tools)
+    };
+    let mut history = messages.to_vec();
+    history.extend(segments.iter().map(agent::Segment::to_message));
+    let call = segments.into_iter().find_map(|s| match s {
+        agent::Segment::ToolCall(c) => Some(c),
+        _ => None,
+    });
+    (call, history)
 }
 
 fn stop_name(g: &Generated, model: &Model) -> String {

@@ -1,0 +1,481 @@
+//! `glmtool serve` over HTTP on 127.0.0.1 (ephemeral ports), against a real server process on
+//! the bundled demo model. The model's text is nonsense, so these tests check the protocol
+//! shape only: response objects, SSE framing, usage counts, errors and status codes, queuing,
+//! cancellation and shutdown. Every request has a timeout; every server is killed on drop.
+
+#![cfg(feature = "server")]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn cache() -> &'static std::path::Path {
+    static C: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    C.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+fn server(extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtool"))
+        .args(["serve", "--port", "0", "--temp", "0", "-t", "1"])
+        .args(extra)
+        .env("GLMTOOL_CACHE", cache())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut base = None;
+    let mut line = String::new();
+    while base.is_none() && Instant::now() < deadline {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        log.lock().unwrap().push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("listening on ") {
+            assert!(rest.starts_with("http://127.0.0.1:"), "{rest}");
+            base = Some(rest.to_string());
+        }
+    }
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while err.read_line(&mut rest).unwrap_or(0) > 0 {
+            log2.lock().unwrap().push_str(&rest);
+            rest.clear();
+        }
+    });
+    let base = base.unwrap_or_else(|| panic!("no listening line: {}", log.lock().unwrap()));
+    Server { child, base, log }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
+/// POSTs `body` (a string, sent as is); returns (status, parsed JSON).
+fn post(s: &Server, path: &str, body: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = agent()
+        .post(&format!("{}{path}", s.base))
+        .set("Content-Type", "application/json");
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    let resp = match req.send_string(body) {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap();
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text:?}"));
+    (status, v)
+}
+
+fn get(s: &Server, path: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = agent().get(&format!("{}{path}", s.base));
+    if let Some(k) = key {
+        req = req.set("Authorization", &format!("Bearer {k}"));
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{path}: {e}"),
+    };
+    (resp.status(), resp.into_json().unwrap())
+}
+
+/// The `data:` payloads of an SSE response, up to and including `[DONE]`.
+fn sse(s: &Server, path: &str, body: &Value) -> Vec<String> {
+    let resp = agent()
+        .post(&format!("{}{path}", s.base))
+        .send_json(body.clone())
+        .unwrap();
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let mut out = Vec::new();
+    for line in BufReader::new(resp.into_reader()).lines() {
+        let line = line.unwrap();
+        if let Some(d) = line.strip_prefix("data: ") {
+            out.push(d.to_string());
+            if d == "[DONE]" {
+                break;
+            }
+        } else {
+            assert!(line.is_empty() || line.starts_with(':'), "{line:?}");
+        }
+    }
+    assert_eq!(out.last().map(String::as_str), Some("[DONE]"));
+    out
+}
+
+fn check_usage(v: &Value) -> (u64, u64) {
+    let u = &v["usage"];
+    let (p, c) = (
+        u["prompt_tokens"].as_u64().unwrap(),
+        u["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(u["total_tokens"].as_u64().unwrap(), p + c, "{v}");
+    (p, c)
+}
+
+#[test]
+fn chat_streaming_and_not_agree_and_completions_work() {
+    let s = server(&[]);
+    let (st, h) = get(&s, "/health", None);
+    assert_eq!((st, h["status"].as_str()), (200, Some("ok")));
+    let (st, m) = get(&s, "/v1/models", None);
+    assert_eq!(st, 200);
+    assert_eq!(m["data"][0]["object"], "model");
+
+    let req = json!({"model": "x", "messages": [{"role": "user", "content": "Tell me a fortune"}],
+                     "max_tokens": 10, "temperature": 0, "seed": 7});
+    let (st, v) = post(&s, "/v1/chat/completions", &req.to_string(), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "chat.completion");
+    assert!(v["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    let choice = &v["choices"][0];
+    assert_eq!(choice["message"]["role"], "assistant");
+    let content = choice["message"]["content"].as_str().unwrap().to_string();
+    assert_eq!(choice["finish_reason"], "length"); // greedy demo model does not stop in 10
+    assert_eq!(check_usage(&v), (13, 10));
+
+    let mut sreq = req.clone();
+    sreq["stream"] = json!(true);
+    sreq["stream_options"] = json!({"include_usage": true});
+    let events = sse(&s, "/v1/chat/completions", &sreq);
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, content);
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
+    let fin = &chunks[chunks.len() - 2];
+    assert_eq!(fin["choices"][0]["finish_reason"], "length");
+    assert_eq!(check_usage(&chunks[chunks.len() - 1]), (13, 10));
+
+    // A stop sequence taken from the reply ends it early, excluded, as "stop".
+    let cut: String = content.chars().skip(2).take(2).collect();
+    if !cut.trim().is_empty() {
+        let mut r = req.clone();
+        r["stop"] = json!([cut]);
+        let (_, v) = post(&s, "/v1/chat/completions", &r.to_string(), None);
+        let c = v["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(
+            content.starts_with(c) && c.len() < content.len(),
+            "{c:?} vs {content:?}"
+        );
+        assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    }
+
+    // Plain completions, both ways.
+    let creq = json!({"prompt": "Once upon a time", "max_tokens": 6, "temperature": 0});
+    let (st, v) = post(&s, "/v1/completions", &creq.to_string(), None);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["object"], "text_completion");
+    let text = v["choices"][0]["text"].as_str().unwrap().to_string();
+    assert_eq!(check_usage(&v).1, 6);
+    let mut screq = creq.clone();
+    screq["stream"] = json!(true);
+    let events = sse(&s, "/v1/completions", &screq);
+    let streamed: String = events[..events.len() - 1]
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(streamed, text);
+}
+
+#[test]
+fn tools_round_trip_maps_like_the_chatglm3_history() {
+    let s = server(&[]);
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Get the current weather for `city_name`",
+        "parameters": {"type": "object", "properties": {"city_name": {"type": "string"}}, "required": ["city_name"]}}}]);
+    let first = json!({"messages": [{"role": "user", "content": "今天北京的天气怎么样？"}],
+                       "tools": tools, "max_tokens": 8, "temperature": 0});
+    let (st, v) = post(&s, "/v1/chat/completions", &first.to_string(), None);
+    assert_eq!(st, 200, "{v}");
+    let msg = &v["choices"][0]["message"];
+    if let Some(calls) = msg["tool_calls"].as_array() {
+        assert_eq!(v["choices"][0]["finish_reason"], "tool_calls");
+        for c in calls {
+            let args = c["function"]["arguments"].as_str().unwrap();
+            assert!(serde_json::from_str::<Value>(args).unwrap().is_object());
+        }
+    } else {
+        assert!(msg["content"].is_string());
+    }
+    let (p_tools, _) = check_usage(&v);
+
+    // Scripted tool call and result, as a client sends them back.
+    let second = json!({"messages": [
+        {"role": "user", "content": "今天北京的天气怎么样？"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city_name\": \"北京\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": \"12°C\", \"weather\": \"晴\"}"}
+    ], "tools": tools, "max_tokens": 4, "temperature": 0});
+    let (st, v) = post(&s, "/v1/chat/completions", &second.to_string(), None);
+    assert_eq!(st, 200, "{v}");
+    let (p_second, _) = check_usage(&v);
+
+    // The same conversation in ChatGLM3's format, through `glmtool tokenize --chat`.
+    let history = json!([
+        {"role": "system", "content": "Answer the following questions as best as you can. You have access to the following tools:",
+         "tools": [tools[0]["function"]]},
+        {"role": "user", "content": "今天北京的天气怎么样？"},
+        {"role": "assistant", "metadata": "get_weather", "content": "```python\ntool_call(city_name='北京')\n```"},
+        {"role": "observation", "content": "{\"temperature\": \"12°C\", \"weather\": \"晴\"}"}
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.json");
+    std::fs::write(&path, history.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_glmtool"))
+        .args(["tokenize", "--chat", path.to_str().unwrap()])
+        .env("GLMTOOL_CACHE", cache())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<u32> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p_second as usize, ids.len());
+
+    // tool_choice "none" leaves the tools out of the prompt.
+    let mut none = first.clone();
+    none["tool_choice"] = json!("none");
+    let (_, v) = post(&s, "/v1/chat/completions", &none.to_string(), None);
+    assert!(check_usage(&v).0 < p_tools);
+    // A forced function adds its name to the prompt.
+    let mut forced = first.clone();
+    forced["tool_choice"] = json!({"type": "function", "function": {"name": "get_weather"}});
+    let (st, v) = post(&s, "/v1/chat/completions", &forced.to_string(), None);
+    assert_eq!(st, 200, "{v}");
+    assert!(check_usage(&v).0 > p_tools);
+}
+
+#[test]
+fn eight_concurrent_clients_and_a_client_that_leaves_mid_stream() {
+    let s = Arc::new(server(&[]));
+    // A client that reads two events of a long reply, then disconnects.
+    let resp = agent()
+        .post(&format!("{}/v1/chat/completions", s.base))
+        .send_json(json!({"messages": [{"role": "user", "content": "Hi"}], "stream": true, "temperature": 0}))
+        .unwrap();
+    let mut reader = BufReader::new(resp.into_reader());
+    let mut line = String::new();
+    let mut events = 0;
+    while events < 2 {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        events += line.starts_with("data: ") as usize;
+    }
+    drop(reader);
+
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let body = json!({"messages": [{"role": "user", "content": format!("fortune {i}")}],
+                                  "max_tokens": 5, "stream": i % 2 == 1});
+                if i % 2 == 1 {
+                    let ev = sse(&s, "/v1/chat/completions", &body);
+                    assert!(ev.len() >= 3, "{ev:?}");
+                } else {
+                    let (st, v) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+                    assert_eq!(st, 200, "{v}");
+                    assert_eq!(check_usage(&v).1, 5);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    // The abandoned generation was stopped, not run to the end of the context.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.log.lock().unwrap().contains("(cancelled)") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = s.log.lock().unwrap().clone();
+    assert!(log.contains("(cancelled)"), "{log}");
+    assert_eq!(log.matches("request: ").count(), 9, "{log}");
+    let (st, h) = get(&s, "/health", None);
+    assert_eq!((st, h["queued"].as_u64()), (200, Some(0)));
+}
+
+#[test]
+fn api_key_body_limits_and_bad_requests() {
+    let s = server(&["--api-key", "sk-test", "--max-body", "4096"]);
+    let ok = json!({"messages": [{"role": "user", "content": "x"}], "max_tokens": 2}).to_string();
+    let (st, v) = post(&s, "/v1/chat/completions", &ok, None);
+    assert_eq!(st, 401, "{v}");
+    assert_eq!(v["error"]["type"], "authentication_error");
+    assert_eq!(
+        post(&s, "/v1/chat/completions", &ok, Some("sk-wrong")).0,
+        401
+    );
+    assert_eq!(get(&s, "/v1/models", None).0, 401);
+    assert_eq!(get(&s, "/health", None).0, 200);
+    assert_eq!(
+        post(&s, "/v1/chat/completions", &ok, Some("sk-test")).0,
+        200
+    );
+
+    let big = json!({"messages": [{"role": "user", "content": "x".repeat(10_000)}]}).to_string();
+    let (st, v) = post(&s, "/v1/chat/completions", &big, Some("sk-test"));
+    assert_eq!(st, 413, "{v}");
+    for (body, needle) in [
+        ("{\"messages\": [", "malformed JSON body"),
+        ("[1]", "JSON object"),
+        ("{}", "messages: required"),
+        ("{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", "unknown role"),
+        ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}", "temperature"),
+        ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 0}", "max_tokens"),
+        ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 2}", "n = 1"),
+        ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}}", "no tools"),
+        ("{\"prompt\": 3}", "prompt"),
+    ] {
+        let path = if body.contains("prompt") { "/v1/completions" } else { "/v1/chat/completions" };
+        let (st, v) = post(&s, path, body, Some("sk-test"));
+        assert_eq!(st, 400, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{body}: {msg:?} lacks {needle:?}");
+    }
+    // A prompt longer than the context (512 tokens for the demo model).
+    let long =
+        json!({"messages": [{"role": "user", "content": "fortune ".repeat(450)}]}).to_string();
+    let (st, v) = post(&s, "/v1/chat/completions", &long, Some("sk-test"));
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the context holds 512"),
+        "{v}"
+    );
+    assert_eq!(get(&s, "/nope", Some("sk-test")).0, 404);
+}
+
+#[test]
+fn sigint_shuts_down_cleanly() {
+    let mut s = server(&[]);
+    assert_eq!(get(&s, "/health", None).0, 200);
+    let st = Command::new("kill")
+        .args(["-INT", &s.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = s.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(s.log.lock().unwrap().contains("shutting down"));
+}
+
+/// `run --tools/--chat --json`: the prompt is the ChatGLM3 history `tokenize --chat` sees, and
+/// the printed `messages` continue it with the reply (so a script can append an observation).
+#[test]
+fn run_with_tools_and_chat_continues_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.json");
+    std::fs::write(
+        &tools,
+        r#"[{"type": "function", "function": {"name": "get_weather", "description": "天气", "parameters": {}}}]"#,
+    )
+    .unwrap();
+    let glm = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_glmtool"))
+            .args(args)
+            .env("GLMTOOL_CACHE", cache())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice::<Value>(&o.stdout).unwrap()
+    };
+    let t = tools.to_str().unwrap();
+    let v = glm(&[
+        "run", "--tools", t, "-p", "北京?", "-n", "4", "--temp", "0", "--json",
+    ]);
+    let history = v["messages"].as_array().unwrap();
+    assert_eq!(
+        history[0]["tools"],
+        json!([{"name": "get_weather", "description": "天气", "parameters": {}}])
+    );
+    assert_eq!(
+        history[1],
+        json!({"role": "user", "content": "北京?", "metadata": ""})
+    );
+    assert_eq!(history.len(), 3, "{v}");
+    assert_eq!(history[2]["role"], "assistant");
+    let first = dir.path().join("first.json");
+    std::fs::write(&first, serde_json::to_string(&history[..2]).unwrap()).unwrap();
+    let ids = glm(&["tokenize", "--chat", first.to_str().unwrap()]);
+    assert_eq!(v["prompt_ids"], ids);
+
+    // Continue with a scripted observation: the prompt is the whole history.
+    let mut next = history.clone();
+    next[2] = json!({"role": "assistant", "metadata": "get_weather", "content": "```python\ntool_call(city='北京')\n```"});
+    next.push(json!({"role": "observation", "content": "{\"weather\": \"晴\"}", "metadata": ""}));
+    let hist = dir.path().join("history.json");
+    std::fs::write(&hist, serde_json::to_string(&next).unwrap()).unwrap();
+    let v2 = glm(&[
+        "run",
+        "--chat",
+        hist.to_str().unwrap(),
+        "--tools",
+        t,
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "--json",
+    ]);
+    assert_eq!(
+        v2["prompt_ids"],
+        glm(&["tokenize", "--chat", hist.to_str().unwrap()])
+    );
+    let out = v2["messages"].as_array().unwrap();
+    assert_eq!(out[..4], next[..], "{v2}");
+}
