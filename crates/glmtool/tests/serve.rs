@@ -325,7 +325,9 @@ fn eight_concurrent_clients_and_a_client_that_leaves_mid_stream() {
     }
     // The abandoned generation was stopped, not run to the end of the context.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !s.log.lock().unwrap().contains("(cancelled)") && Instant::now() < deadline {
+    // (the server logs a request after answering it, so wait for the lines too)
+    let done = |log: &str| log.contains("(cancelled)") && log.matches("request: ").count() >= 9;
+    while !done(&s.log.lock().unwrap()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = s.log.lock().unwrap().clone();

@@ -45,9 +45,13 @@ pub struct Args {
     /// Register tools (a JSON list of {name, description, parameters}); a tool call is printed as JSON
     #[arg(long, conflicts_with = "raw")]
     pub tools: Option<PathBuf>,
-    /// Use ChatGLM3's code-interpreter system prompt (code is shown, never run)
+    /// Use ChatGLM3's code-interpreter system prompt
     #[arg(long, conflicts_with_all = ["raw", "tools", "system"])]
     pub interpreter: bool,
+    /// Run the model's code-interpreter cells with python3 (10 s timeout, 8 KiB of output) and
+    /// feed the result back; without it the code is shown and, on a terminal, the result asked for
+    #[arg(long, requires = "interpreter")]
+    pub allow_exec: bool,
 }
 
 /// Prints a ChatGLM3 reply as it streams: the metadata line (empty for plain answers) is held
@@ -184,68 +188,194 @@ fn one_shot(
     sampler: &mut Sampler,
     prompt: Option<&str>,
 ) -> Result<()> {
-    let messages = one_shot_messages(a, prompt)?;
-    let ids = prompt_ids(a, model, &messages, prompt.unwrap_or_default())?;
-    if ids.is_empty() {
-        bail!("the prompt is empty");
-    }
-    let stops = if a.raw {
-        vec![model.tokenizer.special().eos]
-    } else {
-        stop_ids(&model.tokenizer)
-    };
-    let n = max_new(a, session, ids.len());
-    let mut out = std::io::stdout().lock();
-    let mut dec = model.tokenizer.stream_decoder();
-    let mut printer = ReplyPrinter::new(a.raw);
-    let mut write_err = None;
-    let g = generate(session, &ids, n, sampler, &stops, |id| {
-        if a.json {
-            return !INTERRUPTED.load(Ordering::Relaxed);
+    let mut messages = one_shot_messages(a, prompt)?;
+    for _round in 0..MAX_AGENT_ROUNDS {
+        let ids = prompt_ids(a, model, &messages, prompt.unwrap_or_default())?;
+        if ids.is_empty() {
+            bail!("the prompt is empty");
         }
-        let piece = dec.push(id);
-        let shown = printer.feed(&piece);
-        if let Err(e) = out.write_all(shown.as_bytes()).and_then(|_| out.flush()) {
-            write_err = Some(e);
-            return false;
-        }
-        !INTERRUPTED.load(Ordering::Relaxed)
-    })?;
-    if let Some(e) = write_err {
-        return Err(e.into());
-    }
-    let text = model.tokenizer.decode(&g.ids)?;
-    if a.json {
-        let (metadata, content) = if a.raw {
-            (String::new(), text.clone())
+        let stops = if a.raw {
+            vec![model.tokenizer.special().eos]
         } else {
-            split_reply(&text)
+            stop_ids(&model.tokenizer)
         };
+        let n = max_new(a, session, ids.len());
+        let mut out = std::io::stdout().lock();
+        let mut dec = model.tokenizer.stream_decoder();
+        let mut printer = ReplyPrinter::new(a.raw);
+        let mut write_err = None;
+        let g = generate(session, &ids, n, sampler, &stops, |id| {
+            if a.json {
+                return !INTERRUPTED.load(Ordering::Relaxed);
+            }
+            let piece = dec.push(id);
+            let shown = printer.feed(&piece);
+            if let Err(e) = out.write_all(shown.as_bytes()).and_then(|_| out.flush()) {
+                write_err = Some(e);
+                return false;
+            }
+            !INTERRUPTED.load(Ordering::Relaxed)
+        })?;
+        if let Some(e) = write_err {
+            return Err(e.into());
+        }
+        let text = model.tokenizer.decode(&g.ids)?;
         let (tool_call, history) = agent_reply(a, &messages, &text);
-        let obj = serde_json::json!({
-            "prompt_ids": ids,
-            "ids": g.ids,
-            "text": text,
-            "metadata": metadata,
-            "content": content,
-            "stop": stop_name(&g, model),
-            "tool_call": tool_call.as_ref().map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments})),
-            "messages": history,
-            "timings": g.stats,
-            "load_ms": model.load_time.as_secs_f64() * 1e3,
-        });
-        writeln!(out, "{obj}")?;
-    } else {
+        if a.json {
+            let (metadata, content) = if a.raw {
+                (String::new(), text.clone())
+            } else {
+                split_reply(&text)
+            };
+            let obj = serde_json::json!({
+                "prompt_ids": ids,
+                "ids": g.ids,
+                "text": text,
+                "metadata": metadata,
+                "content": content,
+                "stop": stop_name(&g, model),
+                "tool_call": tool_call.as_ref().map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments})),
+                "messages": history,
+                "timings": g.stats,
+                "load_ms": model.load_time.as_secs_f64() * 1e3,
+            });
+            writeln!(out, "{obj}")?;
+            return Ok(());
+        }
         let tail = dec.finish();
         out.write_all(printer.feed(&tail).as_bytes())?;
         writeln!(out)?;
-        if let (Some(c), _) = agent_reply(a, &messages, &text) {
+        if let Some(c) = &tool_call {
             let call = serde_json::json!({"tool_call": {"name": c.name, "arguments": c.arguments}});
             writeln!(out, "{call}")?;
         }
+        drop(out);
         print_stats(model, &g);
+        match next_observation(a, tool_call.is_some(), &history)? {
+            Some(obs) => {
+                messages = history;
+                messages.push(obs);
+            }
+            None => return Ok(()),
+        }
     }
-    Ok(())
+    bail!("stopped after {MAX_AGENT_ROUNDS} tool rounds in one run")
+}
+
+/// Tool or interpreter rounds one `run -p` may take before giving up.
+const MAX_AGENT_ROUNDS: usize = 8;
+
+/// What to feed back after a reply: the user's tool result (asked on a terminal), the output of
+/// the model's code (`--allow-exec`), or nothing (the run ends).
+fn next_observation(a: &Args, is_tool_call: bool, history: &[Message]) -> Result<Option<Message>> {
+    let code = history
+        .last()
+        .filter(|m| m.role == Role::Assistant && m.metadata == "interpreter")
+        .and_then(|m| agent::extract_code(&m.content));
+    let ask = |what: &str| -> Result<Option<Message>> {
+        if !std::io::stdin().is_terminal() {
+            return Ok(None);
+        }
+        eprint!("{what} (empty line to stop)> ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let line = line.trim_end_matches(['\n', '\r']);
+        Ok((!line.is_empty()).then(|| Message::observation(line.to_string())))
+    };
+    if is_tool_call {
+        return ask("tool result");
+    }
+    let Some(code) = code else { return Ok(None) };
+    if a.allow_exec {
+        eprintln!("(running the model's code with python3)");
+        return Ok(Some(
+            match run_python(&code, PYTHON_TIMEOUT, PYTHON_OUTPUT_LIMIT) {
+                Ok(out) => agent::result_observation(&out),
+                Err(err) => agent::error_observation(&err),
+            },
+        ));
+    }
+    eprintln!("(the model wants to run this code; pass --allow-exec to run it)\n{code}");
+    ask("code result")
+}
+
+const PYTHON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const PYTHON_OUTPUT_LIMIT: usize = 8 << 10;
+
+/// Runs `code` with `python3 -` in the temporary directory: Ok(stdout+stderr) when it exits 0,
+/// Err(output or reason) otherwise; killed after `timeout`; output cut at `limit` bytes.
+fn run_python(code: &str, timeout: std::time::Duration, limit: usize) -> Result<String, String> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .arg("-")
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start python3: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let code = code.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(code.as_bytes());
+    });
+    let read = |r: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut r) = r {
+                // keep the first limit+1 bytes, drain the rest so the child never blocks
+                let _ = (&mut r).take(limit as u64 + 1).read_to_end(&mut buf);
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+            }
+            buf
+        })
+    };
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|r| Box::new(r) as Box<dyn Read + Send>),
+    );
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break Some(st),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let _ = writer.join();
+    let mut text = out.join().unwrap_or_default();
+    text.extend(err.join().unwrap_or_default());
+    let mut text = String::from_utf8_lossy(&text).into_owned();
+    if text.len() > limit {
+        let mut cut = limit;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("\n[output truncated]");
+    }
+    match status {
+        None => Err(format!(
+            "{text}\nTimeoutError: the code ran longer than {} s",
+            timeout.as_secs()
+        )),
+        Some(st) if st.success() => Ok(text.trim_end().to_string()),
+        Some(_) => Err(text.trim_end().to_string()),
+    }
 }
 
 /// The messages of a one-shot reply: `--chat`'s conversation (or `-s`), the tools or
@@ -453,6 +583,35 @@ fn interactive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn python_runs_with_timeout_and_output_limit() {
+        if std::process::Command::new("python3")
+            .arg("-c")
+            .arg("pass")
+            .status()
+            .is_err()
+        {
+            eprintln!("skipped: no python3");
+            return;
+        }
+        let t = std::time::Duration::from_secs(10);
+        assert_eq!(run_python("print(6*7)", t, 1000).unwrap(), "42");
+        let e = run_python("1/0", t, 1000).unwrap_err();
+        assert!(e.contains("ZeroDivisionError"), "{e}");
+        let e = run_python(
+            "import time\ntime.sleep(30)",
+            std::time::Duration::from_millis(300),
+            1000,
+        )
+        .unwrap_err();
+        assert!(e.contains("TimeoutError"), "{e}");
+        let big = run_python("print('x' * 100000)", t, 64).unwrap();
+        assert!(
+            big.ends_with("[output truncated]") && big.len() < 100,
+            "{big}"
+        );
+    }
 
     #[test]
     fn printer_hides_metadata_line_and_leading_space() {
