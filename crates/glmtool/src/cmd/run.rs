@@ -143,8 +143,8 @@ pub fn run(a: Args) -> Result<()> {
     match prompt {
         Some(p) => one_shot(&a, &model, &mut session, &mut sampler, Some(&p)),
         None if a.chat.is_some() => one_shot(&a, &model, &mut session, &mut sampler, None),
-        None if a.tools.is_some() || a.interpreter => {
-            bail!("--tools and --interpreter need a prompt (-p/-f) or a conversation (--chat)")
+        None if (a.tools.is_some() || a.interpreter) && !std::io::stdin().is_terminal() => {
+            bail!("--tools and --interpreter need a prompt (-p/-f), a conversation (--chat) or a terminal")
         }
         None if std::io::stdin().is_terminal() && !a.json => interactive(&a, &model, &mut session, &mut sampler),
         None => bail!("no prompt: pass -p TEXT or -f FILE ('-' for standard input), or run on a terminal to chat"),
@@ -381,6 +381,19 @@ fn run_python(code: &str, timeout: std::time::Duration, limit: usize) -> Result<
 /// The messages of a one-shot reply: `--chat`'s conversation (or `-s`), the tools or
 /// code-interpreter system message when asked for and not already there, then the prompt.
 fn one_shot_messages(a: &Args, prompt: Option<&str>) -> Result<Vec<Message>> {
+    let mut messages = base_messages(a)?;
+    if let Some(p) = prompt {
+        messages.push(Message::new(Role::User, p.to_string()));
+    }
+    if messages.is_empty() {
+        bail!("the conversation is empty");
+    }
+    Ok(messages)
+}
+
+/// `--chat`'s conversation (or `-s`), with the tools or code-interpreter system message when
+/// asked for and not already there.
+fn base_messages(a: &Args) -> Result<Vec<Message>> {
     let mut messages = match &a.chat {
         Some(path) => crate::cmd::tokenize::read_messages(path)?,
         None => Vec::new(),
@@ -406,12 +419,6 @@ fn one_shot_messages(a: &Args, prompt: Option<&str>) -> Result<Vec<Message>> {
         if let Some(s) = &a.system {
             messages.insert(0, Message::new(Role::System, s.clone()));
         }
-    }
-    if let Some(p) = prompt {
-        messages.push(Message::new(Role::User, p.to_string()));
-    }
-    if messages.is_empty() {
-        bail!("the conversation is empty");
     }
     Ok(messages)
 }
@@ -476,8 +483,10 @@ fn interactive(
     sampler: &mut Sampler,
 ) -> Result<()> {
     let mut rl = rustyline::DefaultEditor::new()?;
-    let mut system = a.system.clone();
-    let mut turns: Vec<(Message, Message)> = Vec::new();
+    let mut base = base_messages(a)?;
+    let agent_mode = base.iter().any(|m| m.tools.is_some()) || a.interpreter;
+    // Each turn: the user's message, the reply, and any tool rounds (call, observation, reply).
+    let mut turns: Vec<Vec<Message>> = Vec::new();
     let stops = stop_ids(&model.tokenizer);
     eprintln!(
         "glmtool chat with {} — /clear, /system TEXT, /exit; Ctrl-C stops a reply, Ctrl-D quits",
@@ -505,79 +514,112 @@ fn interactive(
                 eprintln!("(history cleared)");
                 continue;
             }
+            ("/system", _) if agent_mode => {
+                eprintln!("(/system is not available with --tools or --interpreter)");
+                continue;
+            }
             ("/system", text) => {
-                system = (!text.is_empty()).then(|| text.to_string());
+                base.retain(|m| m.role != Role::System);
+                if !text.is_empty() {
+                    base.insert(0, Message::new(Role::System, text.to_string()));
+                }
                 turns.clear();
                 eprintln!(
                     "(system message {}; history cleared)",
-                    if system.is_some() { "set" } else { "removed" }
+                    if text.is_empty() { "removed" } else { "set" }
                 );
                 continue;
             }
             _ => {}
         }
-        let user = Message::new(Role::User, line.to_string());
-        // Fit the history: drop the oldest whole turns (the system message stays).
-        let reserve = if a.n_predict < 0 {
-            256.min(session.n_ctx() / 4)
-        } else {
-            a.n_predict as usize
-        };
-        let mut dropped = 0;
-        let ids = loop {
-            let mut messages: Vec<Message> = system
-                .iter()
-                .map(|s| Message::new(Role::System, s.clone()))
-                .collect();
-            for (u, r) in &turns {
-                messages.push(u.clone());
-                messages.push(r.clone());
-            }
-            messages.push(user.clone());
-            let ids = build_chat_ids(&model.tokenizer, &messages)?;
-            if ids.len() + reserve <= session.n_ctx() || turns.is_empty() {
-                break ids;
-            }
-            turns.remove(0);
-            dropped += 1;
-        };
-        if dropped > 0 {
-            eprintln!(
-                "(context full: dropped the {dropped} oldest turn{})",
-                if dropped == 1 { "" } else { "s" }
-            );
-        }
-        if ids.len() >= session.n_ctx() {
-            eprintln!(
-                "error: this message is {} tokens; the context holds {} (use a larger -c)",
-                ids.len(),
-                session.n_ctx()
-            );
-            continue;
-        }
+        let mut current = vec![Message::new(Role::User, line.to_string())];
         INTERRUPTED.store(false, Ordering::SeqCst);
-        let n = max_new(a, session, ids.len());
-        let mut dec = model.tokenizer.stream_decoder();
-        let mut printer = ReplyPrinter::new(false);
-        let mut out = std::io::stdout().lock();
-        let g = generate(session, &ids, n, sampler, &stops, |id| {
-            let piece = dec.push(id);
-            let _ = out.write_all(printer.feed(&piece).as_bytes());
-            let _ = out.flush();
-            !INTERRUPTED.load(Ordering::Relaxed)
-        })?;
-        let _ = out.write_all(printer.feed(&dec.finish()).as_bytes());
-        let _ = writeln!(out);
-        if g.stop == StopReason::Cancelled {
-            eprintln!("(stopped)");
-            INTERRUPTED.store(false, Ordering::SeqCst);
+        for _round in 0..MAX_AGENT_ROUNDS {
+            let Some((messages, ids)) =
+                fit_history(a, model, session, &base, &mut turns, &current)?
+            else {
+                break;
+            };
+            let n = max_new(a, session, ids.len());
+            let mut dec = model.tokenizer.stream_decoder();
+            let mut printer = ReplyPrinter::new(false);
+            let mut out = std::io::stdout().lock();
+            let g = generate(session, &ids, n, sampler, &stops, |id| {
+                let piece = dec.push(id);
+                let _ = out.write_all(printer.feed(&piece).as_bytes());
+                let _ = out.flush();
+                !INTERRUPTED.load(Ordering::Relaxed)
+            })?;
+            let _ = out.write_all(printer.feed(&dec.finish()).as_bytes());
+            let _ = writeln!(out);
+            let (call, history) = agent_reply(a, &messages, &model.tokenizer.decode(&g.ids)?);
+            if let Some(c) = &call {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({"tool_call": {"name": c.name, "arguments": c.arguments}})
+                );
+            }
+            drop(out);
+            current.extend_from_slice(&history[messages.len()..]);
+            if g.stop == StopReason::Cancelled {
+                eprintln!("(stopped)");
+                INTERRUPTED.store(false, Ordering::SeqCst);
+                break;
+            }
+            match next_observation(a, call.is_some(), &history)? {
+                Some(obs) => current.push(obs),
+                None => break,
+            }
         }
-        let (metadata, content) = split_reply(&model.tokenizer.decode(&g.ids)?);
-        let mut reply = Message::new(Role::Assistant, content);
-        reply.metadata = metadata;
-        turns.push((user, reply));
+        turns.push(current);
     }
     Ok(())
+}
+
+/// The prompt for `base + turns + current`, dropping the oldest whole turns (never the system
+/// messages) until it leaves room for a reply; None (after saying why) when even the current
+/// turn alone does not fit.
+fn fit_history(
+    a: &Args,
+    model: &Model,
+    session: &Session,
+    base: &[Message],
+    turns: &mut Vec<Vec<Message>>,
+    current: &[Message],
+) -> Result<Option<(Vec<Message>, Vec<u32>)>> {
+    let reserve = if a.n_predict < 0 {
+        256.min(session.n_ctx() / 4)
+    } else {
+        a.n_predict as usize
+    };
+    let mut dropped = 0;
+    let (messages, ids) = loop {
+        let mut messages = base.to_vec();
+        messages.extend(turns.iter().flatten().cloned());
+        messages.extend_from_slice(current);
+        let ids = build_chat_ids(&model.tokenizer, &messages)?;
+        if ids.len() + reserve <= session.n_ctx() || turns.is_empty() {
+            break (messages, ids);
+        }
+        turns.remove(0);
+        dropped += 1;
+    };
+    if dropped > 0 {
+        eprintln!(
+            "(context full: dropped the {dropped} oldest turn{})",
+            if dropped == 1 { "" } else { "s" }
+        );
+    }
+    if ids.len() >= session.n_ctx() {
+        eprintln!(
+            "error: this turn is {} tokens; the context holds {} (use a larger -c)",
+            ids.len(),
+            session.n_ctx()
+        );
+        return Ok(None);
+    }
+    Ok(Some((messages, ids)))
 }
 
 #[cfg(test)]
