@@ -531,18 +531,7 @@ fn model_type_name(t: i32) -> &'static str {
     }
 }
 
-/// `<0xXX>` -> byte value (upper-case hex, as SentencePiece writes byte pieces).
-pub fn byte_piece_value(piece: &str) -> Option<u8> {
-    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
-    if hex.len() != 2
-        || !hex
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
-    {
-        return None;
-    }
-    u8::from_str_radix(hex, 16).ok()
-}
+pub use gguf::names::byte_piece_value;
 
 impl SpmModel {
     /// Reads and parses a `tokenizer.model` file.

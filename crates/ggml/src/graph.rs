@@ -136,23 +136,20 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
 
     /// Copies host data into an input tensor.
     pub fn set_f32(&self, t: Tensor<'g>, data: &[f32]) -> Result<(), GgmlError> {
-        self.check_input(t, TYPE_F32, data.len())?;
-        // SAFETY: t is an allocated input of this graph with exactly data.len() f32 elements.
-        unsafe {
-            ffi::ggml_backend_tensor_set(
-                t.raw(),
-                data.as_ptr().cast(),
-                0,
-                std::mem::size_of_val(data),
-            )
-        };
-        Ok(())
+        self.set_input(t, TYPE_F32, data)
     }
 
     /// Copies host data into an input tensor.
     pub fn set_i32(&self, t: Tensor<'g>, data: &[i32]) -> Result<(), GgmlError> {
-        self.check_input(t, TYPE_I32, data.len())?;
-        // SAFETY: as set_f32.
+        self.set_input(t, TYPE_I32, data)
+    }
+
+    /// `T` must be the 4-byte element type that ggml type `ty` stores (f32 or i32).
+    fn set_input<T: Copy>(&self, t: Tensor<'g>, ty: u32, data: &[T]) -> Result<(), GgmlError> {
+        debug_assert_eq!(std::mem::size_of::<T>(), 4);
+        self.check_input(t, ty, data.len())?;
+        // SAFETY: t is an allocated input of this graph whose type is `ty` with exactly
+        // data.len() 4-byte elements (checked), so the copy stays inside its data.
         unsafe {
             ffi::ggml_backend_tensor_set(
                 t.raw(),

@@ -42,6 +42,20 @@ pub const TOKEN_TYPE_USER_DEFINED: i32 = 4;
 pub const TOKEN_TYPE_UNUSED: i32 = 5;
 pub const TOKEN_TYPE_BYTE: i32 = 6;
 
+/// The byte value of a SentencePiece byte piece `<0xXX>` (upper-case hex, as SentencePiece
+/// writes them), or None for any other piece.
+pub fn byte_piece_value(piece: &str) -> Option<u8> {
+    let hex = piece.strip_prefix("<0x")?.strip_suffix('>')?;
+    if hex.len() != 2
+        || !hex
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
+    {
+        return None;
+    }
+    u8::from_str_radix(hex, 16).ok()
+}
+
 /// ChatGLM3's special tokens, in id order right after the SentencePiece pieces (ids
 /// `n_pieces + 0 .. n_pieces + 8`, 64789..64797 for the real model), as THUDM's `SPTokenizer`
 /// assigns them.

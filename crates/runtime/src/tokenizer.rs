@@ -122,19 +122,6 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
-/// `<0xXX>` -> byte.
-fn byte_token_value(t: &str) -> Option<u8> {
-    let hex = t.strip_prefix("<0x")?.strip_suffix('>')?;
-    if hex.len() != 2
-        || !hex
-            .bytes()
-            .all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c))
-    {
-        return None;
-    }
-    u8::from_str_radix(hex, 16).ok()
-}
-
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.tokens`, `.scores` and `.token_type`.
     pub fn from_vocab(
@@ -212,7 +199,7 @@ impl Tokenizer {
                     }
                     Piece::Text(t.clone())
                 }
-                TOKEN_TYPE_BYTE => match byte_token_value(t) {
+                TOKEN_TYPE_BYTE => match gguf::names::byte_piece_value(t) {
                     Some(b) => Piece::Byte(b),
                     None => {
                         return Err(TokenizerError::BadByteToken {
