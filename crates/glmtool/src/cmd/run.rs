@@ -72,6 +72,16 @@ impl ReplyPrinter {
             metadata: String::new(),
         }
     }
+    /// At the end of a reply: text held back as a possible metadata line when no newline ever
+    /// came was the answer itself (`process_response` treats such a reply as plain text).
+    fn finish(&mut self) -> String {
+        if self.in_content {
+            return String::new();
+        }
+        self.in_content = true;
+        std::mem::take(&mut self.metadata).trim().to_string()
+    }
+
     /// Returns the part of `text` to show.
     fn feed<'a>(&mut self, mut text: &'a str) -> &'a str {
         if self.raw {
@@ -244,6 +254,7 @@ fn one_shot(
         }
         let tail = dec.finish();
         out.write_all(printer.feed(&tail).as_bytes())?;
+        out.write_all(printer.finish().as_bytes())?;
         writeln!(out)?;
         if let Some(c) = &tool_call {
             let call = serde_json::json!({"tool_call": {"name": c.name, "arguments": c.arguments}});
@@ -551,6 +562,7 @@ fn interactive(
                 !INTERRUPTED.load(Ordering::Relaxed)
             })?;
             let _ = out.write_all(printer.feed(&dec.finish()).as_bytes());
+            let _ = out.write_all(printer.finish().as_bytes());
             let _ = writeln!(out);
             let (call, history) = agent_reply(a, &messages, &model.tokenizer.decode(&g.ids)?);
             if let Some(c) = &call {
@@ -663,6 +675,11 @@ mod tests {
             .map(|s| p.feed(s).to_string())
             .collect();
         assert_eq!(shown, "Hello\nworld");
+        assert_eq!(p.finish(), "");
+        // a reply without any newline is plain text, shown when it ends
+        let mut p = ReplyPrinter::new(false);
+        assert_eq!(p.feed(" a fortune"), "");
+        assert_eq!(p.finish(), "a fortune");
         assert_eq!(split_reply(" \n Hello "), (String::new(), "Hello".into()));
         assert_eq!(
             split_reply("get_weather\n```python\ntool_call(city='x')\n```").0,
