@@ -178,13 +178,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         });
     }
     w.finish()?;
-    let bytes_written = file
-        .writer()
-        .get_ref()
-        .metadata()
-        .map(|m| m.len())
-        .unwrap_or(0);
-    file.commit()?;
+    let bytes_written = file.commit()?;
     Ok(Summary {
         n_tensors: decls.len(),
         n_params,
@@ -248,7 +242,7 @@ pub(crate) fn write_converted<W: std::io::Write>(
     Ok(())
 }
 
-fn check_cancel(cancel: Option<&AtomicBool>) -> Result<(), ConvertError> {
+pub(crate) fn check_cancel(cancel: Option<&AtomicBool>) -> Result<(), ConvertError> {
     match cancel {
         Some(c) if c.load(Ordering::Relaxed) => Err(ConvertError::Interrupted),
         _ => Ok(()),

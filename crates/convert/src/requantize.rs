@@ -6,7 +6,7 @@ use crate::policy::TypePolicy;
 use crate::{quant, ConvertError, Progress, Summary};
 use gguf::{names, AtomicFile, GgufFile, GgufWriter, TensorDecl, Value};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 pub struct RequantizeOptions<'a> {
@@ -97,9 +97,7 @@ pub fn requantize(
             let row_bytes = t.ty.row_bytes(t.dims[0]).expect("validated by the reader") as usize;
             let rows_per_chunk = ((1usize << 22) / ncols).max(1);
             for chunk in data.chunks(rows_per_chunk * row_bytes) {
-                if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-                    return Err(ConvertError::Interrupted);
-                }
+                crate::convert::check_cancel(opts.cancel)?;
                 let n = chunk.len() / row_bytes * ncols;
                 deq.clear();
                 quant::dequantize(t.ty, chunk, n, &mut deq)
@@ -119,13 +117,7 @@ pub fn requantize(
         });
     }
     w.finish()?;
-    let bytes_written = file
-        .writer()
-        .get_ref()
-        .metadata()
-        .map(|m| m.len())
-        .unwrap_or(0);
-    file.commit()?;
+    let bytes_written = file.commit()?;
     Ok(Summary {
         n_tensors: decls.len(),
         n_params,

@@ -56,17 +56,19 @@ impl AtomicFile {
         self.writer.as_mut().expect("writer taken only by commit")
     }
 
-    /// Flushes, syncs and renames the temporary file to the destination.
-    pub fn commit(mut self) -> Result<(), GgufError> {
+    /// Flushes, syncs and renames the temporary file to the destination; returns its size.
+    pub fn commit(mut self) -> Result<u64, GgufError> {
         let w = self.writer.take().expect("commit called once");
         let f = w.into_inner().map_err(|e| GgufError::Io {
             path: self.tmp.clone(),
             source: e.into_error(),
         })?;
-        f.sync_all().map_err(|e| GgufError::Io {
+        let io = |e| GgufError::Io {
             path: self.tmp.clone(),
             source: e,
-        })?;
+        };
+        f.sync_all().map_err(io)?;
+        let size = f.metadata().map_err(io)?.len();
         drop(f);
         if !self.overwrite && self.dest.exists() {
             return Err(GgufError::Exists {
@@ -78,7 +80,7 @@ impl AtomicFile {
             source: e,
         })?;
         self.tmp.clear();
-        Ok(())
+        Ok(size)
     }
 }
 

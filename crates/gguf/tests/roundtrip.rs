@@ -224,7 +224,7 @@ fn atomic_file_leaves_nothing_on_drop_and_refuses_overwrite() {
     );
     let mut f = gguf::AtomicFile::create(&dest, false).unwrap();
     f.write_all(b"done").unwrap();
-    f.commit().unwrap();
+    assert_eq!(f.commit().unwrap(), 4, "commit returns the file size");
     assert_eq!(std::fs::read(&dest).unwrap(), b"done");
     assert!(gguf::AtomicFile::create(&dest, false)
         .err()

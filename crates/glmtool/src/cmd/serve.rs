@@ -836,13 +836,7 @@ async fn chat_completions(
                         st.out.push_back("[DONE]".into());
                         st.done = true;
                     }
-                    Some(Event::Failed(m)) => {
-                        st.out.push_back(
-                            json!({"error": {"message": m, "type": "server_error"}}).to_string(),
-                        );
-                        st.out.push_back("[DONE]".into());
-                        st.done = true;
-                    }
+                    Some(Event::Failed(m)) => st.fail(&m),
                     Some(_) => {}
                     None => return None,
                 }
@@ -858,6 +852,16 @@ struct StreamState {
     text: String,
     sent: String,
     done: bool,
+}
+
+impl StreamState {
+    /// Ends the stream with an error event (generation failed after the headers were sent).
+    fn fail(&mut self, message: &str) {
+        self.out
+            .push_back(json!({"error": {"message": message, "type": "server_error"}}).to_string());
+        self.out.push_back("[DONE]".into());
+        self.done = true;
+    }
 }
 
 async fn completions(
@@ -942,13 +946,7 @@ async fn completions(
                         st.out.push_back("[DONE]".into());
                         st.done = true;
                     }
-                    Some(Event::Failed(m)) => {
-                        st.out.push_back(
-                            json!({"error": {"message": m, "type": "server_error"}}).to_string(),
-                        );
-                        st.out.push_back("[DONE]".into());
-                        st.done = true;
-                    }
+                    Some(Event::Failed(m)) => st.fail(&m),
                     Some(_) => {}
                     None => return None,
                 }
