@@ -5,6 +5,7 @@ Run:
 
     /work/pyenv/bin/python tools/make_random_checkpoint.py OUT_DIR              # full size, ~12.5 GB
     /work/pyenv/bin/python tools/make_random_checkpoint.py OUT_DIR --layers 2   # smoke test, ~1.1 GB
+    python3 tools/make_random_checkpoint.py OUT_DIR --fast    # tiles one random pool: seconds, not minutes
 
 Writes into OUT_DIR:
   config.json, tokenizer.model (+ tokenizer_config.json if present), copied from --reference-dir
@@ -15,7 +16,9 @@ Writes into OUT_DIR:
 Values: weights ~ N(0, 0.02) (float16), RMSNorm weights 1.0, QKV bias ~ N(0, 0.02),
 transformer.rotary_pos_emb.inv_freq as real checkpoints carry it.  Shards are generated and
 written one at a time, so memory stays around one shard (~2 GB).  Only numpy + safetensors.
-Seeded per tensor (--seed), so the output does not depend on the sharding.
+Seeded per tensor (--seed), so the output does not depend on the sharding.  --fast fills each
+"normal" tensor from one shared pool of 16M N(0, std) values, starting at a per-tensor offset
+(speed benchmarks only care about shapes and types; tools/device-check.sh uses it).
 """
 
 import argparse
@@ -42,6 +45,7 @@ def parse_args():
     p.add_argument("--shards", type=int, default=N_SHARDS)
     p.add_argument("--std", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fast", action="store_true", help="tile one random pool instead of drawing every value")
     return p.parse_args()
 
 
@@ -94,15 +98,35 @@ def split_shards(specs, n_shards):
     return shards
 
 
-def make_tensor(name, shape, kind, std, seed):
+POOL = None
+
+
+def fast_fill(out, key, std):
+    global POOL
+    if POOL is None:
+        POOL = (np.random.default_rng(12345).standard_normal(1 << 24, dtype=np.float32) * np.float32(std)).astype(np.float16)
+    flat = out.reshape(-1)
+    start = key % POOL.size
+    i = 0
+    while i < flat.size:
+        n = min(POOL.size - start, flat.size - i)
+        flat[i:i + n] = POOL[start:start + n]
+        i += n
+        start = 0
+    return out
+
+
+def make_tensor(name, shape, kind, std, seed, fast=False):
     if kind == "ones":
         return np.ones(shape, dtype=np.float16)
     if kind == "inv_freq":
         dim = shape[0] * 2  # THUDM RotaryEmbedding(kv_channels // 2): arange(0, dim, 2) / dim
         return (1.0 / (10000.0 ** (np.arange(0, dim, 2, dtype=np.float32) / dim))).astype(np.float16)
     key = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little")
-    rng = np.random.default_rng(key)
     out = np.empty(shape, dtype=np.float16)
+    if fast:
+        return fast_fill(out, key, std)
+    rng = np.random.default_rng(key)
     flat = out.reshape(-1)
     step = 1 << 24  # generate in 16M-element pieces to keep the f32 temporaries small
     for i in range(0, flat.size, step):
@@ -134,7 +158,7 @@ def main():
     weight_map, total = {}, 0
     for si, shard in enumerate(shards):
         fname = f"model-{si + 1:05d}-of-{len(shards):05d}.safetensors"
-        tensors = {name: make_tensor(name, shape, kind, args.std, args.seed) for name, shape, kind in shard}
+        tensors = {name: make_tensor(name, shape, kind, args.std, args.seed, args.fast) for name, shape, kind in shard}
         save_file(tensors, os.path.join(args.out_dir, fname), metadata={"format": "pt"})
         os.chmod(os.path.join(args.out_dir, fname), 0o644)  # safetensors creates files 0600
         size = sum(t.nbytes for t in tensors.values())

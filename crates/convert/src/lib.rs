@@ -51,11 +51,8 @@ impl Summary {
 /// Everything that can go wrong converting; each message names the file, key or tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{}: {what}", path.display())]
     Config { path: PathBuf, what: String },
     #[error("{}: {what}", path.display())]
@@ -66,10 +63,10 @@ pub enum ConvertError {
     Gguf(#[from] gguf::GgufError),
     #[error(transparent)]
     Quant(#[from] quant::QuantError),
-    #[error("tensor {tensor}: {source}")]
+    #[error("tensor {tensor}: {err}")]
     InTensor {
         tensor: String,
-        source: Box<ConvertError>,
+        err: Box<ConvertError>,
     },
     #[error("{}: {what}", path.display())]
     Input { path: PathBuf, what: String },
@@ -78,10 +75,10 @@ pub enum ConvertError {
 }
 
 impl ConvertError {
-    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, err: std::io::Error) -> Self {
         ConvertError::Io {
             path: path.to_path_buf(),
-            source,
+            err,
         }
     }
     pub(crate) fn in_tensor(self, tensor: &str) -> Self {
@@ -89,7 +86,7 @@ impl ConvertError {
             ConvertError::Interrupted => self,
             e => ConvertError::InTensor {
                 tensor: tensor.to_string(),
-                source: Box::new(e),
+                err: Box::new(e),
             },
         }
     }

@@ -23,12 +23,8 @@ pub const MODEL_TYPE_CHAR: i32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpmError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{file}: cannot read: {err}")]
+    Io { file: String, err: std::io::Error },
     #[error("{file}: truncated protobuf at byte {offset}: expected {expected}")]
     Truncated {
         file: String,
@@ -538,9 +534,9 @@ impl SpmModel {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SpmError> {
         let path = path.as_ref();
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| SpmError::Io {
+        let bytes = std::fs::read(path).map_err(|err| SpmError::Io {
             file: name.clone(),
-            source,
+            err,
         })?;
         Self::from_bytes(&bytes, &name)
     }

@@ -10,7 +10,6 @@ use std::ffi::{c_char, c_int, c_void};
 pub type ggml_backend_t = *mut c_void;
 pub type ggml_backend_buffer_t = *mut c_void;
 pub type ggml_backend_buffer_type_t = *mut c_void;
-pub type ggml_gallocr_t = *mut c_void;
 
 extern "C" {
     pub fn ggml_backend_cpu_init() -> ggml_backend_t;
@@ -20,10 +19,6 @@ extern "C" {
     pub fn ggml_backend_get_default_buffer_type(
         backend: ggml_backend_t,
     ) -> ggml_backend_buffer_type_t;
-    pub fn ggml_backend_graph_compute(
-        backend: ggml_backend_t,
-        graph: *mut sys::ggml_cgraph,
-    ) -> sys::ggml_status;
 
     pub fn ggml_backend_alloc_ctx_tensors(
         ctx: *mut sys::ggml_context,
@@ -52,8 +47,59 @@ extern "C" {
         size: usize,
     );
 
-    pub fn ggml_gallocr_new(buft: ggml_backend_buffer_type_t) -> ggml_gallocr_t;
-    pub fn ggml_gallocr_free(galloc: ggml_gallocr_t);
-    pub fn ggml_gallocr_alloc_graph(galloc: ggml_gallocr_t, graph: *mut sys::ggml_cgraph) -> bool;
-    pub fn ggml_gallocr_get_buffer_size(galloc: ggml_gallocr_t, buffer_id: c_int) -> usize;
+}
+
+pub type ggml_backend_sched_t = *mut c_void;
+
+/// `enum ggml_backend_buffer_usage`: GGML_BACKEND_BUFFER_USAGE_WEIGHTS. The scheduler runs an op
+/// on the backend holding its weights only when their buffer is marked so.
+pub const BUFFER_USAGE_WEIGHTS: c_int = 1;
+
+extern "C" {
+    pub fn ggml_backend_buffer_set_usage(buffer: ggml_backend_buffer_t, usage: c_int);
+    pub fn ggml_backend_buft_supports_backend(
+        buft: ggml_backend_buffer_type_t,
+        backend: ggml_backend_t,
+    ) -> bool;
+
+    pub fn ggml_backend_sched_new(
+        backends: *mut ggml_backend_t,
+        bufts: *mut ggml_backend_buffer_type_t,
+        n_backends: c_int,
+        graph_size: usize,
+        parallel: bool,
+    ) -> ggml_backend_sched_t;
+    pub fn ggml_backend_sched_free(sched: ggml_backend_sched_t);
+    pub fn ggml_backend_sched_get_n_splits(sched: ggml_backend_sched_t) -> c_int;
+    pub fn ggml_backend_sched_get_buffer_size(
+        sched: ggml_backend_sched_t,
+        backend: ggml_backend_t,
+    ) -> usize;
+    pub fn ggml_backend_sched_alloc_graph(
+        sched: ggml_backend_sched_t,
+        graph: *mut sys::ggml_cgraph,
+    ) -> bool;
+    pub fn ggml_backend_sched_graph_compute(
+        sched: ggml_backend_sched_t,
+        graph: *mut sys::ggml_cgraph,
+    ) -> sys::ggml_status;
+    pub fn ggml_backend_sched_reset(sched: ggml_backend_sched_t);
+}
+
+#[cfg(feature = "cuda")]
+extern "C" {
+    pub fn ggml_backend_cuda_init(device: c_int) -> ggml_backend_t;
+    pub fn ggml_backend_cuda_get_device_count() -> c_int;
+    pub fn ggml_backend_cuda_get_device_description(
+        device: c_int,
+        description: *mut c_char,
+        description_size: usize,
+    );
+    pub fn ggml_backend_cuda_get_device_memory(device: c_int, free: *mut usize, total: *mut usize);
+    pub fn ggml_backend_cuda_host_buffer_type() -> ggml_backend_buffer_type_t;
+}
+
+#[cfg(feature = "metal")]
+extern "C" {
+    pub fn ggml_backend_metal_init() -> ggml_backend_t;
 }

@@ -2,7 +2,7 @@
 //! the `ggml_cgraph`, and the ops used by the GLM graph. Every op checks the preconditions ggml
 //! would otherwise `GGML_ASSERT` (an abort), so a shape mistake is an error, not a crash.
 
-use crate::backend::{Allocator, Backend};
+use crate::backend::Scheduler;
 use crate::tensor::{RawContext, Tensor};
 use crate::{ffi, sys, GgmlError};
 use std::cell::{Cell, RefCell};
@@ -15,12 +15,12 @@ pub const TYPE_I32: u32 = sys::ggml_type_GGML_TYPE_I32;
 /// Makes `'g` invariant.
 type Invariant<'g> = fn(&'g ()) -> &'g ();
 
-/// See [`Allocator::with_graph`]. `'g` is invariant and unique to one `with_graph` call; `'w`
+/// See [`Scheduler::with_graph`]. `'g` is invariant and unique to one `with_graph` call; `'w`
 /// is the lifetime of what the graph reads (weights, cache), which outlives the call.
 pub struct GraphCtx<'g, 'w: 'g> {
     ctx: RawContext,
     graph: *mut sys::ggml_cgraph,
-    galloc: *mut std::ffi::c_void,
+    sched: *mut std::ffi::c_void,
     inputs: RefCell<Vec<*mut sys::ggml_tensor>>,
     allocated: Cell<bool>,
     _brand: PhantomData<(Invariant<'g>, &'w ())>,
@@ -31,7 +31,8 @@ fn shape_err<T>(op: &str, msg: String) -> Result<T, GgmlError> {
 }
 
 impl<'g, 'w> GraphCtx<'g, 'w> {
-    pub(crate) fn new(alloc: &mut Allocator, max_nodes: usize) -> Result<Self, GgmlError> {
+    pub(crate) fn new(sched: &mut Scheduler) -> Result<Self, GgmlError> {
+        let max_nodes = sched.max_nodes();
         // SAFETY: pure size computation.
         let graph_mem = unsafe { sys::ggml_graph_overhead_custom(max_nodes, false) };
         let ctx = RawContext::new(max_nodes, graph_mem)?;
@@ -43,7 +44,7 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         Ok(GraphCtx {
             ctx,
             graph,
-            galloc: alloc.raw(),
+            sched: sched.raw(),
             inputs: RefCell::new(Vec::new()),
             allocated: Cell::new(false),
             _brand: PhantomData,
@@ -105,16 +106,61 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         unsafe { (*self.graph).size as usize }
     }
 
-    /// Places every tensor of the graph in the allocator's buffer.
+    /// Assigns every op to a backend and places every tensor of the graph in the compute buffers.
     pub fn allocate(&self) -> Result<(), GgmlError> {
-        // SAFETY: galloc is alive and exclusively borrowed for 'g; the graph belongs to self.
-        if !unsafe { ffi::ggml_gallocr_alloc_graph(self.galloc, self.graph) } {
+        if !self.placeable() {
+            return Err(GgmlError::Backend(
+                "graph has no op on weights or on a cache, so no backend can be chosen for it"
+                    .into(),
+            ));
+        }
+        // SAFETY: the scheduler is alive and exclusively borrowed for 'g; the graph belongs to
+        // self and has at most max_nodes nodes (the scheduler's hash set holds twice that).
+        let ok = unsafe {
+            ffi::ggml_backend_sched_reset(self.sched);
+            ffi::ggml_backend_sched_alloc_graph(self.sched, self.graph)
+        };
+        if !ok {
             return Err(GgmlError::Backend(
                 "could not allocate the compute buffer".into(),
             ));
         }
         self.allocated.set(true);
         Ok(())
+    }
+
+    /// Whether ggml's scheduler can place the graph: it starts from the nodes whose memory or
+    /// view source is allocated, graph inputs, and ops reading weights; with none it aborts.
+    fn placeable(&self) -> bool {
+        // SAFETY: valid graph; nodes holds n_nodes valid tensor pointers whose src/view_src
+        // are null or valid tensors of this graph or of a live store.
+        unsafe {
+            let g = &*self.graph;
+            (0..g.n_nodes as usize).any(|i| {
+                let n = &**g.nodes.add(i);
+                // The scheduler's passes skip view ops: they anchor nothing.
+                let view = [
+                    sys::ggml_op_GGML_OP_VIEW,
+                    sys::ggml_op_GGML_OP_RESHAPE,
+                    sys::ggml_op_GGML_OP_PERMUTE,
+                    sys::ggml_op_GGML_OP_TRANSPOSE,
+                ]
+                .contains(&n.op);
+                !view
+                    && (!n.buffer.is_null()
+                        || (!n.view_src.is_null() && !(*n.view_src).buffer.is_null())
+                        || n.flags & sys::ggml_tensor_flag_GGML_TENSOR_FLAG_INPUT as i32 != 0
+                        || n.src.iter().any(|&s| {
+                            !s.is_null() && crate::backend::is_weight_buffer((*s).buffer.cast())
+                        }))
+            })
+        }
+    }
+
+    /// Graph splits (runs on one backend) of the allocated graph: 1 when it runs on one device.
+    pub fn n_splits(&self) -> usize {
+        // SAFETY: live scheduler.
+        unsafe { ffi::ggml_backend_sched_get_n_splits(self.sched) }.max(0) as usize
     }
 
     fn check_input(&self, t: Tensor<'g>, ty: u32, n: usize) -> Result<(), GgmlError> {
@@ -161,8 +207,8 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         Ok(())
     }
 
-    /// Runs the graph on `backend`.
-    pub fn compute(&self, backend: &Backend) -> Result<(), GgmlError> {
+    /// Runs the graph (each split on its backend) and waits for it.
+    pub fn compute(&self) -> Result<(), GgmlError> {
         if !self.allocated.get() {
             return Err(GgmlError::Backend("compute before allocate()".into()));
         }
@@ -178,8 +224,8 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
                 "graph has tensors without memory".into(),
             ));
         }
-        // SAFETY: allocated graph whose inputs (weights, cache) outlive 'g; backend alive.
-        let st = unsafe { ffi::ggml_backend_graph_compute(backend.raw(), self.graph) };
+        // SAFETY: graph allocated by this scheduler, whose inputs (weights, cache) outlive 'g.
+        let st = unsafe { ffi::ggml_backend_sched_graph_compute(self.sched, self.graph) };
         if st != sys::ggml_status_GGML_STATUS_SUCCESS {
             return Err(GgmlError::Backend(format!(
                 "graph compute failed (status {st})"
@@ -288,6 +334,15 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         let ctx = self.room()?;
         // SAFETY: ggml_can_mul_mat holds (checked); ctx has room.
         self.wrap(unsafe { sys::ggml_mul_mat(ctx, a.raw(), b.raw()) })
+    }
+
+    /// [`Self::mul_mat`] accumulated in f32 on every backend. CUDA's batched f16 GEMM (used for
+    /// attention over an f16 cache) otherwise accumulates and stores the result in f16.
+    pub fn mul_mat_f32(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let r = self.mul_mat(a, b)?;
+        // SAFETY: r is a MUL_MAT node just made; sets its precision op-param.
+        unsafe { sys::ggml_mul_mat_set_prec(r.raw(), sys::ggml_prec_GGML_PREC_F32) };
+        Ok(r)
     }
 
     /// A contiguous copy.

@@ -2,9 +2,10 @@
 //!
 //! This is the only crate of the workspace that calls ggml, and with the GGUF reader's memory
 //! map the only `unsafe` code. Everything it exports is safe:
-//! - [`Backend`], [`Allocator`] (ggml-backend + ggml-alloc), freed on drop;
+//! - [`Backend`] (CPU, CUDA, Metal) and [`Scheduler`] (ggml-backend's scheduler: one graph run
+//!   across a GPU and the CPU), freed on drop; [`gpu_devices`] lists the GPUs present;
 //! - [`TensorStore`]: a ggml context plus the buffer holding its tensors (weights, KV cache);
-//! - [`GraphCtx`]: a graph being built, confined to [`Allocator::with_graph`], with checked ops;
+//! - [`GraphCtx`]: a graph being built, confined to [`Scheduler::with_graph`], with checked ops;
 //! - [`Tensor<'a>`]: a handle that cannot outlive its owner;
 //! - [`quant`]: ggml's quantizers, as a test oracle.
 //!
@@ -16,7 +17,7 @@ pub mod graph;
 pub mod quant;
 pub mod tensor;
 
-pub use backend::{Allocator, Backend};
+pub use backend::{gpu_devices, gpu_kinds, Backend, DeviceInfo, DeviceKind, Scheduler};
 pub use ggml_sys_bleedingedge as sys;
 pub use graph::{GraphCtx, TYPE_F16, TYPE_F32, TYPE_I32};
 pub use tensor::{Tensor, TensorSpec, TensorStore};

@@ -153,10 +153,11 @@ type NamedTensors = Vec<(String, NonNull<sys::ggml_tensor>)>;
 /// weights (zero-copy over a memory-mapped file, or copied into device memory) or a KV cache.
 pub struct TensorStore {
     tensors: NamedTensors,
-    // Drop order: buffer, then context, then the host memory owner.
+    // Drop order: buffer, then context, then the host memory owner / the backend.
     buffer: Buffer,
     _ctx: RawContext,
     _host: Option<Box<dyn Any>>,
+    _backend: Option<Backend>,
 }
 
 impl TensorStore {
@@ -174,24 +175,50 @@ impl TensorStore {
         Ok((ctx, tensors))
     }
 
-    /// Allocates the tensors in `backend`'s memory, zero-filled.
+    /// Allocates the tensors in `backend`'s memory, zero-filled (a KV cache).
     pub fn allocate(backend: &Backend, specs: &[TensorSpec]) -> Result<Self, GgmlError> {
+        Self::allocate_as(backend, specs, false)
+    }
+
+    /// Allocates weights in `backend`'s memory (fill them with [`Self::upload`]). The buffer is
+    /// marked as weights, so the scheduler runs the ops that read them on `backend`.
+    pub fn allocate_weights(backend: &Backend, specs: &[TensorSpec]) -> Result<Self, GgmlError> {
+        Self::allocate_as(backend, specs, true)
+    }
+
+    fn allocate_as(
+        backend: &Backend,
+        specs: &[TensorSpec],
+        weights: bool,
+    ) -> Result<Self, GgmlError> {
         let (ctx, tensors) = Self::create(specs)?;
         // SAFETY: valid context and backend; returns null on allocation failure.
         let raw = unsafe { ffi::ggml_backend_alloc_ctx_tensors(ctx.raw(), backend.raw()) };
         let buffer = Buffer::from_raw(raw).ok_or_else(|| {
             GgmlError::Backend(format!(
-                "could not allocate {} tensors on {}",
+                "could not allocate {} tensors on {} ({} bytes): out of memory",
                 specs.len(),
-                backend.name()
+                backend.name(),
+                specs
+                    .iter()
+                    .map(
+                        |s| crate::quant::row_size(s.ty, s.ne[0] as usize).unwrap_or(0)
+                            * s.ne[1..].iter().product::<i64>() as usize
+                    )
+                    .sum::<usize>()
             ))
         })?;
-        buffer.clear(0);
+        if weights {
+            buffer.mark_weights();
+        } else {
+            buffer.clear(0);
+        }
         Ok(TensorStore {
             tensors,
             buffer,
             _ctx: ctx,
             _host: None,
+            _backend: Some(backend.clone()),
         })
     }
 
@@ -229,6 +256,7 @@ impl TensorStore {
         let raw = unsafe { ffi::ggml_backend_cpu_buffer_from_ptr(base as *mut _, len) };
         let buffer = Buffer::from_raw(raw)
             .ok_or_else(|| GgmlError::Backend("could not wrap host memory".into()))?;
+        buffer.mark_weights();
         for ((_, t), &off) in tensors.iter().zip(offsets) {
             // SAFETY: the tensor is unallocated, belongs to ctx, and [off, off+nbytes) lies in the
             // buffer (checked above).
@@ -241,6 +269,7 @@ impl TensorStore {
             buffer,
             _ctx: ctx,
             _host: Some(host),
+            _backend: None,
         })
     }
 

@@ -32,7 +32,7 @@ impl AtomicFile {
         ));
         let f = File::create(&tmp).map_err(|e| GgufError::Io {
             path: tmp.clone(),
-            source: e,
+            err: e,
         })?;
         Ok(AtomicFile {
             dest: dest.to_path_buf(),
@@ -61,11 +61,11 @@ impl AtomicFile {
         let w = self.writer.take().expect("commit called once");
         let f = w.into_inner().map_err(|e| GgufError::Io {
             path: self.tmp.clone(),
-            source: e.into_error(),
+            err: e.into_error(),
         })?;
         let io = |e| GgufError::Io {
             path: self.tmp.clone(),
-            source: e,
+            err: e,
         };
         f.sync_all().map_err(io)?;
         let size = f.metadata().map_err(io)?.len();
@@ -77,7 +77,7 @@ impl AtomicFile {
         }
         std::fs::rename(&self.tmp, &self.dest).map_err(|e| GgufError::Io {
             path: self.dest.clone(),
-            source: e,
+            err: e,
         })?;
         self.tmp.clear();
         Ok(size)

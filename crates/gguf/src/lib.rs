@@ -27,11 +27,8 @@ pub const KEY_ALIGNMENT: &str = "general.alignment";
 /// there is one, the key or tensor.
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("{}: {err}", path.display())]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("write failed: {0}")]
     Write(std::io::Error),
     #[error("{}: not a GGUF file (missing 'GGUF' magic)", path.display())]

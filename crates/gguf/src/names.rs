@@ -132,6 +132,13 @@ impl LayerTensor {
     }
 }
 
+/// The layer number of a per-layer tensor name (`blk.{N}.…`).
+pub fn layer_of(name: &str) -> Option<usize> {
+    let rest = name.strip_prefix("blk.")?;
+    let (n, _) = rest.split_once('.')?;
+    n.parse().ok()
+}
+
 /// Global tensors: (GGUF name, THUDM name).
 pub const GLOBAL_TENSORS: [(&str, &str); 3] = [
     (TOKEN_EMBD, "transformer.embedding.word_embeddings.weight"),

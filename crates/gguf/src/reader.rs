@@ -151,7 +151,7 @@ impl GgufFile {
         let path = path.as_ref();
         let io = |e| GgufError::Io {
             path: path.to_path_buf(),
-            source: e,
+            err: e,
         };
         let file = File::open(path).map_err(io)?;
         let mmap = map_readonly(&file).map_err(io)?;

@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use glm_runtime::{CacheType, Model, SessionOptions};
+use glm_runtime::{
+    CacheType, DeviceKind, GpuLayers, LoadOptions, Model, PlanShape, SessionOptions,
+};
 use std::path::PathBuf;
 
 /// Model and context flags shared by `run`, `perplexity` and `bench`.
@@ -23,9 +25,104 @@ pub struct ModelArgs {
     /// KV cache type: f16 or f32
     #[arg(long = "cache-type", default_value = "f16", value_parser = parse_cache_type)]
     pub cache_type: CacheType,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
 }
 
-fn parse_cache_type(s: &str) -> Result<CacheType, String> {
+/// Device and offload flags (used by the model-running subcommands and `info --plan`).
+#[derive(Args, Clone, Debug)]
+pub struct GpuArgs {
+    /// cpu, cuda, cuda:N or metal (default: the GPU when this build has one and it is present)
+    #[arg(long = "device", value_parser = parse_device)]
+    pub device: Option<Device>,
+    /// Layers on the GPU (the last N; more than the layer count also puts the output head
+    /// there). Default: as many as fit the VRAM budget
+    #[arg(long = "gpu-layers", visible_alias = "ngl", alias = "n-gpu-layers")]
+    pub gpu_layers: Option<usize>,
+    /// GPU memory the model may use, e.g. 2G or 1500M (default: the device's free memory
+    /// less a reserve)
+    #[arg(long = "vram-budget", value_parser = glm_runtime::plan::parse_size)]
+    pub vram_budget: Option<u64>,
+}
+
+/// `--device`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Device {
+    Cpu,
+    Gpu(DeviceKind, usize),
+}
+
+fn parse_device(s: &str) -> Result<Device, String> {
+    let (name, index) = match s.split_once(':') {
+        Some((n, i)) => (
+            n,
+            i.parse::<usize>()
+                .map_err(|_| format!("{s:?}: the device number must be an integer"))?,
+        ),
+        None => (s, 0),
+    };
+    match name.to_ascii_lowercase().as_str() {
+        "cpu" if index == 0 => Ok(Device::Cpu),
+        "cuda" | "gpu" if name != "gpu" || index == 0 => Ok(Device::Gpu(DeviceKind::Cuda, index)),
+        "metal" if index == 0 => Ok(Device::Gpu(DeviceKind::Metal, 0)),
+        _ => Err(format!(
+            "unknown device {s:?} (expected cpu, cuda, cuda:N or metal)"
+        )),
+    }
+}
+
+impl GpuArgs {
+    /// The device to use: the flag, or the first GPU present in a GPU build, or the CPU.
+    pub fn device(&self) -> Result<Option<(DeviceKind, usize)>> {
+        let devices = glm_runtime::gpu_devices();
+        match self.device {
+            Some(Device::Cpu) => {
+                if self.gpu_layers.is_some_and(|n| n > 0) {
+                    bail!("--gpu-layers needs a GPU device, but --device cpu was given");
+                }
+                Ok(None)
+            }
+            Some(Device::Gpu(kind, index)) => {
+                if !glm_runtime::gpu_kinds().contains(&kind) {
+                    bail!(
+                        "--device {}: this glmtool was built without {} support (build it with `--features {}`; see docs/gpu.md)",
+                        kind.name(),
+                        kind.name(),
+                        kind.name()
+                    );
+                }
+                if !devices.iter().any(|d| d.kind == kind && d.index == index) {
+                    bail!(
+                        "--device {}:{index}: no such device ({} found)",
+                        kind.name(),
+                        devices.iter().filter(|d| d.kind == kind).count()
+                    );
+                }
+                Ok(Some((kind, index)))
+            }
+            None => {
+                let first = devices.first().map(|d| (d.kind, d.index));
+                if first.is_none() && self.gpu_layers.is_some_and(|n| n > 0) {
+                    bail!(
+                        "--gpu-layers: no GPU is available ({})",
+                        if glm_runtime::gpu_kinds().is_empty() {
+                            "this glmtool was built without CUDA or Metal; see docs/gpu.md"
+                        } else {
+                            "none was found"
+                        }
+                    );
+                }
+                Ok(first)
+            }
+        }
+    }
+
+    pub fn layers(&self) -> GpuLayers {
+        self.gpu_layers.map_or(GpuLayers::Auto, GpuLayers::Count)
+    }
+}
+
+pub(crate) fn parse_cache_type(s: &str) -> Result<CacheType, String> {
     match s {
         "f16" => Ok(CacheType::F16),
         "f32" => Ok(CacheType::F32),
@@ -34,12 +131,51 @@ fn parse_cache_type(s: &str) -> Result<CacheType, String> {
 }
 
 impl ModelArgs {
-    /// Loads the model (or the demo model).
-    pub fn load(&self) -> Result<Model> {
-        let path = match &self.model {
-            Some(p) => p.clone(),
-            None => crate::demo::demo_model_path()?,
+    /// The model file (or the demo model).
+    pub fn path(&self) -> Result<PathBuf> {
+        match &self.model {
+            Some(p) => Ok(p.clone()),
+            None => crate::demo::demo_model_path(),
+        }
+    }
+
+    /// The session shape the offload plan is made for; `logits_rows` is 1 for generation and
+    /// the batch size for perplexity.
+    pub fn plan_shape(&self, logits_rows: usize) -> PlanShape {
+        PlanShape {
+            n_ctx: self.ctx.unwrap_or(0),
+            n_batch: self.batch.max(1),
+            cache_type: self.cache_type,
+            logits_rows,
+        }
+    }
+
+    /// Loads the model (or the demo model), placing it on the device as planned, and prints the
+    /// plan on stderr when a GPU is involved (or with `verbose`).
+    pub fn load(&self, logits_rows: usize, verbose: bool) -> Result<Model> {
+        self.load_shaped(self.plan_shape(logits_rows), verbose)
+    }
+
+    /// [`Self::load`] with the plan made for `shape`.
+    pub fn load_shaped(&self, shape: PlanShape, verbose: bool) -> Result<Model> {
+        let path = self.path()?;
+        let opts = LoadOptions {
+            device: self.gpu.device()?,
+            layers: self.gpu.layers(),
+            budget: self.gpu.vram_budget,
+            shape,
         };
+        let model = Model::load_with(&path, &opts)
+            .with_context(|| format!("loading {}", path.display()))?;
+        if verbose || model.plan.device.is_some() {
+            eprintln!("{}", model.plan.describe());
+        }
+        Ok(model)
+    }
+
+    /// Loads the model on the CPU only (for its tokenizer, say).
+    pub fn load_cpu(&self) -> Result<Model> {
+        let path = self.path()?;
         Model::load(&path).with_context(|| format!("loading {}", path.display()))
     }
 

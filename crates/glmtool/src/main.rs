@@ -47,7 +47,15 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // llama.cpp's `-ngl N` (a multi-letter flag with one dash, which clap cannot declare).
+    let args = std::env::args_os().map(|a| {
+        if a == "-ngl" {
+            "--gpu-layers".into()
+        } else {
+            a
+        }
+    });
+    let cli = Cli::parse_from(args);
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             // Second Ctrl-C: give up at once (temporary files are removed by the first one's unwinding).

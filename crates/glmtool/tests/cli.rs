@@ -380,3 +380,48 @@ fn bad_prompts_and_texts_are_clear_errors() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no prompt"));
 }
+
+/// GPU flags in the default (CPU-only) build: clear errors, `--device cpu` works, and
+/// `info --plan` plans for a hypothetical GPU of the budget's size.
+#[test]
+fn gpu_flags_and_plan_without_a_gpu() {
+    let m = model("q8_0");
+    let m = m.to_str().unwrap();
+    fails_with(
+        &["run", "-m", m, "-p", "hi", "--device", "cuda"],
+        &["--device cuda", "built without cuda"],
+    );
+    fails_with(&["run", "-m", m, "-p", "hi", "-ngl", "2"], &["--gpu-layers", "no GPU"]);
+    fails_with(
+        &["run", "-m", m, "-p", "hi", "--device", "cpu", "--gpu-layers", "1"],
+        &["--device cpu"],
+    );
+    fails_with(&["run", "-m", m, "-p", "hi", "--device", "tpu"], &["unknown device"]);
+    fails_with(&["info", m, "--plan", "--vram-budget", "lots"], &["not a size"]);
+    let o = run(&["run", "-m", m, "-p", "hi", "-n", "4", "--device", "cpu", "-v"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("plan: all 2 layers on the CPU"), "{}", stderr(&o));
+
+    // CPU plan; then a hypothetical 1 GiB GPU takes everything of the tiny model.
+    let o = run(&["info", m, "--plan"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("all 2 layers on the CPU"), "{text}");
+    let o = run(&["info", m, "--plan", "--vram-budget", "1G", "--json", "-c", "256"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(p["n_gpu_layers"], 2);
+    assert_eq!(p["output_on_gpu"], true);
+    let gpu_total: u64 = ["weights", "kv", "compute", "scratch"]
+        .iter()
+        .map(|k| p["gpu"][k].as_u64().unwrap())
+        .sum();
+    assert!(gpu_total <= 1 << 30);
+    // A budget too small for what -ngl asks is refused with the number that fits.
+    fails_with(
+        &["info", m, "--plan", "--vram-budget", "20M", "-ngl", "2"],
+        &["-ngl 2 needs", "layers fit"],
+    );
+    let o = run(&["info", m, "--plan", "--vram-budget", "1G", "-ngl", "1"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("1/2 layers on a GPU"), "{text}");
+}

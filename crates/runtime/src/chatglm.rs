@@ -284,15 +284,17 @@ pub fn build_graph<'g>(
         let h = g.mul(g.rms_norm(x, hp.eps)?, l.attn_norm)?;
         let qkv = g.add(g.mul_mat(l.qkv, h)?, l.qkv_bias)?; // [qkv_rows, T]
         let row = qkv.nb()[1];
-        let qk = g.view(qkv, &[d, nh + nkv, t], &[d as usize * f, row], 0)?;
-        let qk = rope_glm(g, qk, rope_pos, hp.rope_base)?; // [d, nh + nkv, T], contiguous
-        let q = g.view(qk, &[d, nh, t], &[qk.nb()[1], qk.nb()[2]], 0)?;
+        let q = g.view(qkv, &[d, nh, t], &[d as usize * f, row], 0)?;
         let k = g.view(
-            qk,
+            qkv,
             &[d, nkv, t],
-            &[qk.nb()[1], qk.nb()[2]],
+            &[d as usize * f, row],
             (nh * d) as usize * f,
         )?;
+        // Roped separately so that each comes out contiguous: CUDA's batched GEMM below reads
+        // its second operand as if it had no gaps between rows.
+        let q = rope_glm(g, q, rope_pos, hp.rope_base)?; // [d, nh, T]
+        let k = rope_glm(g, k, rope_pos, hp.rope_base)?; // [d, nkv, T]
         let v = g.view(qkv, &[nkv * d, t], &[row], ((nh + nkv) * d) as usize * f)?;
 
         // append k, v to the cache (K row-major by token, V transposed)
@@ -312,9 +314,9 @@ pub fn build_graph<'g>(
             0,
         )?;
         let q = g.permute(q, [0, 2, 1, 3])?; // [d, T, nh]
-        let scores = g.mul_mat(keys, q)?; // [n_kv, T, nh]
+        let scores = g.mul_mat_f32(keys, q)?; // [n_kv, T, nh]
         let probs = g.soft_max_ext(scores, mask, 1.0 / (d as f32).sqrt())?;
-        let attn = g.mul_mat(vals, probs)?; // [d, T, nh]
+        let attn = g.mul_mat_f32(vals, probs)?; // [d, T, nh]
         let attn = g.reshape(g.cont(g.permute(attn, [0, 2, 1, 3])?)?, &[nh * d, t])?;
         x = g.add(x, g.mul_mat(l.attn_output, attn)?)?;
 

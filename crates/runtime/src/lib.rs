@@ -1,6 +1,6 @@
 //! ChatGLM inference on ggml: the model graph (`chatglm`), model loading (`model`), sessions with
-//! a KV cache (`session`), tokenizer and chat format (`tokenizer`, `chat`), sampling (`sampler`),
-//! and perplexity (`perplexity`).
+//! a KV cache (`session`), the GPU offload planner (`plan`), tokenizer and chat format
+//! (`tokenizer`, `chat`), sampling (`sampler`), and perplexity (`perplexity`).
 
 pub mod agent;
 pub mod chat;
@@ -8,11 +8,14 @@ pub mod chatglm;
 pub mod generate;
 pub mod model;
 pub mod perplexity;
+pub mod plan;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;
 
-pub use model::Model;
+pub use glm_ggml::{gpu_devices, gpu_kinds, DeviceInfo, DeviceKind};
+pub use model::{LoadOptions, Model};
+pub use plan::{GpuLayers, Plan, PlanShape};
 pub use session::{CacheType, Session, SessionOptions};
 pub use tokenizer::Tokenizer;
 

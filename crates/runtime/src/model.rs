@@ -2,10 +2,11 @@
 //! then mapped zero-copy into ggml (the weights stay in the page cache, not in anonymous memory).
 
 use crate::chatglm::{matmul_type_supported, Hparams, Weights};
+use crate::plan::{GpuLayers, ModelSizes, Plan, PlanRequest, PlanShape};
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
 use gguf::GgufFile;
-use glm_ggml::{TensorSpec, TensorStore};
+use glm_ggml::{Backend, DeviceKind, Tensor, TensorSpec, TensorStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +21,72 @@ pub struct Model {
     /// Weights (elements of all tensors).
     pub n_params: u64,
     pub load_time: Duration,
+    /// Where the layers and the output head live.
+    pub plan: Plan,
+    /// Every tensor, mapped from the file (the CPU's copy).
     weights: TensorStore,
+    /// The tensors the plan puts on the GPU, copied there; `gpu_index[i]` is tensor i's index
+    /// in that store.
+    gpu_weights: Option<TensorStore>,
+    gpu_index: Vec<Option<usize>>,
+    gpu: Option<Backend>,
     n_weight_tensors: usize,
+}
+
+/// Where to run: the device and the offload request (see [`crate::plan`]).
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// `None`: the CPU only.
+    pub device: Option<(DeviceKind, usize)>,
+    pub layers: GpuLayers,
+    /// `--vram-budget` in bytes.
+    pub budget: Option<u64>,
+    /// The session the plan is sized for.
+    pub shape: PlanShape,
+}
+
+impl LoadOptions {
+    /// CPU only.
+    pub fn cpu(shape: PlanShape) -> Self {
+        LoadOptions {
+            device: None,
+            layers: GpuLayers::Auto,
+            budget: None,
+            shape,
+        }
+    }
+}
+
+/// The plan for `file` under `opts`, with `gpu` the device's backend if one is used.
+pub fn plan_for(
+    file: &GgufFile,
+    hparams: &Hparams,
+    opts: &LoadOptions,
+) -> Result<Plan, RuntimeError> {
+    let sizes = ModelSizes::from_gguf(file, hparams)?;
+    let device = match opts.device {
+        None => None,
+        Some((kind, index)) => Some(
+            glm_ggml::gpu_devices()
+                .into_iter()
+                .find(|d| d.kind == kind && d.index == index)
+                .ok_or_else(|| {
+                    RuntimeError::Input(format!(
+                        "{}:{index}: no such device in this build/machine",
+                        kind.name()
+                    ))
+                })?,
+        ),
+    };
+    let req = PlanRequest {
+        device: device
+            .as_ref()
+            .map(|d| format!("{}:{} ({})", d.kind.name(), d.index, d.description)),
+        layers: opts.layers,
+        budget: opts.budget,
+        free: device.as_ref().and_then(|d| d.free),
+    };
+    crate::plan::plan(&sizes, &opts.shape, &req)
 }
 
 struct SharedFile(Arc<GgufFile>);
@@ -32,8 +97,19 @@ impl AsRef<[u8]> for SharedFile {
 }
 
 impl Model {
-    /// Opens, validates and maps `path`.
+    /// Opens, validates and maps `path`, CPU only.
     pub fn load(path: &Path) -> Result<Self, RuntimeError> {
+        let shape = PlanShape {
+            n_ctx: 0,
+            n_batch: 1,
+            cache_type: crate::CacheType::F16,
+            logits_rows: 1,
+        };
+        Self::load_with(path, &LoadOptions::cpu(shape))
+    }
+
+    /// Opens, validates and maps `path`; plans the offload and copies the GPU's share there.
+    pub fn load_with(path: &Path, opts: &LoadOptions) -> Result<Self, RuntimeError> {
         let t0 = Instant::now();
         let file = Arc::new(GgufFile::open(path)?);
         let hparams = Hparams::from_gguf(&file)?;
@@ -92,6 +168,53 @@ impl Model {
             .iter()
             .map(|s| s.ne.iter().product::<i64>() as u64)
             .sum();
+        let mut shape = opts.shape;
+        if shape.n_ctx == 0 || shape.n_ctx > hparams.n_ctx_train {
+            shape.n_ctx = hparams.n_ctx_train;
+        }
+        let plan = plan_for(
+            &file,
+            &hparams,
+            &LoadOptions {
+                shape,
+                ..opts.clone()
+            },
+        )?;
+
+        // The GPU's share: the plan's layers and, if it says so, the output head.
+        let mut gpu_index = vec![None; specs.len()];
+        let (mut gpu_weights, mut gpu) = (None, None);
+        if let (true, Some((kind, index))) = (plan.uses_gpu(), opts.device) {
+            let on_gpu = |name: &str| match gguf::names::layer_of(name) {
+                Some(il) => plan.layer_on_gpu(il),
+                None => plan.output_on_gpu && name != gguf::names::TOKEN_EMBD,
+            };
+            let mut gpu_specs = Vec::new();
+            for (i, s) in specs.iter().enumerate() {
+                if on_gpu(&s.name) {
+                    gpu_index[i] = Some(gpu_specs.len());
+                    gpu_specs.push(s.clone());
+                }
+            }
+            let backend = Backend::gpu(kind, index)?;
+            let store = TensorStore::allocate_weights(&backend, &gpu_specs).map_err(|e| {
+                RuntimeError::Model(format!(
+                    "{}: could not place {} on {}: {e}",
+                    path.display(),
+                    crate::plan::fmt_bytes(plan.gpu.weights),
+                    backend.name()
+                ))
+            })?;
+            for (i, spec) in specs.iter().enumerate() {
+                if let Some(g) = gpu_index[i] {
+                    let info = file.tensor(&spec.name).expect("validated above");
+                    let t = store.at(g).expect("index in range");
+                    store.upload(t, file.tensor_data(info))?;
+                }
+            }
+            gpu_weights = Some(store);
+            gpu = Some(backend);
+        }
         let weights = TensorStore::map_host(SharedFile(file), &specs, &offsets)?;
         Ok(Model {
             hparams,
@@ -100,15 +223,27 @@ impl Model {
             file_size,
             n_params,
             load_time: t0.elapsed(),
+            plan,
             weights,
+            gpu_weights,
+            gpu_index,
+            gpu,
             n_weight_tensors: specs.len(),
         })
     }
 
-    /// Weight handles for graph building.
+    /// The GPU backend the model's GPU share lives on.
+    pub fn gpu_backend(&self) -> Option<&Backend> {
+        self.gpu.as_ref()
+    }
+
+    /// Weight handles for graph building: the GPU's copy where the plan put one there.
     pub fn weights(&self) -> Weights<'_> {
-        let t: Vec<_> = (0..self.n_weight_tensors)
-            .map(|i| self.weights.at(i).expect("index in range"))
+        let t: Vec<Tensor<'_>> = (0..self.n_weight_tensors)
+            .map(|i| match (self.gpu_index[i], &self.gpu_weights) {
+                (Some(g), Some(store)) => store.at(g).expect("index in range"),
+                _ => self.weights.at(i).expect("index in range"),
+            })
             .collect();
         Weights::from_ordered(&t, self.hparams.n_layer)
     }

@@ -1,10 +1,11 @@
-//! An inference session: a backend, a KV cache and a compute-buffer allocator over a loaded
-//! model. `eval` feeds tokens (in batches) and returns logits.
+//! An inference session: the CPU backend (and the model's GPU, if it has one), a KV cache split
+//! the way the model's plan splits the layers, and ggml's scheduler over a loaded model. `eval`
+//! feeds tokens (in batches) and returns logits.
 
 use crate::chatglm::{build_graph, step_inputs, LayerCache, Step};
 use crate::model::Model;
 use crate::RuntimeError;
-use glm_ggml::{Allocator, Backend, TensorSpec, TensorStore, TYPE_F16, TYPE_F32};
+use glm_ggml::{Backend, Scheduler, TensorSpec, TensorStore, TYPE_F16, TYPE_F32};
 
 /// KV cache element type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -38,9 +39,12 @@ impl Default for SessionOptions {
 
 pub struct Session<'m> {
     model: &'m Model,
-    backend: Backend,
-    alloc: Allocator,
-    cache: TensorStore,
+    sched: Scheduler,
+    /// KV cache of the CPU's layers and of the GPU's layers; `cache_at[il]` = (on GPU, index of
+    /// the layer's K in its store; V follows).
+    cache_cpu: Option<TensorStore>,
+    cache_gpu: Option<TensorStore>,
+    cache_at: Vec<(bool, usize)>,
     n_ctx: usize,
     n_batch: usize,
     /// The tokens whose K/V are in the cache, in order.
@@ -61,35 +65,49 @@ impl<'m> Session<'m> {
                 hp.n_ctx_train
             )));
         }
-        let backend = Backend::cpu(opts.n_threads)?;
+        let cpu = Backend::cpu(opts.n_threads)?;
+        let gpu = model.gpu_backend();
         let ty = match opts.cache_type {
             CacheType::F16 => TYPE_F16,
             CacheType::F32 => TYPE_F32,
         };
         let n = (hp.kv_width() * n_ctx) as i64;
-        let specs: Vec<TensorSpec> = (0..hp.n_layer)
-            .flat_map(|il| {
-                [
-                    TensorSpec {
-                        name: format!("cache_k_l{il}"),
-                        ty,
-                        ne: vec![n],
-                    },
-                    TensorSpec {
-                        name: format!("cache_v_l{il}"),
-                        ty,
-                        ne: vec![n],
-                    },
-                ]
-            })
-            .collect();
-        let cache = TensorStore::allocate(&backend, &specs)?;
-        let alloc = Allocator::new(&backend)?;
+        let (mut cpu_specs, mut gpu_specs) = (Vec::new(), Vec::new());
+        let mut cache_at = Vec::with_capacity(hp.n_layer);
+        for il in 0..hp.n_layer {
+            let on_gpu = gpu.is_some() && model.plan.layer_on_gpu(il);
+            let specs = if on_gpu {
+                &mut gpu_specs
+            } else {
+                &mut cpu_specs
+            };
+            cache_at.push((on_gpu, specs.len()));
+            for kv in ["k", "v"] {
+                specs.push(TensorSpec {
+                    name: format!("cache_{kv}_l{il}"),
+                    ty,
+                    ne: vec![n],
+                });
+            }
+        }
+        let alloc = |b: &Backend, specs: &[TensorSpec]| -> Result<_, RuntimeError> {
+            if specs.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(TensorStore::allocate(b, specs)?))
+        };
+        let cache_cpu = alloc(&cpu, &cpu_specs)?;
+        let cache_gpu = match gpu {
+            Some(g) => alloc(g, &gpu_specs)?,
+            None => None,
+        };
+        let sched = Scheduler::new(gpu, &cpu, max_nodes(hp.n_layer))?;
         Ok(Session {
             model,
-            backend,
-            alloc,
-            cache,
+            sched,
+            cache_cpu,
+            cache_gpu,
+            cache_at,
             n_ctx,
             n_batch: opts.n_batch.max(1),
             tokens: Vec::new(),
@@ -110,13 +128,18 @@ impl<'m> Session<'m> {
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
     }
-    /// Bytes of KV cache.
+    /// Bytes of KV cache (CPU and GPU).
     pub fn cache_bytes(&self) -> usize {
-        self.cache.size_bytes()
+        self.cache_cpu.as_ref().map_or(0, |c| c.size_bytes())
+            + self.cache_gpu.as_ref().map_or(0, |c| c.size_bytes())
     }
-    /// Bytes of the compute buffer so far.
+    /// Bytes of the compute buffers so far (CPU and GPU).
     pub fn compute_bytes(&self) -> usize {
-        self.alloc.buffer_size()
+        self.sched.cpu_buffer_size() + self.sched.gpu_buffer_size()
+    }
+    /// Bytes of the compute buffers so far: (CPU, GPU).
+    pub fn compute_bytes_split(&self) -> (usize, usize) {
+        (self.sched.cpu_buffer_size(), self.sched.gpu_buffer_size())
     }
 
     /// Forgets all cached tokens.
@@ -193,16 +216,24 @@ impl<'m> Session<'m> {
         let model = self.model;
         let hp = &model.hparams;
         let weights = model.weights();
-        let cache: Vec<LayerCache> = (0..hp.n_layer)
-            .map(|il| LayerCache {
-                k: self.cache.at(2 * il).expect("k"),
-                v: self.cache.at(2 * il + 1).expect("v"),
+        let cache: Vec<LayerCache> = self
+            .cache_at
+            .iter()
+            .map(|&(on_gpu, i)| {
+                let store = if on_gpu {
+                    &self.cache_gpu
+                } else {
+                    &self.cache_cpu
+                };
+                let store = store.as_ref().expect("a store for every placed layer");
+                LayerCache {
+                    k: store.at(i).expect("k"),
+                    v: store.at(i + 1).expect("v"),
+                }
             })
             .collect();
-        let backend = &self.backend;
-        let max_nodes = 64 + 48 * hp.n_layer;
-        self.alloc
-            .with_graph(max_nodes, |g| -> Result<Vec<f32>, RuntimeError> {
+        self.sched
+            .with_graph(|g| -> Result<Vec<f32>, RuntimeError> {
                 let io = build_graph(g, hp, &weights, &cache, step)?;
                 g.allocate()?;
                 let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
@@ -210,8 +241,14 @@ impl<'m> Session<'m> {
                 g.set_i32(io.tokens, &ids)?;
                 g.set_i32(io.rope_pos, &pos)?;
                 g.set_f32(io.mask, &mask)?;
-                g.compute(backend)?;
+                g.compute()?;
                 Ok(g.read_f32(io.logits)?)
             })
     }
+}
+
+/// Graph nodes for `n_layer` layers, with room to spare (ggml aborts past the limit; the graph
+/// builder checks it first).
+fn max_nodes(n_layer: usize) -> usize {
+    128 + 64 * n_layer
 }

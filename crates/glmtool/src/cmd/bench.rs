@@ -37,9 +37,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
     }
-    let model = a.model.load()?;
-    let mut opts = a.model.session_options(&model)?;
     let need = a.n_prompt.max(a.n_gen).max(1);
+    let mut shape = a.model.plan_shape(1);
+    shape.n_ctx = a.model.ctx.unwrap_or(need);
+    let model = a.model.load_shaped(shape, false)?;
+    let mut opts = a.model.session_options(&model)?;
     if a.model.ctx.is_none() {
         opts.n_ctx = need.min(model.hparams.n_ctx_train);
     }
@@ -82,21 +84,27 @@ pub fn run(a: Args) -> Result<()> {
         rows.push((format!("tg{}", a.n_gen), mean_sd(&tps)));
     }
     let (size, params) = (model.file_size, model.n_params);
+    let backend = match model.gpu_backend() {
+        Some(g) if model.plan.uses_gpu() => g.name(),
+        _ => "CPU".to_string(),
+    };
+    let ngl = model.plan.n_gpu_layers + usize::from(model.plan.output_on_gpu);
     if a.output == "json" {
         let v: Vec<_> = rows
             .iter()
             .map(|(test, (m, sd))| serde_json::json!({
-                "model": model.name, "size_bytes": size, "params": params, "backend": "CPU",
-                "threads": opts.n_threads, "test": test, "tokens_per_second": m, "stddev": sd, "repetitions": a.reps,
+                "model": model.name, "size_bytes": size, "params": params, "backend": backend,
+                "n_gpu_layers": model.plan.n_gpu_layers, "output_on_gpu": model.plan.output_on_gpu,
+                "gpu_compute_bytes": session.compute_bytes_split().1, "threads": opts.n_threads, "test": test, "tokens_per_second": m, "stddev": sd, "repetitions": a.reps,
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("| model | size | params | backend | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: |");
+        println!("| model | size | params | backend | ngl | threads | test | t/s |");
+        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
         for (test, (m, sd)) in &rows {
             println!(
-                "| {} | {} | {:.2} M | CPU | {} | {} | {:.2} ± {:.2} |",
+                "| {} | {} | {:.2} M | {backend} | {ngl} | {} | {} | {:.2} ± {:.2} |",
                 model.name,
                 crate::progress::size(size),
                 params as f64 / 1e6,

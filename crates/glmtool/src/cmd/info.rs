@@ -1,7 +1,11 @@
 //! `glmtool info MODEL.gguf [--tensors] [--json]`
 
-use anyhow::Result;
+use crate::args::{parse_cache_type, Device, GpuArgs};
+use anyhow::{bail, Result};
 use gguf::GgufFile;
+use glm_runtime::chatglm::Hparams;
+use glm_runtime::plan::{self, ModelSizes, PlanRequest, PlanShape};
+use glm_runtime::{CacheType, LoadOptions};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -15,10 +19,86 @@ pub struct Args {
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
+    /// Print where `run` would place the model (GPU layers, memory); loads no weights. Without
+    /// a GPU, --vram-budget plans for a GPU of that size
+    #[arg(long)]
+    pub plan: bool,
+    /// Context size the plan is for (default: the model's)
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx: Option<usize>,
+    /// Batch size the plan is for
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch: usize,
+    /// KV cache type the plan is for: f16 or f32
+    #[arg(long = "cache-type", default_value = "f16", value_parser = parse_cache_type)]
+    pub cache_type: CacheType,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
+    let hp = Hparams::from_gguf(f)?;
+    let n_ctx = a.ctx.unwrap_or(hp.n_ctx_train);
+    if n_ctx == 0 || n_ctx > hp.n_ctx_train || a.batch == 0 {
+        bail!(
+            "-c must be between 1 and the model's {}, -b at least 1",
+            hp.n_ctx_train
+        );
+    }
+    let shape = PlanShape {
+        n_ctx,
+        n_batch: a.batch,
+        cache_type: a.cache_type,
+        logits_rows: 1,
+    };
+    // Without a GPU (and no --device), a budget plans for a hypothetical one, -ngl included.
+    let device = if glm_runtime::gpu_devices().is_empty() && a.gpu.device.is_none() {
+        None
+    } else {
+        a.gpu.device()?
+    };
+    let p = match device {
+        Some(d) => glm_runtime::model::plan_for(
+            f,
+            &hp,
+            &LoadOptions {
+                device: Some(d),
+                layers: a.gpu.layers(),
+                budget: a.gpu.vram_budget,
+                shape,
+            },
+        )?,
+        None => {
+            // No GPU here: with a budget, plan for a GPU of that size.
+            let hypothetical = a.gpu.device != Some(Device::Cpu) && a.gpu.vram_budget.is_some();
+            let req = PlanRequest {
+                device: hypothetical.then(|| "a GPU (none in this build/machine)".to_string()),
+                layers: a.gpu.layers(),
+                budget: a.gpu.vram_budget,
+                free: None,
+            };
+            plan::plan(&ModelSizes::from_gguf(f, &hp)?, &shape, &req)?
+        }
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+    } else {
+        println!(
+            "{}: context {n_ctx}, batch {}, {:?} KV cache",
+            a.model.display(),
+            a.batch,
+            a.cache_type
+        );
+        println!("{}", p.describe());
+    }
+    Ok(())
 }
 
 pub fn run(a: Args) -> Result<()> {
     let f = GgufFile::open(&a.model)?;
+    if a.plan {
+        return print_plan(&a, &f);
+    }
     let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
     let (mut n_params, mut n_bytes) = (0u64, 0u64);
     for t in &f.tensors {

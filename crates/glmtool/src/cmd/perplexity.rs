@@ -49,7 +49,9 @@ pub fn run(mut a: Args) -> Result<()> {
     if a.model.ctx.is_none() {
         a.model.ctx = Some(512);
     }
-    let model = a.model.load()?;
+    let model = a
+        .model
+        .load(a.model.batch.min(a.model.ctx.unwrap_or(512)), false)?;
     let n_ctx = a.model.ctx.unwrap_or(512).min(model.hparams.n_ctx_train);
     let mut opts = a.model.session_options(&model)?;
     opts.n_ctx = n_ctx;

@@ -134,7 +134,7 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(f)) => Some(read_prompt_file(f)?),
         (None, None) => None,
     };
-    let model = a.model.load()?;
+    let model = a.model.load(1, a.verbose)?;
     let opts = a.model.session_options(&model)?;
     let mut session = Session::new(&model, &opts)?;
     let sopts = a.sampling.options()?;

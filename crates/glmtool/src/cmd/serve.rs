@@ -108,7 +108,7 @@ fn spawn_worker(
     let handle = std::thread::Builder::new()
         .name("model".into())
         .spawn(move || {
-            let loaded = margs.load().and_then(|model| {
+            let loaded = margs.load(1, false).and_then(|model| {
                 let opts = margs.session_options(&model)?;
                 Ok((model, opts))
             });

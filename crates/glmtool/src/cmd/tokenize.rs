@@ -17,7 +17,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = a.model.load()?;
+    let model = a.model.load_cpu()?;
     let ids = match (&a.chat, &a.text) {
         (Some(path), _) => {
             let messages = read_messages(path)?;

@@ -1,0 +1,5 @@
+include!("cuda-link.rs");
+
+fn main() {
+    cuda_link();
+}

@@ -1,0 +1,5 @@
+include!("../ggml/cuda-link.rs");
+
+fn main() {
+    cuda_link();
+}
