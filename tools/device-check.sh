@@ -92,7 +92,8 @@ run() {
     "$G" convert "$work/ck6b" -o "$work/$ty.gguf" --type "$ty" --force -q && echo "convert $ty: $((SECONDS - t0)) s"
   done
   rm -rf "$work/ck6b"
-  "$G" info "$work/q4_0.gguf" --plan -c 640 -b 512
+  "$G" info "$work/q4_0.gguf" --plan -c 512
+  "$G" info "$work/q4_0.gguf" --plan -c 512 --vram-budget 2G
 
   echo "== bench (pp512, tg128)"
   for ty in q4_0 q8_0; do

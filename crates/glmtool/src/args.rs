@@ -7,26 +7,46 @@ use glm_runtime::{
 };
 use std::path::PathBuf;
 
-/// Model and context flags shared by `run`, `perplexity` and `bench`.
+/// Model and context flags shared by `run`, `perplexity`, `bench` and `serve`.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
     /// GGUF model file (default: the bundled tiny demo model)
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
-    /// Context size in tokens (default and maximum: the model's)
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx: Option<usize>,
     /// Threads (default: physical cores)
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub gpu: GpuArgs,
+}
+
+/// What a session — and its offload plan — is sized by (also `info --plan`'s flags).
+#[derive(Args, Clone, Debug)]
+pub struct ShapeArgs {
+    /// Context size in tokens (default and maximum: the model's)
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx: Option<usize>,
     /// Prompt tokens per batch
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch: usize,
     /// KV cache type: f16 or f32
     #[arg(long = "cache-type", default_value = "f16", value_parser = parse_cache_type)]
     pub cache_type: CacheType,
-    #[command(flatten)]
-    pub gpu: GpuArgs,
+}
+
+impl ShapeArgs {
+    /// The plan's shape; `logits_rows` is 1 for generation and the batch size for perplexity;
+    /// an unset context is 0 (the model's).
+    pub fn plan_shape(&self, logits_rows: usize) -> PlanShape {
+        PlanShape {
+            n_ctx: self.ctx.unwrap_or(0),
+            n_batch: self.batch.max(1),
+            cache_type: self.cache_type,
+            logits_rows,
+        }
+    }
 }
 
 /// Device and offload flags (used by the model-running subcommands and `info --plan`).
@@ -61,10 +81,10 @@ fn parse_device(s: &str) -> Result<Device, String> {
         ),
         None => (s, 0),
     };
-    match name.to_ascii_lowercase().as_str() {
-        "cpu" if index == 0 => Ok(Device::Cpu),
-        "cuda" | "gpu" if name != "gpu" || index == 0 => Ok(Device::Gpu(DeviceKind::Cuda, index)),
-        "metal" if index == 0 => Ok(Device::Gpu(DeviceKind::Metal, 0)),
+    match (name.to_ascii_lowercase().as_str(), index) {
+        ("cpu", 0) => Ok(Device::Cpu),
+        ("cuda", i) => Ok(Device::Gpu(DeviceKind::Cuda, i)),
+        ("metal", 0) => Ok(Device::Gpu(DeviceKind::Metal, 0)),
         _ => Err(format!(
             "unknown device {s:?} (expected cpu, cuda, cuda:N or metal)"
         )),
@@ -122,7 +142,7 @@ impl GpuArgs {
     }
 }
 
-pub(crate) fn parse_cache_type(s: &str) -> Result<CacheType, String> {
+fn parse_cache_type(s: &str) -> Result<CacheType, String> {
     match s {
         "f16" => Ok(CacheType::F16),
         "f32" => Ok(CacheType::F32),
@@ -139,21 +159,10 @@ impl ModelArgs {
         }
     }
 
-    /// The session shape the offload plan is made for; `logits_rows` is 1 for generation and
-    /// the batch size for perplexity.
-    pub fn plan_shape(&self, logits_rows: usize) -> PlanShape {
-        PlanShape {
-            n_ctx: self.ctx.unwrap_or(0),
-            n_batch: self.batch.max(1),
-            cache_type: self.cache_type,
-            logits_rows,
-        }
-    }
-
     /// Loads the model (or the demo model), placing it on the device as planned, and prints the
     /// plan on stderr when a GPU is involved (or with `verbose`).
     pub fn load(&self, logits_rows: usize, verbose: bool) -> Result<Model> {
-        self.load_shaped(self.plan_shape(logits_rows), verbose)
+        self.load_shaped(self.shape.plan_shape(logits_rows), verbose)
     }
 
     /// [`Self::load`] with the plan made for `shape`.
@@ -181,24 +190,24 @@ impl ModelArgs {
 
     /// Session options for `model`.
     pub fn session_options(&self, model: &Model) -> Result<SessionOptions> {
-        let n_ctx = self.ctx.unwrap_or(model.hparams.n_ctx_train);
+        let n_ctx = self.shape.ctx.unwrap_or(model.hparams.n_ctx_train);
         if n_ctx == 0 || n_ctx > model.hparams.n_ctx_train {
             bail!(
                 "-c {n_ctx}: the context must be between 1 and the model's {}",
                 model.hparams.n_ctx_train
             );
         }
-        if self.batch == 0 {
+        if self.shape.batch == 0 {
             bail!("-b must be at least 1");
         }
         Ok(SessionOptions {
             n_ctx,
-            n_batch: self.batch,
+            n_batch: self.shape.batch,
             n_threads: self
                 .threads
                 .unwrap_or_else(glm_runtime::default_threads)
                 .max(1),
-            cache_type: self.cache_type,
+            cache_type: self.shape.cache_type,
         })
     }
 }

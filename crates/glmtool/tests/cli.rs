@@ -391,22 +391,59 @@ fn gpu_flags_and_plan_without_a_gpu() {
         &["run", "-m", m, "-p", "hi", "--device", "cuda"],
         &["--device cuda", "built without cuda"],
     );
-    fails_with(&["run", "-m", m, "-p", "hi", "-ngl", "2"], &["--gpu-layers", "no GPU"]);
     fails_with(
-        &["run", "-m", m, "-p", "hi", "--device", "cpu", "--gpu-layers", "1"],
+        &["run", "-m", m, "-p", "hi", "-ngl", "2"],
+        &["--gpu-layers", "no GPU"],
+    );
+    fails_with(
+        &[
+            "run",
+            "-m",
+            m,
+            "-p",
+            "hi",
+            "--device",
+            "cpu",
+            "--gpu-layers",
+            "1",
+        ],
         &["--device cpu"],
     );
-    fails_with(&["run", "-m", m, "-p", "hi", "--device", "tpu"], &["unknown device"]);
-    fails_with(&["info", m, "--plan", "--vram-budget", "lots"], &["not a size"]);
-    let o = run(&["run", "-m", m, "-p", "hi", "-n", "4", "--device", "cpu", "-v"]);
+    fails_with(
+        &["run", "-m", m, "-p", "hi", "--device", "tpu"],
+        &["unknown device"],
+    );
+    fails_with(
+        &["info", m, "--plan", "--vram-budget", "lots"],
+        &["not a size"],
+    );
+    let o = run(&[
+        "run", "-m", m, "-p", "hi", "-n", "4", "--device", "cpu", "-v",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("plan: all 2 layers on the CPU"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("plan: all 2 layers on the CPU"),
+        "{}",
+        stderr(&o)
+    );
 
     // CPU plan; then a hypothetical 1 GiB GPU takes everything of the tiny model.
     let o = run(&["info", m, "--plan"]);
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success() && text.contains("all 2 layers on the CPU"), "{text}");
-    let o = run(&["info", m, "--plan", "--vram-budget", "1G", "--json", "-c", "256"]);
+    assert!(
+        o.status.success() && text.contains("all 2 layers on the CPU"),
+        "{text}"
+    );
+    let o = run(&[
+        "info",
+        m,
+        "--plan",
+        "--vram-budget",
+        "1G",
+        "--json",
+        "-c",
+        "256",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(p["n_gpu_layers"], 2);

@@ -57,7 +57,7 @@ impl LoadOptions {
     }
 }
 
-/// The plan for `file` under `opts`, with `gpu` the device's backend if one is used.
+/// The offload plan for `file` under `opts`: reads the device's free memory, loads no weights.
 pub fn plan_for(
     file: &GgufFile,
     hparams: &Hparams,

@@ -232,10 +232,18 @@ impl<'m> Session<'m> {
                 }
             })
             .collect();
+        let on_gpu = model.plan.uses_gpu();
         self.sched
             .with_graph(|g| -> Result<Vec<f32>, RuntimeError> {
                 let io = build_graph(g, hp, &weights, &cache, step)?;
-                g.allocate()?;
+                g.allocate().map_err(|e| match on_gpu {
+                    true => RuntimeError::Input(format!(
+                        "{e} ({} tokens per batch over a context of {}): out of GPU memory? \
+                         use fewer GPU layers (-ngl), a smaller --vram-budget or a smaller batch (-b)",
+                        step.n_tokens, step.n_ctx
+                    )),
+                    false => e.into(),
+                })?;
                 let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
                 let (pos, mask) = step_inputs(step);
                 g.set_i32(io.tokens, &ids)?;

@@ -9,36 +9,15 @@
 //! (tools/device-check.sh does).
 
 use gguf::GgmlType;
-use glm_convert::{convert, ConvertOptions, TypePolicy};
 use glm_runtime::perplexity::{perplexity, KlMode};
 use glm_runtime::sampler::argmax;
 use glm_runtime::{CacheType, GpuLayers, LoadOptions, Model, PlanShape, Session, SessionOptions};
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/tiny-chatglm3"
-);
+mod common;
+use common::{gguf, FIXTURE};
+
 const N_CTX: usize = 128;
-
-fn gguf(ty: GgmlType) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-    let out = dir.path().join(format!("tiny-{ty}.gguf"));
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap();
-    if !out.exists() {
-        let opts = ConvertOptions {
-            policy: TypePolicy::new(ty),
-            overwrite: false,
-            cancel: None,
-            progress: &|_| {},
-        };
-        convert(Path::new(FIXTURE), &out, &opts).unwrap();
-    }
-    out
-}
 
 /// The first GPU, or `None` (and a message) when there is none.
 fn gpu() -> Option<(glm_runtime::DeviceKind, usize)> {

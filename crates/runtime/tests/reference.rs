@@ -3,17 +3,14 @@
 //! by llama.cpp's method, and greedy continuations, for f32/f16/q8_0/q4_0 GGUF conversions.
 
 use gguf::GgmlType;
-use glm_convert::{convert, ConvertOptions, TypePolicy};
 use glm_runtime::perplexity::{perplexity, KlMode};
 use glm_runtime::sampler::argmax;
 use glm_runtime::{CacheType, Model, Session, SessionOptions};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/tiny-chatglm3"
-);
+mod common;
+use common::{gguf, FIXTURE};
 
 fn reference() -> &'static serde_json::Value {
     static R: OnceLock<serde_json::Value> = OnceLock::new();
@@ -31,25 +28,6 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
         .collect()
-}
-
-/// Converts the fixture once per type into a directory shared by the tests of this binary.
-fn gguf(ty: GgmlType) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-    let out = dir.path().join(format!("tiny-{ty}.gguf"));
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _g = LOCK.lock().unwrap();
-    if !out.exists() {
-        let opts = ConvertOptions {
-            policy: TypePolicy::new(ty),
-            overwrite: false,
-            cancel: None,
-            progress: &|_| {},
-        };
-        convert(Path::new(FIXTURE), &out, &opts).unwrap();
-    }
-    out
 }
 
 fn session_opts(cache: CacheType, n_ctx: usize) -> SessionOptions {

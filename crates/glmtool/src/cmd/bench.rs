@@ -38,11 +38,11 @@ pub fn run(a: Args) -> Result<()> {
         bail!("-r must be at least 1");
     }
     let need = a.n_prompt.max(a.n_gen).max(1);
-    let mut shape = a.model.plan_shape(1);
-    shape.n_ctx = a.model.ctx.unwrap_or(need);
+    let mut shape = a.model.shape.plan_shape(1);
+    shape.n_ctx = a.model.shape.ctx.unwrap_or(need);
     let model = a.model.load_shaped(shape, false)?;
     let mut opts = a.model.session_options(&model)?;
-    if a.model.ctx.is_none() {
+    if a.model.shape.ctx.is_none() {
         opts.n_ctx = need.min(model.hparams.n_ctx_train);
     }
     if need > opts.n_ctx {

@@ -1,11 +1,11 @@
 //! `glmtool info MODEL.gguf [--tensors] [--json]`
 
-use crate::args::{parse_cache_type, Device, GpuArgs};
+use crate::args::{Device, GpuArgs, ShapeArgs};
 use anyhow::{bail, Result};
 use gguf::GgufFile;
 use glm_runtime::chatglm::Hparams;
-use glm_runtime::plan::{self, ModelSizes, PlanRequest, PlanShape};
-use glm_runtime::{CacheType, LoadOptions};
+use glm_runtime::plan::{self, ModelSizes, PlanRequest};
+use glm_runtime::LoadOptions;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -23,33 +23,24 @@ pub struct Args {
     /// a GPU, --vram-budget plans for a GPU of that size
     #[arg(long)]
     pub plan: bool,
-    /// Context size the plan is for (default: the model's)
-    #[arg(short = 'c', long = "ctx-size")]
-    pub ctx: Option<usize>,
-    /// Batch size the plan is for
-    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
-    pub batch: usize,
-    /// KV cache type the plan is for: f16 or f32
-    #[arg(long = "cache-type", default_value = "f16", value_parser = parse_cache_type)]
-    pub cache_type: CacheType,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
 }
 
 fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
     let hp = Hparams::from_gguf(f)?;
-    let n_ctx = a.ctx.unwrap_or(hp.n_ctx_train);
-    if n_ctx == 0 || n_ctx > hp.n_ctx_train || a.batch == 0 {
+    let n_ctx = a.shape.ctx.unwrap_or(hp.n_ctx_train);
+    if n_ctx == 0 || n_ctx > hp.n_ctx_train || a.shape.batch == 0 {
         bail!(
             "-c must be between 1 and the model's {}, -b at least 1",
             hp.n_ctx_train
         );
     }
-    let shape = PlanShape {
+    let shape = glm_runtime::PlanShape {
         n_ctx,
-        n_batch: a.batch,
-        cache_type: a.cache_type,
-        logits_rows: 1,
+        ..a.shape.plan_shape(1)
     };
     // Without a GPU (and no --device), a budget plans for a hypothetical one, -ngl included.
     let device = if glm_runtime::gpu_devices().is_empty() && a.gpu.device.is_none() {
@@ -86,8 +77,8 @@ fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
         println!(
             "{}: context {n_ctx}, batch {}, {:?} KV cache",
             a.model.display(),
-            a.batch,
-            a.cache_type
+            a.shape.batch,
+            a.shape.cache_type
         );
         println!("{}", p.describe());
     }

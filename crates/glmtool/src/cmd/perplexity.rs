@@ -46,13 +46,19 @@ pub fn run(mut a: Args) -> Result<()> {
     if text.trim().is_empty() {
         bail!("{}: the text is empty", a.file.display());
     }
-    if a.model.ctx.is_none() {
-        a.model.ctx = Some(512);
+    if a.model.shape.ctx.is_none() {
+        a.model.shape.ctx = Some(512);
     }
-    let model = a
+    let model = a.model.load(
+        a.model.shape.batch.min(a.model.shape.ctx.unwrap_or(512)),
+        false,
+    )?;
+    let n_ctx = a
         .model
-        .load(a.model.batch.min(a.model.ctx.unwrap_or(512)), false)?;
-    let n_ctx = a.model.ctx.unwrap_or(512).min(model.hparams.n_ctx_train);
+        .shape
+        .ctx
+        .unwrap_or(512)
+        .min(model.hparams.n_ctx_train);
     let mut opts = a.model.session_options(&model)?;
     opts.n_ctx = n_ctx;
     let tokens = model.tokenizer.encode(&text)?;
