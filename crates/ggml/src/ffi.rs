@@ -70,7 +70,6 @@ extern "C" {
         parallel: bool,
     ) -> ggml_backend_sched_t;
     pub fn ggml_backend_sched_free(sched: ggml_backend_sched_t);
-    pub fn ggml_backend_sched_get_n_splits(sched: ggml_backend_sched_t) -> c_int;
     pub fn ggml_backend_sched_get_buffer_size(
         sched: ggml_backend_sched_t,
         backend: ggml_backend_t,

@@ -157,12 +157,6 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         }
     }
 
-    /// Graph splits (runs on one backend) of the allocated graph: 1 when it runs on one device.
-    pub fn n_splits(&self) -> usize {
-        // SAFETY: live scheduler.
-        unsafe { ffi::ggml_backend_sched_get_n_splits(self.sched) }.max(0) as usize
-    }
-
     fn check_input(&self, t: Tensor<'g>, ty: u32, n: usize) -> Result<(), GgmlError> {
         if !self.allocated.get() {
             return Err(GgmlError::Backend("set input before allocate()".into()));
