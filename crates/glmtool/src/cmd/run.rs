@@ -262,6 +262,18 @@ fn one_shot(
         }
         drop(out);
         print_stats(model, &g);
+        if a.verbose {
+            let (cpu, gpu) = session.compute_bytes_split();
+            let b = |n: u64| glm_runtime::plan::fmt_bytes(n);
+            eprintln!(
+                "buffers     = KV {}, compute {} CPU + {} GPU (planned {} + {})",
+                b(session.cache_bytes() as u64),
+                b(cpu as u64),
+                b(gpu as u64),
+                b(model.plan.cpu.compute),
+                b(model.plan.gpu.compute)
+            );
+        }
         match next_observation(a, tool_call.is_some(), &history)? {
             Some(obs) => {
                 messages = history;
