@@ -46,9 +46,6 @@ pub struct DeviceInfo {
     pub kind: DeviceKind,
     pub index: usize,
     pub description: String,
-    /// Free and total device memory in bytes (`None` where the backend cannot tell: Metal).
-    pub free: Option<u64>,
-    pub total: Option<u64>,
 }
 
 /// The GPU kinds compiled into this build (empty for the default CPU build).
@@ -62,7 +59,8 @@ pub fn gpu_kinds() -> &'static [DeviceKind] {
     }
 }
 
-/// The GPUs present, for the backends compiled in. Empty without a GPU backend or device.
+/// The GPUs present, for the backends compiled in. Empty without a GPU backend or device (a
+/// CUDA build needs the driver's libcuda.so.1 to start at all). Creates no device context.
 pub fn gpu_devices() -> Vec<DeviceInfo> {
     #[allow(unused_mut)]
     let mut out = Vec::new();
@@ -72,12 +70,10 @@ pub fn gpu_devices() -> Vec<DeviceInfo> {
         let n = unsafe { ffi::ggml_backend_cuda_get_device_count() }.max(0);
         for i in 0..n {
             let mut desc = [0 as std::ffi::c_char; 256];
-            let (mut free, mut total) = (0usize, 0usize);
             // SAFETY: i < device count; the buffer is 256 bytes and ggml writes a NUL-terminated
-            // string of at most that size; free/total are valid out-pointers.
+            // string of at most that size (from cudaGetDeviceProperties: no context is made).
             unsafe {
                 ffi::ggml_backend_cuda_get_device_description(i, desc.as_mut_ptr(), desc.len());
-                ffi::ggml_backend_cuda_get_device_memory(i, &mut free, &mut total);
             }
             desc[desc.len() - 1] = 0;
             // SAFETY: NUL-terminated (forced above).
@@ -88,23 +84,33 @@ pub fn gpu_devices() -> Vec<DeviceInfo> {
                 kind: DeviceKind::Cuda,
                 index: i as usize,
                 description,
-                free: Some(free as u64),
-                total: Some(total as u64),
             });
         }
     }
     #[cfg(feature = "metal")]
     {
-        // Metal has one device; b2757 has no query for its memory without creating a backend.
         out.push(DeviceInfo {
             kind: DeviceKind::Metal,
             index: 0,
             description: "Metal (default device)".into(),
-            free: None,
-            total: None,
         });
     }
     out
+}
+
+/// Free and total memory of one device in bytes, `None` where the backend cannot tell (Metal
+/// in this ggml). For CUDA this makes the device's context (a few hundred MiB of its memory),
+/// so it is asked only of the device about to be used.
+pub fn device_memory(kind: DeviceKind, index: usize) -> Option<(u64, u64)> {
+    #[cfg(feature = "cuda")]
+    if kind == DeviceKind::Cuda && gpu_devices().iter().any(|d| d.index == index) {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: index < device count (checked); free/total are valid out-pointers.
+        unsafe { ffi::ggml_backend_cuda_get_device_memory(index as i32, &mut free, &mut total) };
+        return Some((free as u64, total as u64));
+    }
+    let _ = (kind, index);
+    None
 }
 
 struct BackendInner {

@@ -70,6 +70,10 @@ extern "C" {
         parallel: bool,
     ) -> ggml_backend_sched_t;
     pub fn ggml_backend_sched_free(sched: ggml_backend_sched_t);
+    pub fn ggml_backend_sched_reserve(
+        sched: ggml_backend_sched_t,
+        measure_graph: *mut sys::ggml_cgraph,
+    ) -> bool;
     pub fn ggml_backend_sched_get_buffer_size(
         sched: ggml_backend_sched_t,
         backend: ggml_backend_t,

@@ -23,6 +23,8 @@ pub struct GraphCtx<'g, 'w: 'g> {
     sched: *mut std::ffi::c_void,
     inputs: RefCell<Vec<*mut sys::ggml_tensor>>,
     allocated: Cell<bool>,
+    /// Used by `reserve`: the scheduler rewrote its sources, it must not run.
+    spent: Cell<bool>,
     _brand: PhantomData<(Invariant<'g>, &'w ())>,
 }
 
@@ -47,6 +49,7 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
             sched: sched.raw(),
             inputs: RefCell::new(Vec::new()),
             allocated: Cell::new(false),
+            spent: Cell::new(false),
             _brand: PhantomData,
         })
     }
@@ -59,7 +62,7 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
 
     fn room(&self) -> Result<*mut sys::ggml_context, GgmlError> {
         self.ctx.ensure_room(2)?;
-        if self.allocated.get() {
+        if self.allocated.get() || self.spent.get() {
             return Err(GgmlError::Backend(
                 "graph already allocated: build every op before allocate()".into(),
             ));
@@ -90,10 +93,17 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         Ok(())
     }
 
-    /// Marks `t` as an output (kept, readable after compute) and adds it to the graph.
+    /// Marks `t` as an output (kept, readable after compute) and adds it to the graph. For a
+    /// view, the tensor it views is kept too (the allocator would reuse its memory otherwise).
     pub fn output(&self, t: Tensor<'g>) -> Result<(), GgmlError> {
-        // SAFETY: valid tensor.
-        unsafe { sys::ggml_set_output(t.raw()) };
+        // SAFETY: valid tensor; view_src is null or a valid tensor of this graph or a store.
+        unsafe {
+            sys::ggml_set_output(t.raw());
+            let src = (*t.raw()).view_src;
+            if !src.is_null() {
+                sys::ggml_set_output(src);
+            }
+        }
         self.expand(t)
     }
 
@@ -106,14 +116,41 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         unsafe { (*self.graph).size as usize }
     }
 
-    /// Assigns every op to a backend and places every tensor of the graph in the compute buffers.
-    pub fn allocate(&self) -> Result<(), GgmlError> {
+    fn check_unused(&self) -> Result<(), GgmlError> {
+        if self.allocated.get() || self.spent.get() {
+            return Err(GgmlError::Backend(
+                "graph already allocated or reserved".into(),
+            ));
+        }
         if !self.placeable() {
             return Err(GgmlError::Backend(
                 "graph has no op on weights or on a cache, so no backend can be chosen for it"
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Sizes the scheduler's compute buffers for this graph (they only grow), without running
+    /// it; the graph is spent afterwards. A failed allocation is an error here, whereas growing
+    /// the buffers inside [`Self::allocate`] cannot report one in this ggml: a session reserves
+    /// its largest graphs first so that `allocate` never has to grow them.
+    pub fn reserve(&self) -> Result<(), GgmlError> {
+        self.check_unused()?;
+        self.spent.set(true);
+        // SAFETY: as in `allocate`; the scheduler is reset by ggml afterwards, and the graph
+        // (whose sources ggml rewrote) is never allocated or run (`spent`).
+        if !unsafe { ffi::ggml_backend_sched_reserve(self.sched, self.graph) } {
+            return Err(GgmlError::Backend(
+                "could not allocate the compute buffer".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Assigns every op to a backend and places every tensor of the graph in the compute buffers.
+    pub fn allocate(&self) -> Result<(), GgmlError> {
+        self.check_unused()?;
         // SAFETY: the scheduler is alive and exclusively borrowed for 'g; the graph belongs to
         // self and has at most max_nodes nodes (the scheduler's hash set holds twice that).
         let ok = unsafe {
@@ -258,8 +295,16 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
 
     /// RMS normalisation over rows.
     pub fn rms_norm(&self, a: Tensor<'g>, eps: f32) -> Result<Tensor<'g>, GgmlError> {
-        if a.ty() != TYPE_F32 || a.nb()[0] != 4 {
-            return shape_err("rms_norm", "needs f32 rows with unit stride".into());
+        // CUDA's kernel needs contiguous rows of whole warps (32).
+        if a.ty() != TYPE_F32
+            || a.nb()[0] != 4
+            || a.nb()[1] != 4 * a.ne()[0] as usize
+            || a.ne()[0] % 32 != 0
+        {
+            return shape_err(
+                "rms_norm",
+                "needs contiguous f32 rows of a multiple of 32".into(),
+            );
         }
         let ctx = self.room()?;
         // SAFETY: checked; ctx has room.
@@ -278,7 +323,12 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         a: Tensor<'g>,
         b: Tensor<'g>,
     ) -> Result<*mut sys::ggml_context, GgmlError> {
-        if !Self::can_repeat(b, a) || a.ty() != TYPE_F32 || b.ty() != TYPE_F32 || b.nb()[0] != 4 {
+        if !Self::can_repeat(b, a)
+            || a.ty() != TYPE_F32
+            || b.ty() != TYPE_F32
+            || a.nb()[0] != 4
+            || b.nb()[0] != 4
+        {
             return shape_err(op, format!("{:?} and {:?}", a.ne(), b.ne()));
         }
         self.room()

@@ -17,7 +17,9 @@ pub mod graph;
 pub mod quant;
 pub mod tensor;
 
-pub use backend::{gpu_devices, gpu_kinds, Backend, DeviceInfo, DeviceKind, Scheduler};
+pub use backend::{
+    device_memory, gpu_devices, gpu_kinds, Backend, DeviceInfo, DeviceKind, Scheduler,
+};
 pub use ggml_sys_bleedingedge as sys;
 pub use graph::{GraphCtx, TYPE_F16, TYPE_F32, TYPE_I32};
 pub use tensor::{Tensor, TensorSpec, TensorStore};

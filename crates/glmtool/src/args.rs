@@ -55,8 +55,8 @@ pub struct GpuArgs {
     /// cpu, cuda, cuda:N or metal (default: the GPU when this build has one and it is present)
     #[arg(long = "device", value_parser = parse_device)]
     pub device: Option<Device>,
-    /// Layers on the GPU (the last N; more than the layer count also puts the output head
-    /// there). Default: as many as fit the VRAM budget
+    /// Layers on the GPU: the last N (llama.cpp's -ngl; above the layer count, e.g. 99, also
+    /// the output head). Default: as many as fit the VRAM budget, the head included
     #[arg(long = "gpu-layers", visible_alias = "ngl", alias = "n-gpu-layers")]
     pub gpu_layers: Option<usize>,
     /// GPU memory the model may use, e.g. 2G or 1500M (default: the device's free memory
@@ -94,7 +94,7 @@ fn parse_device(s: &str) -> Result<Device, String> {
 impl GpuArgs {
     /// The device to use: the flag, or the first GPU present in a GPU build, or the CPU.
     pub fn device(&self) -> Result<Option<(DeviceKind, usize)>> {
-        let devices = glm_runtime::gpu_devices();
+        // Devices are listed only when needed: listing initialises the GPU runtime.
         match self.device {
             Some(Device::Cpu) => {
                 if self.gpu_layers.is_some_and(|n| n > 0) {
@@ -111,6 +111,7 @@ impl GpuArgs {
                         kind.name()
                     );
                 }
+                let devices = glm_runtime::gpu_devices();
                 if !devices.iter().any(|d| d.kind == kind && d.index == index) {
                     bail!(
                         "--device {}:{index}: no such device ({} found)",
@@ -121,7 +122,9 @@ impl GpuArgs {
                 Ok(Some((kind, index)))
             }
             None => {
-                let first = devices.first().map(|d| (d.kind, d.index));
+                let first = glm_runtime::gpu_devices()
+                    .first()
+                    .map(|d| (d.kind, d.index));
                 if first.is_none() && self.gpu_layers.is_some_and(|n| n > 0) {
                     bail!(
                         "--gpu-layers: no GPU is available ({})",

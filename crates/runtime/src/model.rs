@@ -84,7 +84,10 @@ pub fn plan_for(
             .map(|d| format!("{}:{} ({})", d.kind.name(), d.index, d.description)),
         layers: opts.layers,
         budget: opts.budget,
-        free: device.as_ref().and_then(|d| d.free),
+        free: device
+            .as_ref()
+            .and_then(|d| glm_ggml::device_memory(d.kind, d.index))
+            .map(|(free, _)| free),
     };
     crate::plan::plan(&sizes, &opts.shape, &req)
 }

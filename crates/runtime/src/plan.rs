@@ -123,14 +123,24 @@ pub fn compute_bytes(hp: &Hparams, shape: &PlanShape, with_logits: bool) -> u64 
     4 * floats * 11 / 10 + 2 * MIB
 }
 
-/// CUDA's scratch pool for a GPU holding matrices of up to `max_elements` elements: batches over
-/// 32 tokens convert the weight matrix (to f16) and the activations for cuBLAS.
-pub fn scratch_bytes(hp: &Hparams, shape: &PlanShape, max_elements: u64) -> u64 {
+/// CUDA's scratch pool (ggml's pool of temporary device buffers; it keeps its peak). The peak is
+/// the largest single op's need: a weight product converts its activations and result to f16,
+/// and for batches over 32 tokens the weight matrix too (`max_elements`: the largest matrix the
+/// GPU multiplies); attention's batched product converts the softmax output and Q to f16; the
+/// output head on the GPU with over 32 logit rows converts its matrix, rows and logits.
+pub fn scratch_bytes(hp: &Hparams, shape: &PlanShape, max_elements: u64, head: bool) -> u64 {
     let t = shape.batch();
-    if (t as usize) < CUBLAS_MIN_BATCH {
-        return 32 * MIB;
-    }
-    2 * max_elements + 2 * t * (hp.n_embd as u64 + 2 * hp.n_ff as u64) * 2 + 32 * MIB
+    let (e, f, v) = (hp.n_embd as u64, hp.n_ff as u64, hp.n_vocab as u64);
+    let big = t as usize >= CUBLAS_MIN_BATCH;
+    let weights = if big { 2 * max_elements } else { 0 } + 2 * t * (e + 2 * f);
+    let attn = 2 * t * hp.n_head as u64 * (shape.n_ctx as u64 + hp.head_dim as u64);
+    let rows = shape.logits_rows.clamp(1, t as usize) as u64;
+    let logits = if head && rows as usize >= CUBLAS_MIN_BATCH {
+        2 * v * e + 2 * rows * (e + v)
+    } else {
+        0
+    };
+    weights.max(attn).max(logits) + 32 * MIB
 }
 
 /// Memory of one side of a plan, in bytes.
@@ -154,7 +164,7 @@ impl Usage {
 pub enum GpuLayers {
     /// As many as fit the budget (the default with a GPU).
     Auto,
-    /// `-ngl N` (values above the layer count mean all layers and the output head).
+    /// `-ngl N`: the last N layers (above the layer count: all of them and the output head).
     Count(usize),
 }
 
@@ -281,15 +291,12 @@ fn usage(sizes: &ModelSizes, shape: &PlanShape, n: usize, head: bool) -> (Usage,
                 offloaded = (sizes.output_weights, sizes.output_elements);
             }
         }
-        let mut max_elements = offloaded.1.max(sizes.largest_layer_matrix.1);
-        if head && shape.logits_rows >= CUBLAS_MIN_BATCH {
-            max_elements = max_elements.max(sizes.output_elements);
-        }
+        let max_elements = offloaded.1.max(sizes.largest_layer_matrix.1);
         gpu = Usage {
             weights: gpu_w,
             kv: kv * n as u64,
             compute: compute_bytes(hp, shape, head) + offloaded.0,
-            scratch: scratch_bytes(hp, shape, max_elements),
+            scratch: scratch_bytes(hp, shape, max_elements, head),
         };
     }
     let cpu = Usage {
@@ -349,8 +356,9 @@ pub fn plan(
     };
     match req.layers {
         GpuLayers::Count(k) => {
+            // llama.cpp's -ngl: the last k layers; above the layer count, the output head too.
             let n = k.min(n_layer);
-            let head = k >= n_layer || (limit.is_some() && fits(n, true));
+            let head = k > n_layer;
             if !fits(n, head) {
                 let need = usage(sizes, shape, n, head).0.total();
                 let largest = (0..=n_layer).rev().find(|&m| fits(m, false)).unwrap_or(0);
@@ -561,6 +569,13 @@ mod tests {
         );
         let p = plan(&s, &shape(), &req(GpuLayers::Count(99), None, None)).unwrap();
         assert_eq!((p.n_gpu_layers, p.output_on_gpu), (28, true));
+        let p = plan(
+            &s,
+            &shape(),
+            &req(GpuLayers::Count(28), None, Some(80 << 30)),
+        )
+        .unwrap();
+        assert_eq!((p.n_gpu_layers, p.output_on_gpu), (28, false));
         let p = plan(&s, &shape(), &req(GpuLayers::Count(0), None, None)).unwrap();
         assert!(!p.uses_gpu());
         let e = plan(

@@ -45,6 +45,9 @@ pub struct Session<'m> {
     cache_cpu: Option<TensorStore>,
     cache_gpu: Option<TensorStore>,
     cache_at: Vec<(bool, usize)>,
+    /// With a GPU: the compute buffers are sized for the largest graphs up front (`reserve`),
+    /// for single-row logits, and for all-row logits once asked for.
+    reserved_all_logits: bool,
     n_ctx: usize,
     n_batch: usize,
     /// The tokens whose K/V are in the cache, in order.
@@ -102,16 +105,51 @@ impl<'m> Session<'m> {
             None => None,
         };
         let sched = Scheduler::new(gpu, &cpu, max_nodes(hp.n_layer))?;
-        Ok(Session {
+        let mut session = Session {
             model,
             sched,
             cache_cpu,
             cache_gpu,
             cache_at,
+            reserved_all_logits: false,
             n_ctx,
             n_batch: opts.n_batch.max(1),
             tokens: Vec::new(),
-        })
+        };
+        if gpu.is_some() {
+            session.reserve_compute(false)?;
+        }
+        Ok(session)
+    }
+
+    /// Sizes the compute buffers for the largest graphs the session can run: a full batch and
+    /// a batch of 31 tokens (ggml's scheduler places big batches differently), each attending
+    /// over the whole context. In this ggml a compute buffer that has to grow while a graph is
+    /// allocated cannot report a failed allocation (it crashes); reserving first turns running
+    /// out of GPU memory into an error at start. Done by `new` when the model uses a GPU (and
+    /// by `eval` before its first all-row-logits batch); a CPU session's buffers grow as needed.
+    pub fn reserve_compute(&mut self, all_logits: bool) -> Result<(), RuntimeError> {
+        let model = self.model;
+        let weights = model.weights();
+        let cache = layer_caches(&self.cache_at, &self.cache_cpu, &self.cache_gpu);
+        let full = self.n_batch.min(self.n_ctx);
+        let mut sizes = vec![full];
+        if full > SMALL_BATCH {
+            sizes.push(SMALL_BATCH);
+        }
+        for t in sizes {
+            let step = Step {
+                n_past: self.n_ctx - t,
+                n_tokens: t,
+                n_ctx: self.n_ctx,
+                all_logits,
+            };
+            self.sched.with_graph(|g| -> Result<(), RuntimeError> {
+                build_graph(g, &model.hparams, &weights, &cache, step)?;
+                g.reserve().map_err(|e| oom(e, step, model.plan.uses_gpu()))
+            })?;
+        }
+        Ok(())
     }
 
     pub fn model(&self) -> &'m Model {
@@ -201,6 +239,10 @@ impl<'m> Session<'m> {
                 n_ctx: self.n_ctx,
                 all_logits,
             };
+            if all_logits && !self.reserved_all_logits && self.model.gpu_backend().is_some() {
+                self.reserve_compute(true)?;
+                self.reserved_all_logits = true;
+            }
             let logits = self.run_step(chunk, step)?;
             if all_logits {
                 out.extend_from_slice(&logits);
@@ -216,34 +258,12 @@ impl<'m> Session<'m> {
         let model = self.model;
         let hp = &model.hparams;
         let weights = model.weights();
-        let cache: Vec<LayerCache> = self
-            .cache_at
-            .iter()
-            .map(|&(on_gpu, i)| {
-                let store = if on_gpu {
-                    &self.cache_gpu
-                } else {
-                    &self.cache_cpu
-                };
-                let store = store.as_ref().expect("a store for every placed layer");
-                LayerCache {
-                    k: store.at(i).expect("k"),
-                    v: store.at(i + 1).expect("v"),
-                }
-            })
-            .collect();
+        let cache = layer_caches(&self.cache_at, &self.cache_cpu, &self.cache_gpu);
         let on_gpu = model.plan.uses_gpu();
         self.sched
             .with_graph(|g| -> Result<Vec<f32>, RuntimeError> {
                 let io = build_graph(g, hp, &weights, &cache, step)?;
-                g.allocate().map_err(|e| match on_gpu {
-                    true => RuntimeError::Input(format!(
-                        "{e} ({} tokens per batch over a context of {}): out of GPU memory? \
-                         use fewer GPU layers (-ngl), a smaller --vram-budget or a smaller batch (-b)",
-                        step.n_tokens, step.n_ctx
-                    )),
-                    false => e.into(),
-                })?;
+                g.allocate().map_err(|e| oom(e, step, on_gpu))?;
                 let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
                 let (pos, mask) = step_inputs(step);
                 g.set_i32(io.tokens, &ids)?;
@@ -259,4 +279,39 @@ impl<'m> Session<'m> {
 /// builder checks it first).
 fn max_nodes(n_layer: usize) -> usize {
     128 + 64 * n_layer
+}
+
+/// The largest batch that ggml's scheduler places like a single token (CUDA's offload_op takes
+/// batches of 32 and more to the GPU).
+const SMALL_BATCH: usize = 31;
+
+/// Each layer's K and V cache tensors, from the store of the device the layer is on.
+fn layer_caches<'c>(
+    cache_at: &[(bool, usize)],
+    cpu: &'c Option<TensorStore>,
+    gpu: &'c Option<TensorStore>,
+) -> Vec<LayerCache<'c>> {
+    cache_at
+        .iter()
+        .map(|&(on_gpu, i)| {
+            let store = if on_gpu { gpu } else { cpu };
+            let store = store.as_ref().expect("a store for every placed layer");
+            LayerCache {
+                k: store.at(i).expect("k"),
+                v: store.at(i + 1).expect("v"),
+            }
+        })
+        .collect()
+}
+
+/// A failed compute-buffer allocation, with what to change when it is the GPU's.
+fn oom(e: glm_ggml::GgmlError, step: Step, on_gpu: bool) -> RuntimeError {
+    if !on_gpu {
+        return e.into();
+    }
+    RuntimeError::Input(format!(
+        "{e} ({} tokens per batch over a context of {}): out of GPU memory? \
+         use fewer GPU layers (-ngl), a smaller --vram-budget, context (-c) or batch (-b)",
+        step.n_tokens, step.n_ctx
+    ))
 }

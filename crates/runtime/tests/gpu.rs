@@ -90,7 +90,10 @@ fn run_logits(m: &Model) -> Vec<f32> {
 
 const PLACEMENTS: [(GpuLayers, &str); 2] = [
     (GpuLayers::Count(99), "all layers + output head"),
-    (GpuLayers::Count(1), "last layer only"),
+    (
+        GpuLayers::Count(1),
+        "last layer only, output head on the CPU",
+    ),
 ];
 
 #[test]
@@ -103,6 +106,13 @@ fn gpu_logits_match_cpu() {
         for (layers, what) in PLACEMENTS {
             let m = load(ty, Some(dev), layers);
             assert!(m.plan.uses_gpu(), "{}", m.plan.describe());
+            // Full offload takes the head; one layer leaves it on the CPU (both paths tested).
+            assert_eq!(
+                m.plan.output_on_gpu,
+                layers == GpuLayers::Count(99),
+                "{}",
+                m.plan.describe()
+            );
             let got = run_logits(&m);
             assert_eq!(got.len(), want.len());
             let scale = want.iter().fold(0f32, |a, x| a.max(x.abs()));

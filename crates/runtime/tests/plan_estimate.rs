@@ -1,5 +1,6 @@
 //! The offload planner's compute-buffer estimate (`plan::compute_bytes`) against what ggml's
-//! allocator really takes, on a synthetic model wide enough for the activations to dominate
+//! allocator really takes, and the session's up-front reservation against what running the
+//! whole context takes, on a synthetic model wide enough for the activations to dominate
 //! (512-dim, 8 heads, 2 KV groups, 1376 FFN), over several contexts, batches and logit rows.
 
 use glm_convert::{convert, ConvertOptions, TypePolicy};
@@ -109,9 +110,13 @@ fn compute_estimate_covers_the_measured_buffer() {
             },
         )
         .unwrap();
+        // What a GPU session reserves up front must be what the largest graph takes.
+        s.reserve_compute(all_logits).unwrap();
+        let reserved = s.compute_bytes() as u64;
         // The whole context: the last batch attends over all of it (the largest graph).
         s.eval(&tokens[..n_ctx], all_logits).unwrap();
         let measured = s.compute_bytes() as u64;
+        assert_eq!(measured, reserved, "the buffers grew past the reservation");
         let shape = PlanShape {
             n_ctx,
             n_batch,
