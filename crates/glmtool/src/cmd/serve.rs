@@ -775,75 +775,53 @@ async fn chat_completions(
     };
     let model = s.model.clone();
     let (stops, include_usage) = (p.stops.clone(), p.include_usage);
-    let stream = futures_util::stream::unfold(state, move |mut st| {
-        let chunk = chunk.clone();
-        let stops = stops.clone();
-        let model = model.clone();
-        let id = id.clone();
-        async move {
-            loop {
-                if let Some(line) = st.out.pop_front() {
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(SseEvent::default().data(line)),
-                        st,
-                    ));
-                }
-                if st.done {
-                    return None;
-                }
-                match st.rx.recv().await {
-                    Some(Event::Piece(piece)) => {
-                        st.text.push_str(&piece);
-                        let stable = stable_content(&st.text, tools, &stops);
-                        if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
-                            if !delta.is_empty() {
-                                st.out.push_back(chunk(json!({"content": delta}), None));
-                                st.sent = stable.clone();
-                            }
-                        }
-                    }
-                    Some(Event::Done {
-                        text,
-                        completion_tokens,
-                        finish,
-                    }) => {
-                        let (content, calls) = final_reply(&text, tools);
-                        if let Some(delta) = content.strip_prefix(st.sent.as_str()) {
-                            if !delta.is_empty() {
-                                st.out.push_back(chunk(json!({"content": delta}), None));
-                            }
-                        }
-                        let reason = if calls.is_empty() {
-                            finish_name(finish)
-                        } else {
-                            st.out.push_back(chunk(
-                                json!({"tool_calls": tool_calls_json(&calls, true)}),
-                                None,
-                            ));
-                            "tool_calls"
-                        };
-                        st.out.push_back(chunk(json!({}), Some(reason)));
-                        if include_usage {
-                            st.out.push_back(
-                                json!({
-                                    "id": id, "object": "chat.completion.chunk", "created": created,
-                                    "model": model, "choices": [],
-                                    "usage": usage(prompt_tokens, completion_tokens),
-                                })
-                                .to_string(),
-                            );
-                        }
-                        st.out.push_back("[DONE]".into());
-                        st.done = true;
-                    }
-                    Some(Event::Failed(m)) => st.fail(&m),
-                    Some(_) => {}
-                    None => return None,
+    Ok(sse_stream(state, move |st, event| match event {
+        Event::Piece(piece) => {
+            st.text.push_str(&piece);
+            let stable = stable_content(&st.text, tools, &stops);
+            if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
+                if !delta.is_empty() {
+                    st.out.push_back(chunk(json!({"content": delta}), None));
+                    st.sent = stable.clone();
                 }
             }
         }
-    });
-    Ok(Sse::new(stream).into_response())
+        Event::Done {
+            text,
+            completion_tokens,
+            finish,
+        } => {
+            let (content, calls) = final_reply(&text, tools);
+            if let Some(delta) = content.strip_prefix(st.sent.as_str()) {
+                if !delta.is_empty() {
+                    st.out.push_back(chunk(json!({"content": delta}), None));
+                }
+            }
+            let reason = if calls.is_empty() {
+                finish_name(finish)
+            } else {
+                st.out.push_back(chunk(
+                    json!({"tool_calls": tool_calls_json(&calls, true)}),
+                    None,
+                ));
+                "tool_calls"
+            };
+            st.out.push_back(chunk(json!({}), Some(reason)));
+            if include_usage {
+                st.out.push_back(
+                    json!({
+                        "id": id, "object": "chat.completion.chunk", "created": created,
+                        "model": model, "choices": [],
+                        "usage": usage(prompt_tokens, completion_tokens),
+                    })
+                    .to_string(),
+                );
+            }
+            st.out.push_back("[DONE]".into());
+            st.done = true;
+        }
+        _ => {}
+    }))
 }
 
 struct StreamState {
@@ -862,6 +840,33 @@ impl StreamState {
         self.out.push_back("[DONE]".into());
         self.done = true;
     }
+}
+
+/// An SSE response: sends the lines `on_event` queues for each generation event, until it (or
+/// a failure) marks the stream done or the generation ends. `on_event` sees every event but
+/// `Failed`, which ends the stream with an error event.
+fn sse_stream(
+    state: StreamState,
+    on_event: impl FnMut(&mut StreamState, Event) + Send + 'static,
+) -> Response {
+    let stream =
+        futures_util::stream::unfold((state, on_event), |(mut st, mut on_event)| async move {
+            loop {
+                if let Some(line) = st.out.pop_front() {
+                    let event = SseEvent::default().data(line);
+                    return Some((Ok::<_, std::convert::Infallible>(event), (st, on_event)));
+                }
+                if st.done {
+                    return None;
+                }
+                match st.rx.recv().await {
+                    Some(Event::Failed(m)) => st.fail(&m),
+                    Some(event) => on_event(&mut st, event),
+                    None => return None,
+                }
+            }
+        });
+    Sse::new(stream).into_response()
 }
 
 async fn completions(
@@ -900,60 +905,38 @@ async fn completions(
         sent: String::new(),
         done: false,
     };
-    let stream = futures_util::stream::unfold(state, move |mut st| {
-        let chunk = {
-            let (id, model) = (id.clone(), model.clone());
-            move |text: &str, finish: Option<&str>| {
-                json!({
-                    "id": id, "object": "text_completion", "created": created, "model": model,
-                    "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
-                })
-            }
-        };
-        let stops = stops.clone();
-        async move {
-            loop {
-                if let Some(line) = st.out.pop_front() {
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(SseEvent::default().data(line)),
-                        st,
-                    ));
-                }
-                if st.done {
-                    return None;
-                }
-                match st.rx.recv().await {
-                    Some(Event::Piece(piece)) => {
-                        st.text.push_str(&piece);
-                        let end = safe_len(&st.text, &stops);
-                        if end > st.sent.len() {
-                            let delta = &st.text[st.sent.len()..end];
-                            st.out.push_back(chunk(delta, None).to_string());
-                            st.sent = st.text[..end].to_string();
-                        }
-                    }
-                    Some(Event::Done {
-                        text,
-                        completion_tokens,
-                        finish,
-                    }) => {
-                        let delta = text.strip_prefix(st.sent.as_str()).unwrap_or("");
-                        let mut last = chunk(delta, Some(finish_name(finish)));
-                        if include_usage {
-                            last["usage"] = usage(prompt_tokens, completion_tokens);
-                        }
-                        st.out.push_back(last.to_string());
-                        st.out.push_back("[DONE]".into());
-                        st.done = true;
-                    }
-                    Some(Event::Failed(m)) => st.fail(&m),
-                    Some(_) => {}
-                    None => return None,
-                }
+    let chunk = move |text: &str, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
+        })
+    };
+    Ok(sse_stream(state, move |st, event| match event {
+        Event::Piece(piece) => {
+            st.text.push_str(&piece);
+            let end = safe_len(&st.text, &stops);
+            if end > st.sent.len() {
+                let delta = &st.text[st.sent.len()..end];
+                st.out.push_back(chunk(delta, None).to_string());
+                st.sent = st.text[..end].to_string();
             }
         }
-    });
-    Ok(Sse::new(stream).into_response())
+        Event::Done {
+            text,
+            completion_tokens,
+            finish,
+        } => {
+            let delta = text.strip_prefix(st.sent.as_str()).unwrap_or("");
+            let mut last = chunk(delta, Some(finish_name(finish)));
+            if include_usage {
+                last["usage"] = usage(prompt_tokens, completion_tokens);
+            }
+            st.out.push_back(last.to_string());
+            st.out.push_back("[DONE]".into());
+            st.done = true;
+        }
+        _ => {}
+    }))
 }
 
 #[cfg(test)]
