@@ -66,9 +66,7 @@ pub fn gpu_devices() -> Vec<DeviceInfo> {
     let mut out = Vec::new();
     #[cfg(feature = "cuda")]
     {
-        // SAFETY: plain query; initialises CUDA and returns 0 when no driver/device is usable.
-        let n = unsafe { ffi::ggml_backend_cuda_get_device_count() }.max(0);
-        for i in 0..n {
+        for i in 0..cuda_device_count() as i32 {
             let mut desc = [0 as std::ffi::c_char; 256];
             // SAFETY: i < device count; the buffer is 256 bytes and ggml writes a NUL-terminated
             // string of at most that size (from cudaGetDeviceProperties: no context is made).
@@ -98,12 +96,19 @@ pub fn gpu_devices() -> Vec<DeviceInfo> {
     out
 }
 
+/// CUDA devices present (0 when no driver/device is usable).
+#[cfg(feature = "cuda")]
+fn cuda_device_count() -> usize {
+    // SAFETY: plain query; initialises CUDA once and returns 0 when it cannot.
+    unsafe { ffi::ggml_backend_cuda_get_device_count() }.max(0) as usize
+}
+
 /// Free and total memory of one device in bytes, `None` where the backend cannot tell (Metal
 /// in this ggml). For CUDA this makes the device's context (a few hundred MiB of its memory),
 /// so it is asked only of the device about to be used.
 pub fn device_memory(kind: DeviceKind, index: usize) -> Option<(u64, u64)> {
     #[cfg(feature = "cuda")]
-    if kind == DeviceKind::Cuda && gpu_devices().iter().any(|d| d.index == index) {
+    if kind == DeviceKind::Cuda && index < cuda_device_count() {
         let (mut free, mut total) = (0usize, 0usize);
         // SAFETY: index < device count (checked); free/total are valid out-pointers.
         unsafe { ffi::ggml_backend_cuda_get_device_memory(index as i32, &mut free, &mut total) };
@@ -159,7 +164,7 @@ impl Backend {
             DeviceKind::Cuda => {
                 #[cfg(feature = "cuda")]
                 {
-                    let n = gpu_devices().len();
+                    let n = cuda_device_count();
                     if index >= n {
                         return Err(GgmlError::Backend(format!(
                             "CUDA device {index} does not exist ({n} found)"
