@@ -97,11 +97,7 @@ fn check_cases(tok: &Tokenizer, cases: &[Value], label: &str) -> (usize, Vec<Str
             want.clone()
         };
         if got != want {
-            let at = got
-                .iter()
-                .zip(&want)
-                .position(|(a, b)| a != b)
-                .unwrap_or(got.len().min(want.len()));
+            let at = first_difference(&got, &want);
             failures.push(format!(
                 "{label} case {i} {}: encode differs at position {at}: got {:?} want {:?}",
                 short(text),
@@ -242,11 +238,7 @@ fn tiny_fixture() {
     let want = ids_of(&r["heldout_ids"]);
     let got = tok.encode(&heldout).unwrap();
     if got != want {
-        let at = got
-            .iter()
-            .zip(&want)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(want.len()));
+        let at = first_difference(&got, &want);
         panic!(
             "heldout ids differ at {at} (got {} ids, want {})",
             got.len(),
@@ -335,4 +327,13 @@ fn corpus_crosscheck() {
         100.0 * failures.len() as f64 / n.max(1) as f64
     );
     report(n, &failures, "corpus");
+}
+
+/// Index of the first id where two different sequences part (the shorter length if one is a
+/// prefix of the other).
+fn first_difference(got: &[u32], want: &[u32]) -> usize {
+    got.iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()))
 }
