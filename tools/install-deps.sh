@@ -4,7 +4,13 @@
 set -euo pipefail
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
-{ ls /usr/lib/llvm-*/lib/libclang*.so* || ls /usr/lib/x86_64-linux-gnu/libclang*.so*; } >/dev/null 2>&1 || need+=(libclang-dev)
+# bindgen loads libclang.so / libclang-N.so (libclang-cpp.so, which other packages bring, is not it).
+have_libclang=no
+for p in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+  /usr/lib/*/libclang.so* /usr/lib/*/libclang-[0-9]*.so*; do
+  [ -e "$p" ] && have_libclang=yes
+done
+[ "$have_libclang" = yes ] || need+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo

@@ -221,15 +221,17 @@ impl Backend {
     }
 
     /// The buffer type for the CPU side of a scheduler that works with this GPU backend:
-    /// pinned host memory for CUDA (faster copies), else the CPU backend's default.
-    fn host_buffer_type_for(gpu: Option<&Backend>) -> Option<ffi::ggml_backend_buffer_type_t> {
+    /// pinned host memory for CUDA (faster copies), else our exact-size CPU buffers (ggml's own
+    /// CPU buffers over-report their size, which corrupts the heap when the compute buffer is
+    /// reused: see host_buffer.rs).
+    fn host_buffer_type_for(gpu: Option<&Backend>) -> ffi::ggml_backend_buffer_type_t {
         #[cfg(feature = "cuda")]
         if gpu.is_some_and(|g| g.kind() == DeviceKind::Cuda) {
             // SAFETY: a static buffer type object; CUDA is initialised (a CUDA backend exists).
-            return Some(unsafe { ffi::ggml_backend_cuda_host_buffer_type() });
+            return unsafe { ffi::ggml_backend_cuda_host_buffer_type() };
         }
         let _ = gpu;
-        None
+        crate::host_buffer::exact_cpu_buffer_type()
     }
 }
 
@@ -298,11 +300,7 @@ impl Scheduler {
             .iter()
             // SAFETY: live backend; its default buffer type is a static object.
             .map(|g| unsafe { ffi::ggml_backend_get_default_buffer_type(g.raw()) })
-            .chain([Backend::host_buffer_type_for(gpu)
-                // SAFETY: as above.
-                .unwrap_or_else(|| unsafe {
-                    ffi::ggml_backend_get_default_buffer_type(cpu.raw())
-                })])
+            .chain([Backend::host_buffer_type_for(gpu)])
             .collect();
         for (&b, &t) in backends.iter().zip(&bufts) {
             // SAFETY: live backend and static buffer type; pure query (ggml asserts it).

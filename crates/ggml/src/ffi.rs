@@ -28,6 +28,9 @@ extern "C" {
         -> ggml_backend_buffer_t;
     pub fn ggml_backend_buffer_free(buffer: ggml_backend_buffer_t);
     pub fn ggml_backend_buffer_get_size(buffer: ggml_backend_buffer_t) -> usize;
+    pub fn ggml_backend_buffer_get_base(buffer: ggml_backend_buffer_t) -> *mut c_void;
+    pub fn ggml_backend_buffer_is_host(buffer: ggml_backend_buffer_t) -> bool;
+    pub fn ggml_backend_is_cpu(backend: ggml_backend_t) -> bool;
     pub fn ggml_backend_buffer_clear(buffer: ggml_backend_buffer_t, value: u8);
     pub fn ggml_backend_tensor_alloc(
         buffer: ggml_backend_buffer_t,
@@ -105,4 +108,70 @@ extern "C" {
 #[cfg(feature = "metal")]
 extern "C" {
     pub fn ggml_backend_metal_init() -> ggml_backend_t;
+}
+
+// ---- ggml-backend-impl.h (b2757): a buffer type of our own (host_buffer.rs).
+
+/// `struct ggml_backend_buffer_type_i`.
+#[repr(C)]
+pub struct BufferTypeIface {
+    pub get_name: Option<extern "C" fn(ggml_backend_buffer_type_t) -> *const c_char>,
+    pub alloc_buffer:
+        Option<extern "C" fn(ggml_backend_buffer_type_t, usize) -> ggml_backend_buffer_t>,
+    pub get_alignment: Option<extern "C" fn(ggml_backend_buffer_type_t) -> usize>,
+    pub get_max_size: Option<extern "C" fn(ggml_backend_buffer_type_t) -> usize>,
+    pub get_alloc_size:
+        Option<extern "C" fn(ggml_backend_buffer_type_t, *const sys::ggml_tensor) -> usize>,
+    pub supports_backend: Option<extern "C" fn(ggml_backend_buffer_type_t, ggml_backend_t) -> bool>,
+    pub is_host: Option<extern "C" fn(ggml_backend_buffer_type_t) -> bool>,
+}
+
+/// `struct ggml_backend_buffer_type`.
+#[repr(C)]
+pub struct BufferType {
+    pub iface: BufferTypeIface,
+    pub context: *mut c_void,
+}
+
+/// `struct ggml_backend_buffer_i`.
+#[repr(C)]
+pub struct BufferIface {
+    pub get_name: Option<extern "C" fn(ggml_backend_buffer_t) -> *const c_char>,
+    pub free_buffer: Option<extern "C" fn(ggml_backend_buffer_t)>,
+    pub get_base: Option<extern "C" fn(ggml_backend_buffer_t) -> *mut c_void>,
+    pub init_tensor: Option<extern "C" fn(ggml_backend_buffer_t, *mut sys::ggml_tensor)>,
+    pub set_tensor: Option<
+        extern "C" fn(ggml_backend_buffer_t, *mut sys::ggml_tensor, *const c_void, usize, usize),
+    >,
+    pub get_tensor: Option<
+        extern "C" fn(ggml_backend_buffer_t, *const sys::ggml_tensor, *mut c_void, usize, usize),
+    >,
+    pub cpy_tensor: Option<
+        extern "C" fn(
+            ggml_backend_buffer_t,
+            *const sys::ggml_tensor,
+            *mut sys::ggml_tensor,
+        ) -> bool,
+    >,
+    pub clear: Option<extern "C" fn(ggml_backend_buffer_t, u8)>,
+    pub reset: Option<extern "C" fn(ggml_backend_buffer_t)>,
+}
+
+/// `struct ggml_backend_buffer`: only read for its context (our buffers' memory block).
+#[repr(C)]
+pub struct BufferHeader {
+    pub iface: BufferIface,
+    pub buft: ggml_backend_buffer_type_t,
+    pub context: *mut c_void,
+    pub size: usize,
+    pub usage: c_int,
+}
+
+extern "C" {
+    pub fn ggml_backend_buffer_init(
+        buft: ggml_backend_buffer_type_t,
+        iface: BufferIface,
+        context: *mut c_void,
+        size: usize,
+    ) -> ggml_backend_buffer_t;
 }

@@ -162,7 +162,40 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
                 "could not allocate the compute buffer".into(),
             ));
         }
+        self.check_layout()?;
         self.allocated.set(true);
+        Ok(())
+    }
+
+    /// Every tensor the allocator placed lies inside its buffer (views lie inside their
+    /// source, checked when they are made). A cheap guard: a layout past a buffer's end would
+    /// corrupt the heap when the graph runs.
+    fn check_layout(&self) -> Result<(), GgmlError> {
+        // SAFETY: valid graph whose nodes/leafs arrays hold n_nodes/n_leafs valid tensors; their
+        // buffers are null or live (the compute buffers, weights or caches).
+        unsafe {
+            let g = &*self.graph;
+            let tensors = (0..g.n_nodes as usize)
+                .map(|i| *g.nodes.add(i))
+                .chain((0..g.n_leafs as usize).map(|i| *g.leafs.add(i)));
+            for t in tensors {
+                let t = &*t;
+                if !t.view_src.is_null() || t.buffer.is_null() || t.data.is_null() {
+                    continue;
+                }
+                let buf = t.buffer.cast();
+                let base = ffi::ggml_backend_buffer_get_base(buf) as usize;
+                let end = base + ffi::ggml_backend_buffer_get_size(buf);
+                let (start, n) = (t.data as usize, sys::ggml_nbytes(t));
+                if start < base || start.saturating_add(n) > end {
+                    return Err(GgmlError::Backend(format!(
+                        "allocator placed a tensor of {n} bytes at {} of a {}-byte buffer",
+                        start.wrapping_sub(base) as isize,
+                        end - base
+                    )));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -14,6 +14,7 @@
 pub mod backend;
 mod ffi;
 pub mod graph;
+mod host_buffer;
 pub mod quant;
 pub mod tensor;
 
