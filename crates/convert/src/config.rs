@@ -64,9 +64,16 @@ impl GlmConfig {
             ));
         }
         let mut problems = Vec::new();
+        // Each count must be positive and at most its bound (which also keeps it inside the
+        // GGUF's u32 fields): a config that asks for more is broken, not big.
         let mut int = |key: &str| -> u64 {
+            let max = names::max_hparam(key);
             match json.get(key).and_then(Json::as_u64) {
-                Some(v) if v > 0 => v,
+                Some(v) if v > 0 && v <= max => v,
+                Some(v) if v > 0 => {
+                    problems.push(format!("{key} {v} is larger than {max}"));
+                    1
+                }
                 Some(_) => {
                     problems.push(format!("{key} must be positive"));
                     1
@@ -96,26 +103,44 @@ impl GlmConfig {
         } else {
             n_head
         };
+        // Both end up as f32 in the GGUF and in ggml, which asserts on a non-positive epsilon.
         let eps = match json.get("layernorm_epsilon") {
             None => 1e-5,
-            Some(v) => v.as_f64().unwrap_or_else(|| {
-                problems.push("layernorm_epsilon is not a number".into());
-                1e-5
-            }) as f32,
+            Some(v) => v
+                .as_f64()
+                .map(|e| e as f32)
+                .filter(|e| e.is_finite() && *e > 0.0)
+                .unwrap_or_else(|| {
+                    problems.push(format!(
+                        "layernorm_epsilon {v} is not a positive number (as f32)"
+                    ));
+                    1e-5
+                }),
         };
         let rope_ratio = match json.get("rope_ratio") {
             None => 1.0,
-            Some(v) => v.as_f64().filter(|r| *r > 0.0).unwrap_or_else(|| {
-                problems.push("rope_ratio is not a positive number".into());
-                1.0
-            }),
+            Some(v) => v
+                .as_f64()
+                .filter(|r| *r > 0.0 && (10000.0 * r) as f32 > 0.0 && ((10000.0 * r) as f32).is_finite())
+                .unwrap_or_else(|| {
+                    problems.push(format!(
+                        "rope_ratio {v} is not a positive number (10000 × rope_ratio must fit an f32)"
+                    ));
+                    1.0
+                }),
         };
-        let id = |key: &str, default: u32| {
-            json.get(key)
-                .and_then(Json::as_u64)
-                .map(|v| v as u32)
-                .unwrap_or(default)
+        let mut id = |key: &str, default: u32| match json.get(key) {
+            None | Some(Json::Null) => default,
+            Some(v) => match v.as_u64().and_then(|v| u32::try_from(v).ok()) {
+                Some(v) => v,
+                None => {
+                    problems.push(format!("{key} {v} is not a token id (0 ..= 2^32-1)"));
+                    default
+                }
+            },
         };
+        let eos_token_id = id("eos_token_id", 2);
+        let pad_token_id = id("pad_token_id", 0);
         if n_head % n_head_kv != 0 {
             problems.push(format!("num_attention_heads {n_head} is not a multiple of multi_query_group_num {n_head_kv}"));
         }
@@ -149,8 +174,8 @@ impl GlmConfig {
             eps,
             rope_freq_base: (10000.0 * rope_ratio) as f32,
             vocab_size,
-            eos_token_id: id("eos_token_id", 2),
-            pad_token_id: id("pad_token_id", 0),
+            eos_token_id,
+            pad_token_id,
         })
     }
 
@@ -211,5 +236,75 @@ impl GlmConfig {
             .into_iter()
             .map(|t| (t.name, t.hf_name, t.dims.into_iter().rev().collect()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Json {
+        json!({
+            "model_type": "chatglm", "hidden_size": 128, "num_layers": 2,
+            "num_attention_heads": 4, "ffn_hidden_size": 352, "seq_length": 512,
+            "padded_vocab_size": 3072, "kv_channels": 32, "multi_query_attention": true,
+            "multi_query_group_num": 2, "layernorm_epsilon": 1e-5, "rope_ratio": 1.0,
+            "eos_token_id": 2, "pad_token_id": 0
+        })
+    }
+
+    fn error_with(key: &str, v: Json) -> String {
+        let mut j = base();
+        j[key] = v;
+        match GlmConfig::from_json(&j, Path::new("config.json")) {
+            Ok(c) => panic!("{key} accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_base_config_is_valid() {
+        let c = GlmConfig::from_json(&base(), Path::new("config.json")).unwrap();
+        assert_eq!((c.n_layer, c.context_length, c.eps), (2, 512, 1e-5));
+    }
+
+    #[test]
+    fn bad_floats_are_errors() {
+        for v in [json!(0.0), json!(-1e-5), json!(1e-50), json!("x")] {
+            let e = error_with("layernorm_epsilon", v.clone());
+            assert!(
+                e.contains("layernorm_epsilon") && e.contains("positive"),
+                "{v}: {e}"
+            );
+        }
+        for v in [json!(0.0), json!(-2.0), json!(1e300)] {
+            let e = error_with("rope_ratio", v.clone());
+            assert!(e.contains("rope_ratio"), "{v}: {e}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_integers_are_errors_not_truncated() {
+        for (key, v) in [
+            ("seq_length", (1u64 << 32) + 512),
+            ("padded_vocab_size", 1 << 61),
+            ("padded_vocab_size", 100_000_000),
+            ("num_layers", 1_000_000_000),
+            ("hidden_size", u64::MAX),
+        ] {
+            let e = error_with(key, json!(v));
+            assert!(
+                e.contains(key) && e.contains("larger than"),
+                "{key} {v}: {e}"
+            );
+        }
+        for key in ["eos_token_id", "pad_token_id"] {
+            let e = error_with(key, json!(1u64 << 33));
+            assert!(
+                e.contains(key) && e.contains("not a token id"),
+                "{key}: {e}"
+            );
+        }
     }
 }

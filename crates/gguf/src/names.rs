@@ -23,6 +23,29 @@ pub const LAYER_NORM_RMS_EPS: &str = "chatglm.attention.layer_norm_rms_epsilon";
 pub const ROPE_DIMENSION_COUNT: &str = "chatglm.rope.dimension_count";
 pub const ROPE_FREQ_BASE: &str = "chatglm.rope.freq_base";
 
+/// Upper bounds of the integer hyperparameters: (GGUF key, THUDM config.json key, maximum).
+/// Far above any GLM model (GLM-4-9B: 40 layers, 4096 wide, 151,552 tokens, 1M context), and
+/// low enough that nothing sized by them (name tables, plans, caches) allocates absurdly before
+/// the file's own size is checked.
+pub const HPARAM_BOUNDS: [(&str, &str, u64); 8] = [
+    (CONTEXT_LENGTH, "seq_length", 1 << 24),
+    (EMBEDDING_LENGTH, "hidden_size", 1 << 16),
+    (FEED_FORWARD_LENGTH, "ffn_hidden_size", 1 << 18),
+    (BLOCK_COUNT, "num_layers", 1024),
+    (HEAD_COUNT, "num_attention_heads", 1024),
+    (HEAD_COUNT_KV, "multi_query_group_num", 1024),
+    (ROPE_DIMENSION_COUNT, "kv_channels", 1024),
+    ("", "padded_vocab_size", 1 << 22),
+];
+
+/// The bound of a hyperparameter named by its GGUF or config.json key (`u32::MAX` if none).
+pub fn max_hparam(key: &str) -> u64 {
+    HPARAM_BOUNDS
+        .iter()
+        .find(|(g, h, _)| *g == key || *h == key)
+        .map_or(u32::MAX as u64, |b| b.2)
+}
+
 // tokenizer.ggml.*
 pub const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
 pub const TOKENIZER_PRE: &str = "tokenizer.ggml.pre";

@@ -206,14 +206,35 @@ impl ModelArgs {
         Ok(SessionOptions {
             n_ctx,
             n_batch: self.shape.batch,
-            n_threads: self
-                .threads
-                .unwrap_or_else(glm_runtime::default_threads)
-                .max(1),
+            n_threads: self.n_threads()?,
             cache_type: self.shape.cache_type,
         })
     }
+
+    /// `-t`, checked: ggml's threads spin while they wait, so more threads than cores slows
+    /// everything down (minutes for a few tokens at 10× the cores): warn above the logical CPU
+    /// count, refuse above MAX_THREADS.
+    pub fn n_threads(&self) -> Result<usize> {
+        let Some(t) = self.threads else {
+            return Ok(glm_runtime::default_threads());
+        };
+        if t == 0 || t > MAX_THREADS {
+            bail!("-t {t}: the thread count must be between 1 and {MAX_THREADS}");
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if t > cpus {
+            eprintln!(
+                "warning: -t {t} is more threads than the {cpus} CPUs here; \
+                 expect it to be much slower than -t {}",
+                glm_runtime::default_threads()
+            );
+        }
+        Ok(t)
+    }
 }
+
+/// The most threads `-t` accepts.
+const MAX_THREADS: usize = 512;
 
 /// Sampling flags (llama.cpp names, ChatGLM3 defaults).
 #[derive(Args, Clone, Debug)]

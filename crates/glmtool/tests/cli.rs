@@ -323,6 +323,28 @@ fn bad_prompts_and_texts_are_clear_errors() {
         &["run", "-m", m, "-c", "100000", "-p", "hi"],
         &["-c 100000", "512"],
     );
+    for t in ["0", "100000"] {
+        fails_with(
+            &["run", "-m", m, "-t", t, "-p", "hi"],
+            &[&format!("-t {t}")],
+        );
+    }
+    // a context too small to score anything: an error before any range is printed
+    let o = run(&[
+        "perplexity",
+        "-m",
+        m,
+        "-c",
+        "1",
+        "-f",
+        &format!("{FIXTURE}/heldout.txt"),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("-c 1") && e.contains("at least 4") && !e.contains(".."),
+        "{e}"
+    );
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "").unwrap();
     fails_with(

@@ -51,11 +51,17 @@ impl Hparams {
             )));
         }
         let mut missing = Vec::new();
-        let mut int = |k: &str| {
-            f.get_u64(k).map(|v| v as usize).unwrap_or_else(|_| {
+        let mut too_big = Vec::new();
+        let mut int = |k: &str| match f.get_u64(k) {
+            Ok(v) if v > names::max_hparam(k) => {
+                too_big.push(format!("{k} = {v} (at most {})", names::max_hparam(k)));
+                0
+            }
+            Ok(v) => v as usize,
+            Err(_) => {
                 missing.push(k.to_string());
                 0
-            })
+            }
         };
         let n_ctx_train = int(names::CONTEXT_LENGTH);
         let n_embd = int(names::EMBEDDING_LENGTH);
@@ -75,6 +81,26 @@ impl Hparams {
                 f.path().display(),
                 missing.join(", ")
             )));
+        }
+        if !too_big.is_empty() {
+            return Err(RuntimeError::Model(format!(
+                "{}: metadata out of range: {}",
+                f.path().display(),
+                too_big.join(", ")
+            )));
+        }
+        // ggml asserts (aborts) on a non-positive epsilon; a zero or non-finite base makes every
+        // rotation NaN.
+        for (key, v) in [
+            (names::LAYER_NORM_RMS_EPS, eps),
+            (names::ROPE_FREQ_BASE, rope_base),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(RuntimeError::Model(format!(
+                    "{}: {key} is {v}, expected a positive finite number",
+                    f.path().display()
+                )));
+            }
         }
         let n_vocab = f
             .tensor(names::TOKEN_EMBD)

@@ -78,6 +78,11 @@ impl Sampler {
         let max = cand[0].1;
         let mut probs: Vec<f32> = cand.iter().map(|&(_, l)| (l - max).exp()).collect();
         let sum: f32 = probs.iter().sum();
+        // A temperature so small that logit/temperature overflows is greedy decoding: all the
+        // probability is on the top token (the division made it infinite, or NaN after `- max`).
+        if !max.is_finite() || !sum.is_finite() || sum <= 0.0 {
+            return argmax(&logits);
+        }
         probs.iter_mut().for_each(|p| *p /= sum);
         if o.top_p < 1.0 {
             let mut acc = 0.0;
@@ -163,6 +168,22 @@ mod tests {
             a.iter().any(|&t| t != a[0]),
             "temperature 1 should not be deterministic across draws"
         );
+    }
+
+    #[test]
+    fn tiny_temperatures_are_greedy() {
+        // logit / 1e-45 overflows to infinity: the top token takes all the probability
+        let logits = [0.5f32, 2.0, 1.9, -3.0];
+        for temperature in [1e-45f32, 1e-38, f32::MIN_POSITIVE, 1e-30] {
+            let mut s = Sampler::new(SamplerOptions {
+                temperature,
+                seed: 7,
+                ..Default::default()
+            });
+            for _ in 0..20 {
+                assert_eq!(s.sample(&logits, &[]), 1, "temperature {temperature}");
+            }
+        }
     }
 
     #[test]

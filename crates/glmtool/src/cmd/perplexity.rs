@@ -59,6 +59,10 @@ pub fn run(mut a: Args) -> Result<()> {
         .ctx
         .unwrap_or(512)
         .min(model.hparams.n_ctx_train);
+    // Each chunk scores positions n_ctx/2 ..= n_ctx-2, so the smallest context is 4.
+    if n_ctx < 4 {
+        bail!("-c {n_ctx}: perplexity needs a context of at least 4 tokens");
+    }
     let mut opts = a.model.session_options(&model)?;
     opts.n_ctx = n_ctx;
     let tokens = model.tokenizer.encode(&text)?;
