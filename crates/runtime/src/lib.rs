@@ -39,3 +39,13 @@ pub fn default_threads() -> usize {
     num_cpus::get_physical().max(1)
 }
 pub use glm_ggml::system_info;
+
+/// The first `n` items joined by "; ", then "and N more": error lines stay short whatever a
+/// broken file lists.
+pub(crate) fn few(items: &[String], n: usize) -> String {
+    let mut s = items[..items.len().min(n)].join("; ");
+    if items.len() > n {
+        s.push_str(&format!("; and {} more", items.len() - n));
+    }
+    s
+}

@@ -159,7 +159,7 @@ impl Model {
             return Err(RuntimeError::Model(format!(
                 "{}: {}",
                 path.display(),
-                problems.join("; ")
+                crate::few(&problems, 4)
             )));
         }
         let name = file

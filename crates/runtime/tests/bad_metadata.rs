@@ -95,3 +95,17 @@ fn oversized_hyperparameters_are_refused_before_anything_is_sized_by_them() {
         );
     }
 }
+
+#[test]
+fn many_missing_tensors_make_one_short_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_error(&with_value(
+        dir.path(),
+        names::BLOCK_COUNT,
+        Value::U32(1000),
+    ));
+    assert!(
+        e.contains("is missing") && e.contains("more") && e.len() < 400 && !e.contains('\n'),
+        "{e}"
+    );
+}
