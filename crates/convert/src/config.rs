@@ -121,7 +121,10 @@ impl GlmConfig {
             None => 1.0,
             Some(v) => v
                 .as_f64()
-                .filter(|r| *r > 0.0 && (10000.0 * r) as f32 > 0.0 && ((10000.0 * r) as f32).is_finite())
+                .filter(|r| {
+                    let base = (10000.0 * r) as f32;
+                    base > 0.0 && base.is_finite()
+                })
                 .unwrap_or_else(|| {
                     problems.push(format!(
                         "rope_ratio {v} is not a positive number (10000 × rope_ratio must fit an f32)"
