@@ -413,6 +413,20 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         self.wrap(unsafe { sys::ggml_mul_mat(ctx, a.raw(), b.raw()) })
     }
 
+    /// `p`·`x` with our own kernels (packed.rs): `[rows, T]` for x `[k, T]` (f32, rows
+    /// contiguous). CPU only: the weights live in a CPU packed store.
+    pub fn mul_mat_packed(
+        &self,
+        p: crate::Packed<'g>,
+        x: Tensor<'g>,
+    ) -> Result<Tensor<'g>, GgmlError> {
+        let ctx = self.room()?;
+        self.ctx.ensure_room(3)?;
+        // SAFETY: live graph context with room (checked); p's data is a packed store tensor
+        // that outlives the graph ('g); shapes are checked inside.
+        self.wrap(unsafe { crate::packed::mul_mat_packed(ctx, p, x)? })
+    }
+
     /// [`Self::mul_mat`] accumulated in f32 on every backend. CUDA's batched f16 GEMM (used for
     /// attention over an f16 cache) otherwise accumulates and stores the result in f16.
     pub fn mul_mat_f32(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {

@@ -15,6 +15,7 @@ pub mod backend;
 mod ffi;
 pub mod graph;
 mod host_buffer;
+pub mod packed;
 pub mod quant;
 pub mod tensor;
 
@@ -23,6 +24,7 @@ pub use backend::{
 };
 pub use ggml_sys_bleedingedge as sys;
 pub use graph::{GraphCtx, TYPE_F16, TYPE_F32, TYPE_I32};
+pub use packed::{Isa, PackSource, Packed, PackedStore, WeightType};
 pub use tensor::{Tensor, TensorSpec, TensorStore};
 
 /// Errors raised by the wrapper itself. ggml aborts on its own assertion failures, so the wrapper

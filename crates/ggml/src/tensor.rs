@@ -333,6 +333,26 @@ impl TensorStore {
         Ok(())
     }
 
+    /// The bytes of tensor `i`, writable: only for stores allocated in host memory by
+    /// [`Self::allocate_weights`] or [`Self::allocate`] (not mapped ones). `&mut self`: no handle
+    /// into the store (and so no graph reading it) can be alive meanwhile.
+    pub(crate) fn host_bytes_mut(&mut self, i: usize) -> Result<&mut [u8], GgmlError> {
+        let t = self
+            .at(i)
+            .ok_or_else(|| GgmlError::Shape(format!("no tensor {i} in this store")))?;
+        // SAFETY: live buffer; pure query.
+        let host = unsafe { ffi::ggml_backend_buffer_is_host(self.buffer.raw()) };
+        if !host || self._host.is_some() || !t.has_data() {
+            return Err(GgmlError::Shape(
+                "only allocated host tensors can be written in place".into(),
+            ));
+        }
+        let n = t.n_bytes();
+        // SAFETY: the tensor is allocated in this store's host buffer (n bytes at data), which
+        // lives as long as self; &mut self makes this the only access.
+        Ok(unsafe { std::slice::from_raw_parts_mut((*t.raw()).data.cast::<u8>(), n) })
+    }
+
     /// Zero-fills the store.
     pub fn clear(&self) {
         self.buffer.clear(0);

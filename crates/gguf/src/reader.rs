@@ -386,6 +386,24 @@ impl GgufFile {
     }
 }
 
+impl GgufFile {
+    /// Drops this process's pages of bytes `offset .. offset + len` of the mapped file (for data
+    /// that was copied elsewhere, e.g. repacked weights): resident memory shrinks, and a later
+    /// read maps the same file bytes again. Only advice: errors are ignored.
+    pub fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        // SAFETY: the map is read-only and file-backed and never written, so MADV_DONTNEED only
+        // drops page-table entries: a later access faults the unchanged file contents back in,
+        // and no reference into the map can observe a difference.
+        let _ = unsafe {
+            self.mmap
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+        };
+        #[cfg(not(unix))]
+        let _ = (offset, len);
+    }
+}
+
 /// Maps a file read-only. The one `unsafe` of this crate; the converter maps safetensors shards
 /// through it too.
 pub fn map_readonly(file: &File) -> std::io::Result<Mmap> {

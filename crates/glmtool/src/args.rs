@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use glm_runtime::{
-    CacheType, DeviceKind, GpuLayers, LoadOptions, Model, PlanShape, SessionOptions,
+    CacheType, DeviceKind, GpuLayers, Isa, LoadOptions, Model, PlanShape, SessionOptions,
 };
 use std::path::PathBuf;
 
@@ -20,6 +20,39 @@ pub struct ModelArgs {
     pub shape: ShapeArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
+    /// Kernels for q4_0/q8_0 matrices on the CPU: native (glmtool's own, for the best
+    /// instruction set here; the weights are repacked at load), avx512, avx2, scalar, neon, or
+    /// ggml (ggml's mul_mat, as llama.cpp b2757). Layers on a GPU always use ggml's
+    #[arg(long = "cpu-kernels", default_value = "native", value_parser = parse_cpu_kernels)]
+    pub cpu_kernels: CpuKernelsArg,
+}
+
+/// `--cpu-kernels`: `None` = ggml's.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuKernelsArg(pub Option<Isa>);
+
+fn parse_cpu_kernels(s: &str) -> Result<CpuKernelsArg, String> {
+    let isa = match s {
+        "ggml" => return Ok(CpuKernelsArg(None)),
+        "native" => Isa::detect(),
+        "avx512" | "avx512-vnni" => Isa::Avx512Vnni,
+        "avx2" => Isa::Avx2,
+        "scalar" => Isa::Scalar,
+        "neon" => Isa::Neon,
+        _ => {
+            return Err(format!(
+                "{s:?}: expected native, avx512, avx2, scalar, neon or ggml"
+            ))
+        }
+    };
+    if !Isa::available().contains(&isa) {
+        let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
+        return Err(format!(
+            "{s}: this CPU cannot run it (it can: {})",
+            have.join(", ")
+        ));
+    }
+    Ok(CpuKernelsArg(Some(isa)))
 }
 
 /// What a session — and its offload plan — is sized by (also `info --plan`'s flags).
@@ -176,6 +209,7 @@ impl ModelArgs {
             layers: self.gpu.layers(),
             budget: self.gpu.vram_budget,
             shape,
+            cpu_kernels: self.cpu_kernels.0,
         };
         let model = Model::load_with(&path, &opts)
             .with_context(|| format!("loading {}", path.display()))?;
@@ -185,10 +219,15 @@ impl ModelArgs {
         Ok(model)
     }
 
-    /// Loads the model on the CPU only (for its tokenizer, say).
+    /// Loads the model on the CPU only, with ggml's kernels (no repacking: for its tokenizer,
+    /// say).
     pub fn load_cpu(&self) -> Result<Model> {
         let path = self.path()?;
-        Model::load(&path).with_context(|| format!("loading {}", path.display()))
+        let opts = LoadOptions {
+            cpu_kernels: None,
+            ..LoadOptions::cpu(self.shape.plan_shape(1))
+        };
+        Model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()))
     }
 
     /// Session options for `model`.

@@ -21,7 +21,7 @@
 use crate::RuntimeError;
 use gguf::names;
 use gguf::{GgmlType, GgufFile};
-use glm_ggml::{GgmlError, GraphCtx, Tensor, TYPE_F32, TYPE_I32};
+use glm_ggml::{GgmlError, GraphCtx, Packed, Tensor, TYPE_F32, TYPE_I32};
 
 /// Model hyperparameters, from the `chatglm.*` GGUF keys.
 #[derive(Clone, Debug, PartialEq)]
@@ -187,15 +187,35 @@ pub fn matmul_type_supported(t: GgmlType) -> bool {
     )
 }
 
+/// A weight matrix: ggml's tensor, and its repacked copy where our CPU kernels run it.
+#[derive(Clone, Copy)]
+pub struct Linear<'w> {
+    pub w: Tensor<'w>,
+    pub packed: Option<Packed<'w>>,
+}
+
+impl<'w> Linear<'w> {
+    /// W · x.
+    fn apply<'g>(&self, g: &GraphCtx<'g, '_>, x: Tensor<'g>) -> Result<Tensor<'g>, GgmlError>
+    where
+        'w: 'g,
+    {
+        match self.packed {
+            Some(p) => g.mul_mat_packed(p, x),
+            None => g.mul_mat(self.w, x),
+        }
+    }
+}
+
 /// One transformer block's weights.
 pub struct LayerWeights<'w> {
     pub attn_norm: Tensor<'w>,
-    pub qkv: Tensor<'w>,
+    pub qkv: Linear<'w>,
     pub qkv_bias: Tensor<'w>,
-    pub attn_output: Tensor<'w>,
+    pub attn_output: Linear<'w>,
     pub ffn_norm: Tensor<'w>,
-    pub ffn_up: Tensor<'w>,
-    pub ffn_down: Tensor<'w>,
+    pub ffn_up: Linear<'w>,
+    pub ffn_down: Linear<'w>,
 }
 
 /// All weights, as handles into the weight store (in `expected_tensors` order).
@@ -203,23 +223,28 @@ pub struct Weights<'w> {
     pub token_embd: Tensor<'w>,
     pub layers: Vec<LayerWeights<'w>>,
     pub output_norm: Tensor<'w>,
-    pub output: Tensor<'w>,
+    pub output: Linear<'w>,
 }
 
 impl<'w> Weights<'w> {
-    /// Picks the handles from tensors listed in `expected_tensors` order.
-    pub fn from_ordered(t: &[Tensor<'w>], n_layer: usize) -> Self {
+    /// Picks the handles from tensors listed in `expected_tensors` order, with `packed[i]` the
+    /// repacked copy of tensor i where there is one.
+    pub fn from_ordered(t: &[Tensor<'w>], packed: &[Option<Packed<'w>>], n_layer: usize) -> Self {
+        let lin = |i: usize| Linear {
+            w: t[i],
+            packed: packed.get(i).copied().flatten(),
+        };
         let layers = (0..n_layer)
             .map(|il| {
                 let b = 1 + il * 7;
                 LayerWeights {
                     attn_norm: t[b],
-                    qkv: t[b + 1],
+                    qkv: lin(b + 1),
                     qkv_bias: t[b + 2],
-                    attn_output: t[b + 3],
+                    attn_output: lin(b + 3),
                     ffn_norm: t[b + 4],
-                    ffn_up: t[b + 5],
-                    ffn_down: t[b + 6],
+                    ffn_up: lin(b + 5),
+                    ffn_down: lin(b + 6),
                 }
             })
             .collect();
@@ -227,7 +252,7 @@ impl<'w> Weights<'w> {
             token_embd: t[0],
             layers,
             output_norm: t[1 + 7 * n_layer],
-            output: t[2 + 7 * n_layer],
+            output: lin(2 + 7 * n_layer),
         }
     }
 }
@@ -308,7 +333,7 @@ pub fn build_graph<'g>(
     for (l, c) in w.layers.iter().zip(cache) {
         // attention
         let h = g.mul(g.rms_norm(x, hp.eps)?, l.attn_norm)?;
-        let qkv = g.add(g.mul_mat(l.qkv, h)?, l.qkv_bias)?; // [qkv_rows, T]
+        let qkv = g.add(l.qkv.apply(g, h)?, l.qkv_bias)?; // [qkv_rows, T]
         let row = qkv.nb()[1];
         let q = g.view(qkv, &[d, nh, t], &[d as usize * f, row], 0)?;
         let k = g.view(
@@ -344,15 +369,15 @@ pub fn build_graph<'g>(
         let probs = g.soft_max_ext(scores, mask, 1.0 / (d as f32).sqrt())?;
         let attn = g.mul_mat_f32(vals, probs)?; // [d, T, nh]
         let attn = g.reshape(g.cont(g.permute(attn, [0, 2, 1, 3])?)?, &[nh * d, t])?;
-        x = g.add(x, g.mul_mat(l.attn_output, attn)?)?;
+        x = g.add(x, l.attn_output.apply(g, attn)?)?;
 
         // feed-forward (SwiGLU)
         let h = g.mul(g.rms_norm(x, hp.eps)?, l.ffn_norm)?;
-        let up = g.mul_mat(l.ffn_up, h)?; // [2 n_ff, T]
+        let up = l.ffn_up.apply(g, h)?; // [2 n_ff, T]
         let ff = hp.n_ff as i64;
         let gate = g.cont(g.view(up, &[ff, t], &[up.nb()[1]], 0)?)?;
         let lin = g.view(up, &[ff, t], &[up.nb()[1]], ff as usize * f)?;
-        x = g.add(x, g.mul_mat(l.ffn_down, g.mul(g.silu(gate)?, lin)?)?)?;
+        x = g.add(x, l.ffn_down.apply(g, g.mul(g.silu(gate)?, lin)?)?)?;
     }
 
     let n_out = if step.all_logits { t } else { 1 };
@@ -363,7 +388,7 @@ pub fn build_graph<'g>(
         (t - n_out) as usize * x.nb()[1],
     )?;
     let h = g.mul(g.rms_norm(last, hp.eps)?, w.output_norm)?;
-    let logits = g.mul_mat(w.output, h)?; // [n_vocab, n_out]
+    let logits = w.output.apply(g, h)?; // [n_vocab, n_out]
     g.output(logits)?;
     Ok(GraphIo {
         tokens,

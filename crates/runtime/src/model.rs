@@ -6,7 +6,9 @@ use crate::plan::{GpuLayers, ModelSizes, Plan, PlanRequest, PlanShape};
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
 use gguf::GgufFile;
-use glm_ggml::{Backend, DeviceKind, Tensor, TensorSpec, TensorStore};
+use glm_ggml::{
+    Backend, DeviceKind, Isa, PackSource, PackedStore, Tensor, TensorSpec, TensorStore, WeightType,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +33,10 @@ pub struct Model {
     gpu_index: Vec<Option<usize>>,
     gpu: Option<Backend>,
     n_weight_tensors: usize,
+    /// q4_0/q8_0 matrices repacked for our CPU kernels; `packed_index[i]` is tensor i's index
+    /// in that store.
+    packed: Option<PackedStore>,
+    packed_index: Vec<Option<usize>>,
 }
 
 /// Where to run: the device and the offload request (see [`crate::plan`]).
@@ -43,6 +49,10 @@ pub struct LoadOptions {
     pub budget: Option<u64>,
     /// The session the plan is sized for.
     pub shape: PlanShape,
+    /// The kernels for q4_0/q8_0 matrices on the CPU: ours for that instruction set (the
+    /// weights are repacked at load), or `None` for ggml's `mul_mat`. A model that uses a GPU
+    /// runs ggml's everywhere.
+    pub cpu_kernels: Option<Isa>,
 }
 
 impl LoadOptions {
@@ -53,6 +63,7 @@ impl LoadOptions {
             layers: GpuLayers::Auto,
             budget: None,
             shape,
+            cpu_kernels: Some(Isa::detect()),
         }
     }
 }
@@ -218,6 +229,10 @@ impl Model {
             gpu_weights = Some(store);
             gpu = Some(backend);
         }
+        let (packed, packed_index) = match opts.cpu_kernels {
+            Some(isa) if !plan.uses_gpu() => pack_matrices(&file, &specs, isa)?,
+            _ => (None, vec![None; specs.len()]),
+        };
         let weights = TensorStore::map_host(SharedFile(file), &specs, &offsets)?;
         Ok(Model {
             hparams,
@@ -232,7 +247,19 @@ impl Model {
             gpu_index,
             gpu,
             n_weight_tensors: specs.len(),
+            packed,
+            packed_index,
         })
+    }
+
+    /// The instruction set of our CPU kernels, when the model's matrices were repacked for them.
+    pub fn cpu_kernels(&self) -> Option<Isa> {
+        self.packed.as_ref().map(|p| p.isa())
+    }
+
+    /// Bytes of repacked weights (anonymous memory).
+    pub fn packed_bytes(&self) -> usize {
+        self.packed.as_ref().map_or(0, |p| p.size_bytes())
     }
 
     /// The GPU backend the model's GPU share lives on.
@@ -248,6 +275,54 @@ impl Model {
                 _ => self.weights.at(i).expect("index in range"),
             })
             .collect();
-        Weights::from_ordered(&t, self.hparams.n_layer)
+        let packed: Vec<_> = self
+            .packed_index
+            .iter()
+            .map(|j| j.and_then(|j| self.packed.as_ref()?.get(j)))
+            .collect();
+        Weights::from_ordered(&t, &packed, self.hparams.n_layer)
     }
+}
+
+/// Repacks the q4_0/q8_0 matrices (everything but the embedding table, which is only gathered
+/// from) for our CPU kernels, and releases the mapped pages of each once it is copied, so the
+/// resident memory holds the model once.
+fn pack_matrices(
+    file: &GgufFile,
+    specs: &[TensorSpec],
+    isa: Isa,
+) -> Result<(Option<PackedStore>, Vec<Option<usize>>), RuntimeError> {
+    let mut index = vec![None; specs.len()];
+    let mut sources = Vec::new();
+    let mut ranges = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let info = file.tensor(&s.name).expect("validated");
+        let ty = match info.ty {
+            gguf::GgmlType::Q4_0 => WeightType::Q4_0,
+            gguf::GgmlType::Q8_0 => WeightType::Q8_0,
+            _ => continue,
+        };
+        if s.name == gguf::names::TOKEN_EMBD || info.dims.len() != 2 {
+            continue;
+        }
+        index[i] = Some(sources.len());
+        ranges.push((
+            (file.data_offset + info.offset) as usize,
+            info.n_bytes() as usize,
+        ));
+        sources.push(PackSource {
+            name: s.name.clone(),
+            ty,
+            rows: info.dims[1] as usize,
+            k: info.dims[0] as usize,
+            data: file.tensor_data(info),
+        });
+    }
+    if sources.is_empty() {
+        return Ok((None, index));
+    }
+    let store = PackedStore::build(&sources, isa, crate::default_threads(), |j| {
+        file.release(ranges[j].0, ranges[j].1)
+    })?;
+    Ok((Some(store), index))
 }

@@ -55,6 +55,8 @@ fn load(
         layers,
         budget: None,
         shape: shape(64),
+        // ggml's kernels on the CPU side too: GPU against ggml's CPU path, op for op
+        cpu_kernels: None,
     };
     Model::load_with(&gguf(ty), &opts).unwrap()
 }

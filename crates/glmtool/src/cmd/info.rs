@@ -57,6 +57,7 @@ fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
                 layers: a.gpu.layers(),
                 budget: a.gpu.vram_budget,
                 shape,
+                cpu_kernels: None,
             },
         )?,
         None => {

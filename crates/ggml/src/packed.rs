@@ -1,0 +1,298 @@
+//! Our own CPU matrix kernels (crate `glm-kernels`) wired into ggml graphs.
+//!
+//! q4_0/q8_0 weights that stay on the CPU are repacked once, at load, into a [`PackedStore`]
+//! (16-row interleaved groups, see glm-kernels). In a graph, [`GraphCtx::mul_mat_packed`]
+//! (graph.rs) adds two custom ops in place of ggml's `mul_mat`: one quantizes the activations
+//! (once per op, each thread a share of the tokens), the next multiplies (each thread a share of
+//! the row groups). ggml runs custom ops on all its threads and puts a barrier between ops.
+
+use crate::backend::Backend;
+use crate::tensor::{Tensor, TensorSpec, TensorStore};
+use crate::{sys, GgmlError};
+pub use glm_kernels::{Isa, WeightType};
+use std::ffi::{c_int, c_void};
+
+/// A repacked weight matrix (`rows × k`), as the graph uses it.
+#[derive(Clone, Copy)]
+pub struct Packed<'a> {
+    pub(crate) data: Tensor<'a>,
+    pub ty: WeightType,
+    pub rows: usize,
+    pub k: usize,
+    pub isa: Isa,
+}
+
+/// One matrix to repack: ggml's row-major blocks of `rows × k` elements.
+pub struct PackSource<'s> {
+    pub name: String,
+    pub ty: WeightType,
+    pub rows: usize,
+    pub k: usize,
+    pub data: &'s [u8],
+}
+
+/// Repacked matrices in CPU memory (anonymous memory: the mapped originals can be dropped from
+/// the page cache afterwards).
+pub struct PackedStore {
+    store: TensorStore,
+    shapes: Vec<(WeightType, usize, usize)>,
+    isa: Isa,
+}
+
+impl PackedStore {
+    /// Repacks `sources` with `n_threads` threads, for kernel `isa`. `after_each(i)` is called
+    /// once source `i` is packed (to release its mapped pages).
+    pub fn build(
+        sources: &[PackSource<'_>],
+        isa: Isa,
+        n_threads: usize,
+        mut after_each: impl FnMut(usize),
+    ) -> Result<Self, GgmlError> {
+        if !Isa::available().contains(&isa) {
+            return Err(GgmlError::Backend(format!(
+                "{} kernels cannot run on this CPU",
+                isa.name()
+            )));
+        }
+        let specs: Vec<TensorSpec> = sources
+            .iter()
+            .map(|s| TensorSpec {
+                name: s.name.clone(),
+                ty: sys::ggml_type_GGML_TYPE_I8,
+                ne: vec![glm_kernels::packed_len(s.ty, s.rows, s.k) as i64],
+            })
+            .collect();
+        let mut store = TensorStore::allocate_weights(&Backend::cpu(1)?, &specs)?;
+        for (i, s) in sources.iter().enumerate() {
+            let dst = store.host_bytes_mut(i)?;
+            repack_parallel(s, dst, n_threads.max(1))?;
+            after_each(i);
+        }
+        Ok(PackedStore {
+            store,
+            shapes: sources.iter().map(|s| (s.ty, s.rows, s.k)).collect(),
+            isa,
+        })
+    }
+
+    /// Matrix `i` (in `build`'s order).
+    pub fn get(&self, i: usize) -> Option<Packed<'_>> {
+        let (ty, rows, k) = *self.shapes.get(i)?;
+        Some(Packed {
+            data: self.store.at(i)?,
+            ty,
+            rows,
+            k,
+            isa: self.isa,
+        })
+    }
+
+    /// The instruction set the matrices are run with.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Bytes of packed weights.
+    pub fn size_bytes(&self) -> usize {
+        self.store.size_bytes()
+    }
+}
+
+/// Repacks one matrix, the row groups split between threads.
+fn repack_parallel(s: &PackSource<'_>, dst: &mut [u8], n_threads: usize) -> Result<(), GgmlError> {
+    let bad = |e: glm_kernels::ShapeError| GgmlError::Shape(format!("{}: {e}", s.name));
+    if dst.len() != glm_kernels::packed_len(s.ty, s.rows, s.k)
+        || !s.k.is_multiple_of(glm_kernels::QK)
+    {
+        return Err(GgmlError::Shape(format!(
+            "{}: packed size mismatch",
+            s.name
+        )));
+    }
+    let groups = glm_kernels::n_groups(s.rows);
+    let per = groups.div_ceil(n_threads).max(1);
+    let g_bytes = glm_kernels::packed_len(s.ty, glm_kernels::GROUP, s.k);
+    let row_bytes = s.k / glm_kernels::QK * s.ty.ggml_block_bytes();
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = dst
+            .chunks_mut(per * g_bytes)
+            .enumerate()
+            .map(|(j, out)| {
+                let r0 = j * per * glm_kernels::GROUP;
+                let r1 = (r0 + per * glm_kernels::GROUP).min(s.rows);
+                let src = s.data.get(r0 * row_bytes..r1 * row_bytes);
+                scope.spawn(move || match src {
+                    Some(src) => glm_kernels::repack(s.ty, src, r1 - r0, s.k, out).map_err(bad),
+                    None => Err(GgmlError::Shape(format!("{}: source too short", s.name))),
+                })
+            })
+            .collect();
+        jobs.into_iter().try_for_each(|j| {
+            j.join()
+                .unwrap_or_else(|_| Err(GgmlError::Backend("repack thread panicked".into())))
+        })
+    })
+}
+
+/// ggml.h's GGML_N_TASKS_MAX (a macro the bindings lack): run on every thread.
+const N_TASKS_MAX: c_int = -1;
+
+fn isa_to_ptr(isa: Isa) -> *mut c_void {
+    (match isa {
+        Isa::Scalar => 0usize,
+        Isa::Avx2 => 1,
+        Isa::Avx512Vnni => 2,
+        Isa::Neon => 3,
+    }) as *mut c_void
+}
+
+fn isa_from_ptr(p: *mut c_void) -> Isa {
+    match p as usize {
+        1 => Isa::Avx2,
+        2 => Isa::Avx512Vnni,
+        3 => Isa::Neon,
+        _ => Isa::Scalar,
+    }
+}
+
+/// Builds the two custom ops of `p · x` (x: f32 `[k, T]`, contiguous rows); returns `[rows, T]`.
+///
+/// # Safety
+/// `ctx` must be a live graph context with room for two more tensors, `p.data` a packed store
+/// tensor and `x` a tensor usable in that graph (shapes are checked here).
+pub(crate) unsafe fn mul_mat_packed(
+    ctx: *mut sys::ggml_context,
+    p: Packed<'_>,
+    x: Tensor<'_>,
+) -> Result<*mut sys::ggml_tensor, GgmlError> {
+    let [k, t, d2, d3] = x.ne();
+    if x.ty() != sys::ggml_type_GGML_TYPE_F32
+        || x.nb()[0] != 4
+        || k as usize != p.k
+        || d2 != 1
+        || d3 != 1
+    {
+        return Err(GgmlError::Shape(format!(
+            "mul_mat_packed: x {:?} for a {}×{} matrix",
+            x.ne(),
+            p.rows,
+            p.k
+        )));
+    }
+    if p.data.n_bytes() != glm_kernels::packed_len(p.ty, p.rows, p.k) {
+        return Err(GgmlError::Shape(
+            "mul_mat_packed: packed data of the wrong size".into(),
+        ));
+    }
+    // The quantized activations are written into the op's f32-shaped [k, T] output: a block of
+    // 32 values takes 40 bytes there instead of 128.
+    let q = sys::ggml_map_custom1(
+        ctx,
+        x.raw(),
+        Some(quantize_op),
+        N_TASKS_MAX,
+        std::ptr::null_mut(),
+    );
+    let fun: sys::ggml_custom2_op_t = match p.ty {
+        WeightType::Q4_0 => Some(matmul_op_q4_0),
+        WeightType::Q8_0 => Some(matmul_op_q8_0),
+    };
+    let r = sys::ggml_map_custom2(ctx, p.data.raw(), q, fun, N_TASKS_MAX, isa_to_ptr(p.isa));
+    if q.is_null() || r.is_null() {
+        return Err(GgmlError::Backend("ggml_map_custom failed".into()));
+    }
+    // The result was made as a copy of the packed bytes' header: make it the f32 [rows, T]
+    // output. It has no memory yet (the graph context is no_alloc): the allocator sizes it from
+    // these fields.
+    let out = &mut *r;
+    out.type_ = sys::ggml_type_GGML_TYPE_F32;
+    out.ne = [p.rows as i64, t, 1, 1];
+    out.nb = [
+        4,
+        4 * p.rows,
+        4 * p.rows * t as usize,
+        4 * p.rows * t as usize,
+    ];
+    Ok(r)
+}
+
+/// Quantizes the activations, tokens split between threads.
+unsafe extern "C" fn quantize_op(
+    dst: *mut sys::ggml_tensor,
+    x: *const sys::ggml_tensor,
+    ith: c_int,
+    nth: c_int,
+    _: *mut c_void,
+) {
+    let (dst, x) = (&*dst, &*x);
+    let (k, t) = (x.ne[0] as usize, x.ne[1] as usize);
+    let arb = glm_kernels::act_row_bytes(k);
+    for i in (ith.max(0) as usize..t).step_by(nth.max(1) as usize) {
+        // SAFETY: x holds t rows of k f32 at stride nb[1] (checked when the op was made); dst is
+        // this op's allocated [k, t] f32 output (4·k·t bytes), of which row i's act bytes
+        // [i·arb, (i+1)·arb) are written by this thread only (rows split by ith).
+        let src =
+            std::slice::from_raw_parts((x.data as *const u8).add(i * x.nb[1]).cast::<f32>(), k);
+        let out = std::slice::from_raw_parts_mut((dst.data as *mut u8).add(i * arb), arb);
+        let _ = glm_kernels::quantize_activations(src, out); // shapes match by construction
+    }
+}
+
+unsafe extern "C" fn matmul_op_q4_0(
+    dst: *mut sys::ggml_tensor,
+    w: *const sys::ggml_tensor,
+    a: *const sys::ggml_tensor,
+    ith: c_int,
+    nth: c_int,
+    isa: *mut c_void,
+) {
+    matmul_op(WeightType::Q4_0, dst, w, a, ith, nth, isa)
+}
+
+unsafe extern "C" fn matmul_op_q8_0(
+    dst: *mut sys::ggml_tensor,
+    w: *const sys::ggml_tensor,
+    a: *const sys::ggml_tensor,
+    ith: c_int,
+    nth: c_int,
+    isa: *mut c_void,
+) {
+    matmul_op(WeightType::Q8_0, dst, w, a, ith, nth, isa)
+}
+
+/// The product, row groups split between threads.
+unsafe fn matmul_op(
+    ty: WeightType,
+    dst: *mut sys::ggml_tensor,
+    w: *const sys::ggml_tensor,
+    a: *const sys::ggml_tensor,
+    ith: c_int,
+    nth: c_int,
+    isa: *mut c_void,
+) {
+    let (dst, w, a) = (&*dst, &*w, &*a);
+    let (rows, k, t) = (dst.ne[0] as usize, a.ne[0] as usize, a.ne[1] as usize);
+    let m = glm_kernels::MatMul {
+        ty,
+        rows,
+        k,
+        n_tokens: t,
+    };
+    let groups = glm_kernels::n_groups(rows);
+    let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
+    let part = groups * ith / nth..groups * (ith + 1) / nth;
+    // SAFETY: w is the packed tensor (packed_len bytes, checked when the op was made); a is the
+    // quantize op's output, whose first t·act_row_bytes(k) bytes hold the activations; dst is
+    // this op's [rows, t] f32 output, of which this thread writes only its own row groups.
+    let wb = std::slice::from_raw_parts(w.data as *const u8, glm_kernels::packed_len(ty, rows, k));
+    let ab = std::slice::from_raw_parts(a.data as *const u8, t * glm_kernels::act_row_bytes(k));
+    let out = glm_kernels::Out::new(dst.data as *mut f32, rows);
+    if glm_kernels::matmul(isa_from_ptr(isa), m, wb, ab, part.clone(), out).is_err() {
+        // Unreachable (shapes were checked when the op was made); never leave garbage behind.
+        for tok in 0..t {
+            for r in part.start * glm_kernels::GROUP..(part.end * glm_kernels::GROUP).min(rows) {
+                *(dst.data as *mut f32).add(tok * rows + r) = f32::NAN;
+            }
+        }
+    }
+}
