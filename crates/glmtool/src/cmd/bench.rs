@@ -89,22 +89,25 @@ pub fn run(a: Args) -> Result<()> {
         _ => "CPU".to_string(),
     };
     let ngl = model.plan.n_gpu_layers + usize::from(model.plan.output_on_gpu);
+    // whose kernels multiply the CPU's q4_0/q8_0 matrices (--cpu-kernels)
+    let kernels = model.cpu_kernels().map_or("ggml", |isa| isa.name());
     if a.output == "json" {
         let v: Vec<_> = rows
             .iter()
             .map(|(test, (m, sd))| serde_json::json!({
                 "model": model.name, "size_bytes": size, "params": params, "backend": backend,
                 "n_gpu_layers": model.plan.n_gpu_layers, "output_on_gpu": model.plan.output_on_gpu,
-                "gpu_compute_bytes": session.compute_bytes_split().1, "threads": opts.n_threads, "test": test, "tokens_per_second": m, "stddev": sd, "repetitions": a.reps,
+                "gpu_compute_bytes": session.compute_bytes_split().1, "threads": opts.n_threads, "cpu_kernels": kernels,
+                "load_seconds": model.load_time.as_secs_f64(), "test": test, "tokens_per_second": m, "stddev": sd, "repetitions": a.reps,
             }))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("| model | size | params | backend | ngl | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |");
+        println!("| model | size | params | backend | kernels | ngl | threads | test | t/s |");
+        println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |");
         for (test, (m, sd)) in &rows {
             println!(
-                "| {} | {} | {:.2} M | {backend} | {ngl} | {} | {} | {:.2} ± {:.2} |",
+                "| {} | {} | {:.2} M | {backend} | {kernels} | {ngl} | {} | {} | {:.2} ± {:.2} |",
                 model.name,
                 crate::progress::size(size),
                 params as f64 / 1e6,

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# CPU speed, side by side with llama.cpp: the same GGUF files, the same machine, the same thread
+# count, runs alternating (llama.cpp, glmtool, llama.cpp, glmtool, ...), plus the memory
+# bandwidth bound of decoding. Prints one ratio table (markdown) for docs/benchmarks.md.
+#
+# usage: bash tools/bench-cpu.sh MODEL.gguf [MODEL2.gguf ...]
+#   env: THREADS (2)  PP (512)  TG (128)  REPS (2, per run)  ROUNDS (2, alternations)
+#        KERNELS ("native ggml": glmtool's --cpu-kernels values to measure)
+#        LLAMA_DIR (~/.cache/llama-anchor: built by ../shared/tools/build-llama-cpp.sh if absent)
+# Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-2} PP=${PP:-512} TG=${TG:-128} REPS=${REPS:-2} ROUNDS=${ROUNDS:-2}
+KERNELS=${KERNELS:-"native ggml"}
+LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/llama-anchor}
+[ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
+
+if [ ! -x "$LLAMA_DIR/bin/llama-bench" ]; then
+  echo "building llama.cpp's tools into $LLAMA_DIR (~15 min)..." >&2
+  bash ../shared/tools/build-llama-cpp.sh "$LLAMA_DIR" >&2
+fi
+cargo build --release -q -p glmtool
+GLMTOOL=target/release/glmtool
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+gcc -O2 -mavx2 -pthread ../shared/tools/bw.c -o "$work/bw"
+# VM bandwidth is noisy: measured before every round, the best value bounds decoding
+measure_bw() { "$work/bw" "$THREADS" | grep -o '[0-9.]* GB/s' | cut -d' ' -f1 >>"$work/bw.txt"; }
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|amx_int8)$' | tr '\n' ' ')
+
+# one run: tool, model, kernels -> appends "tool kernels model test t/s rss_kb load_s" lines
+run() {
+  local tool=$1 model=$2 k=$3 out="$work/out.json"
+  if [ "$tool" = llama.cpp ]; then
+    /usr/bin/time -f '%M %e' -o "$work/time" "$LLAMA_DIR/bin/llama-bench" -m "$model" -t "$THREADS" \
+      -p "$PP" -n "$TG" -r "$REPS" -o json >"$out" 2>/dev/null
+  else
+    /usr/bin/time -f '%M %e' -o "$work/time" "$GLMTOOL" bench -m "$model" -t "$THREADS" \
+      -p "$PP" -n "$TG" -r "$REPS" --cpu-kernels "$k" -o json >"$out" 2>/dev/null
+  fi
+  python3 - "$tool" "$k" "$model" "$out" "$work/time" >>"$work/rows" <<'EOF'
+import json, sys
+tool, k, model, out, tm = sys.argv[1:6]
+rss = open(tm).read().split()[0]
+for r in json.load(open(out)):
+    if "avg_ts" in r:  # llama-bench
+        test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
+        print(tool, k, model, test, r["avg_ts"], rss, "-")
+    else:
+        print(tool, k, model, r["test"], r["tokens_per_second"], rss, f"{r['load_seconds']:.2f}")
+EOF
+}
+
+# bytes decoding reads per token: every tensor but the embedding table (only gathered from)
+for model in "$@"; do
+  "$GLMTOOL" info "$model" --tensors --json | python3 -c '
+import json, sys
+per = {"f32": 4, "f16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32, "q5_0": 22 / 32, "q5_1": 24 / 32}
+d = json.load(sys.stdin)
+n = 0
+for t in d["tensors"]:
+    if t["name"] != "token_embd.weight":
+        e = 1
+        for x in t["shape"]:
+            e *= x
+        n += e * per[t["type"]]
+print(sys.argv[1], int(n))' "$model" >>"$work/bytes"
+done
+
+for model in "$@"; do
+  for round in $(seq "$ROUNDS"); do
+    echo "$(basename "$model"): round $round/$ROUNDS" >&2
+    measure_bw
+    run llama.cpp "$model" -
+    for k in $KERNELS; do run glmtool "$model" "$k"; done
+  done
+done
+
+bw=$(sort -g "$work/bw.txt" | tail -1)
+bws=$(sort -g "$work/bw.txt" | tr '\n' ' ')
+python3 - "$work/rows" "$bw" "$cpu" "$flags" "$THREADS" "$work/bytes" "$bws" <<'EOF'
+import os, statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+bw, cpu, flags, threads = float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+read = {l.split()[0]: int(l.split()[1]) for l in open(sys.argv[6])}
+print(f"CPU: {cpu} ({flags.strip()}), {threads} threads; read bandwidth {bw} GB/s, the best of "
+      f"bw.c runs before each round ({sys.argv[7].strip()} GB/s)\n")
+for m, b in read.items():
+    print(f"- {os.path.basename(m)}: decoding reads {b / 2**30:.2f} GiB per token: bound {bw * 1e9 / b:.2f} t/s")
+print()
+print("| model | tool (kernels) | test | t/s (median) | vs llama.cpp | decode vs bandwidth bound | peak RSS | load |")
+print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+for model in dict.fromkeys(r[2] for r in rows):
+    bound = bw * 1e9 / read[model]  # tokens/s if every byte decoding reads came at bw.c's rate
+    for tool, k in dict.fromkeys((r[0], r[1]) for r in rows if r[2] == model):
+        for test in dict.fromkeys(r[3] for r in rows if r[2] == model):
+            sel = [r for r in rows if r[:4] == [tool, k, model, test]]
+            if not sel:
+                continue
+            ts = statistics.median(float(r[4]) for r in sel)
+            ref = [float(r[4]) for r in rows if r[0] == "llama.cpp" and r[2] == model and r[3] == test]
+            ratio = ts / statistics.median(ref) if ref else float("nan")
+            rss = max(int(r[5]) for r in sel) / 1024 / 1024
+            load = sel[0][6] + " s" if sel[0][6] != "-" else "-"
+            vsb = f"{100 * ts / bound:.0f} %" if test.startswith("tg") else ""
+            name = tool if tool == "llama.cpp" else f"glmtool ({k})"
+            print(f"| {os.path.basename(model)} | {name} | {test} | {ts:.2f} | {ratio:.2f}x | {vsb} | {rss:.2f} GiB | {load} |")
+EOF
