@@ -427,6 +427,27 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         self.wrap(unsafe { crate::packed::mul_mat_packed(ctx, p, x)? })
     }
 
+    /// softmax(a·scale + mask) like [`Self::soft_max_ext`], with `exp` in f32 (CPU only:
+    /// ggml's CPU softmax takes `exp` from an f16 table; see exact.rs).
+    pub fn soft_max_exact(
+        &self,
+        a: Tensor<'g>,
+        mask: Tensor<'g>,
+        scale: f32,
+    ) -> Result<Tensor<'g>, GgmlError> {
+        let ctx = self.room()?;
+        // SAFETY: live graph context with room (checked); shapes are checked inside.
+        self.wrap(unsafe { crate::exact::soft_max(ctx, a, mask, scale)? })
+    }
+
+    /// silu(gate) ⊙ up for two `[n, T]` views with contiguous rows, with `exp` in f32 (CPU
+    /// only); returns a contiguous `[n, T]`.
+    pub fn swiglu_exact(&self, gate: Tensor<'g>, up: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let ctx = self.room()?;
+        // SAFETY: as soft_max_exact.
+        self.wrap(unsafe { crate::exact::swiglu(ctx, gate, up)? })
+    }
+
     /// [`Self::mul_mat`] accumulated in f32 on every backend. CUDA's batched f16 GEMM (used for
     /// attention over an f16 cache) otherwise accumulates and stores the result in f16.
     pub fn mul_mat_f32(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {

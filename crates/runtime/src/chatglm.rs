@@ -224,12 +224,20 @@ pub struct Weights<'w> {
     pub layers: Vec<LayerWeights<'w>>,
     pub output_norm: Tensor<'w>,
     pub output: Linear<'w>,
+    /// Everything runs on the CPU: softmax and SwiGLU use exact-`exp` custom ops instead of
+    /// ggml's (whose CPU versions read f16 tables; custom ops cannot run on a GPU).
+    pub cpu_only: bool,
 }
 
 impl<'w> Weights<'w> {
     /// Picks the handles from tensors listed in `expected_tensors` order, with `packed[i]` the
     /// repacked copy of tensor i where there is one.
-    pub fn from_ordered(t: &[Tensor<'w>], packed: &[Option<Packed<'w>>], n_layer: usize) -> Self {
+    pub fn from_ordered(
+        t: &[Tensor<'w>],
+        packed: &[Option<Packed<'w>>],
+        n_layer: usize,
+        cpu_only: bool,
+    ) -> Self {
         let lin = |i: usize| Linear {
             w: t[i],
             packed: packed.get(i).copied().flatten(),
@@ -253,6 +261,7 @@ impl<'w> Weights<'w> {
             layers,
             output_norm: t[1 + 7 * n_layer],
             output: lin(2 + 7 * n_layer),
+            cpu_only,
         }
     }
 }
@@ -366,7 +375,12 @@ pub fn build_graph<'g>(
         )?;
         let q = g.permute(q, [0, 2, 1, 3])?; // [d, T, nh]
         let scores = g.mul_mat_f32(keys, q)?; // [n_kv, T, nh]
-        let probs = g.soft_max_ext(scores, mask, 1.0 / (d as f32).sqrt())?;
+        let scale = 1.0 / (d as f32).sqrt();
+        let probs = if w.cpu_only {
+            g.soft_max_exact(scores, mask, scale)?
+        } else {
+            g.soft_max_ext(scores, mask, scale)?
+        };
         let attn = g.mul_mat_f32(vals, probs)?; // [d, T, nh]
         let attn = g.reshape(g.cont(g.permute(attn, [0, 2, 1, 3])?)?, &[nh * d, t])?;
         x = g.add(x, l.attn_output.apply(g, attn)?)?;
@@ -375,9 +389,14 @@ pub fn build_graph<'g>(
         let h = g.mul(g.rms_norm(x, hp.eps)?, l.ffn_norm)?;
         let up = l.ffn_up.apply(g, h)?; // [2 n_ff, T]
         let ff = hp.n_ff as i64;
-        let gate = g.cont(g.view(up, &[ff, t], &[up.nb()[1]], 0)?)?;
+        let gate = g.view(up, &[ff, t], &[up.nb()[1]], 0)?;
         let lin = g.view(up, &[ff, t], &[up.nb()[1]], ff as usize * f)?;
-        x = g.add(x, l.ffn_down.apply(g, g.mul(g.silu(gate)?, lin)?)?)?;
+        let act = if w.cpu_only {
+            g.swiglu_exact(gate, lin)?
+        } else {
+            g.mul(g.silu(g.cont(gate)?)?, lin)? // CUDA's silu needs a contiguous input
+        };
+        x = g.add(x, l.ffn_down.apply(g, act)?)?;
     }
 
     let n_out = if step.all_logits { t } else { 1 };

@@ -280,7 +280,7 @@ impl Model {
             .iter()
             .map(|j| j.and_then(|j| self.packed.as_ref()?.get(j)))
             .collect();
-        Weights::from_ordered(&t, &packed, self.hparams.n_layer)
+        Weights::from_ordered(&t, &packed, self.hparams.n_layer, !self.plan.uses_gpu())
     }
 }
 
