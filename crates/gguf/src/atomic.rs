@@ -84,6 +84,46 @@ impl AtomicFile {
     }
 }
 
+/// Removes the temporary files of `dest` (`.NAME.PID.tmp` beside it) whose process no longer
+/// runs — left by a convert that was killed (SIGKILL, power loss) before it could clean up.
+/// Returns the files removed, with their PIDs. Linux only (liveness from /proc); elsewhere none.
+pub fn remove_stale_temp_files(dest: &Path) -> Vec<(PathBuf, u32)> {
+    let mut removed = Vec::new();
+    if !cfg!(target_os = "linux") {
+        return removed;
+    }
+    let (Some(name), Some(dir)) = (dest.file_name(), dest.parent()) else {
+        return removed;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let file = file.to_string_lossy();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".tmp"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && !Path::new("/proc").join(pid.to_string()).exists()
+            && std::fs::remove_file(e.path()).is_ok()
+        {
+            removed.push((e.path(), pid));
+        }
+    }
+    removed
+}
+
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.writer().write(buf)

@@ -189,13 +189,16 @@ impl GgufFile {
             )));
         }
         let mut metadata = Vec::with_capacity(n_kv.min(1024) as usize);
+        // Duplicate checks by hash: linear in the number of keys and tensors (a file of 2^20
+        // keys took minutes with pairwise comparisons).
+        let mut seen_keys = std::collections::HashSet::new();
         for i in 0..n_kv {
             let key = c.string(&format!("metadata key #{i}"))?;
             let ty_id = c.u32(&key)?;
             let ty = ValueType::from_id(ty_id)
                 .ok_or_else(|| c.err(format!("{key}: unknown value type {ty_id}")))?;
             let v = c.value(ty, &key, 0)?;
-            if metadata.iter().any(|(k, _)| *k == key) {
+            if !seen_keys.insert(key.clone()) {
                 return Err(c.err(format!("duplicate metadata key {key}")));
             }
             metadata.push((key, v));
@@ -208,6 +211,7 @@ impl GgufFile {
             },
         };
         let mut tensors: Vec<TensorInfo> = Vec::with_capacity(n_tensors.min(4096) as usize);
+        let mut seen_names = std::collections::HashSet::new();
         for i in 0..n_tensors {
             let name = c.string(&format!("tensor name #{i}"))?;
             let n_dims = c.u32(&name)?;
@@ -248,7 +252,7 @@ impl GgufFile {
                     "tensor {name}: offset {offset} is not aligned to {alignment}"
                 )));
             }
-            if tensors.iter().any(|t| t.name == name) {
+            if !seen_names.insert(name.clone()) {
                 return Err(c.err(format!("duplicate tensor name {name}")));
             }
             tensors.push(TensorInfo {

@@ -84,11 +84,11 @@ impl<W: Write> GgufWriter<W> {
             })?,
             None => DEFAULT_ALIGNMENT,
         };
-        for (i, (k, _)) in metadata.iter().enumerate() {
-            if metadata[..i].iter().any(|(k2, _)| k2 == k) {
-                return Err(GgufError::Invalid(format!("duplicate metadata key {k}")));
-            }
+        let mut seen = std::collections::HashSet::new();
+        if let Some((k, _)) = metadata.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+            return Err(GgufError::Invalid(format!("duplicate metadata key {k}")));
         }
+        let mut seen_names = std::collections::HashSet::new();
         let mut offset = 0u64;
         let mut placed = Vec::with_capacity(tensors.len());
         for t in tensors {
@@ -98,10 +98,7 @@ impl<W: Write> GgufWriter<W> {
                     t.name, t.dims
                 )));
             }
-            if placed
-                .iter()
-                .any(|(p, _): &(TensorDecl, u64)| p.name == t.name)
-            {
+            if !seen_names.insert(t.name.clone()) {
                 return Err(GgufError::Invalid(format!(
                     "duplicate tensor name {}",
                     t.name

@@ -255,3 +255,34 @@ fn hf_names_map_to_gguf_names() {
     );
     assert!(hf_to_gguf("transformer.rotary_pos_emb.inv_freq").is_none());
 }
+
+/// Hundreds of thousands of keys or tensors with a duplicate at the very end: refused, naming
+/// it (duplicate checks are linear: pairwise comparison took minutes on such files).
+#[test]
+fn duplicates_among_many_keys_and_tensors_are_found() {
+    let n = 1u64 << 18;
+    let mut v = header(0, n);
+    for i in 0..n {
+        let key = format!("k{}", if i == n - 1 { 7 } else { i });
+        v.extend((key.len() as u64).to_le_bytes());
+        v.extend(key.as_bytes());
+        v.extend(0u32.to_le_bytes()); // u8
+        v.push(1);
+    }
+    let e = open_bytes(&v);
+    assert!(e.contains("duplicate metadata key k7"), "{e}");
+
+    let n = 200_000u64;
+    let mut v = header(n, 0);
+    for i in 0..n {
+        let name = format!("t{}", if i == n - 1 { 3 } else { i });
+        v.extend((name.len() as u64).to_le_bytes());
+        v.extend(name.as_bytes());
+        v.extend(1u32.to_le_bytes()); // 1 dimension
+        v.extend(32u64.to_le_bytes());
+        v.extend(0u32.to_le_bytes()); // f32
+        v.extend((i * 128).to_le_bytes());
+    }
+    let e = open_bytes(&v);
+    assert!(e.contains("duplicate tensor name t3"), "{e}");
+}

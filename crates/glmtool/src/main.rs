@@ -5,6 +5,7 @@
 mod args;
 mod cmd;
 mod demo;
+mod output;
 mod progress;
 
 use clap::{Parser, Subcommand};

@@ -484,3 +484,33 @@ fn gpu_flags_and_plan_without_a_gpu() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("1/2 layers on a GPU"), "{text}");
 }
+
+#[test]
+fn temporary_files_of_dead_processes_are_removed_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.gguf");
+    // above Linux's largest pid_max (2^22): no such process can be running
+    let stale = dir.path().join(".out.gguf.4194399.tmp");
+    std::fs::write(&stale, b"half a model").unwrap();
+    // a live process's (this test's) temporary file is left alone
+    let live = dir
+        .path()
+        .join(format!(".out.gguf.{}.tmp", std::process::id()));
+    std::fs::write(&live, b"another convert at work").unwrap();
+    let o = run(&[
+        "convert",
+        FIXTURE,
+        "-o",
+        out.to_str().unwrap(),
+        "--type",
+        "q8_0",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    if cfg!(target_os = "linux") {
+        assert!(!stale.exists(), "stale temporary file kept");
+        assert!(e.contains("removed") && e.contains("4194399"), "{e}");
+    }
+    assert!(live.exists() && out.exists());
+}

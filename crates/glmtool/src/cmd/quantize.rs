@@ -20,6 +20,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    crate::output::prepare(&a.output);
     let pb = progress::conversion_bar(a.types.quiet);
     let on_progress = progress::on_conversion(&pb);
     let opts = RequantizeOptions {
