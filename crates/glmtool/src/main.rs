@@ -7,6 +7,7 @@ mod cmd;
 mod demo;
 mod output;
 mod progress;
+mod sandbox;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

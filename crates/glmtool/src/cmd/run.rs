@@ -48,8 +48,10 @@ pub struct Args {
     /// Use ChatGLM3's code-interpreter system prompt
     #[arg(long, conflicts_with_all = ["raw", "tools", "system"])]
     pub interpreter: bool,
-    /// Run the model's code-interpreter cells with python3 (10 s timeout, 8 KiB of output) and
-    /// feed the result back; without it the code is shown and, on a terminal, the result asked for
+    /// Run the model's code-interpreter cells with python3 and feed the result back (10 s, 8 KiB
+    /// of output; on Linux in its own PID and network namespaces with rlimits and a minimal
+    /// environment: docs/server.md); without it the code is shown and, on a terminal, the result
+    /// asked for
     #[arg(long, requires = "interpreter")]
     pub allow_exec: bool,
 }
@@ -312,7 +314,7 @@ fn next_observation(a: &Args, is_tool_call: bool, history: &[Message]) -> Result
     if a.allow_exec {
         eprintln!("(running the model's code with python3)");
         return Ok(Some(
-            match run_python(&code, PYTHON_TIMEOUT, PYTHON_OUTPUT_LIMIT) {
+            match crate::sandbox::run_python(&code, crate::sandbox::Limits::default()) {
                 Ok(out) => agent::result_observation(&out),
                 Err(err) => agent::error_observation(&err),
             },
@@ -320,85 +322,6 @@ fn next_observation(a: &Args, is_tool_call: bool, history: &[Message]) -> Result
     }
     eprintln!("(the model wants to run this code; pass --allow-exec to run it)\n{code}");
     ask("code result")
-}
-
-const PYTHON_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-const PYTHON_OUTPUT_LIMIT: usize = 8 << 10;
-
-/// Runs `code` with `python3 -` in the temporary directory: Ok(stdout+stderr) when it exits 0,
-/// Err(output or reason) otherwise; killed after `timeout`; output cut at `limit` bytes.
-fn run_python(code: &str, timeout: std::time::Duration, limit: usize) -> Result<String, String> {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("python3")
-        .arg("-")
-        .current_dir(std::env::temp_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start python3: {e}"))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    let code = code.to_string();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(code.as_bytes());
-    });
-    let read = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                // keep the first limit+1 bytes, drain the rest so the child never blocks
-                let _ = (&mut r).take(limit as u64 + 1).read_to_end(&mut buf);
-                let _ = std::io::copy(&mut r, &mut std::io::sink());
-            }
-            buf
-        })
-    };
-    let out = read(
-        child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let err = read(
-        child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>),
-    );
-    let deadline = std::time::Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20))
-            }
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let _ = writer.join();
-    let mut text = out.join().unwrap_or_default();
-    text.extend(err.join().unwrap_or_default());
-    let mut text = String::from_utf8_lossy(&text).into_owned();
-    if text.len() > limit {
-        let mut cut = limit;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        text.push_str("\n[output truncated]");
-    }
-    match status {
-        None => Err(format!(
-            "{text}\nTimeoutError: the code ran longer than {} s",
-            timeout.as_secs()
-        )),
-        Some(st) if st.success() => Ok(text.trim_end().to_string()),
-        Some(_) => Err(text.trim_end().to_string()),
-    }
 }
 
 /// The messages of a one-shot reply: `--chat`'s conversation (or `-s`), the tools or
@@ -649,35 +572,6 @@ fn fit_history(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn python_runs_with_timeout_and_output_limit() {
-        if std::process::Command::new("python3")
-            .arg("-c")
-            .arg("pass")
-            .status()
-            .is_err()
-        {
-            eprintln!("skipped: no python3");
-            return;
-        }
-        let t = std::time::Duration::from_secs(10);
-        assert_eq!(run_python("print(6*7)", t, 1000).unwrap(), "42");
-        let e = run_python("1/0", t, 1000).unwrap_err();
-        assert!(e.contains("ZeroDivisionError"), "{e}");
-        let e = run_python(
-            "import time\ntime.sleep(30)",
-            std::time::Duration::from_millis(300),
-            1000,
-        )
-        .unwrap_err();
-        assert!(e.contains("TimeoutError"), "{e}");
-        let big = run_python("print('x' * 100000)", t, 64).unwrap();
-        assert!(
-            big.ends_with("[output truncated]") && big.len() < 100,
-            "{big}"
-        );
-    }
 
     #[test]
     fn printer_hides_metadata_line_and_leading_space() {
