@@ -122,8 +122,8 @@ unsafe extern "C" fn swiglu_op(
     let cols = ff * ith / nth..ff * (ith + 1) / nth; // every thread a slice of every row
     for tok in 0..t {
         // SAFETY: gate and up have t rows of ff contiguous f32 at stride nb[1] (checked when the
-        // op was made); dst is a contiguous [ff, t] f32 tensor; this thread writes only its
-        // column slice of each row.
+        // op was made; shared reads); dst is a contiguous [ff, t] f32 tensor, of which this
+        // thread takes, and writes, only its own column slice of each row.
         let g = std::slice::from_raw_parts(
             (gate.data as *const u8).add(tok * gate.nb[1]).cast::<f32>(),
             ff,
@@ -132,7 +132,10 @@ unsafe extern "C" fn swiglu_op(
             (up.data as *const u8).add(tok * up.nb[1]).cast::<f32>(),
             ff,
         );
-        let out = std::slice::from_raw_parts_mut((dst.data as *mut f32).add(tok * ff), ff);
-        let _ = glm_kernels::swiglu(&g[cols.clone()], &u[cols.clone()], &mut out[cols.clone()]);
+        let out = std::slice::from_raw_parts_mut(
+            (dst.data as *mut f32).add(tok * ff + cols.start),
+            cols.len(),
+        );
+        let _ = glm_kernels::swiglu(&g[cols.clone()], &u[cols.clone()], out);
     }
 }

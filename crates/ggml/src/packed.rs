@@ -48,7 +48,7 @@ impl PackedStore {
         n_threads: usize,
         mut after_each: impl FnMut(usize),
     ) -> Result<Self, GgmlError> {
-        if !Isa::available().contains(&isa) {
+        if !isa.runs_here() {
             return Err(GgmlError::Backend(format!(
                 "{} kernels cannot run on this CPU",
                 isa.name()

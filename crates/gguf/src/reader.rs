@@ -395,9 +395,17 @@ impl GgufFile {
     /// that was copied elsewhere, e.g. repacked weights): resident memory shrinks, and a later
     /// read maps the same file bytes again. Only advice: errors are ignored.
     pub fn release(&self, offset: usize, len: usize) {
+        // memmap2 checks offset and len against the map separately, not their sum: a range past
+        // the end would drop pages of whatever is mapped after the file.
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.mmap.len())
+        {
+            return;
+        }
         #[cfg(unix)]
-        // SAFETY: the map is read-only and file-backed and never written, so MADV_DONTNEED only
-        // drops page-table entries: a later access faults the unchanged file contents back in,
+        // SAFETY: the range lies inside the map (checked above); the map is read-only,
+        // file-backed and never written, so MADV_DONTNEED only drops page-table entries: a later access faults the unchanged file contents back in,
         // and no reference into the map can observe a difference.
         let _ = unsafe {
             self.mmap

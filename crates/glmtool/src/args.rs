@@ -45,7 +45,7 @@ fn parse_cpu_kernels(s: &str) -> Result<CpuKernelsArg, String> {
             ))
         }
     };
-    if !Isa::available().contains(&isa) {
+    if !isa.runs_here() {
         let have: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
         return Err(format!(
             "{s}: this CPU cannot run it (it can: {})",

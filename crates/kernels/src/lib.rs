@@ -93,20 +93,25 @@ impl Isa {
 
     /// Every kernel this CPU can run, slowest first (the scalar one always).
     pub fn available() -> Vec<Isa> {
-        #[allow(unused_mut)]
-        let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if x86::has_avx2() {
-                v.push(Isa::Avx2);
-            }
-            if x86::has_avx512_vnni() {
-                v.push(Isa::Avx512Vnni);
-            }
+        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon]
+            .into_iter()
+            .filter(|i| i.runs_here())
+            .collect()
+    }
+
+    /// Whether this CPU can run the kernel (std caches the feature detection).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86::has_avx512_vnni(),
+            #[cfg(target_arch = "aarch64")]
+            Isa::Neon => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
         }
-        #[cfg(target_arch = "aarch64")]
-        v.push(Isa::Neon);
-        v
     }
 
     pub fn name(self) -> &'static str {
@@ -319,7 +324,7 @@ pub fn matmul(
         groups.end <= n_groups(m.rows) && groups.start <= groups.end,
         || format!("groups {groups:?} of {}", n_groups(m.rows)),
     )?;
-    check(Isa::available().contains(&isa), || {
+    check(isa.runs_here(), || {
         format!("{} is not available on this CPU", isa.name())
     })?;
     match isa {
