@@ -481,3 +481,62 @@ fn run_with_tools_and_chat_continues_the_history() {
     let out = v2["messages"].as_array().unwrap();
     assert_eq!(out[..4], next[..], "{v2}");
 }
+
+/// Clients that never finish their headers (and idle keep-alive connections) are closed after
+/// --header-timeout; at most --max-connections are served at once, and a well-behaved client
+/// is served again as soon as the slow ones are gone.
+#[test]
+fn slow_clients_time_out_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let s = server(&["--header-timeout", "1", "--max-connections", "4"]);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    // 6 clients that send half a request line and wait
+    let mut slow: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            c
+        })
+        .collect();
+    // the first 4 are accepted and closed by the header timeout; the other 2 wait in the
+    // backlog until a slot frees, then time out too: every read ends (EOF or reset), none hangs
+    let t = Instant::now();
+    for c in &mut slow {
+        let mut buf = [0u8; 256];
+        let n = c.read(&mut buf).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            n == 0 || text.starts_with("HTTP/1.1 408"),
+            "a slow client got {text:?}"
+        );
+    }
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "slow clients held on for {:?}",
+        t.elapsed()
+    );
+    // a normal client is served
+    let (code, v) = get(&s, "/health", None);
+    assert_eq!((code, v["status"].as_str()), (200, Some("ok")));
+    // an idle keep-alive connection is closed too
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut all = Vec::new();
+    let t = Instant::now();
+    let closed = c.read_to_end(&mut all).is_ok(); // Ok at EOF: the server closed it
+    assert!(
+        closed && t.elapsed() < Duration::from_secs(15),
+        "idle connection kept {:?}",
+        t.elapsed()
+    );
+    assert!(String::from_utf8_lossy(&all).starts_with("HTTP/1.1 200"));
+    assert!(s
+        .log
+        .lock()
+        .unwrap()
+        .contains("4 connections, 1 s to send headers"));
+}

@@ -49,6 +49,16 @@ pub struct Args {
     /// Model id reported by /v1/models and in responses (default: the model's general.name)
     #[arg(long)]
     pub alias: Option<String>,
+    /// Requests that may wait for the model; more get 503 with Retry-After
+    #[arg(long = "max-queue", default_value_t = 16)]
+    pub max_queue: usize,
+    /// Open connections at most; further clients wait to be accepted
+    #[arg(long = "max-connections", default_value_t = 64)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, also on an idle keep-alive connection
+    /// (then the connection is closed)
+    #[arg(long = "header-timeout", default_value_t = 10)]
+    pub header_timeout: u64,
 }
 
 // ---------------------------------------------------------------- the model worker
@@ -404,6 +414,7 @@ fn now() -> u64 {
 struct AppState {
     jobs: Mutex<Option<std_mpsc::Sender<Job>>>,
     queued: Arc<AtomicUsize>,
+    max_queue: usize,
     model: String,
     n_ctx: usize,
     api_key: Option<String>,
@@ -423,11 +434,16 @@ impl IntoResponse for ApiError {
             s if s.is_server_error() => "server_error",
             _ => "invalid_request_error",
         };
-        (
+        let mut r = (
             self.0,
             Json(json!({"error": {"message": self.1, "type": kind, "param": null, "code": null}})),
         )
-            .into_response()
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
     }
 }
 
@@ -445,6 +461,7 @@ pub fn run(a: Args) -> Result<()> {
     let state = Arc::new(AppState {
         jobs: Mutex::new(Some(jobs_tx)),
         queued,
+        max_queue: a.max_queue,
         model: a.alias.clone().unwrap_or(info.name),
         n_ctx: info.n_ctx,
         api_key: a.api_key.clone(),
@@ -484,16 +501,66 @@ async fn serve(a: Args, state: Shared) -> Result<()> {
         state.model, state.n_ctx
     );
     eprintln!("listening on http://{addr}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            while !INTERRUPTED.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            eprintln!("shutting down");
-        })
-        .await
-        .context("serving")?;
+    eprintln!(
+        "limits: {} waiting requests, {} connections, {} s to send headers",
+        a.max_queue, a.max_connections, a.header_timeout
+    );
+    accept_loop(
+        listener,
+        app,
+        a.max_connections.max(1),
+        Duration::from_secs(a.header_timeout.max(1)),
+    )
+    .await;
+    eprintln!("shutting down");
     Ok(())
+}
+
+/// Serves connections until Ctrl-C: at most `max_connections` at once (further clients wait in
+/// the kernel's backlog until one closes), each with `header_timeout` to send a request's
+/// headers — also when idle between keep-alive requests — before it is closed. (axum::serve
+/// has neither: a client that never finished its headers held a connection forever.)
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_timeout: Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let shutdown = async {
+        while !INTERRUPTED.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = &mut shutdown => return,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await; // e.g. out of file descriptors
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            drop(permit);
+        });
+    }
 }
 
 async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
@@ -638,6 +705,18 @@ fn params(s: &AppState, v: &Value) -> Result<Params, ApiError> {
     })
 }
 
+/// Whether one more request may wait for the model: 503 (with Retry-After) when `queued`
+/// requests already wait and `max` is reached.
+fn queue_room(queued: usize, max: usize) -> Result<(), ApiError> {
+    if queued >= max {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the server is busy: {queued} requests are waiting (--max-queue {max}); retry later"),
+        ));
+    }
+    Ok(())
+}
+
 /// Queues a job; returns its event channel after the worker accepted it (prompt tokenized
 /// and within the context), or the error response.
 async fn submit(
@@ -645,6 +724,7 @@ async fn submit(
     prompt: Prompt,
     p: &Params,
 ) -> Result<(usize, mpsc::UnboundedReceiver<Event>), ApiError> {
+    queue_room(s.queued.load(Ordering::SeqCst), s.max_queue)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let job = Job {
         prompt,
@@ -942,6 +1022,20 @@ async fn completions(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_answers_503_with_retry_after() {
+        assert!(queue_room(0, 16).is_ok() && queue_room(15, 16).is_ok());
+        let e = queue_room(16, 16).unwrap_err();
+        assert_eq!(e.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(e.1.contains("--max-queue 16"), "{}", e.1);
+        let r = e.into_response();
+        assert_eq!(r.headers().get(header::RETRY_AFTER).unwrap(), "1");
+        assert!(
+            queue_room(0, 0).is_err(),
+            "--max-queue 0: only the running request"
+        );
+    }
 
     #[test]
     fn stop_sequences_hold_back_their_prefixes() {
