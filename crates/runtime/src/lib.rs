@@ -5,6 +5,8 @@
 pub mod agent;
 pub mod chat;
 pub mod chatglm;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod generate;
 pub mod model;
 pub mod perplexity;
