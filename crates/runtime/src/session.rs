@@ -75,6 +75,17 @@ impl<'m> Session<'m> {
             CacheType::F32 => TYPE_F32,
         };
         let n = (hp.kv_width() * n_ctx) as i64;
+        // The CPU's share of the cache is zero-filled at once: more than the machine has would
+        // get the process killed by the OOM killer instead of an error.
+        let elem = if ty == TYPE_F16 { 2 } else { 4 };
+        let cpu_layers = (0..hp.n_layer)
+            .filter(|&il| gpu.is_none() || !model.plan.layer_on_gpu(il))
+            .count();
+        check_cache_fits(
+            2 * cpu_layers as u64 * n as u64 * elem,
+            n_ctx,
+            available_memory(),
+        )?;
         let (mut cpu_specs, mut gpu_specs) = (Vec::new(), Vec::new());
         let mut cache_at = Vec::with_capacity(hp.n_layer);
         for il in 0..hp.n_layer {
@@ -275,6 +286,27 @@ impl<'m> Session<'m> {
     }
 }
 
+/// Errs when a KV cache of `bytes` would not fit in the `available` memory (when known).
+fn check_cache_fits(bytes: u64, n_ctx: usize, available: Option<u64>) -> Result<(), RuntimeError> {
+    match available {
+        Some(avail) if bytes > avail => Err(RuntimeError::Input(format!(
+            "the KV cache for a context of {n_ctx} tokens needs {:.1} GiB, more than the {:.1} GiB \
+             of memory available: use a smaller context (-c)",
+            bytes as f64 / (1u64 << 30) as f64,
+            avail as f64 / (1u64 << 30) as f64
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// MemAvailable from /proc/meminfo (Linux), in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Graph nodes for `n_layer` layers, with room to spare (ggml aborts past the limit; the graph
 /// builder checks it first).
 fn max_nodes(n_layer: usize) -> usize {
@@ -314,4 +346,23 @@ fn oom(e: glm_ggml::GgmlError, step: Step, on_gpu: bool) -> RuntimeError {
          use fewer GPU layers (-ngl), a smaller --vram-budget, context (-c) or batch (-b)",
         step.n_tokens, step.n_ctx
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_larger_than_the_memory_is_an_error() {
+        assert!(check_cache_fits(1 << 30, 8192, Some(2 << 30)).is_ok());
+        assert!(check_cache_fits(1 << 30, 8192, None).is_ok());
+        let e = check_cache_fits(470 << 30, 1 << 24, Some(20 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("16777216 tokens") && e.contains("470.0 GiB") && e.contains("-c"),
+            "{e}"
+        );
+        assert!(available_memory().is_some() || !cfg!(target_os = "linux"));
+    }
 }
