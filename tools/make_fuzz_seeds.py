@@ -102,7 +102,79 @@ REPLIES = [
 ]
 
 
+def safetensors(tensors):
+    """A safetensors file: {name: (dtype, shape, raw bytes)}."""
+    import json
+    header, data = {}, b""
+    for name, (dtype, shape, raw) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    return struct.pack("<Q", len(h)) + h + data
+
+
+def checkpoint_seeds():
+    """Inputs of the checkpoint_inputs target: a selector byte (0 config.json, 1 tokenizer.model,
+    2 model.safetensors, 3 model.safetensors.index.json) then that file; the others come from
+    tests/fixtures/tiny-chatglm3."""
+    fixture = os.path.join(ROOT, "..", "..", "tests", "fixtures", "tiny-chatglm3")
+    out = {}
+    with open(os.path.join(fixture, "config.json"), "rb") as f:
+        out["config"] = b"\x00" + f.read()
+    with open(os.path.join(fixture, "tokenizer.model"), "rb") as f:
+        out["tokenizer"] = b"\x01" + f.read()
+    with open(os.path.join(fixture, "model.safetensors"), "rb") as f:
+        whole = f.read()
+    n = struct.unpack("<Q", whole[:8])[0]
+    out["safetensors-header"] = b"\x02" + whole[: 8 + n]
+    out["safetensors-small"] = b"\x02" + safetensors({
+        "transformer.embedding.word_embeddings.weight": ("BF16", [4, 2], bytes(16)),
+        "transformer.output_layer.weight": ("F16", [2, 4], bytes(16)),
+        "transformer.encoder.final_layernorm.weight": ("F32", [2], bytes(8)),
+        "x.rotary_pos_emb.inv_freq": ("I64", [1], bytes(8)),
+    })
+    import json
+    out["index"] = b"\x03" + json.dumps({
+        "metadata": {"total_size": len(whole)},
+        "weight_map": {"transformer.embedding.word_embeddings.weight": "model.safetensors",
+                       "transformer.output_layer.weight": "model.safetensors"},
+    }).encode()
+    return out
+
+
+REQUESTS = [
+    {"model": "glm", "messages": [{"role": "system", "content": "Be brief."},
+                                  {"role": "user", "content": "你好 👋"}],
+     "temperature": 0.7, "top_p": 0.9, "max_tokens": 16, "stop": ["\n\n"], "seed": 42,
+     "stream": True, "stream_options": {"include_usage": True}},
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "weather in "},
+                                               {"type": "text", "text": "北京?"}]},
+                  {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "call_0", "type": "function",
+                       "function": {"name": "get_weather", "arguments": "{\"city\": \"北京\", \"days\": [1, 2.5]}"}}]},
+                  {"role": "tool", "tool_call_id": "call_0", "content": "{\"temp\": -3}"}],
+     "tools": [{"type": "function", "function": {"name": "get_weather", "description": "weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+     "tool_choice": {"type": "function", "function": {"name": "get_weather"}}},
+    {"messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": None},
+                  {"role": "assistant", "content": "ok", "function_call": {"name": "f", "arguments": {}}},
+                  {"role": "function", "content": "1"}], "tool_choice": "none", "n": 1},
+    {"prompt": "def fib(n):", "max_completion_tokens": 8, "stop": "\n"},
+    {"prompt": ["<|user|> 你好"], "temperature": 0},
+]
+
+
 def main():
+    import json
+    os.makedirs(os.path.join(ROOT, "openai_request"), exist_ok=True)
+    for i, r in enumerate(REQUESTS):
+        with open(os.path.join(ROOT, "openai_request", f"seed-{i}.json"), "w", encoding="utf-8") as f:
+            json.dump(r, f, ensure_ascii=False)
+    os.makedirs(os.path.join(ROOT, "checkpoint_inputs"), exist_ok=True)
+    for name, data in checkpoint_seeds().items():
+        with open(os.path.join(ROOT, "checkpoint_inputs", f"seed-{name}"), "wb") as f:
+            f.write(data)
     os.makedirs(os.path.join(ROOT, "gguf_load"), exist_ok=True)
     os.makedirs(os.path.join(ROOT, "reply_parsers"), exist_ok=True)
     with open(os.path.join(ROOT, "gguf_load", "seed-tiny-gguf"), "wb") as f:

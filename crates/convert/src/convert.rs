@@ -71,14 +71,38 @@ pub fn model_metadata(
     md
 }
 
-/// Converts the checkpoint in `dir` to `out`.
-pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary, ConvertError> {
-    let t0 = Instant::now();
+/// A checkpoint read and checked, ready to be written: nothing in it can fail the conversion
+/// except I/O.
+pub struct Prepared {
+    pub cfg: GlmConfig,
+    pub vocab: GgufVocab,
+    pub ckpt: Checkpoint,
+    /// (GGUF name, HF name, PyTorch shape) of every tensor, in GGUF order.
+    pub expected: Vec<(String, String, Vec<u64>)>,
+}
+
+/// What an HF checkpoint folder must hold, for error messages.
+pub const CHECKPOINT_FILES: &str = "config.json, tokenizer.model and model.safetensors (or \
+     model-*.safetensors shards with model.safetensors.index.json)";
+
+/// Reads and validates everything `convert` needs from `dir`, writing nothing.
+pub fn prepare(dir: &Path) -> Result<Prepared, ConvertError> {
+    let problem = |what: String| ConvertError::Checkpoint {
+        path: dir.to_path_buf(),
+        what,
+    };
+    if !dir.exists() {
+        return Err(problem("does not exist".into()));
+    }
     if !dir.is_dir() {
-        return Err(ConvertError::Checkpoint {
-            path: dir.to_path_buf(),
-            what: "not a directory".into(),
-        });
+        return Err(problem(format!(
+            "is a file, not a Hugging Face checkpoint folder (one holding {CHECKPOINT_FILES})"
+        )));
+    }
+    if !dir.join("config.json").exists() {
+        return Err(problem(format!(
+            "has no config.json: a Hugging Face checkpoint folder holds {CHECKPOINT_FILES}"
+        )));
     }
     let cfg = GlmConfig::from_file(&dir.join("config.json"))?;
     let tok_path = dir.join("tokenizer.model");
@@ -127,11 +151,25 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         ));
     }
     if !problems.is_empty() {
-        return Err(ConvertError::Checkpoint {
-            path: dir.to_path_buf(),
-            what: problems.join("; "),
-        });
+        return Err(problem(problems.join("; ")));
     }
+    Ok(Prepared {
+        cfg,
+        vocab,
+        ckpt,
+        expected,
+    })
+}
+
+/// Converts the checkpoint in `dir` to `out`.
+pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary, ConvertError> {
+    let t0 = Instant::now();
+    let Prepared {
+        cfg,
+        vocab,
+        ckpt,
+        expected,
+    } = prepare(dir)?;
 
     let decls: Vec<TensorDecl> = expected
         .iter()

@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
+pub mod fuzz;
 pub mod policy;
 pub mod quant;
 pub mod requantize;

@@ -14,7 +14,7 @@ pub mod writer;
 pub use atomic::AtomicFile;
 pub use reader::{GgufFile, TensorInfo};
 pub use types::GgmlType;
-pub use value::{Value, ValueType};
+pub use value::{Array, Value, ValueType};
 pub use writer::{GgufWriter, TensorDecl};
 
 use std::path::PathBuf;

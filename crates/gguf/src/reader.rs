@@ -3,7 +3,7 @@
 //! length is bounded by what remains of the file before anything is allocated, and every tensor's
 //! extent is checked against the file size.
 
-use crate::value::{Value, ValueType};
+use crate::value::{Array, Value, ValueType};
 use crate::{GgmlType, GgufError, DEFAULT_ALIGNMENT, GGUF_MAGIC, KEY_ALIGNMENT};
 use memmap2::Mmap;
 use std::fs::File;
@@ -102,6 +102,30 @@ impl<'a> Cursor<'a> {
         String::from_utf8(bytes.to_vec())
             .map_err(|_| self.err(format!("{what}: string is not valid UTF-8")))
     }
+    fn bool(&mut self, what: &str) -> Result<bool, GgufError> {
+        match self.arr::<1>(what)?[0] {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(self.err(format!("{what}: bool byte {b} is neither 0 nor 1"))),
+        }
+    }
+    /// An array: element type, count, elements.
+    fn array_value(&mut self, what: &str, depth: u32) -> Result<Array, GgufError> {
+        if depth >= 2 {
+            return Err(self.err(format!("{what}: arrays nested deeper than 2 levels")));
+        }
+        let et_id = self.u32(what)?;
+        let et = ValueType::from_id(et_id)
+            .ok_or_else(|| self.err(format!("{what}: unknown array element type {et_id}")))?;
+        let n = self.u64(what)?;
+        if n > (self.remaining() / et.min_size()) as u64 {
+            return Err(self.err(format!(
+                "{what}: array of {n} {et:?} values cannot fit in the {} bytes left",
+                self.remaining()
+            )));
+        }
+        self.array(et, n as usize, what, depth)
+    }
     fn value(&mut self, ty: ValueType, what: &str, depth: u32) -> Result<Value, GgufError> {
         Ok(match ty {
             ValueType::U8 => Value::U8(self.arr::<1>(what)?[0]),
@@ -111,35 +135,64 @@ impl<'a> Cursor<'a> {
             ValueType::U32 => Value::U32(self.u32(what)?),
             ValueType::I32 => Value::I32(i32::from_le_bytes(self.arr(what)?)),
             ValueType::F32 => Value::F32(f32::from_le_bytes(self.arr(what)?)),
-            ValueType::Bool => match self.arr::<1>(what)?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => return Err(self.err(format!("{what}: bool byte {b} is neither 0 nor 1"))),
-            },
+            ValueType::Bool => Value::Bool(self.bool(what)?),
             ValueType::String => Value::String(self.string(what)?),
             ValueType::U64 => Value::U64(self.u64(what)?),
             ValueType::I64 => Value::I64(i64::from_le_bytes(self.arr(what)?)),
             ValueType::F64 => Value::F64(f64::from_le_bytes(self.arr(what)?)),
-            ValueType::Array => {
-                if depth >= 2 {
-                    return Err(self.err(format!("{what}: arrays nested deeper than 2 levels")));
-                }
-                let et_id = self.u32(what)?;
-                let et = ValueType::from_id(et_id).ok_or_else(|| {
-                    self.err(format!("{what}: unknown array element type {et_id}"))
-                })?;
-                let n = self.u64(what)?;
-                if n > (self.remaining() / et.min_size()) as u64 {
-                    return Err(self.err(format!(
-                        "{what}: array of {n} {et:?} values cannot fit in the {} bytes left",
-                        self.remaining()
-                    )));
-                }
-                let mut items = Vec::with_capacity(n as usize);
+            ValueType::Array => Value::Array(self.array_value(what, depth)?),
+        })
+    }
+
+    /// `n` elements of type `et` (already checked to fit in what is left of the file), stored
+    /// by type: no per-element `Value`.
+    fn array(
+        &mut self,
+        et: ValueType,
+        n: usize,
+        what: &str,
+        depth: u32,
+    ) -> Result<Array, GgufError> {
+        macro_rules! fixed {
+            ($variant:ident, $t:ty) => {{
+                let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value(et, what, depth + 1)?);
+                    v.push(<$t>::from_le_bytes(self.arr(what)?));
                 }
-                Value::Array(et, items)
+                Array::$variant(v)
+            }};
+        }
+        Ok(match et {
+            ValueType::U8 => Array::U8(self.take(n, what)?.to_vec()),
+            ValueType::I8 => Array::I8(self.take(n, what)?.iter().map(|&b| b as i8).collect()),
+            ValueType::U16 => fixed!(U16, u16),
+            ValueType::I16 => fixed!(I16, i16),
+            ValueType::U32 => fixed!(U32, u32),
+            ValueType::I32 => fixed!(I32, i32),
+            ValueType::F32 => fixed!(F32, f32),
+            ValueType::U64 => fixed!(U64, u64),
+            ValueType::I64 => fixed!(I64, i64),
+            ValueType::F64 => fixed!(F64, f64),
+            ValueType::Bool => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.bool(what)?);
+                }
+                Array::Bool(v)
+            }
+            ValueType::String => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.string(what)?);
+                }
+                Array::String(v)
+            }
+            ValueType::Array => {
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.array_value(what, depth + 1)?);
+                }
+                Array::Array(v)
             }
         })
     }
@@ -342,9 +395,8 @@ impl GgufFile {
             .get(key)
             .and_then(Value::as_array)
             .ok_or_else(|| self.missing(key, "an array of strings"))?;
-        a.iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
+        a.as_strings()
+            .map(<[String]>::to_vec)
             .ok_or_else(|| self.missing(key, "an array of strings"))
     }
     /// A numeric array as f32.
@@ -353,9 +405,7 @@ impl GgufFile {
             .get(key)
             .and_then(Value::as_array)
             .ok_or_else(|| self.missing(key, "an array of numbers"))?;
-        a.iter()
-            .map(|v| v.as_f64().map(|x| x as f32))
-            .collect::<Option<Vec<_>>>()
+        a.to_f32s()
             .ok_or_else(|| self.missing(key, "an array of numbers"))
     }
     /// An integer array as i32.
@@ -364,12 +414,7 @@ impl GgufFile {
             .get(key)
             .and_then(Value::as_array)
             .ok_or_else(|| self.missing(key, "an array of integers"))?;
-        a.iter()
-            .map(|v| match *v {
-                Value::I32(x) => Some(x),
-                _ => v.as_u64().and_then(|x| i32::try_from(x).ok()),
-            })
-            .collect::<Option<Vec<_>>>()
+        a.to_i32s()
             .ok_or_else(|| self.missing(key, "an array of integers"))
     }
 

@@ -67,11 +67,158 @@ pub enum Value {
     F32(f32),
     Bool(bool),
     String(String),
-    /// An array keeps its element type so that an empty array round-trips.
-    Array(ValueType, Vec<Value>),
+    Array(Array),
     U64(u64),
     I64(i64),
     F64(f64),
+}
+
+/// An array value, stored by element type: a `u8` array costs one byte per element in memory,
+/// as in the file, so a file's metadata never costs more memory than a small multiple of its size.
+/// The element type is kept even when the array is empty, so every array round-trips.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    F32(Vec<f32>),
+    Bool(Vec<bool>),
+    String(Vec<String>),
+    /// Nested arrays; each inner array has its own element type.
+    Array(Vec<Array>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F64(Vec<f64>),
+}
+
+/// Calls `$body` with `$v` bound to the inner vector, whatever the element type.
+macro_rules! each_array {
+    ($a:expr, $v:ident => $body:expr) => {
+        match $a {
+            Array::U8($v) => $body,
+            Array::I8($v) => $body,
+            Array::U16($v) => $body,
+            Array::I16($v) => $body,
+            Array::U32($v) => $body,
+            Array::I32($v) => $body,
+            Array::F32($v) => $body,
+            Array::Bool($v) => $body,
+            Array::String($v) => $body,
+            Array::Array($v) => $body,
+            Array::U64($v) => $body,
+            Array::I64($v) => $body,
+            Array::F64($v) => $body,
+        }
+    };
+}
+
+impl Array {
+    /// An empty array of the given element type.
+    pub fn empty(elem: ValueType) -> Array {
+        match elem {
+            ValueType::U8 => Array::U8(vec![]),
+            ValueType::I8 => Array::I8(vec![]),
+            ValueType::U16 => Array::U16(vec![]),
+            ValueType::I16 => Array::I16(vec![]),
+            ValueType::U32 => Array::U32(vec![]),
+            ValueType::I32 => Array::I32(vec![]),
+            ValueType::F32 => Array::F32(vec![]),
+            ValueType::Bool => Array::Bool(vec![]),
+            ValueType::String => Array::String(vec![]),
+            ValueType::Array => Array::Array(vec![]),
+            ValueType::U64 => Array::U64(vec![]),
+            ValueType::I64 => Array::I64(vec![]),
+            ValueType::F64 => Array::F64(vec![]),
+        }
+    }
+
+    pub fn elem_type(&self) -> ValueType {
+        match self {
+            Array::U8(_) => ValueType::U8,
+            Array::I8(_) => ValueType::I8,
+            Array::U16(_) => ValueType::U16,
+            Array::I16(_) => ValueType::I16,
+            Array::U32(_) => ValueType::U32,
+            Array::I32(_) => ValueType::I32,
+            Array::F32(_) => ValueType::F32,
+            Array::Bool(_) => ValueType::Bool,
+            Array::String(_) => ValueType::String,
+            Array::Array(_) => ValueType::Array,
+            Array::U64(_) => ValueType::U64,
+            Array::I64(_) => ValueType::I64,
+            Array::F64(_) => ValueType::F64,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        each_array!(self, v => v.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i` as a standalone value (strings and inner arrays are cloned).
+    pub fn get(&self, i: usize) -> Option<Value> {
+        Some(match self {
+            Array::U8(v) => Value::U8(*v.get(i)?),
+            Array::I8(v) => Value::I8(*v.get(i)?),
+            Array::U16(v) => Value::U16(*v.get(i)?),
+            Array::I16(v) => Value::I16(*v.get(i)?),
+            Array::U32(v) => Value::U32(*v.get(i)?),
+            Array::I32(v) => Value::I32(*v.get(i)?),
+            Array::F32(v) => Value::F32(*v.get(i)?),
+            Array::Bool(v) => Value::Bool(*v.get(i)?),
+            Array::String(v) => Value::String(v.get(i)?.clone()),
+            Array::Array(v) => Value::Array(v.get(i)?.clone()),
+            Array::U64(v) => Value::U64(*v.get(i)?),
+            Array::I64(v) => Value::I64(*v.get(i)?),
+            Array::F64(v) => Value::F64(*v.get(i)?),
+        })
+    }
+
+    /// The elements as values, one at a time.
+    pub fn iter(&self) -> impl Iterator<Item = Value> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    /// The strings of a string array.
+    pub fn as_strings(&self) -> Option<&[String]> {
+        match self {
+            Array::String(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// A numeric array converted to f32.
+    pub fn to_f32s(&self) -> Option<Vec<f32>> {
+        match self {
+            Array::F32(v) => Some(v.clone()),
+            Array::String(_) | Array::Array(_) | Array::Bool(_) => None,
+            _ => self.iter().map(|v| v.as_f64().map(|x| x as f32)).collect(),
+        }
+    }
+
+    /// An integer array whose every element fits in i32.
+    pub fn to_i32s(&self) -> Option<Vec<i32>> {
+        match self {
+            Array::I32(v) => Some(v.clone()),
+            Array::String(_) | Array::Array(_) | Array::Bool(_) => None,
+            Array::F32(_) | Array::F64(_) => None,
+            _ => self
+                .iter()
+                .map(|v| match v {
+                    Value::I8(x) => Some(x as i32),
+                    Value::I16(x) => Some(x as i32),
+                    Value::I64(x) => i32::try_from(x).ok(),
+                    _ => v.as_u64().and_then(|x| i32::try_from(x).ok()),
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Value {
@@ -113,6 +260,10 @@ impl Value {
         match *self {
             Value::F32(v) => Some(v as f64),
             Value::F64(v) => Some(v),
+            Value::I8(v) => Some(v as f64),
+            Value::I16(v) => Some(v as f64),
+            Value::I32(v) => Some(v as f64),
+            Value::I64(v) => Some(v as f64),
             _ => self.as_u64().map(|v| v as f64),
         }
     }
@@ -131,33 +282,24 @@ impl Value {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
-            Value::Array(_, v) => Some(v),
+            Value::Array(a) => Some(a),
             _ => None,
         }
     }
 
     /// A string array.
     pub fn strings(items: Vec<String>) -> Value {
-        Value::Array(
-            ValueType::String,
-            items.into_iter().map(Value::String).collect(),
-        )
+        Value::Array(Array::String(items))
     }
     /// An f32 array.
     pub fn f32s(items: &[f32]) -> Value {
-        Value::Array(
-            ValueType::F32,
-            items.iter().map(|v| Value::F32(*v)).collect(),
-        )
+        Value::Array(Array::F32(items.to_vec()))
     }
     /// An i32 array.
     pub fn i32s(items: &[i32]) -> Value {
-        Value::Array(
-            ValueType::I32,
-            items.iter().map(|v| Value::I32(*v)).collect(),
-        )
+        Value::Array(Array::I32(items.to_vec()))
     }
 }
 
@@ -177,19 +319,24 @@ impl fmt::Display for Value {
             Value::U64(v) => write!(f, "{v}"),
             Value::I64(v) => write!(f, "{v}"),
             Value::F64(v) => write!(f, "{v}"),
-            Value::Array(t, items) => {
-                write!(f, "[")?;
-                for (i, v) in items.iter().take(6).enumerate() {
-                    if i > 0 {
-                        write!(f, ", ")?;
-                    }
-                    write!(f, "{v}")?;
-                }
-                if items.len() > 6 {
-                    write!(f, ", ... ({} {:?} items)", items.len(), t)?;
-                }
-                write!(f, "]")
-            }
+            Value::Array(a) => write!(f, "{a}"),
         }
+    }
+}
+
+impl fmt::Display for Array {
+    /// The first few elements, then the count.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[")?;
+        for (i, v) in self.iter().take(6).enumerate() {
+            if i > 0 {
+                write!(f, ", ")?;
+            }
+            write!(f, "{v}")?;
+        }
+        if self.len() > 6 {
+            write!(f, ", ... ({} {:?} items)", self.len(), self.elem_type())?;
+        }
+        write!(f, "]")
     }
 }

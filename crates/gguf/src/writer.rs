@@ -2,7 +2,7 @@
 //! declared tensor shapes and types, then each tensor's bytes in declaration order. Nothing is
 //! buffered beyond one tensor, so a 12 GB model converts in constant memory.
 
-use crate::value::Value;
+use crate::value::{Array, Value};
 use crate::{GgmlType, GgufError, DEFAULT_ALIGNMENT, GGUF_MAGIC, KEY_ALIGNMENT};
 use std::io::Write;
 
@@ -59,14 +59,18 @@ fn put_value<W: Write>(w: &mut W, v: &Value) -> std::io::Result<()> {
         Value::U64(x) => w.write_all(&x.to_le_bytes()),
         Value::I64(x) => w.write_all(&x.to_le_bytes()),
         Value::F64(x) => w.write_all(&x.to_le_bytes()),
-        Value::Array(t, items) => {
-            w.write_all(&(*t as u32).to_le_bytes())?;
-            w.write_all(&(items.len() as u64).to_le_bytes())?;
-            for it in items {
-                put_value(w, it)?;
-            }
-            Ok(())
-        }
+        Value::Array(a) => put_array(w, a),
+    }
+}
+
+fn put_array<W: Write>(w: &mut W, a: &Array) -> std::io::Result<()> {
+    w.write_all(&(a.elem_type() as u32).to_le_bytes())?;
+    w.write_all(&(a.len() as u64).to_le_bytes())?;
+    match a {
+        Array::U8(v) => w.write_all(v),
+        Array::String(v) => v.iter().try_for_each(|s| put_str(w, s)),
+        Array::Array(v) => v.iter().try_for_each(|inner| put_array(w, inner)),
+        _ => a.iter().try_for_each(|x| put_value(w, &x)),
     }
 }
 

@@ -1,6 +1,6 @@
 //! GGUF writer -> reader round trip, and hand-made broken files (each must be a clear error).
 
-use gguf::{GgmlType, GgufError, GgufFile, GgufWriter, TensorDecl, Value, ValueType};
+use gguf::{Array, GgmlType, GgufError, GgufFile, GgufWriter, TensorDecl, Value, ValueType};
 use std::io::Write;
 
 fn sample_metadata() -> Vec<(String, Value)> {
@@ -24,13 +24,13 @@ fn sample_metadata() -> Vec<(String, Value)> {
             "a.strs".into(),
             Value::strings(vec!["<unk>".into(), "▁你好".into(), "".into()]),
         ),
-        ("a.empty".into(), Value::Array(ValueType::F32, vec![])),
+        ("a.empty".into(), Value::Array(Array::empty(ValueType::F32))),
         (
             "a.nested".into(),
-            Value::Array(
-                ValueType::Array,
-                vec![Value::i32s(&[1, 2]), Value::i32s(&[3])],
-            ),
+            Value::Array(Array::Array(vec![
+                Array::I32(vec![1, 2]),
+                Array::U8(vec![3, 4, 5]),
+            ])),
         ),
     ]
 }

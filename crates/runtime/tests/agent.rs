@@ -160,72 +160,6 @@ fn replies_split_like_process_response() {
     assert_eq!(extract_code("no code"), None);
 }
 
-#[test]
-fn openai_mapping_and_errors() {
-    let tools = json!([{"type": "function", "function": {"name": "f", "parameters": {}}}]);
-    let msgs = json!([
-        {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-        {"role": "assistant", "content": null, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{\"x\": [1, \"二\"]}"}}
-        ]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "{\"ok\": true}"},
-    ]);
-    let m = openai_messages(&msgs, Some(&tools), &ToolChoice::Auto).unwrap();
-    assert_eq!(m.len(), 4);
-    assert_eq!(m[0].tools, Some(json!([{"name": "f", "parameters": {}}])));
-    assert_eq!(m[1], Message::user("ab"));
-    assert_eq!(m[2].metadata, "f");
-    assert_eq!(m[2].content, "```python\ntool_call(x=[1, '二'])\n```");
-    assert_eq!(m[3], Message::observation("{\"ok\": true}"));
-    let none = openai_messages(&msgs, Some(&tools), &ToolChoice::None).unwrap();
-    assert_eq!(none.len(), 3);
-
-    for (msgs, tools, needle) in [
-        (json!([]), None, "at least one"),
-        (json!({"role": "user"}), None, "expected an array"),
-        (
-            json!([{"content": "x"}]),
-            None,
-            "messages[0]: missing the string field \"role\"",
-        ),
-        (
-            json!([{"role": "robot", "content": "x"}]),
-            None,
-            "unknown role \"robot\"",
-        ),
-        (
-            json!([{"role": "user", "content": [{"type": "image_url"}]}]),
-            None,
-            "messages[0].content[0]",
-        ),
-        (
-            json!([{"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "[1]"}}]}]),
-            None,
-            "messages[0].tool_calls[0].function.arguments",
-        ),
-        (
-            json!([{"role": "user", "content": "x"}]),
-            Some(json!([{"function": {}}])),
-            "tools[0]: missing",
-        ),
-        (
-            json!([{"role": "user", "content": "x"}]),
-            Some(json!({})),
-            "tools: expected",
-        ),
-    ] {
-        let e = openai_messages(&msgs, tools.as_ref(), &ToolChoice::Auto).unwrap_err();
-        assert!(e.contains(needle), "{e:?} lacks {needle:?}");
-    }
-    assert_eq!(
-        ToolChoice::from_openai(Some(
-            &json!({"type": "function", "function": {"name": "g"}})
-        )),
-        Ok(ToolChoice::Function("g".into()))
-    );
-    assert!(ToolChoice::from_openai(Some(&json!("sometimes"))).is_err());
-}
-
 // ---- golden prompt ids (real ChatGLM3 tokenizer) ----
 
 fn manifest() -> &'static Path {
@@ -254,7 +188,7 @@ fn golden(name: &str) -> (Vec<Message>, Vec<u32>) {
 }
 
 #[test]
-fn golden_tool_conversation_through_agent_helpers_and_openai() {
+fn golden_tool_conversation_through_agent_helpers() {
     let (messages, want) = golden("tool_call");
     // The agent helpers rebuild the same messages ...
     let tools = messages[0].tools.clone().unwrap();
@@ -273,25 +207,8 @@ fn golden_tool_conversation_through_agent_helpers_and_openai() {
         Message::observation(messages[3].content.clone()),
     ];
     assert_eq!(built, messages);
-    // ... and so does the OpenAI request of the same conversation.
-    let openai_tools: Vec<Value> = tools
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| json!({"type": "function", "function": f}))
-        .collect();
-    let req = json!([
-        {"role": "user", "content": messages[1].content},
-        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_0", "type": "function",
-            "function": {"name": "get_weather", "arguments": "{\"city_name\": \"北京\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_0", "content": messages[3].content},
-    ]);
-    let mapped =
-        openai_messages(&req, Some(&Value::Array(openai_tools)), &ToolChoice::Auto).unwrap();
-    assert_eq!(mapped, messages);
     let Some(tok) = real_tokenizer() else { return };
     assert_eq!(build_chat_ids(&tok, &built).unwrap(), want);
-    assert_eq!(build_chat_ids(&tok, &mapped).unwrap(), want);
 }
 
 #[test]
@@ -312,17 +229,6 @@ fn golden_interpreter_conversation_through_agent_helpers() {
     ];
     assert_eq!(built, messages);
     assert_eq!(built[3].role, Role::Observation);
-    // The OpenAI mapping of the same turns (the cell as a plain assistant text is not the
-    // same prompt: metadata matters, so the test checks the mapped user/system turns only).
-    let mapped = openai_messages(
-        &json!([{"role": "system", "content": INTERPRETER_SYSTEM_PROMPT}, {"role": "user", "content": "Compute 2**100"}]),
-        None,
-        &ToolChoice::Auto,
-    )
-    .unwrap();
-    assert_eq!(mapped[..], messages[..2]);
     let Some(tok) = real_tokenizer() else { return };
     assert_eq!(build_chat_ids(&tok, &built).unwrap(), want);
-    let prefix = build_chat_ids(&tok, &mapped).unwrap();
-    assert_eq!(prefix[..prefix.len() - 1], want[..prefix.len() - 1]);
 }

@@ -178,7 +178,7 @@ fn value_json(v: &gguf::Value) -> serde_json::Value {
         V::F64(x) => (*x).into(),
         V::Bool(x) => (*x).into(),
         V::String(s) => s.clone().into(),
-        V::Array(_, items) if items.len() > 16 => serde_json::json!({"array_len": items.len()}),
-        V::Array(_, items) => items.iter().map(value_json).collect(),
+        V::Array(a) if a.len() > 16 => serde_json::json!({"array_len": a.len()}),
+        V::Array(a) => a.iter().map(|x| value_json(&x)).collect(),
     }
 }

@@ -16,7 +16,8 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use glm_runtime::agent::{openai_messages, parse_reply, Segment, ToolCall, ToolChoice};
+use glm_openai::{BadRequest, ChatRequest, CompletionRequest};
+use glm_runtime::agent::{parse_reply, Segment, ToolCall};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message};
 use glm_runtime::generate::{generate, StopReason};
 use glm_runtime::sampler::{Sampler, SamplerOptions};
@@ -600,27 +601,27 @@ async fn models(State(s): State<Shared>) -> Json<Value> {
     ]}))
 }
 
-/// Parses a body as a JSON object, with the reason when it is not one.
-fn parse_body(
+/// The body's bytes, or the reason there are none (too large, ...).
+fn body_bytes(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Value, ApiError> {
-    let body = body.map_err(|r| {
+) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
         let status = r.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError(status, "request body too large".into())
         } else {
             ApiError(status, r.body_text())
         }
-    })?;
-    let v: Value =
-        serde_json::from_slice(&body).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
-    if !v.is_object() {
-        return Err(bad("the body must be a JSON object"));
-    }
-    Ok(v)
+    })
 }
 
-/// Parameters shared by both completion endpoints.
+impl From<BadRequest> for ApiError {
+    fn from(e: BadRequest) -> Self {
+        bad(e.0)
+    }
+}
+
+/// Parameters shared by both completion endpoints, with the server's defaults filled in.
 struct Params {
     stream: bool,
     include_usage: bool,
@@ -629,80 +630,24 @@ struct Params {
     stops: Vec<String>,
 }
 
-fn params(s: &AppState, v: &Value) -> Result<Params, ApiError> {
-    let num = |k: &str| -> Result<Option<f64>, ApiError> {
-        match v.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(x) => x
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| bad(format!("{k}: expected a number"))),
-        }
-    };
+fn params(s: &AppState, p: glm_openai::Params) -> Params {
     let mut sampler = s.defaults.clone();
-    if let Some(t) = num("temperature")? {
-        if !(0.0..=2.0).contains(&t) {
-            return Err(bad("temperature: must be between 0 and 2"));
-        }
-        sampler.temperature = t as f32;
+    if let Some(t) = p.temperature {
+        sampler.temperature = t;
     }
-    if let Some(p) = num("top_p")? {
-        if !(0.0..=1.0).contains(&p) {
-            return Err(bad("top_p: must be between 0 and 1"));
-        }
-        sampler.top_p = p as f32;
+    if let Some(t) = p.top_p {
+        sampler.top_p = t;
     }
-    sampler.seed = match v.get("seed") {
-        None | Some(Value::Null) => s.fixed_seed.unwrap_or_else(rand::random),
-        Some(x) => x
-            .as_u64()
-            .or_else(|| x.as_i64().map(|i| i as u64))
-            .ok_or_else(|| bad("seed: expected an integer"))?,
-    };
-    let mut max_tokens = None;
-    for k in ["max_tokens", "max_completion_tokens"] {
-        match v.get(k) {
-            None | Some(Value::Null) => {}
-            Some(x) => match x.as_u64() {
-                Some(n) if n >= 1 => max_tokens = Some(n as usize),
-                _ => return Err(bad(format!("{k}: expected an integer >= 1"))),
-            },
-        }
-    }
-    let stops = match v.get("stop") {
-        None | Some(Value::Null) => vec![],
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|x| x.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("stop: expected a string or a list of strings"))?,
-        Some(_) => return Err(bad("stop: expected a string or a list of strings")),
-    };
-    if stops.len() > 16 {
-        return Err(bad("stop: at most 16 sequences"));
-    }
-    if let Some(n) = v.get("n").filter(|n| !n.is_null()) {
-        if n.as_u64() != Some(1) {
-            return Err(bad("n: only n = 1 is supported"));
-        }
-    }
-    let stream = match v.get("stream") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => return Err(bad("stream: expected true or false")),
-    };
-    let include_usage = v
-        .pointer("/stream_options/include_usage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Ok(Params {
-        stream,
-        include_usage,
-        max_tokens,
+    sampler.seed = p
+        .seed
+        .unwrap_or_else(|| s.fixed_seed.unwrap_or_else(rand::random));
+    Params {
+        stream: p.stream,
+        include_usage: p.include_usage,
+        max_tokens: p.max_tokens,
         sampler,
-        stops,
-    })
+        stops: p.stops,
+    }
 }
 
 /// Whether one more request may wait for the model: 503 (with Retry-After) when `queued`
@@ -794,23 +739,13 @@ async fn chat_completions(
     State(s): State<Shared>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let v = parse_body(body)?;
-    let p = params(&s, &v)?;
-    let messages = v.get("messages").ok_or_else(|| bad("messages: required"))?;
-    let choice = ToolChoice::from_openai(v.get("tool_choice")).map_err(bad)?;
-    let tools_given = v
-        .get("tools")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty());
-    let messages = openai_messages(messages, v.get("tools"), &choice).map_err(bad)?;
-    let tools = tools_given && choice != ToolChoice::None;
-    let prefix = match &choice {
-        ToolChoice::Function(name) if tools => Some(name.clone()),
-        ToolChoice::Function(_) => {
-            return Err(bad("tool_choice names a function but no tools are given"))
-        }
-        _ => None,
-    };
+    let ChatRequest {
+        params: p,
+        messages,
+        tools,
+        prefix,
+    } = ChatRequest::parse(&body_bytes(body)?)?;
+    let p = params(&s, p);
     let (prompt_tokens, mut rx) = submit(&s, Prompt::Chat { messages, prefix }, &p).await?;
     let id = format!("chatcmpl-{}", random_hex(24));
     let created = now();
@@ -953,16 +888,8 @@ async fn completions(
     State(s): State<Shared>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let v = parse_body(body)?;
-    let p = params(&s, &v)?;
-    let prompt = match v.get("prompt") {
-        Some(Value::String(t)) => t.clone(),
-        Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
-            a[0].as_str().unwrap_or_default().to_string()
-        }
-        Some(_) => return Err(bad("prompt: expected a string (one prompt per request)")),
-        None => return Err(bad("prompt: required")),
-    };
+    let CompletionRequest { params: p, prompt } = CompletionRequest::parse(&body_bytes(body)?)?;
+    let p = params(&s, p);
     let (prompt_tokens, mut rx) = submit(&s, Prompt::Raw(prompt), &p).await?;
     let id = format!("cmpl-{}", random_hex(24));
     let created = now();
