@@ -105,10 +105,6 @@ pub fn prepare(dir: &Path) -> Result<Prepared, ConvertError> {
         )));
     }
     let cfg = GlmConfig::from_file(&dir.join("config.json"))?;
-    let tok_path = dir.join("tokenizer.model");
-    let spm = SpmModel::from_file(&tok_path)?;
-    spm.check_chatglm3_normalizer()?;
-    let vocab = chatglm3_vocab(&spm, cfg.vocab_size as usize)?;
     let ckpt = Checkpoint::open(dir)?;
 
     // Validate everything before writing anything.
@@ -150,6 +146,12 @@ pub fn prepare(dir: &Path) -> Result<Prepared, ConvertError> {
             skipped.join(", ")
         ));
     }
+    // The tokenizer is read after the cheap checks (a fuzzer runs this) but its errors come
+    // first: a vocabulary that disagrees with config.json also explains wrong tensor shapes.
+    let tok_path = dir.join("tokenizer.model");
+    let spm = SpmModel::from_file(&tok_path)?;
+    spm.check_chatglm3_normalizer()?;
+    let vocab = chatglm3_vocab(&spm, cfg.vocab_size as usize)?;
     if !problems.is_empty() {
         return Err(problem(problems.join("; ")));
     }

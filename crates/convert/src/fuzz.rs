@@ -18,25 +18,39 @@ pub fn checkpoint_inputs(data: &[u8], fixture: &Path, scratch: &Path) -> bool {
     };
     const FILES: [&str; 3] = ["config.json", "tokenizer.model", "model.safetensors"];
     let dir = scratch.join("ckpt");
-    let _ = std::fs::remove_dir_all(&dir);
-    if std::fs::create_dir(&dir).is_err() {
-        return false;
-    }
-    for (i, name) in FILES.iter().enumerate() {
-        let ok = if i == (which % 4) as usize {
-            std::fs::write(dir.join(name), content).is_ok()
-        } else {
-            link(&fixture.join(name), &dir.join(name))
-        };
-        if !ok {
+    let index = dir.join("model.safetensors.index.json");
+    // The directory holds links to the fixture's files between runs; only the fuzzed file is
+    // swapped in and out (never written through a link: that would overwrite the fixture).
+    if !dir.is_dir() {
+        let _ = std::fs::remove_dir_all(&dir);
+        if std::fs::create_dir(&dir).is_err()
+            || !FILES.iter().all(|n| link(&fixture.join(n), &dir.join(n)))
+        {
+            let _ = std::fs::remove_dir_all(&dir);
             return false;
         }
     }
-    if which % 4 == 3 && std::fs::write(dir.join("model.safetensors.index.json"), content).is_err()
-    {
-        return false;
+    let which = (which % 4) as usize;
+    let target = match FILES.get(which) {
+        Some(name) => dir.join(name),
+        None => index.clone(),
+    };
+    let _ = std::fs::remove_file(&target);
+    let accepted = std::fs::write(&target, content).is_ok() && check(&dir);
+    let restored = std::fs::remove_file(&target).is_ok()
+        && FILES
+            .get(which)
+            .is_none_or(|name| link(&fixture.join(name), &target));
+    if !restored {
+        // start from scratch next time
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    let Ok(p) = crate::convert::prepare(&dir) else {
+    accepted
+}
+
+/// Everything `convert` does with the checkpoint in `dir` before writing.
+fn check(dir: &Path) -> bool {
+    let Ok(p) = crate::convert::prepare(dir) else {
         return false;
     };
     let policy = crate::TypePolicy::new(gguf::GgmlType::Q8_0);

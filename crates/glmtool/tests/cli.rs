@@ -514,3 +514,98 @@ fn temporary_files_of_dead_processes_are_removed_and_reported() {
     }
     assert!(live.exists() && out.exists());
 }
+
+/// A checkpoint big enough that converting it takes a while: the fixture's config with wider
+/// layers, every tensor bf16 (content irrelevant).
+fn slow_checkpoint(dir: &Path) {
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(FIXTURE).join("config.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["hidden_size"] = 1024.into();
+    cfg["ffn_hidden_size"] = 2816.into();
+    cfg["kv_channels"] = 128.into();
+    cfg["num_attention_heads"] = 8.into();
+    cfg["num_layers"] = 6.into();
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    std::fs::copy(
+        Path::new(FIXTURE).join("tokenizer.model"),
+        dir.join("tokenizer.model"),
+    )
+    .unwrap();
+    let parsed = glm_convert::GlmConfig::from_json(&cfg, &dir.join("config.json")).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = parsed
+        .expected_tensors()
+        .into_iter()
+        .map(|(_, hf, shape)| {
+            let n: u64 = shape.iter().product();
+            let data = (0..n)
+                .flat_map(|i| ((i % 251) as u16 + 0x3c00).to_le_bytes())
+                .collect();
+            (hf, shape.iter().map(|&d| d as usize).collect(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), d)
+                .unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, &dir.join("model.safetensors")).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sighup_during_convert_leave_nothing() {
+    let ckpt = tempfile::tempdir().unwrap();
+    slow_checkpoint(ckpt.path());
+    for signal in ["TERM", "HUP"] {
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("out.gguf");
+        let mut child = bin()
+            .args(["convert", ckpt.path().to_str().unwrap(), "-o"])
+            .arg(&out)
+            .args(["--type", "q4_0", "-q"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // wait until the temporary output exists: the conversion is writing
+        let t0 = std::time::Instant::now();
+        let writing = loop {
+            let tmp = std::fs::read_dir(out_dir.path())
+                .unwrap()
+                .any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp"));
+            if tmp || t0.elapsed().as_secs() > 60 {
+                break tmp;
+            }
+            if child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        if !writing {
+            let o = child.wait_with_output().unwrap();
+            panic!("the conversion never started writing: {}", stderr(&o));
+        }
+        let killed = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let o = child.wait_with_output().unwrap();
+        let e = stderr(&o);
+        if o.status.success() {
+            // the conversion won the race; nothing to check
+            eprintln!("SIG{signal}: the conversion finished first");
+            continue;
+        }
+        assert!(e.contains("interrupted"), "SIG{signal}: {e}");
+        let left: Vec<_> = std::fs::read_dir(out_dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "SIG{signal} left {left:?}");
+    }
+}
