@@ -4,7 +4,7 @@
 
 use crate::policy::TypePolicy;
 use crate::{quant, ConvertError, Progress, Summary};
-use gguf::{names, AtomicFile, GgufFile, GgufWriter, TensorDecl, Value};
+use gguf::{names, AtomicFile, GgmlType, GgufFile, GgufWriter, TensorDecl, Value};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -33,6 +33,8 @@ pub fn requantize(
 
     let mut decls = Vec::with_capacity(src.tensors.len());
     let mut problems = Vec::new();
+    // already-quantized tensors: counted by type, reported in one line
+    let mut quantized: Vec<(GgmlType, usize)> = Vec::new();
     for t in &src.tensors {
         let ty = opts.policy.tensor_type(&t.name, &t.dims);
         let ty = if t.dims.len() < 2 { t.ty } else { ty };
@@ -43,7 +45,10 @@ pub fn requantize(
                     t.name, t.ty
                 ));
             } else if t.ty.is_quantized() && !opts.allow_requantize {
-                problems.push(format!("tensor {} is already quantized ({})", t.name, t.ty));
+                match quantized.iter_mut().find(|(q, _)| *q == t.ty) {
+                    Some((_, n)) => *n += 1,
+                    None => quantized.push((t.ty, 1)),
+                }
             }
         }
         decls.push(TensorDecl {
@@ -52,13 +57,25 @@ pub fn requantize(
             ty,
         });
     }
+    if !quantized.is_empty() {
+        let list: Vec<String> = quantized.iter().map(|(t, n)| format!("{n} {t}")).collect();
+        problems.insert(
+            0,
+            format!(
+                "already quantized ({} tensors); requantizing loses quality — pass \
+                 --allow-requantize to do it anyway, or start from an f16/f32 file",
+                list.join(", ")
+            ),
+        );
+    }
     if !problems.is_empty() {
-        let hint = if problems.iter().any(|p| p.contains("already quantized")) {
-            " (pass --allow-requantize to requantize anyway)"
-        } else {
-            ""
-        };
-        return Err(bad(format!("{}{hint}", problems.join("; "))));
+        const SHOWN: usize = 3;
+        let more = problems.len().saturating_sub(SHOWN);
+        let mut text = problems[..problems.len().min(SHOWN)].join("; ");
+        if more > 0 {
+            text.push_str(&format!("; and {more} more"));
+        }
+        return Err(bad(text));
     }
 
     let mut metadata: Vec<(String, Value)> = src.metadata.clone();

@@ -10,9 +10,13 @@ use std::path::PathBuf;
 /// Model and context flags shared by `run`, `perplexity`, `bench` and `serve`.
 #[derive(Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// GGUF model file (default: the bundled tiny demo model)
+    /// GGUF model file, or a Hugging Face checkpoint folder (converted once into the cache and
+    /// reused). Default: $GLMTOOL_MODEL, else the bundled tiny demo model
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
+    /// Type to convert a checkpoint given to -m to [default: q4_0]
+    #[arg(long = "type", value_parser = parse_writable)]
+    pub convert_type: Option<gguf::GgmlType>,
     /// Threads (default: physical cores)
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
@@ -159,8 +163,9 @@ impl GpuArgs {
                     .first()
                     .map(|d| (d.kind, d.index));
                 if first.is_none() && self.gpu_layers.is_some_and(|n| n > 0) {
-                    bail!(
-                        "--gpu-layers: no GPU is available ({})",
+                    // as llama.cpp: scripts carry -ngl everywhere; --device cuda stays an error
+                    eprintln!(
+                        "warning: --gpu-layers/-ngl ignored: no GPU is available ({}); running on the CPU",
                         if glm_runtime::gpu_kinds().is_empty() {
                             "this glmtool was built without CUDA or Metal; see docs/gpu.md"
                         } else {
@@ -187,12 +192,14 @@ fn parse_cache_type(s: &str) -> Result<CacheType, String> {
 }
 
 impl ModelArgs {
-    /// The model file (or the demo model).
+    /// The GGUF file to load: -m's (converted when it is a checkpoint), $GLMTOOL_MODEL's, or
+    /// the demo model.
     pub fn path(&self) -> Result<PathBuf> {
-        match &self.model {
-            Some(p) => Ok(p.clone()),
-            None => crate::demo::demo_model_path(),
-        }
+        crate::models::resolve(
+            self.model.as_deref(),
+            self.convert_type.unwrap_or(gguf::GgmlType::Q4_0),
+            false,
+        )
     }
 
     /// Loads the model (or the demo model), placing it on the device as planned, and prints the
@@ -279,31 +286,66 @@ const MAX_THREADS: usize = 512;
 #[derive(Args, Clone, Debug)]
 pub struct SamplingArgs {
     /// Temperature (0 = greedy)
-    #[arg(long = "temp", default_value_t = 0.8)]
+    #[arg(long = "temp", default_value_t = 0.8, allow_negative_numbers = true, value_parser = non_negative)]
     pub temp: f32,
     /// Top-k (0 = off)
     #[arg(long = "top-k", default_value_t = 0)]
     pub top_k: usize,
     /// Top-p (1 = off)
-    #[arg(long = "top-p", default_value_t = 0.8)]
+    #[arg(long = "top-p", default_value_t = 0.8, allow_negative_numbers = true, value_parser = unit_interval)]
     pub top_p: f32,
     /// Repetition penalty (1 = off)
-    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    #[arg(long = "repeat-penalty", default_value_t = 1.0, allow_negative_numbers = true, value_parser = positive)]
     pub repeat_penalty: f32,
     /// Tokens the repetition penalty looks back on
     #[arg(long = "repeat-last-n", default_value_t = 64)]
     pub repeat_last_n: usize,
     /// Random seed (default: random; printed with --verbose)
-    #[arg(long = "seed")]
+    #[arg(short = 's', long = "seed")]
     pub seed: Option<u64>,
+}
+
+/// A finite number; clap's error then names the flag and the value ("invalid value '-1' for
+/// '--temp <TEMP>': must be >= 0").
+fn number(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err("expected a number".into()),
+    }
+}
+
+fn non_negative(s: &str) -> Result<f32, String> {
+    number(s).and_then(|v| {
+        if v >= 0.0 {
+            Ok(v)
+        } else {
+            Err("must be >= 0".into())
+        }
+    })
+}
+
+fn unit_interval(s: &str) -> Result<f32, String> {
+    number(s).and_then(|v| {
+        if (0.0..=1.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err("must be between 0 and 1".into())
+        }
+    })
+}
+
+fn positive(s: &str) -> Result<f32, String> {
+    number(s).and_then(|v| {
+        if v > 0.0 {
+            Ok(v)
+        } else {
+            Err("must be > 0".into())
+        }
+    })
 }
 
 impl SamplingArgs {
     pub fn options(&self) -> Result<glm_runtime::sampler::SamplerOptions> {
-        let ok = self.temp >= 0.0 && (0.0..=1.0).contains(&self.top_p) && self.repeat_penalty > 0.0;
-        if !ok {
-            bail!("--temp must be >= 0, --top-p in [0, 1], --repeat-penalty > 0");
-        }
         Ok(glm_runtime::sampler::SamplerOptions {
             temperature: self.temp,
             top_k: self.top_k,
@@ -318,9 +360,9 @@ impl SamplingArgs {
 /// Output type flags shared by `convert` and `quantize`.
 #[derive(Args, Clone, Debug)]
 pub struct TypeArgs {
-    /// Tensor type: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1
-    #[arg(long = "type", default_value = "f16", value_parser = parse_writable)]
-    pub ty: gguf::GgmlType,
+    /// Tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (convert's default: f16)
+    #[arg(long = "type", value_parser = parse_writable)]
+    pub ty: Option<gguf::GgmlType>,
     /// Type of output.weight (default: q8_0 for 4/5-bit types, else --type)
     #[arg(long = "output-type", value_parser = parse_writable)]
     pub output_type: Option<gguf::GgmlType>,
@@ -335,8 +377,15 @@ pub struct TypeArgs {
     pub quiet: bool,
 }
 
-fn parse_writable(s: &str) -> Result<gguf::GgmlType, String> {
-    match gguf::GgmlType::from_name(s) {
+pub fn parse_writable(s: &str) -> Result<gguf::GgmlType, String> {
+    // llama-quantize's spellings too: Q4_0, or its file type number (2 = Q4_0)
+    let by_number = s.parse::<u32>().ok().and_then(|n| {
+        glm_convert::quant::WRITABLE
+            .iter()
+            .copied()
+            .find(|&t| glm_convert::policy::file_type(t) == n)
+    });
+    match by_number.or_else(|| gguf::GgmlType::from_name(s)) {
         Some(t) if glm_convert::quant::can_quantize(t) => Ok(t),
         _ => Err(format!(
             "unsupported type {s:?}; expected one of: {}",
@@ -350,9 +399,10 @@ fn parse_writable(s: &str) -> Result<gguf::GgmlType, String> {
 }
 
 impl TypeArgs {
-    pub fn policy(&self) -> glm_convert::TypePolicy {
+    /// The policy for the target type `ty` (`--type`, or what the subcommand decided).
+    pub fn policy(&self, ty: gguf::GgmlType) -> glm_convert::TypePolicy {
         glm_convert::TypePolicy {
-            target: self.ty,
+            target: ty,
             output_type: self.output_type,
             pure: self.pure,
         }

@@ -9,19 +9,6 @@ const CONFIG: &[u8] = include_bytes!("../../../tests/fixtures/tiny-chatglm3/conf
 const TOKENIZER: &[u8] = include_bytes!("../../../tests/fixtures/tiny-chatglm3/tokenizer.model");
 const WEIGHTS: &[u8] = include_bytes!("../../../tests/fixtures/tiny-chatglm3/model.safetensors");
 
-fn cache_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("GLMTOOL_CACHE") {
-        return PathBuf::from(d);
-    }
-    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
-        return PathBuf::from(d).join("glmtool");
-    }
-    if let Some(h) = std::env::var_os("HOME") {
-        return PathBuf::from(h).join(".cache").join("glmtool");
-    }
-    std::env::temp_dir().join("glmtool")
-}
-
 /// FNV-1a over the embedded files: a new fixture gets a new cache file.
 fn fingerprint() -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -35,7 +22,7 @@ fn fingerprint() -> u64 {
 
 /// Path of the demo GGUF, converting it first if needed.
 pub fn demo_model_path() -> Result<PathBuf> {
-    let dir = cache_dir();
+    let dir = crate::models::cache_dir();
     let out = dir.join(format!("tiny-chatglm3-{:016x}-f16.gguf", fingerprint()));
     if out.exists() {
         return Ok(out);

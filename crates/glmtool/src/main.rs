@@ -5,11 +5,12 @@
 mod args;
 mod cmd;
 mod demo;
+mod models;
 mod output;
 mod progress;
 mod sandbox;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +20,7 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 #[derive(Parser)]
 #[command(
     name = "glmtool",
-    version,
+    version = env!("GLMTOOL_LONG_VERSION"),
     about = "Convert, quantize and run ChatGLM models (GGUF + ggml)"
 )]
 struct Cli {
@@ -46,16 +47,19 @@ enum Command {
     /// Serve the model over an OpenAI-compatible HTTP API
     #[cfg(feature = "server")]
     Serve(cmd::serve::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(cmd::completions::Args),
+    /// Print the man page (roff): `glmtool man > glmtool.1`
+    Man,
 }
 
 fn main() -> ExitCode {
-    // llama.cpp's `-ngl N` (a multi-letter flag with one dash, which clap cannot declare).
-    let args = std::env::args_os().map(|a| {
-        if a == "-ngl" {
-            "--gpu-layers".into()
-        } else {
-            a
-        }
+    // llama.cpp's multi-letter flags with one dash, which clap cannot declare.
+    let args = std::env::args_os().map(|a| match a.to_str() {
+        Some("-ngl") => "--gpu-layers".into(),
+        Some("-sys") => "--system".into(),
+        Some("-cnv") => "--conversation".into(),
+        _ => a,
     });
     let cli = Cli::parse_from(args);
     let _ = ctrlc::set_handler(|| {
@@ -74,6 +78,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         #[cfg(feature = "server")]
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Completions(a) => cmd::completions::run(a, Cli::command()),
+        Command::Man => cmd::completions::man(Cli::command()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,7 +26,7 @@ pub fn conversion_bar(quiet: bool) -> ProgressBar {
     bar(
         0,
         quiet,
-        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
     )
 }
 

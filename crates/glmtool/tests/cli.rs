@@ -413,10 +413,19 @@ fn gpu_flags_and_plan_without_a_gpu() {
         &["run", "-m", m, "-p", "hi", "--device", "cuda"],
         &["--device cuda", "built without cuda"],
     );
-    fails_with(
-        &["run", "-m", m, "-p", "hi", "-ngl", "2"],
-        &["--gpu-layers", "no GPU"],
-    );
+    // llama.cpp's habit: -ngl without a GPU warns once and runs on the CPU
+    if glm_ggml_has_no_gpu() {
+        let o = run(&[
+            "run", "-m", m, "-p", "hi", "-n", "2", "-t", "1", "-ngl", "99",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let e = stderr(&o);
+        assert_eq!(
+            e.matches("warning: --gpu-layers/-ngl ignored").count(),
+            1,
+            "{e}"
+        );
+    }
     fails_with(
         &[
             "run",
@@ -608,4 +617,276 @@ fn sigterm_and_sighup_during_convert_leave_nothing() {
             .collect();
         assert!(left.is_empty(), "SIG{signal} left {left:?}");
     }
+}
+
+/// This build has no GPU backend (the tests that expect the CPU fallback check it).
+fn glm_ggml_has_no_gpu() -> bool {
+    let o = run(&["--version"]);
+    String::from_utf8_lossy(&o.stdout).contains("backends: cpu;")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_checkpoint_folder_runs_directly_and_is_converted_once() {
+    let cache = tempfile::tempdir().unwrap();
+    let with_cache = |args: &[&str]| {
+        bin()
+            .args(args)
+            .env("GLMTOOL_CACHE", cache.path())
+            .env_remove("GLMTOOL_MODEL")
+            .output()
+            .unwrap()
+    };
+    let o = with_cache(&[
+        "run", "-m", FIXTURE, "-p", "hi", "-n", "3", "--temp", "0", "-t", "1", "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("converting it to q4_0 once") && e.contains("wrote "),
+        "{e}"
+    );
+    let first: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let converted: Vec<_> = std::fs::read_dir(cache.path().join("converted"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(converted.len(), 1, "{converted:?}");
+    assert!(converted[0].to_string_lossy().ends_with("-q4_0.gguf"));
+    // the second time it is reused, also when -m names a file of the checkpoint
+    let weights = format!("{FIXTURE}/model.safetensors");
+    let o = with_cache(&[
+        "run", "-m", &weights, "-p", "hi", "-n", "3", "--temp", "0", "-t", "1", "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("using "), "{}", stderr(&o));
+    let second: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(first["ids"], second["ids"]);
+    // --type picks another conversion; perplexity and info take the folder too
+    let o = with_cache(&["info", "-m", FIXTURE, "--type", "q8_0"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Q8_0 (mostly)"), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("converted"))
+            .unwrap()
+            .count(),
+        2
+    );
+    let heldout = format!("{FIXTURE}/heldout.txt");
+    let o = with_cache(&[
+        "perplexity",
+        "-m",
+        FIXTURE,
+        "-f",
+        &heldout,
+        "-c",
+        "128",
+        "--chunks",
+        "1",
+        "-t",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // a file that is neither names the command that converts
+    let dir = tempfile::tempdir().unwrap();
+    let bin_file = dir.path().join("pytorch_model.bin");
+    std::fs::write(&bin_file, b"PK\x03\x04 not a gguf").unwrap();
+    let o = with_cache(&["run", "-m", bin_file.to_str().unwrap(), "-p", "hi"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("not a GGUF file") && e.contains("glmtool convert DIR -o FILE.gguf"),
+        "{e}"
+    );
+}
+
+#[test]
+fn convert_names_what_a_checkpoint_folder_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o.gguf");
+    let out = out.to_str().unwrap();
+    let missing = dir.path().join("nowhere");
+    fails_with(
+        &["convert", missing.to_str().unwrap(), "-o", out],
+        &["nowhere", "does not exist"],
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    fails_with(
+        &["convert", empty.to_str().unwrap(), "-o", out],
+        &["no config.json", "tokenizer.model", "model.safetensors"],
+    );
+}
+
+#[test]
+fn glmtool_model_sets_the_default_model() {
+    let q8 = model("q8_0");
+    let o = bin()
+        .args(["info"])
+        .env("GLMTOOL_CACHE", cache())
+        .env("GLMTOOL_MODEL", &q8)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.starts_with(&q8.display().to_string()), "{text}");
+    for needle in [
+        "architecture  chatglm",
+        "chat format   ChatGLM3",
+        "parameters    1.2 M",
+        "file type     Q8_0 (mostly)",
+        "bits per weight",
+        "vocabulary    3072 tokens",
+        "default run   about",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+    let o = bin()
+        .args(["info", "--json"])
+        .env("GLMTOOL_CACHE", cache())
+        .env("GLMTOOL_MODEL", &q8)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["summary"]["file type"], "Q8_0 (mostly)");
+}
+
+#[test]
+fn llama_cpp_flags_mean_what_they_mean_there() {
+    let m = model("q8_0");
+    let m = m.to_str().unwrap();
+    let json = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["run", "-m", m, "-p", "hi", "-n", "4", "-t", "1", "--json"];
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // -s is the seed: same seed, same sample; the prompt is unchanged
+    let plain = json(&["--temp", "0"]);
+    let a = json(&["-s", "42", "--temp", "1.5"]);
+    let b = json(&["--seed", "42", "--temp", "1.5"]);
+    assert_eq!(a["ids"], b["ids"]);
+    assert_eq!(a["prompt_ids"], plain["prompt_ids"]);
+    // -sys is the system message
+    let sys = json(&["-sys", "Be brief.", "--temp", "0"]);
+    let long = json(&["--system", "Be brief.", "--temp", "0"]);
+    assert_eq!(sys["prompt_ids"], long["prompt_ids"]);
+    assert!(
+        sys["prompt_ids"].as_array().unwrap().len() > plain["prompt_ids"].as_array().unwrap().len()
+    );
+    // --color is accepted (llama.cpp scripts pass it)
+    json(&["--color", "--temp", "0"]);
+    // numeric flags: the flag and the bad value in the error
+    fails_with(
+        &["run", "-m", m, "-p", "hi", "--temp", "-1"],
+        &["'-1'", "--temp", ">= 0"],
+    );
+    fails_with(
+        &["run", "-m", m, "-p", "hi", "--top-p", "7"],
+        &["'7'", "--top-p", "between 0 and 1"],
+    );
+    fails_with(
+        &["run", "-m", m, "-p", "hi", "--repeat-penalty", "0"],
+        &["'0'", "--repeat-penalty", "> 0"],
+    );
+    fails_with(
+        &["run", "-m", m, "-p", "hi", "--temp", "warm"],
+        &["'warm'", "--temp", "a number"],
+    );
+}
+
+#[test]
+fn quantize_takes_llama_quantize_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let f16 = model("f16");
+    let f16 = f16.to_str().unwrap();
+    let out = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    for (name, ty, want) in [
+        ("a.gguf", "q8_0", "q8_0"),
+        ("b.gguf", "Q4_0", "q4_0"),
+        ("c.gguf", "7", "q8_0"),
+    ] {
+        let o = run(&["quantize", f16, &out(name), ty, "-q"]);
+        assert!(o.status.success(), "{ty}: {}", stderr(&o));
+        let f = gguf::GgufFile::open(out(name)).unwrap();
+        assert_eq!(f.tensor("blk.0.attn_qkv.weight").unwrap().ty.name(), want);
+    }
+    fails_with(
+        &["quantize", f16, &out("d.gguf")],
+        &["no target type", "q4_0"],
+    );
+    assert!(!dir.path().join("d.gguf").exists());
+    // an already quantized input: one short line, and --allow-requantize does it
+    let o = run(&["quantize", &out("a.gguf"), &out("e.gguf"), "q4_0"]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("already quantized") && e.contains("--allow-requantize"),
+        "{e}"
+    );
+    assert!(e.trim().lines().count() == 1 && e.len() < 300, "{e}");
+    let o = run(&[
+        "quantize",
+        &out("a.gguf"),
+        &out("e.gguf"),
+        "q4_0",
+        "--allow-requantize",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn info_plan_ngl_completions_man_version_tokenize_stdin() {
+    let m = model("q8_0");
+    let m = m.to_str().unwrap();
+    // -ngl without a budget plans that many layers
+    let o = run(&["info", "-m", m, "--plan", "-ngl", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("1/2 layers on a GPU"), "{}", stdout(&o));
+    for shell in ["bash", "zsh", "fish"] {
+        let o = run(&["completions", shell]);
+        assert!(o.status.success());
+        let text = stdout(&o);
+        assert!(
+            text.contains("glmtool") && text.contains("quantize") && text.len() > 1000,
+            "{shell}"
+        );
+    }
+    let o = run(&["man"]);
+    assert!(stdout(&o).contains(".TH glmtool 1"));
+    let o = run(&["--version"]);
+    let v = stdout(&o);
+    assert!(
+        v.contains("backends: cpu") && v.contains("commit ") && v.contains("b2757"),
+        "{v}"
+    );
+    // tokenize reads standard input; --show-pieces prints id and piece
+    let mut child = bin()
+        .args(["tokenize", "-m", m, "--show-pieces"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all("你好 world".as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success());
+    let text = stdout(&o);
+    assert!(
+        text.contains("\"你\"") && text.contains("\"▁world\""),
+        "{text}"
+    );
+    let direct = stdout(&run(&["tokenize", "-m", m, "你好 world"]));
+    let ids: Vec<u32> = serde_json::from_str(&direct).unwrap();
+    assert_eq!(ids.len(), text.lines().count());
 }

@@ -1,4 +1,5 @@
-//! `glmtool info MODEL.gguf [--tensors] [--json]`
+//! `glmtool info [-m] MODEL [--tensors] [--json] [--plan]`: a summary a person reads, then the
+//! raw metadata keys.
 
 use crate::args::{Device, GpuArgs, ShapeArgs};
 use anyhow::{bail, Result};
@@ -7,12 +8,19 @@ use glm_runtime::chatglm::Hparams;
 use glm_runtime::plan::{self, ModelSizes, PlanRequest};
 use glm_runtime::LoadOptions;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// GGUF file
-    pub model: PathBuf,
+    /// GGUF file or Hugging Face checkpoint folder (same as -m)
+    #[arg(conflicts_with = "model_flag")]
+    pub model: Option<PathBuf>,
+    /// GGUF file or checkpoint folder (default: $GLMTOOL_MODEL, else the bundled demo model)
+    #[arg(short = 'm', long = "model", id = "model_flag")]
+    pub model_flag: Option<PathBuf>,
+    /// Type to convert a checkpoint folder to [default: q4_0]
+    #[arg(long = "type", value_parser = crate::args::parse_writable)]
+    pub convert_type: Option<gguf::GgmlType>,
     /// List every tensor (name, type, shape, offset)
     #[arg(long)]
     pub tensors: bool,
@@ -29,7 +37,7 @@ pub struct Args {
     pub gpu: GpuArgs,
 }
 
-fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
+fn print_plan(a: &Args, path: &Path, f: &GgufFile) -> Result<()> {
     let hp = Hparams::from_gguf(f)?;
     let n_ctx = a.shape.ctx.unwrap_or(hp.n_ctx_train);
     if n_ctx == 0 || n_ctx > hp.n_ctx_train || a.shape.batch == 0 {
@@ -61,8 +69,9 @@ fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
             },
         )?,
         None => {
-            // No GPU here: with a budget, plan for a GPU of that size.
-            let hypothetical = a.gpu.device != Some(Device::Cpu) && a.gpu.vram_budget.is_some();
+            // No GPU here: with a budget or -ngl, plan for such a GPU.
+            let hypothetical = a.gpu.device != Some(Device::Cpu)
+                && (a.gpu.vram_budget.is_some() || a.gpu.gpu_layers.is_some());
             let req = PlanRequest {
                 device: hypothetical.then(|| "a GPU (none in this build/machine)".to_string()),
                 layers: a.gpu.layers(),
@@ -77,7 +86,7 @@ fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
     } else {
         println!(
             "{}: context {n_ctx}, batch {}, {:?} KV cache",
-            a.model.display(),
+            path.display(),
             a.shape.batch,
             a.shape.cache_type
         );
@@ -86,10 +95,111 @@ fn print_plan(a: &Args, f: &GgufFile) -> Result<()> {
     Ok(())
 }
 
+/// llama.cpp's name of a `general.file_type` (`llama_ftype`).
+fn file_type_name(ft: u64) -> String {
+    let name = match ft {
+        0 => "F32 (all)",
+        1 => "F16 (mostly)",
+        2 => "Q4_0 (mostly)",
+        3 => "Q4_1 (mostly)",
+        7 => "Q8_0 (mostly)",
+        8 => "Q5_0 (mostly)",
+        9 => "Q5_1 (mostly)",
+        10 => "Q2_K (mostly)",
+        11..=13 => "Q3_K (mostly)",
+        14 | 15 => "Q4_K (mostly)",
+        16 | 17 => "Q5_K (mostly)",
+        18 => "Q6_K (mostly)",
+        32 => "BF16 (mostly)",
+        1024 => "guessed",
+        _ => return format!("file type {ft}"),
+    };
+    name.to_string()
+}
+
+/// "6.24 B", "123.4 M", "5.6 K" parameters.
+fn count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
+/// The lines a person reads first: what the model is and what running it costs.
+fn summary(f: &GgufFile, n_params: u64, n_bytes: u64) -> Vec<(&'static str, String)> {
+    let get_str = |k: &str| f.get(k).and_then(|v| v.as_str()).unwrap_or("?").to_string();
+    let mut out = vec![
+        ("name", get_str(gguf::names::GENERAL_NAME)),
+        ("architecture", get_str(gguf::names::GENERAL_ARCHITECTURE)),
+    ];
+    let hp = Hparams::from_gguf(f);
+    out.push((
+        "chat format",
+        match &hp {
+            Ok(_) => "ChatGLM3 (<|system|> <|user|> <|assistant|> <|observation|>)".into(),
+            Err(_) => "none (not a model glmtool runs)".into(),
+        },
+    ));
+    out.push(("parameters", count(n_params)));
+    out.push((
+        "file type",
+        f.get(gguf::names::GENERAL_FILE_TYPE)
+            .and_then(|v| v.as_u64())
+            .map_or_else(|| "unknown".into(), file_type_name),
+    ));
+    out.push((
+        "size",
+        format!(
+            "{} of tensors, {:.2} bits per weight",
+            crate::progress::size(n_bytes),
+            n_bytes as f64 * 8.0 / n_params.max(1) as f64
+        ),
+    ));
+    if let Ok(hp) = &hp {
+        out.push((
+            "shape",
+            format!(
+                "{} layers, {} wide, {} heads ({} KV), FFN {}",
+                hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.n_ff
+            ),
+        ));
+        out.push(("context", format!("{} tokens (trained)", hp.n_ctx_train)));
+        out.push(("vocabulary", format!("{} tokens", hp.n_vocab)));
+        if let Ok(sizes) = ModelSizes::from_gguf(f, hp) {
+            let shape = glm_runtime::PlanShape {
+                n_ctx: hp.n_ctx_train,
+                n_batch: 512,
+                cache_type: glm_runtime::CacheType::F16,
+                logits_rows: 1,
+            };
+            let u = plan::Plan::cpu_only(&sizes, &shape).cpu;
+            out.push((
+                "default run",
+                format!(
+                    "about {} of memory on the CPU: weights {}, KV cache {} (f16, -c {}), compute {}",
+                    crate::progress::size(u.total()),
+                    crate::progress::size(u.weights),
+                    crate::progress::size(u.kv),
+                    hp.n_ctx_train,
+                    crate::progress::size(u.compute)
+                ),
+            ));
+        }
+    }
+    out
+}
+
 pub fn run(a: Args) -> Result<()> {
-    let f = GgufFile::open(&a.model)?;
+    let path = crate::models::resolve(
+        a.model.as_deref().or(a.model_flag.as_deref()),
+        a.convert_type.unwrap_or(gguf::GgmlType::Q4_0),
+        a.json,
+    )?;
+    let f = GgufFile::open(&path)?;
     if a.plan {
-        return print_plan(&a, &f);
+        return print_plan(&a, &path, &f);
     }
     let mut by_type: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
     let (mut n_params, mut n_bytes) = (0u64, 0u64);
@@ -109,7 +219,8 @@ pub fn run(a: Args) -> Result<()> {
             .map(|(k, v)| (k.clone(), value_json(v)))
             .collect();
         let mut out = serde_json::json!({
-            "file": a.model.display().to_string(),
+            "file": path.display().to_string(),
+            "summary": summary(&f, n_params, n_bytes).into_iter().map(|(k, v)| (k.to_string(), serde_json::Value::String(v))).collect::<serde_json::Map<_, _>>(),
             "version": f.version,
             "metadata": md,
             "n_tensors": f.tensors.len(),
@@ -128,9 +239,14 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
+    println!("{}", path.display());
+    for (k, v) in summary(&f, n_params, n_bytes) {
+        println!("  {k:<13} {v}");
+    }
+    println!();
     println!(
         "{}: GGUF v{}, {} metadata keys, {} tensors",
-        a.model.display(),
+        path.display(),
         f.version,
         f.metadata.len(),
         f.tensors.len()

@@ -1,9 +1,11 @@
 //! One module per subcommand.
 pub mod bench;
+pub mod completions;
 pub mod convert;
 pub mod info;
 pub mod perplexity;
 pub mod quantize;
+pub mod repl;
 pub mod run;
 #[cfg(feature = "server")]
 pub mod serve;

@@ -102,7 +102,7 @@ pub fn run(mut a: Args) -> Result<()> {
     let pb = progress::bar(
         0,
         a.quiet,
-        "[{elapsed_precise}] {wide_bar} {pos}/{len} chunks {msg}",
+        "[{elapsed_precise}] {wide_bar} {pos}/{len} chunks {per_sec} ETA {eta} {msg}",
     );
     let mut line = String::new();
     let r = perplexity(&mut session, &tokens, n_ctx, a.chunks, kl, |c, n| {

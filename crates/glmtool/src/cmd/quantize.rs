@@ -1,8 +1,8 @@
-//! `glmtool quantize IN.gguf OUT.gguf --type T`
+//! `glmtool quantize IN.gguf OUT.gguf TYPE` (llama-quantize's order) or `... --type TYPE`
 
 use crate::args::TypeArgs;
 use crate::progress;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use glm_convert::RequantizeOptions;
 use std::path::PathBuf;
 
@@ -12,6 +12,9 @@ pub struct Args {
     pub input: PathBuf,
     /// Output GGUF
     pub output: PathBuf,
+    /// Target type (as --type): q4_0, Q4_0, or llama-quantize's number (2)
+    #[arg(value_parser = crate::args::parse_writable, conflicts_with = "ty")]
+    pub ty_positional: Option<gguf::GgmlType>,
     #[command(flatten)]
     pub types: TypeArgs,
     /// Accept already-quantized input tensors
@@ -20,11 +23,18 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let Some(ty) = a.ty_positional.or(a.types.ty) else {
+        bail!(
+            "no target type: say which, e.g. `glmtool quantize {} {} q4_0` (or --type q4_0)",
+            a.input.display(),
+            a.output.display()
+        );
+    };
     crate::output::prepare(&a.output);
     let pb = progress::conversion_bar(a.types.quiet);
     let on_progress = progress::on_conversion(&pb);
     let opts = RequantizeOptions {
-        policy: a.types.policy(),
+        policy: a.types.policy(ty),
         allow_requantize: a.allow_requantize,
         overwrite: a.types.force,
         cancel: Some(&crate::INTERRUPTED),

@@ -1,5 +1,7 @@
-//! `glmtool run`: one-shot completion with `-p`/`-f`, or an interactive chat on a terminal.
+//! `glmtool run`: one-shot completion with `-p`/`-f`, or an interactive chat on a terminal
+//! (the chat itself is in `repl`).
 
+use super::repl;
 use crate::args::{ModelArgs, SamplingArgs};
 use crate::INTERRUPTED;
 use anyhow::{bail, Context, Result};
@@ -24,9 +26,16 @@ pub struct Args {
     /// Read the prompt from a file ('-' = standard input)
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
-    /// System message
-    #[arg(short = 's', long = "system")]
+    /// System message (llama.cpp's -sys)
+    #[arg(long = "system")]
     pub system: Option<String>,
+    /// Interactive chat even with a prompt: -p's message is the first turn (llama.cpp's -i/-cnv;
+    /// without -p a terminal already gets the chat)
+    #[arg(short = 'i', long = "interactive", visible_alias = "conversation")]
+    pub interactive: bool,
+    /// Color the chat prompt and the statistics on a terminal (llama.cpp's --color)
+    #[arg(long)]
+    pub color: bool,
     /// Maximum new tokens (-1 = until the context is full)
     #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
     pub n_predict: i64,
@@ -58,7 +67,7 @@ pub struct Args {
 
 /// Prints a ChatGLM3 reply as it streams: the metadata line (empty for plain answers) is held
 /// back, leading whitespace of the content is dropped, as THUDM's `process_response` does.
-struct ReplyPrinter {
+pub(super) struct ReplyPrinter {
     raw: bool,
     in_content: bool,
     started: bool,
@@ -66,7 +75,7 @@ struct ReplyPrinter {
 }
 
 impl ReplyPrinter {
-    fn new(raw: bool) -> Self {
+    pub(super) fn new(raw: bool) -> Self {
         ReplyPrinter {
             raw,
             in_content: raw,
@@ -76,7 +85,7 @@ impl ReplyPrinter {
     }
     /// At the end of a reply: text held back as a possible metadata line when no newline ever
     /// came was the answer itself (`process_response` treats such a reply as plain text).
-    fn finish(&mut self) -> String {
+    pub(super) fn finish(&mut self) -> String {
         if self.in_content {
             return String::new();
         }
@@ -85,7 +94,7 @@ impl ReplyPrinter {
     }
 
     /// Returns the part of `text` to show.
-    fn feed<'a>(&mut self, mut text: &'a str) -> &'a str {
+    pub(super) fn feed<'a>(&mut self, mut text: &'a str) -> &'a str {
         if self.raw {
             return text;
         }
@@ -153,12 +162,16 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mut sampler = Sampler::new(sopts);
     match prompt {
+        _ if a.interactive && (a.json || a.raw) => {
+            bail!("-i/--interactive is a chat: it does not go with --json or --raw")
+        }
+        Some(p) if a.interactive => repl::interactive(&a, &model, &mut session, &mut sampler, Some(&p)),
         Some(p) => one_shot(&a, &model, &mut session, &mut sampler, Some(&p)),
-        None if a.chat.is_some() => one_shot(&a, &model, &mut session, &mut sampler, None),
+        None if a.chat.is_some() && !a.interactive => one_shot(&a, &model, &mut session, &mut sampler, None),
         None if (a.tools.is_some() || a.interpreter) && !std::io::stdin().is_terminal() => {
             bail!("--tools and --interpreter need a prompt (-p/-f), a conversation (--chat) or a terminal")
         }
-        None if std::io::stdin().is_terminal() && !a.json => interactive(&a, &model, &mut session, &mut sampler),
+        None if (std::io::stdin().is_terminal() || a.interactive) && !a.json => repl::interactive(&a, &model, &mut session, &mut sampler, None),
         None => bail!("no prompt: pass -p TEXT or -f FILE ('-' for standard input), or run on a terminal to chat"),
     }
 }
@@ -216,7 +229,12 @@ fn one_shot(
         let mut dec = model.tokenizer.stream_decoder();
         let mut printer = ReplyPrinter::new(a.raw);
         let mut write_err = None;
-        let g = generate(session, &ids, n, sampler, &stops, |id| {
+        let Some((pre_tokens, pre_seconds)) =
+            super::repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1))?
+        else {
+            bail!("interrupted");
+        };
+        let mut g = generate(session, &ids, n, sampler, &stops, |id| {
             if a.json {
                 return !INTERRUPTED.load(Ordering::Relaxed);
             }
@@ -228,6 +246,8 @@ fn one_shot(
             }
             !INTERRUPTED.load(Ordering::Relaxed)
         })?;
+        g.stats.prompt_evaluated += pre_tokens;
+        g.stats.prompt_seconds += pre_seconds;
         if let Some(e) = write_err {
             return Err(e.into());
         }
@@ -288,11 +308,15 @@ fn one_shot(
 }
 
 /// Tool or interpreter rounds one `run -p` may take before giving up.
-const MAX_AGENT_ROUNDS: usize = 8;
+pub(super) const MAX_AGENT_ROUNDS: usize = 8;
 
 /// What to feed back after a reply: the user's tool result (asked on a terminal), the output of
 /// the model's code (`--allow-exec`), or nothing (the run ends).
-fn next_observation(a: &Args, is_tool_call: bool, history: &[Message]) -> Result<Option<Message>> {
+pub(super) fn next_observation(
+    a: &Args,
+    is_tool_call: bool,
+    history: &[Message],
+) -> Result<Option<Message>> {
     let code = history
         .last()
         .filter(|m| m.role == Role::Assistant && m.metadata == "interpreter")
@@ -339,7 +363,7 @@ fn one_shot_messages(a: &Args, prompt: Option<&str>) -> Result<Vec<Message>> {
 
 /// `--chat`'s conversation (or `-s`), with the tools or code-interpreter system message when
 /// asked for and not already there.
-fn base_messages(a: &Args) -> Result<Vec<Message>> {
+pub(super) fn base_messages(a: &Args) -> Result<Vec<Message>> {
     let mut messages = match &a.chat {
         Some(path) => crate::cmd::tokenize::read_messages(path)?,
         None => Vec::new(),
@@ -370,7 +394,7 @@ fn base_messages(a: &Args) -> Result<Vec<Message>> {
 }
 
 /// The tool call of a reply (with tools registered) and the history that includes the reply.
-fn agent_reply(
+pub(super) fn agent_reply(
     a: &Args,
     messages: &[Message],
     text: &str,
@@ -420,153 +444,6 @@ fn print_stats(model: &Model, g: &Generated) {
         s.generated_tokens,
         s.generate_tps()
     );
-}
-
-fn interactive(
-    a: &Args,
-    model: &Model,
-    session: &mut Session,
-    sampler: &mut Sampler,
-) -> Result<()> {
-    let mut rl = rustyline::DefaultEditor::new()?;
-    let mut base = base_messages(a)?;
-    let agent_mode = base.iter().any(|m| m.tools.is_some()) || a.interpreter;
-    // Each turn: the user's message, the reply, and any tool rounds (call, observation, reply).
-    let mut turns: Vec<Vec<Message>> = Vec::new();
-    let stops = stop_ids(&model.tokenizer);
-    eprintln!(
-        "glmtool chat with {} — /clear, /system TEXT, /exit; Ctrl-C stops a reply, Ctrl-D quits",
-        model.name
-    );
-    loop {
-        let line = match rl.readline("> ") {
-            Ok(l) => l,
-            Err(rustyline::error::ReadlineError::Interrupted) => continue,
-            Err(rustyline::error::ReadlineError::Eof) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let line = line.trim_end();
-        if line.is_empty() {
-            continue;
-        }
-        let _ = rl.add_history_entry(line);
-        match line
-            .split_once(' ')
-            .map_or((line, ""), |(c, r)| (c, r.trim()))
-        {
-            ("/exit", _) | ("/quit", _) => break,
-            ("/clear", _) => {
-                turns.clear();
-                eprintln!("(history cleared)");
-                continue;
-            }
-            ("/system", _) if agent_mode => {
-                eprintln!("(/system is not available with --tools or --interpreter)");
-                continue;
-            }
-            ("/system", text) => {
-                base.retain(|m| m.role != Role::System);
-                if !text.is_empty() {
-                    base.insert(0, Message::new(Role::System, text.to_string()));
-                }
-                turns.clear();
-                eprintln!(
-                    "(system message {}; history cleared)",
-                    if text.is_empty() { "removed" } else { "set" }
-                );
-                continue;
-            }
-            _ => {}
-        }
-        let mut current = vec![Message::new(Role::User, line.to_string())];
-        INTERRUPTED.store(false, Ordering::SeqCst);
-        for _round in 0..MAX_AGENT_ROUNDS {
-            let Some((messages, ids)) =
-                fit_history(a, model, session, &base, &mut turns, &current)?
-            else {
-                break;
-            };
-            let n = max_new(a, session, ids.len());
-            let mut dec = model.tokenizer.stream_decoder();
-            let mut printer = ReplyPrinter::new(false);
-            let mut out = std::io::stdout().lock();
-            let g = generate(session, &ids, n, sampler, &stops, |id| {
-                let piece = dec.push(id);
-                let _ = out.write_all(printer.feed(&piece).as_bytes());
-                let _ = out.flush();
-                !INTERRUPTED.load(Ordering::Relaxed)
-            })?;
-            let _ = out.write_all(printer.feed(&dec.finish()).as_bytes());
-            let _ = out.write_all(printer.finish().as_bytes());
-            let _ = writeln!(out);
-            let (call, history) = agent_reply(a, &messages, &model.tokenizer.decode(&g.ids)?);
-            if let Some(c) = &call {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({"tool_call": {"name": c.name, "arguments": c.arguments}})
-                );
-            }
-            drop(out);
-            current.extend_from_slice(&history[messages.len()..]);
-            if g.stop == StopReason::Cancelled {
-                eprintln!("(stopped)");
-                INTERRUPTED.store(false, Ordering::SeqCst);
-                break;
-            }
-            match next_observation(a, call.is_some(), &history)? {
-                Some(obs) => current.push(obs),
-                None => break,
-            }
-        }
-        turns.push(current);
-    }
-    Ok(())
-}
-
-/// The prompt for `base + turns + current`, dropping the oldest whole turns (never the system
-/// messages) until it leaves room for a reply; None (after saying why) when even the current
-/// turn alone does not fit.
-fn fit_history(
-    a: &Args,
-    model: &Model,
-    session: &Session,
-    base: &[Message],
-    turns: &mut Vec<Vec<Message>>,
-    current: &[Message],
-) -> Result<Option<(Vec<Message>, Vec<u32>)>> {
-    let reserve = if a.n_predict < 0 {
-        256.min(session.n_ctx() / 4)
-    } else {
-        a.n_predict as usize
-    };
-    let mut dropped = 0;
-    let (messages, ids) = loop {
-        let mut messages = base.to_vec();
-        messages.extend(turns.iter().flatten().cloned());
-        messages.extend_from_slice(current);
-        let ids = build_chat_ids(&model.tokenizer, &messages)?;
-        if ids.len() + reserve <= session.n_ctx() || turns.is_empty() {
-            break (messages, ids);
-        }
-        turns.remove(0);
-        dropped += 1;
-    };
-    if dropped > 0 {
-        eprintln!(
-            "(context full: dropped the {dropped} oldest turn{})",
-            if dropped == 1 { "" } else { "s" }
-        );
-    }
-    if ids.len() >= session.n_ctx() {
-        eprintln!(
-            "error: this turn is {} tokens; the context holds {} (use a larger -c)",
-            ids.len(),
-            session.n_ctx()
-        );
-        return Ok(None);
-    }
-    Ok(Some((messages, ids)))
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! `glmtool tokenize -m MODEL [--chat FILE.json | TEXT]`: token ids as a JSON array.
+//! `glmtool tokenize -m MODEL [--chat FILE.json | TEXT | < stdin] [--show-pieces]`: token ids
+//! as a JSON array, or one `id piece` line per token.
 
 use crate::args::ModelArgs;
 use anyhow::{bail, Context, Result};
 use glm_runtime::chat::{build_chat_ids, Message};
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -12,8 +14,13 @@ pub struct Args {
     /// A JSON array of ChatGLM3 messages {role, content, metadata?, tools?}; prints the prompt ids
     #[arg(long, conflicts_with = "text")]
     pub chat: Option<PathBuf>,
-    /// Text to encode as plain SentencePiece ids (no special tokens)
+    /// Text to encode as plain SentencePiece ids (no special tokens); '-' or none reads
+    /// standard input
     pub text: Option<String>,
+    /// Print one line per token: its id and its piece (as JSON strings, so spaces and control
+    /// characters show)
+    #[arg(long)]
+    pub show_pieces: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -23,9 +30,28 @@ pub fn run(a: Args) -> Result<()> {
             let messages = read_messages(path)?;
             build_chat_ids(&model.tokenizer, &messages)?
         }
-        (None, Some(text)) => model.tokenizer.encode(text)?,
-        (None, None) => bail!("give a TEXT to encode or --chat FILE.json"),
+        (None, Some(text)) if text != "-" => model.tokenizer.encode(text)?,
+        (None, _) => {
+            if std::io::stdin().is_terminal() && a.text.is_none() {
+                bail!(
+                    "give a TEXT to encode, --chat FILE.json, or pipe the text into standard input"
+                );
+            }
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading standard input (expected UTF-8 text)")?;
+            model.tokenizer.encode(&text)?
+        }
     };
+    if a.show_pieces {
+        let mut out = std::io::stdout().lock();
+        for &id in &ids {
+            let piece = model.tokenizer.token(id).unwrap_or("?");
+            writeln!(out, "{id:>6} {}", serde_json::to_string(piece)?)?;
+        }
+        return Ok(());
+    }
     println!("{}", serde_json::to_string(&ids)?);
     Ok(())
 }

@@ -1,0 +1,21 @@
+//! `glmtool completions SHELL` and `glmtool man`: generated from the same clap definitions as
+//! the parser, so they never go stale.
+
+use anyhow::Result;
+use clap_complete::Shell;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// bash, zsh, fish, elvish or powershell
+    pub shell: Shell,
+}
+
+pub fn run(a: Args, mut cmd: clap::Command) -> Result<()> {
+    clap_complete::generate(a.shell, &mut cmd, "glmtool", &mut std::io::stdout());
+    Ok(())
+}
+
+pub fn man(cmd: clap::Command) -> Result<()> {
+    clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+    Ok(())
+}

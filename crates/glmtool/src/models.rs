@@ -1,0 +1,160 @@
+//! Where a subcommand's model comes from: `-m` (a GGUF file, or a Hugging Face checkpoint folder
+//! converted once into the cache and reused), else `GLMTOOL_MODEL`, else the bundled demo model.
+
+use anyhow::{bail, Context, Result};
+use gguf::GgmlType;
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+/// The environment variable naming the default model of every subcommand.
+pub const MODEL_ENV: &str = "GLMTOOL_MODEL";
+
+/// The cache folder: `$GLMTOOL_CACHE`, else `$XDG_CACHE_HOME/glmtool`, else `~/.cache/glmtool`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("GLMTOOL_CACHE") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("glmtool");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache").join("glmtool");
+    }
+    std::env::temp_dir().join("glmtool")
+}
+
+/// The GGUF file to load for `-m` (or its absence), converting a checkpoint to `ty` if needed.
+pub fn resolve(model: Option<&Path>, ty: GgmlType, quiet: bool) -> Result<PathBuf> {
+    let given = match model {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => return crate::demo::demo_model_path(),
+        },
+    };
+    match checkpoint_dir(&given) {
+        Some(dir) => cached_conversion(&dir, ty, quiet),
+        None => {
+            if !given.exists() {
+                bail!("{}: no such file or folder", given.display());
+            }
+            if !is_gguf(&given) {
+                bail!(
+                    "{}: not a GGUF file; give -m a GGUF file or a Hugging Face checkpoint folder \
+                     (converted once, then reused), or convert it yourself with \
+                     `glmtool convert DIR -o FILE.gguf`",
+                    given.display()
+                );
+            }
+            Ok(given)
+        }
+    }
+}
+
+/// Whether `p` starts with GGUF's magic (a file that cannot be read passes, for the loader to
+/// report).
+fn is_gguf(p: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic)) {
+        Ok(()) => &magic == b"GGUF",
+        Err(e) => e.kind() != std::io::ErrorKind::UnexpectedEof,
+    }
+}
+
+/// The checkpoint folder that `p` names: the folder itself, or the folder of one of its files
+/// (`model.safetensors`, a shard, `config.json`).
+fn checkpoint_dir(p: &Path) -> Option<PathBuf> {
+    if p.is_dir() {
+        return Some(p.to_path_buf());
+    }
+    let name = p.file_name()?.to_string_lossy();
+    let of_checkpoint = name.ends_with(".safetensors")
+        || name == "config.json"
+        || name == "model.safetensors.index.json";
+    let dir = p.parent().filter(|d| d.join("config.json").is_file())?;
+    of_checkpoint.then(|| dir.to_path_buf())
+}
+
+/// FNV-1a over the folder's path and each input file's name, size and modification time: a
+/// changed checkpoint gets a new cache file.
+fn fingerprint(dir: &Path) -> Result<u64> {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    };
+    let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    eat(canon.to_string_lossy().as_bytes());
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".safetensors") || n.ends_with(".json") || n == "tokenizer.model"
+        })
+        .collect();
+    files.sort_by_key(|e| e.file_name());
+    for e in files {
+        let meta = e.metadata()?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        eat(e.file_name().to_string_lossy().as_bytes());
+        eat(&meta.len().to_le_bytes());
+        eat(&mtime.to_le_bytes());
+    }
+    Ok(h)
+}
+
+/// The cached GGUF of checkpoint `dir` at type `ty`, converted first when missing.
+fn cached_conversion(dir: &Path, ty: GgmlType, quiet: bool) -> Result<PathBuf> {
+    let stem = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "model".into());
+    let cache = cache_dir().join("converted");
+    let out = cache.join(format!(
+        "{stem}-{:016x}-{}.gguf",
+        fingerprint(dir)?,
+        ty.name().to_lowercase()
+    ));
+    if out.exists() {
+        if !quiet {
+            eprintln!("using {} (converted from {})", out.display(), dir.display());
+        }
+        return Ok(out);
+    }
+    std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
+    eprintln!(
+        "{} is a Hugging Face checkpoint: converting it to {} once, into {} \
+         (--type to choose another type; GLMTOOL_CACHE moves the cache)",
+        dir.display(),
+        ty.name(),
+        out.display()
+    );
+    crate::output::prepare(&out);
+    let pb = crate::progress::conversion_bar(quiet);
+    let on_progress = crate::progress::on_conversion(&pb);
+    let opts = glm_convert::ConvertOptions {
+        policy: glm_convert::TypePolicy::new(ty),
+        overwrite: true,
+        cancel: Some(&crate::INTERRUPTED),
+        progress: &on_progress,
+    };
+    let summary = glm_convert::convert(dir, &out, &opts).with_context(|| {
+        format!(
+            "converting {} (the same as `glmtool convert {} -o FILE.gguf --type {}`)",
+            dir.display(),
+            dir.display(),
+            ty.name().to_lowercase()
+        )
+    })?;
+    pb.finish_and_clear();
+    crate::progress::print_summary(&out, &summary);
+    Ok(out)
+}
