@@ -31,6 +31,11 @@ pub struct GlmConfig {
     pub vocab_size: u64,
     pub eos_token_id: u32,
     pub pad_token_id: u32,
+    /// tokenizer_config.json's `chat_template`, written as `tokenizer.chat_template` (as
+    /// llama.cpp does) when the checkpoint has one.
+    pub chat_template: Option<String>,
+    /// The whole config.json, for [`crate::family::Family::detect`].
+    pub json: Json,
 }
 
 impl GlmConfig {
@@ -132,15 +137,24 @@ impl GlmConfig {
                     1.0
                 }),
         };
-        let mut id = |key: &str, default: u32| match json.get(key) {
-            None | Some(Json::Null) => default,
-            Some(v) => match v.as_u64().and_then(|v| u32::try_from(v).ok()) {
-                Some(v) => v,
-                None => {
-                    problems.push(format!("{key} {v} is not a token id (0 ..= 2^32-1)"));
-                    default
+        // A token id, or (GLM-4's eos_token_id) a list of them: the first is the one.
+        let mut id = |key: &str, default: u32| {
+            let one = |v: &Json| v.as_u64().and_then(|v| u32::try_from(v).ok());
+            match json.get(key) {
+                None | Some(Json::Null) => default,
+                Some(Json::Array(a)) if !a.is_empty() && a.iter().all(|v| one(v).is_some()) => {
+                    one(&a[0]).unwrap_or(default)
                 }
-            },
+                Some(v) => match one(v) {
+                    Some(v) => v,
+                    None => {
+                        problems.push(format!(
+                            "{key} {v} is not a token id (0 ..= 2^32-1) or a list of them"
+                        ));
+                        default
+                    }
+                },
+            }
         };
         let eos_token_id = id("eos_token_id", 2);
         let pad_token_id = id("pad_token_id", 0);
@@ -179,6 +193,8 @@ impl GlmConfig {
             vocab_size,
             eos_token_id,
             pad_token_id,
+            chat_template: None,
+            json: json.clone(),
         })
     }
 

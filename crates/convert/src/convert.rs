@@ -3,8 +3,10 @@
 
 use crate::checkpoint::{Checkpoint, SrcDtype};
 use crate::config::GlmConfig;
+use crate::family::Family;
 use crate::policy::TypePolicy;
-use crate::spm::{chatglm3_vocab, GgufVocab, SpmModel};
+use crate::spm::{spm_vocab, GgufVocab, SpmModel};
+use crate::tiktoken::{glm4_vocab, BpeVocab, TiktokenModel};
 use crate::{quant, ConvertError, Progress, Summary};
 use gguf::{names, AtomicFile, GgmlType, GgufWriter, TensorDecl, Value};
 use half::slice::{HalfBitsSliceExt, HalfFloatSliceExt};
@@ -22,12 +24,35 @@ pub struct ConvertOptions<'a> {
     /// Set (e.g. by a Ctrl-C handler) to abandon the conversion; the output is then not created.
     pub cancel: Option<&'a AtomicBool>,
     pub progress: &'a dyn Fn(Progress),
+    /// The model family; `None` detects it from the checkpoint ([`Family::detect`]).
+    pub family: Option<Family>,
 }
 
-/// The GGUF metadata of a ChatGLM3 model, in llama.cpp's order.
+/// A model's vocabulary in GGUF form.
+pub enum Vocab {
+    /// ChatGLM2/3: SentencePiece pieces, scores and types.
+    Spm(GgufVocab),
+    /// GLM-4: byte-level BPE tokens, types and merges.
+    Bpe(BpeVocab),
+}
+
+impl Vocab {
+    pub fn tokens(&self) -> &[String] {
+        match self {
+            Vocab::Spm(v) => &v.tokens,
+            Vocab::Bpe(v) => &v.tokens,
+        }
+    }
+}
+
+/// The GGUF metadata of a model, in llama.cpp's order. ChatGLM3's is byte for byte what
+/// llama.cpp writes; GLM-4's has llama.cpp's keys and values (tokenizer `gpt2`/`chatglm-bpe`,
+/// merges, eos/eot/unk/pad ids). [`names::GLMTOOL_CHAT_FORMAT`] is added only when the
+/// vocabulary and name do not already imply the family's prompt format.
 pub fn model_metadata(
     cfg: &GlmConfig,
-    vocab: &GgufVocab,
+    family: Family,
+    vocab: &Vocab,
     policy: &TypePolicy,
 ) -> Vec<(String, Value)> {
     let mut md = vec![
@@ -47,27 +72,91 @@ pub fn model_metadata(
             names::GENERAL_QUANTIZATION_VERSION.into(),
             Value::U32(names::QUANTIZATION_VERSION),
         ),
-        (
-            names::TOKENIZER_MODEL.into(),
-            Value::String(names::TOKENIZER_MODEL_LLAMA.into()),
-        ),
-        (
-            names::TOKENIZER_PRE.into(),
-            Value::String(names::TOKENIZER_PRE_CHATGLM.into()),
-        ),
-        (
-            names::TOKENIZER_TOKENS.into(),
-            Value::strings(vocab.tokens.clone()),
-        ),
-        (names::TOKENIZER_SCORES.into(), Value::f32s(&vocab.scores)),
-        (
-            names::TOKENIZER_TOKEN_TYPE.into(),
-            Value::i32s(&vocab.token_types),
-        ),
-        (names::TOKENIZER_ADD_BOS.into(), Value::Bool(false)),
-        (names::TOKENIZER_EOS_ID.into(), Value::U32(cfg.eos_token_id)),
-        (names::TOKENIZER_PAD_ID.into(), Value::U32(cfg.pad_token_id)),
     ]);
+    let tokenizer_model = match vocab {
+        Vocab::Spm(v) => {
+            md.extend([
+                (
+                    names::TOKENIZER_MODEL.into(),
+                    Value::String(names::TOKENIZER_MODEL_LLAMA.into()),
+                ),
+                (
+                    names::TOKENIZER_PRE.into(),
+                    Value::String(names::TOKENIZER_PRE_CHATGLM.into()),
+                ),
+                (
+                    names::TOKENIZER_TOKENS.into(),
+                    Value::strings(v.tokens.clone()),
+                ),
+                (names::TOKENIZER_SCORES.into(), Value::f32s(&v.scores)),
+                (
+                    names::TOKENIZER_TOKEN_TYPE.into(),
+                    Value::i32s(&v.token_types),
+                ),
+                (names::TOKENIZER_ADD_BOS.into(), Value::Bool(false)),
+                (names::TOKENIZER_EOS_ID.into(), Value::U32(cfg.eos_token_id)),
+                (names::TOKENIZER_PAD_ID.into(), Value::U32(cfg.pad_token_id)),
+            ]);
+            if !v.add_space_prefix {
+                md.push((names::TOKENIZER_ADD_SPACE_PREFIX.into(), Value::Bool(false)));
+            }
+            names::TOKENIZER_MODEL_LLAMA
+        }
+        Vocab::Bpe(v) => {
+            let id_of = |name: &str| {
+                v.tokens
+                    .iter()
+                    .position(|t| t == name)
+                    .map_or(cfg.eos_token_id, |i| i as u32)
+            };
+            let eos = id_of("<|endoftext|>");
+            md.extend([
+                (
+                    names::TOKENIZER_MODEL.into(),
+                    Value::String(names::TOKENIZER_MODEL_GPT2.into()),
+                ),
+                (
+                    names::TOKENIZER_PRE.into(),
+                    Value::String(names::TOKENIZER_PRE_CHATGLM_BPE.into()),
+                ),
+                (
+                    names::TOKENIZER_TOKENS.into(),
+                    Value::strings(v.tokens.clone()),
+                ),
+                (
+                    names::TOKENIZER_TOKEN_TYPE.into(),
+                    Value::i32s(&v.token_types),
+                ),
+                (
+                    names::TOKENIZER_MERGES.into(),
+                    Value::strings(v.merges.clone()),
+                ),
+                (names::TOKENIZER_ADD_BOS.into(), Value::Bool(false)),
+                (names::TOKENIZER_EOS_ID.into(), Value::U32(eos)),
+                (names::TOKENIZER_PAD_ID.into(), Value::U32(cfg.pad_token_id)),
+                (
+                    names::TOKENIZER_EOT_ID.into(),
+                    Value::U32(id_of("<|user|>")),
+                ),
+                (names::TOKENIZER_UNK_ID.into(), Value::U32(eos)),
+            ]);
+            names::TOKENIZER_MODEL_GPT2
+        }
+    };
+    if let Some(t) = &cfg.chat_template {
+        md.push((
+            names::TOKENIZER_CHAT_TEMPLATE.into(),
+            Value::String(t.clone()),
+        ));
+    }
+    let has_roles = vocab.tokens().iter().any(|t| t == "<|user|>");
+    let format = family.chat_format();
+    if names::ChatFormat::implied(tokenizer_model, has_roles, &cfg.name) != format {
+        md.push((
+            names::GLMTOOL_CHAT_FORMAT.into(),
+            Value::String(format.as_str().into()),
+        ));
+    }
     md
 }
 
@@ -75,7 +164,8 @@ pub fn model_metadata(
 /// except I/O.
 pub struct Prepared {
     pub cfg: GlmConfig,
-    pub vocab: GgufVocab,
+    pub family: Family,
+    pub vocab: Vocab,
     pub ckpt: Checkpoint,
     /// (GGUF name, HF name, PyTorch shape) of every tensor, in GGUF order.
     pub expected: Vec<(String, String, Vec<u64>)>,
@@ -87,6 +177,11 @@ pub const CHECKPOINT_FILES: &str = "config.json, tokenizer.model and model.safet
 
 /// Reads and validates everything `convert` needs from `dir`, writing nothing.
 pub fn prepare(dir: &Path) -> Result<Prepared, ConvertError> {
+    prepare_as(dir, None)
+}
+
+/// [`prepare`] for the given family (`None`: detected).
+pub fn prepare_as(dir: &Path, family: Option<Family>) -> Result<Prepared, ConvertError> {
     let problem = |what: String| ConvertError::Checkpoint {
         path: dir.to_path_buf(),
         what,
@@ -148,15 +243,38 @@ pub fn prepare(dir: &Path) -> Result<Prepared, ConvertError> {
     }
     // The tokenizer is read after the cheap checks (a fuzzer runs this) but its errors come
     // first: a vocabulary that disagrees with config.json also explains wrong tensor shapes.
+    let family = match family {
+        Some(f) => f,
+        None => Family::detect(dir, &cfg.json),
+    };
+    let mut cfg = cfg;
+    cfg.chat_template = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|j| {
+            j.get("chat_template")
+                .and_then(|t| t.as_str())
+                .map(String::from)
+        });
     let tok_path = dir.join("tokenizer.model");
-    let spm = SpmModel::from_file(&tok_path)?;
-    spm.check_chatglm3_normalizer()?;
-    let vocab = chatglm3_vocab(&spm, cfg.vocab_size as usize)?;
+    let vocab = if family.uses_tiktoken() {
+        let m = TiktokenModel::from_file(&tok_path)?;
+        Vocab::Bpe(glm4_vocab(&m, cfg.vocab_size as usize)?)
+    } else {
+        let spm = SpmModel::from_file(&tok_path)?;
+        spm.check_chatglm3_normalizer()?;
+        Vocab::Spm(spm_vocab(
+            &spm,
+            cfg.vocab_size as usize,
+            family.spm_specials(),
+        )?)
+    };
     if !problems.is_empty() {
         return Err(problem(problems.join("; ")));
     }
     Ok(Prepared {
         cfg,
+        family,
         vocab,
         ckpt,
         expected,
@@ -168,10 +286,11 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
     let t0 = Instant::now();
     let Prepared {
         cfg,
+        family,
         vocab,
         ckpt,
         expected,
-    } = prepare(dir)?;
+    } = prepare_as(dir, opts.family)?;
 
     let decls: Vec<TensorDecl> = expected
         .iter()
@@ -184,7 +303,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
             }
         })
         .collect();
-    let metadata = model_metadata(&cfg, &vocab, &opts.policy);
+    let metadata = model_metadata(&cfg, family, &vocab, &opts.policy);
 
     let mut file = AtomicFile::create(out, opts.overwrite)?;
     let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
@@ -224,6 +343,7 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         n_params,
         bytes_written,
         seconds: t0.elapsed().as_secs_f64(),
+        family: Some(family),
     })
 }
 

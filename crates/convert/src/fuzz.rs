@@ -54,7 +54,7 @@ fn check(dir: &Path) -> bool {
         return false;
     };
     let policy = crate::TypePolicy::new(gguf::GgmlType::Q8_0);
-    let _ = crate::convert::model_metadata(&p.cfg, &p.vocab, &policy);
+    let _ = crate::convert::model_metadata(&p.cfg, p.family, &p.vocab, &policy);
     p.expected
         .iter()
         .all(|(_, hf, _)| p.ckpt.get(hf).is_some_and(|t| !t.data.is_empty()))

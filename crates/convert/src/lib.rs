@@ -6,14 +6,17 @@
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
+pub mod family;
 pub mod fuzz;
 pub mod policy;
 pub mod quant;
 pub mod requantize;
 pub mod spm;
+pub mod tiktoken;
 
 pub use config::GlmConfig;
 pub use convert::{convert, ConvertOptions};
+pub use family::Family;
 pub use policy::TypePolicy;
 pub use requantize::{requantize, RequantizeOptions};
 
@@ -41,6 +44,8 @@ pub struct Summary {
     pub n_params: u64,
     pub bytes_written: u64,
     pub seconds: f64,
+    /// The model family converted (`None` for a requantization).
+    pub family: Option<family::Family>,
 }
 
 impl Summary {

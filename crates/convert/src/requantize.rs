@@ -140,5 +140,6 @@ pub fn requantize(
         n_params,
         bytes_written,
         seconds: t0.elapsed().as_secs_f64(),
+        family: None,
     })
 }

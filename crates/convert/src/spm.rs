@@ -211,6 +211,8 @@ pub struct GgufVocab {
     pub tokens: Vec<String>,
     pub scores: Vec<f32>,
     pub token_types: Vec<i32>,
+    /// SentencePiece's `add_dummy_prefix` (false only for CodeGeeX2 among the GLMs).
+    pub add_space_prefix: bool,
 }
 
 // ----------------------------------------------------------------------------- protobuf reader
@@ -636,9 +638,8 @@ impl SpmModel {
                 n.name
             )));
         }
-        if !n.add_dummy_prefix {
-            return Err(bad("add_dummy_prefix is false, expected true".into()));
-        }
+        // add_dummy_prefix may be either: ChatGLM2/3 have it, CodeGeeX2 (the same model
+        // otherwise) does not; GGUF's tokenizer.ggml.add_space_prefix carries it.
         if n.remove_extra_whitespaces {
             return Err(bad(
                 "remove_extra_whitespaces is true, expected false".into()
@@ -675,8 +676,17 @@ impl SpmModel {
 /// * ids `n_pieces..n_pieces+9`: [`CHATGLM3_SPECIALS`], CONTROL, score 0;
 /// * the rest: `[PAD{id}]`, UNUSED, score 0.
 pub fn chatglm3_vocab(model: &SpmModel, padded_vocab_size: usize) -> Result<GgufVocab, SpmError> {
+    spm_vocab(model, padded_vocab_size, &CHATGLM3_SPECIALS)
+}
+
+/// [`chatglm3_vocab`] with another list of specials after the pieces (ChatGLM2's five).
+pub fn spm_vocab(
+    model: &SpmModel,
+    padded_vocab_size: usize,
+    specials: &[&str],
+) -> Result<GgufVocab, SpmError> {
     let n = model.pieces.len();
-    let needed = n + CHATGLM3_SPECIALS.len();
+    let needed = n + specials.len();
     if padded_vocab_size < needed {
         return Err(SpmError::VocabTooSmall {
             file: model.file.clone(),
@@ -689,6 +699,7 @@ pub fn chatglm3_vocab(model: &SpmModel, padded_vocab_size: usize) -> Result<Gguf
         tokens: Vec::with_capacity(padded_vocab_size),
         scores: Vec::with_capacity(padded_vocab_size),
         token_types: Vec::with_capacity(padded_vocab_size),
+        add_space_prefix: model.normalizer.add_dummy_prefix,
     };
     for (id, p) in model.pieces.iter().enumerate() {
         let name = match id {
@@ -705,7 +716,7 @@ pub fn chatglm3_vocab(model: &SpmModel, padded_vocab_size: usize) -> Result<Gguf
         v.scores.push(p.score);
         v.token_types.push(kind);
     }
-    for s in CHATGLM3_SPECIALS {
+    for s in specials {
         v.tokens.push(s.to_string());
         v.scores.push(0.0);
         v.token_types.push(TOKEN_TYPE_CONTROL);

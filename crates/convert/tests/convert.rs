@@ -139,6 +139,7 @@ fn make_checkpoint(
 
 fn opts(policy: TypePolicy) -> ConvertOptions<'static> {
     ConvertOptions {
+        family: None,
         policy,
         overwrite: false,
         cancel: None,

@@ -56,6 +56,17 @@ pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
 pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
 pub const TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
 pub const TOKENIZER_MODEL_LLAMA: &str = "llama";
+/// GLM-4's byte-level BPE (llama.cpp's name for tiktoken-style vocabularies).
+pub const TOKENIZER_MODEL_GPT2: &str = "gpt2";
+pub const TOKENIZER_MERGES: &str = "tokenizer.ggml.merges";
+/// SentencePiece's `add_dummy_prefix` (llama.cpp's name); absent means true.
+pub const TOKENIZER_ADD_SPACE_PREFIX: &str = "tokenizer.ggml.add_space_prefix";
+pub const TOKENIZER_EOT_ID: &str = "tokenizer.ggml.eot_token_id";
+pub const TOKENIZER_UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
+pub const TOKENIZER_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+/// glmtool's own key: the prompt format, written only where the vocabulary does not imply it
+/// (see [`ChatFormat::implied`]), so ChatGLM3 and GLM-4 files stay identical to llama.cpp's.
+pub const GLMTOOL_CHAT_FORMAT: &str = "glmtool.chat_format";
 
 /// `tokenizer.ggml.token_type` values (the same numbers as SentencePiece's piece types).
 pub const TOKEN_TYPE_NORMAL: i32 = 1;
@@ -94,6 +105,102 @@ pub const CHATGLM3_SPECIALS: [&str; 9] = [
     "<|observation|>",
 ];
 pub const TOKENIZER_PRE_CHATGLM: &str = "chatglm-spm";
+/// llama.cpp's pre-tokenizer name for GLM-4.
+pub const TOKENIZER_PRE_CHATGLM_BPE: &str = "chatglm-bpe";
+
+/// ChatGLM2's (and CodeGeeX2's) specials, after the SentencePiece pieces: no role tokens.
+pub const CHATGLM2_SPECIALS: [&str; 5] = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"];
+
+/// GLM-4's specials, after the 151,329 tiktoken ranks, in THUDM's order.
+pub const GLM4_SPECIALS: [&str; 14] = [
+    "<|endoftext|>",
+    "[MASK]",
+    "[gMASK]",
+    "[sMASK]",
+    "<sop>",
+    "<eop>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|observation|>",
+    "<|begin_of_image|>",
+    "<|end_of_image|>",
+    "<|begin_of_video|>",
+    "<|end_of_video|>",
+];
+
+/// GPT-2's byte → printable character map (`bytes_to_unicode`), with which byte-level BPE
+/// vocabularies (GLM-4's in GGUF) store token bytes as strings: printable Latin-1 bytes map to
+/// themselves, the other 68 to U+0100 onwards in byte order.
+pub fn byte_level_chars() -> [char; 256] {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut table = ['\0'; 256];
+    let mut next = 256u32;
+    for b in 0..256u32 {
+        let c = if printable(b) {
+            b
+        } else {
+            next += 1;
+            next - 1
+        };
+        table[b as usize] = char::from_u32(c).unwrap_or('\u{FFFD}');
+    }
+    table
+}
+
+/// How a model's prompts are built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChatFormat {
+    /// ChatGLM3-6B (and -32k): `[gMASK]sop<|role|>metadata\ncontent…<|assistant|>`.
+    Chatglm3,
+    /// GLM-4-9B-chat: `[gMASK]<sop><|role|>metadata\ncontent…<|assistant|>` (tiktoken).
+    Glm4,
+    /// ChatGLM2-6B: `[gMASK]sop[Round 1]\n\n问：…\n\n答：`.
+    Chatglm2,
+    /// Base and code models (ChatGLM3-6B-base, CodeGeeX2-6B, GLM-4-9B): plain completion.
+    Completion,
+}
+
+impl ChatFormat {
+    pub const ALL: [ChatFormat; 4] = [
+        ChatFormat::Chatglm3,
+        ChatFormat::Glm4,
+        ChatFormat::Chatglm2,
+        ChatFormat::Completion,
+    ];
+
+    /// The value of [`GLMTOOL_CHAT_FORMAT`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatFormat::Chatglm3 => "chatglm3",
+            ChatFormat::Glm4 => "glm4",
+            ChatFormat::Chatglm2 => "chatglm2",
+            ChatFormat::Completion => "completion",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// What a file without [`GLMTOOL_CHAT_FORMAT`] (llama.cpp's, or ours for ChatGLM3 and GLM-4)
+    /// is: GLM-4's tokenizer means GLM-4; a SentencePiece vocabulary with the role tokens is
+    /// ChatGLM3, without them ChatGLM2; a `general.name` with "base" (chatglm3-6b-base,
+    /// glm-4-9b-base) or "codegeex" is a completion model.
+    pub fn implied(tokenizer_model: &str, has_role_tokens: bool, name: &str) -> Self {
+        let name = name.to_ascii_lowercase();
+        if name.contains("base") || name.contains("codegeex") {
+            ChatFormat::Completion
+        } else if tokenizer_model == TOKENIZER_MODEL_GPT2 {
+            ChatFormat::Glm4
+        } else if has_role_tokens {
+            ChatFormat::Chatglm3
+        } else {
+            ChatFormat::Chatglm2
+        }
+    }
+}
 
 // Tensor names.
 pub const TOKEN_EMBD: &str = "token_embd.weight";

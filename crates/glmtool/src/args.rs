@@ -239,7 +239,10 @@ impl ModelArgs {
 
     /// Session options for `model`.
     pub fn session_options(&self, model: &Model) -> Result<SessionOptions> {
-        let n_ctx = self.shape.ctx.unwrap_or(model.hparams.n_ctx_train);
+        let n_ctx = self
+            .shape
+            .ctx
+            .unwrap_or_else(|| default_ctx(model.hparams.n_ctx_train));
         if n_ctx == 0 || n_ctx > model.hparams.n_ctx_train {
             bail!(
                 "-c {n_ctx}: the context must be between 1 and the model's {}",
@@ -277,6 +280,14 @@ impl ModelArgs {
         }
         Ok(t)
     }
+}
+
+/// The context a run gets without `-c`: the model's training length up to 8192 tokens (GLM-4's
+/// 131,072 would need a 5 GB KV cache; `-c` asks for more, `info --plan -c N` shows the cost).
+pub const DEFAULT_CTX: usize = 8192;
+
+pub fn default_ctx(n_ctx_train: usize) -> usize {
+    n_ctx_train.min(DEFAULT_CTX)
 }
 
 /// The most threads `-t` accepts.

@@ -43,6 +43,7 @@ pub fn demo_model_path() -> Result<PathBuf> {
                 .with_context(|| format!("writing {}", src.join(name).display()))?;
         }
         let opts = glm_convert::ConvertOptions {
+            family: None,
             policy: glm_convert::TypePolicy::new(gguf::GgmlType::F16),
             overwrite: true,
             cancel: None,

@@ -141,6 +141,7 @@ fn cached_conversion(dir: &Path, ty: GgmlType, quiet: bool) -> Result<PathBuf> {
     let pb = crate::progress::conversion_bar(quiet);
     let on_progress = crate::progress::on_conversion(&pb);
     let opts = glm_convert::ConvertOptions {
+        family: None,
         policy: glm_convert::TypePolicy::new(ty),
         overwrite: true,
         cancel: Some(&crate::INTERRUPTED),

@@ -43,6 +43,13 @@ pub fn on_conversion(pb: &ProgressBar) -> impl Fn(Progress) + '_ {
 
 /// The final line of `convert` and `quantize`.
 pub fn print_summary(out: &std::path::Path, s: &Summary) {
+    if let Some(f) = s.family {
+        eprintln!(
+            "model family: {} (prompt format: {}; --family to choose another)",
+            f.as_str(),
+            f.chat_format().as_str()
+        );
+    }
     eprintln!(
         "wrote {}: {} tensors, {}, {:.2} bits per weight, {:.1} s",
         out.display(),

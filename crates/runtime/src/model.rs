@@ -195,6 +195,14 @@ impl Model {
             },
         )?;
 
+        // CUDA's RMSNorm kernel works on whole warps of 32 columns.
+        if plan.uses_gpu() && hparams.n_embd % 32 != 0 {
+            return Err(RuntimeError::Model(format!(
+                "{}: a width of {} is not a multiple of 32, which GPU layers need; run it on the CPU",
+                path.display(),
+                hparams.n_embd
+            )));
+        }
         // The GPU's share: the plan's layers and, if it says so, the output head.
         let mut gpu_index = vec![None; specs.len()];
         let (mut gpu_weights, mut gpu) = (None, None);

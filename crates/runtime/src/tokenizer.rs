@@ -1,5 +1,6 @@
-//! ChatGLM3 tokenizer built from the GGUF vocabulary arrays, equal to THUDM's `SPTokenizer`
-//! (a SentencePiece BPE model with ChatGLM3's special tokens after the pieces).
+//! The GLM tokenizers built from the GGUF vocabulary arrays: THUDM's `SPTokenizer` for
+//! ChatGLM2/3 (a SentencePiece BPE model with the special tokens after the pieces), and GLM-4's
+//! tiktoken BPE (`tokenizer.ggml.model` = `gpt2`, see "GLM-4" below).
 //!
 //! Encoding (= `SentencePieceProcessor.encode` of the real `tokenizer.model`):
 //! * normalization as SentencePiece does it with ChatGLM3's `normalizer_spec` (rule `identity`,
@@ -18,6 +19,15 @@
 //! split the ids into runs, each of which is decoded as `SentencePieceProcessor.decode` does:
 //! `▁` -> space, the first `▁` of a run dropped (the dummy prefix), byte pieces joined into UTF-8
 //! with U+FFFD for each byte of an invalid sequence, `<bos>`/`<eos>` invisible, `<unk>` -> " ⁇ ".
+//!
+//! GLM-4 (= `tiktoken` with THUDM's `ChatGLM4Tokenizer` pattern): the text is split with the
+//! pre-tokenizer regex (`fancy-regex`, as tiktoken itself); a piece that is a token is that
+//! token, any other goes through byte-level BPE by the `tokenizers` crate, with the merges
+//! Hugging Face's tiktoken converter derives from the ranks (every split of a token into two
+//! tokens, ranked by the token's rank). The NORMAL entries of the GGUF vocabulary are the ranks
+//! in order, spelled with GPT-2's byte-level characters. Decoding joins the bytes and reads them
+//! as UTF-8 with Python's `errors="replace"` (one U+FFFD per maximal invalid subsequence);
+//! specials decode to their names.
 
 use std::collections::HashMap;
 
@@ -28,9 +38,13 @@ const SPACE_SYMBOL: char = '\u{2581}'; // ▁
 const UNK_SURFACE: &str = " \u{2047} "; // SentencePiece's default trainer_spec.unk_surface
 const REPLACEMENT: char = '\u{FFFD}';
 
+/// tiktoken's `pat_str` of THUDM's `ChatGLM4Tokenizer` (the cl100k pattern).
+const GLM4_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 pub use gguf::names::{
-    CHATGLM3_SPECIALS, TOKEN_TYPE_BYTE, TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN,
-    TOKEN_TYPE_UNUSED, TOKEN_TYPE_USER_DEFINED,
+    ChatFormat, CHATGLM2_SPECIALS, CHATGLM3_SPECIALS, GLM4_SPECIALS, TOKEN_TYPE_BYTE,
+    TOKEN_TYPE_CONTROL, TOKEN_TYPE_NORMAL, TOKEN_TYPE_UNKNOWN, TOKEN_TYPE_UNUSED,
+    TOKEN_TYPE_USER_DEFINED,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -65,22 +79,28 @@ pub enum TokenizerError {
     PaddingId { id: u32, token: String },
     #[error("tokenizer: {0}")]
     Bpe(String),
+    #[error("{0}")]
+    NoChat(String),
 }
 
-/// Ids of ChatGLM3's special tokens, looked up by name in the vocabulary.
+/// Ids of the special tokens, looked up by name in the vocabulary (ChatGLM3's `sop` is
+/// GLM-4's `<sop>`, its `<eos>` GLM-4's `<|endoftext|>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChatSpecials {
-    pub mask: u32,
     pub gmask: u32,
-    pub smask: u32,
     pub sop: u32,
-    pub eop: u32,
+    /// `<eos>` (SentencePiece's `</s>`, id 2 in ChatGLM3) or GLM-4's `<|endoftext|>`.
+    pub eos: u32,
+    /// `<|system|> <|user|> <|assistant|> <|observation|>`: absent in ChatGLM2's vocabulary.
+    pub roles: Option<RoleTokens>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleTokens {
     pub system: u32,
     pub user: u32,
     pub assistant: u32,
     pub observation: u32,
-    /// `<eos>` (SentencePiece's `</s>`, id 2 in ChatGLM3).
-    pub eos: u32,
 }
 
 /// How a token decodes.
@@ -90,27 +110,50 @@ enum Piece {
     Text(String),
     /// A byte-fallback piece.
     Byte(u8),
+    /// A byte-level BPE token (GLM-4): its bytes.
+    Bytes(Vec<u8>),
     /// `<bos>` / `<eos>` and other SentencePiece control pieces: invisible.
     Control,
     /// `<unk>`: " ⁇ ".
     Unknown,
-    /// One of the nine ChatGLM3 specials: decodes to its own name and splits runs.
+    /// One of the GLM specials (`[gMASK]`, `<|user|>`…): decodes to its own name and splits
+    /// runs.
     ChatSpecial(String),
     /// `[PAD…]` filler rows (UNUSED): not decodable.
     Padding,
 }
 
-/// ChatGLM3's `SPTokenizer` on a GGUF vocabulary.
+/// How text becomes ids.
+enum Encoder {
+    /// ChatGLM2/3's SentencePiece BPE.
+    SentencePiece {
+        bpe: BPE,
+        /// USER_DEFINED pieces (normalized form, with `▁`), matched before BPE.
+        user_defined: HashMap<String, u32>,
+        user_defined_max_len: usize,
+        /// SentencePiece's `add_dummy_prefix` (false for CodeGeeX2).
+        add_space_prefix: bool,
+    },
+    /// GLM-4's tiktoken BPE.
+    ByteLevel {
+        bpe: BPE,
+        split: fancy_regex::Regex,
+        chars: [char; 256],
+    },
+}
+
+/// A GLM tokenizer on a GGUF vocabulary.
 pub struct Tokenizer {
     tokens: Vec<String>,
     types: Vec<i32>,
     pieces: Vec<Piece>,
     by_name: HashMap<String, u32>,
-    bpe: BPE,
-    /// USER_DEFINED pieces (normalized form, with `▁`), matched before BPE.
-    user_defined: HashMap<String, u32>,
-    user_defined_max_len: usize,
+    encoder: Encoder,
     specials: ChatSpecials,
+    /// The prompt format of the model (from the GGUF).
+    chat_format: ChatFormat,
+    /// The prompt format the vocabulary supports (what `--chat` uses on a base model).
+    vocab_format: ChatFormat,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -120,6 +163,56 @@ impl std::fmt::Debug for Tokenizer {
             .field("specials", &self.specials)
             .finish_non_exhaustive()
     }
+}
+
+/// The special tokens of a ChatGLM2/3 (`byte_level` false) or GLM-4 vocabulary, and a test for
+/// the names that decode as themselves.
+#[allow(clippy::type_complexity)]
+fn find_specials(
+    by_name: &HashMap<String, u32>,
+    types: &[i32],
+    byte_level: bool,
+) -> Result<(ChatSpecials, Box<dyn Fn(&str) -> bool>), TokenizerError> {
+    let control = |name: &str| -> Option<u32> {
+        by_name
+            .get(name)
+            .copied()
+            .filter(|&id| types[id as usize] == TOKEN_TYPE_CONTROL)
+    };
+    let need =
+        |name: &str| control(name).ok_or_else(|| TokenizerError::MissingSpecial(name.into()));
+    let (sop, eos) = if byte_level {
+        (need("<sop>")?, need("<|endoftext|>")?)
+    } else {
+        (need("sop")?, need("<eos>").or_else(|_| need("</s>"))?)
+    };
+    let roles = match (
+        control("<|system|>"),
+        control("<|user|>"),
+        control("<|assistant|>"),
+        control("<|observation|>"),
+    ) {
+        (Some(system), Some(user), Some(assistant), Some(observation)) => Some(RoleTokens {
+            system,
+            user,
+            assistant,
+            observation,
+        }),
+        _ if byte_level => return Err(TokenizerError::MissingSpecial("<|user|>".into())),
+        _ => None,
+    };
+    let specials = ChatSpecials {
+        gmask: need("[gMASK]")?,
+        sop,
+        eos,
+        roles,
+    };
+    let names: &'static [&'static str] = if byte_level {
+        &GLM4_SPECIALS
+    } else {
+        &CHATGLM3_SPECIALS
+    };
+    Ok((specials, Box::new(move |t: &str| names.contains(&t))))
 }
 
 impl Tokenizer {
@@ -160,30 +253,7 @@ impl Tokenizer {
             }
         }
 
-        let find_control = |name: &str| -> Result<u32, TokenizerError> {
-            match by_name.get(name) {
-                Some(&id) if types[id as usize] == TOKEN_TYPE_CONTROL => Ok(id),
-                _ => Err(TokenizerError::MissingSpecial(name.to_string())),
-            }
-        };
-        let ids: Vec<u32> = CHATGLM3_SPECIALS
-            .iter()
-            .map(|s| find_control(s))
-            .collect::<Result<_, _>>()?;
-        let eos = find_control("<eos>").or_else(|_| find_control("</s>"))?;
-        let specials = ChatSpecials {
-            mask: ids[0],
-            gmask: ids[1],
-            smask: ids[2],
-            sop: ids[3],
-            eop: ids[4],
-            system: ids[5],
-            user: ids[6],
-            assistant: ids[7],
-            observation: ids[8],
-            eos,
-        };
-
+        let (specials, is_special) = find_specials(&by_name, types, false)?;
         // Per-token decode behaviour, and the BPE vocabulary (NORMAL, BYTE and UNKNOWN entries).
         let mut pieces = Vec::with_capacity(tokens.len());
         let mut bpe_vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
@@ -213,7 +283,7 @@ impl Tokenizer {
                     Piece::Unknown
                 }
                 TOKEN_TYPE_CONTROL => {
-                    if CHATGLM3_SPECIALS.contains(&t.as_str()) {
+                    if is_special(t) {
                         Piece::ChatSpecial(t.clone())
                     } else {
                         Piece::Control
@@ -287,27 +357,241 @@ impl Tokenizer {
             .map(|k: &String| k.len())
             .max()
             .unwrap_or(0);
+        let vocab_format = if specials.roles.is_some() {
+            ChatFormat::Chatglm3
+        } else {
+            ChatFormat::Chatglm2
+        };
         Ok(Tokenizer {
             tokens: tokens.to_vec(),
             types: types.to_vec(),
             pieces,
             by_name,
-            bpe,
-            user_defined,
-            user_defined_max_len,
+            encoder: Encoder::SentencePiece {
+                bpe,
+                user_defined,
+                user_defined_max_len,
+                add_space_prefix: true,
+            },
             specials,
+            chat_format: vocab_format,
+            vocab_format,
         })
     }
 
-    /// Reads the vocabulary from a GGUF file's `tokenizer.ggml.*` arrays.
+    /// Builds GLM-4's tokenizer from `tokenizer.ggml.tokens` and `.token_type` (`gpt2` model):
+    /// the NORMAL entries are the tiktoken ranks in order, in byte-level spelling.
+    pub fn from_byte_level_vocab(tokens: &[String], types: &[i32]) -> Result<Self, TokenizerError> {
+        if tokens.len() != types.len() {
+            return Err(TokenizerError::LengthMismatch {
+                tokens: tokens.len(),
+                scores: tokens.len(),
+                types: types.len(),
+            });
+        }
+        if tokens.is_empty() || tokens.len() > u32::MAX as usize {
+            return Err(TokenizerError::Vocab(format!(
+                "{} tokens is not a vocabulary",
+                tokens.len()
+            )));
+        }
+        let chars = gguf::names::byte_level_chars();
+        let mut byte_of: HashMap<char, u8> = HashMap::with_capacity(256);
+        for (b, &c) in chars.iter().enumerate() {
+            byte_of.insert(c, b as u8);
+        }
+        let mut by_name: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
+        for (id, t) in tokens.iter().enumerate() {
+            match by_name.get(t.as_str()) {
+                Some(&prev)
+                    if types[prev as usize] == TOKEN_TYPE_CONTROL
+                        || types[id] != TOKEN_TYPE_CONTROL => {}
+                _ => {
+                    by_name.insert(t.clone(), id as u32);
+                }
+            }
+        }
+        let (specials, is_special) = find_specials(&by_name, types, true)?;
+        let mut pieces = Vec::with_capacity(tokens.len());
+        let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
+        let mut ranks: HashMap<Vec<u8>, u32> = HashMap::with_capacity(tokens.len());
+        let mut normal: Vec<(u32, Vec<u8>)> = Vec::with_capacity(tokens.len());
+        for (id, (t, &kind)) in tokens.iter().zip(types).enumerate() {
+            let piece = match kind {
+                TOKEN_TYPE_NORMAL | TOKEN_TYPE_USER_DEFINED => {
+                    let bytes: Option<Vec<u8>> =
+                        t.chars().map(|c| byte_of.get(&c).copied()).collect();
+                    let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
+                        return Err(TokenizerError::Vocab(format!(
+                            "token {id} ({t:?}) is not in byte-level spelling"
+                        )));
+                    };
+                    if let Some(&first) = vocab.get(t.as_str()) {
+                        return Err(TokenizerError::Duplicate {
+                            token: t.clone(),
+                            first: first as usize,
+                            second: id,
+                        });
+                    }
+                    vocab.insert(t.clone(), id as u32);
+                    ranks.insert(bytes.clone(), id as u32);
+                    normal.push((id as u32, bytes.clone()));
+                    Piece::Bytes(bytes)
+                }
+                TOKEN_TYPE_CONTROL if is_special(t) => Piece::ChatSpecial(t.clone()),
+                TOKEN_TYPE_CONTROL => Piece::Control,
+                TOKEN_TYPE_UNUSED => Piece::Padding,
+                _ => {
+                    return Err(TokenizerError::BadType {
+                        id,
+                        token: t.clone(),
+                        kind,
+                    })
+                }
+            };
+            pieces.push(piece);
+        }
+        if let Some(b) = (0..=255u8).find(|b| !ranks.contains_key(&vec![*b])) {
+            return Err(TokenizerError::Vocab(format!(
+                "byte 0x{b:02X} has no token; a byte-level vocabulary has all 256"
+            )));
+        }
+        // Hugging Face's tiktoken converter: every split of a token into two tokens is a
+        // merge with the token's rank; within a token by the parts' ranks; all by rank.
+        let mut merges: Vec<(u32, u32, u32)> = Vec::new(); // (rank, left, right)
+        for (rank, bytes) in &normal {
+            let start = merges.len();
+            for i in 1..bytes.len() {
+                if let (Some(&l), Some(&r)) = (ranks.get(&bytes[..i]), ranks.get(&bytes[i..])) {
+                    merges.push((*rank, l, r));
+                }
+            }
+            merges[start..].sort_by_key(|&(_, l, r)| (l, r));
+        }
+        merges.sort_by_key(|&(rank, _, _)| rank);
+        let merges: Vec<(String, String)> = merges
+            .into_iter()
+            .map(|(_, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone()))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        let split = fancy_regex::Regex::new(GLM4_PATTERN)
+            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        Ok(Tokenizer {
+            tokens: tokens.to_vec(),
+            types: types.to_vec(),
+            pieces,
+            by_name,
+            encoder: Encoder::ByteLevel { bpe, split, chars },
+            specials,
+            chat_format: ChatFormat::Glm4,
+            vocab_format: ChatFormat::Glm4,
+        })
+    }
+
+    /// Reads the vocabulary from a GGUF file's `tokenizer.ggml.*` arrays, and the prompt
+    /// format from [`gguf::names::GLMTOOL_CHAT_FORMAT`] or, without it, from the vocabulary and
+    /// `general.name` ([`ChatFormat::implied`]).
     pub fn from_gguf(file: &gguf::GgufFile) -> Result<Self, TokenizerError> {
+        use gguf::names;
         let get = |e: gguf::GgufError| TokenizerError::Vocab(e.to_string());
-        let tokens = file.get_str_array("tokenizer.ggml.tokens").map_err(get)?;
-        let scores = file.get_f32_array("tokenizer.ggml.scores").map_err(get)?;
+        let model = file
+            .get(names::TOKENIZER_MODEL)
+            .and_then(|v| v.as_str())
+            .unwrap_or(names::TOKENIZER_MODEL_LLAMA)
+            .to_string();
+        let tokens = file.get_str_array(names::TOKENIZER_TOKENS).map_err(get)?;
         let types = file
-            .get_i32_array("tokenizer.ggml.token_type")
+            .get_i32_array(names::TOKENIZER_TOKEN_TYPE)
             .map_err(get)?;
-        Self::from_vocab(&tokens, &scores, &types)
+        let mut tok = match model.as_str() {
+            names::TOKENIZER_MODEL_GPT2 => Self::from_byte_level_vocab(&tokens, &types)?,
+            names::TOKENIZER_MODEL_LLAMA => {
+                let scores = file.get_f32_array(names::TOKENIZER_SCORES).map_err(get)?;
+                Self::from_vocab(&tokens, &scores, &types)?
+            }
+            other => {
+                return Err(TokenizerError::Vocab(format!(
+                    "{} is {other:?}; glmtool reads \"llama\" (ChatGLM2/3) and \"gpt2\" (GLM-4)",
+                    names::TOKENIZER_MODEL
+                )))
+            }
+        };
+        if let Some(false) = file
+            .get(names::TOKENIZER_ADD_SPACE_PREFIX)
+            .and_then(|v| v.as_bool())
+        {
+            tok = tok.with_add_space_prefix(false);
+        }
+        let name = file
+            .get(names::GENERAL_NAME)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        tok.chat_format = match file.get(names::GLMTOOL_CHAT_FORMAT) {
+            Some(v) => v.as_str().and_then(ChatFormat::from_name).ok_or_else(|| {
+                TokenizerError::Vocab(format!(
+                    "{} is {v}; expected one of: {}",
+                    names::GLMTOOL_CHAT_FORMAT,
+                    ChatFormat::ALL.map(|f| f.as_str()).join(", ")
+                ))
+            })?,
+            None => ChatFormat::implied(&model, tok.specials.roles.is_some(), name),
+        };
+        if tok.chat_format == ChatFormat::Glm4 && tok.vocab_format != ChatFormat::Glm4
+            || tok.chat_format == ChatFormat::Chatglm3 && tok.specials.roles.is_none()
+        {
+            return Err(TokenizerError::Vocab(format!(
+                "the prompt format {} does not fit this vocabulary",
+                tok.chat_format.as_str()
+            )));
+        }
+        Ok(tok)
+    }
+
+    /// SentencePiece's `add_dummy_prefix` (`tokenizer.ggml.add_space_prefix`): without it
+    /// (CodeGeeX2) text gets no leading `▁` and decoding keeps a leading space. No effect on
+    /// GLM-4's tokenizer.
+    pub fn with_add_space_prefix(mut self, on: bool) -> Self {
+        if let Encoder::SentencePiece {
+            add_space_prefix, ..
+        } = &mut self.encoder
+        {
+            *add_space_prefix = on;
+        }
+        self
+    }
+
+    fn run_state(&self) -> RunState {
+        let strip = !matches!(
+            self.encoder,
+            Encoder::SentencePiece {
+                add_space_prefix: false,
+                ..
+            }
+        );
+        RunState {
+            is_bos_ws: strip,
+            start_bos_ws: strip,
+            ..RunState::default()
+        }
+    }
+
+    /// The model's prompt format.
+    pub fn chat_format(&self) -> ChatFormat {
+        self.chat_format
+    }
+
+    /// The chat format the vocabulary can build even when the model is a completion model
+    /// (ChatGLM3's for a ChatGLM3-6B-base).
+    pub fn vocab_chat_format(&self) -> ChatFormat {
+        self.vocab_format
+    }
+
+    /// Overrides the prompt format (tests, and files converted before the key existed).
+    pub fn set_chat_format(&mut self, f: ChatFormat) {
+        self.chat_format = f;
     }
 
     /// Text -> ids, exactly as `SPTokenizer.encode` (no special tokens; special-token text such
@@ -316,14 +600,27 @@ impl Tokenizer {
         if text.is_empty() {
             return Ok(Vec::new());
         }
+        let (bpe, user_defined, user_defined_max_len, prefix) = match &self.encoder {
+            Encoder::ByteLevel { bpe, split, chars } => {
+                return encode_byte_level(bpe, split, chars, text)
+            }
+            Encoder::SentencePiece {
+                bpe,
+                user_defined,
+                user_defined_max_len,
+                add_space_prefix,
+            } => (bpe, user_defined, *user_defined_max_len, *add_space_prefix),
+        };
         let mut normalized = String::with_capacity(text.len() + 3 + text.len() / 4);
-        normalized.push(SPACE_SYMBOL);
+        if prefix {
+            normalized.push(SPACE_SYMBOL);
+        }
         for c in text.chars() {
             normalized.push(if c == ' ' { SPACE_SYMBOL } else { c });
         }
         let mut ids = Vec::with_capacity(text.len() / 2 + 1);
-        if self.user_defined.is_empty() {
-            self.bpe_into(&normalized, &mut ids)?;
+        if user_defined.is_empty() {
+            bpe_into(bpe, &normalized, &mut ids)?;
             return Ok(ids);
         }
         // Longest user-defined match at each character, frozen; BPE runs between them.
@@ -331,10 +628,10 @@ impl Tokenizer {
         let mut i = 0;
         while i < normalized.len() {
             let mut found = None;
-            let max = self.user_defined_max_len.min(normalized.len() - i);
+            let max = user_defined_max_len.min(normalized.len() - i);
             for len in (1..=max).rev() {
                 if let Some(s) = normalized.get(i..i + len) {
-                    if let Some(&id) = self.user_defined.get(s) {
+                    if let Some(&id) = user_defined.get(s) {
                         found = Some((id, len));
                         break;
                     }
@@ -342,7 +639,7 @@ impl Tokenizer {
             }
             match found {
                 Some((id, len)) => {
-                    self.bpe_into(&normalized[seg_start..i], &mut ids)?;
+                    bpe_into(bpe, &normalized[seg_start..i], &mut ids)?;
                     ids.push(id);
                     i += len;
                     seg_start = i;
@@ -350,20 +647,8 @@ impl Tokenizer {
                 None => i += normalized[i..].chars().next().map_or(1, char::len_utf8),
             }
         }
-        self.bpe_into(&normalized[seg_start..], &mut ids)?;
+        bpe_into(bpe, &normalized[seg_start..], &mut ids)?;
         Ok(ids)
-    }
-
-    fn bpe_into(&self, s: &str, ids: &mut Vec<u32>) -> Result<(), TokenizerError> {
-        if s.is_empty() {
-            return Ok(());
-        }
-        let toks = self
-            .bpe
-            .tokenize(s)
-            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
-        ids.extend(toks.iter().map(|t| t.id));
-        Ok(())
     }
 
     /// Ids -> text, exactly as `SPTokenizer.decode`: specials decode to their names, the runs
@@ -371,7 +656,7 @@ impl Tokenizer {
     /// errors (THUDM's tokenizer raises on them too).
     pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
         let mut out = String::new();
-        let mut run = RunState::default();
+        let mut run = self.run_state();
         for &id in ids {
             let Some(piece) = self.pieces.get(id as usize) else {
                 return Err(TokenizerError::IdOutOfRange {
@@ -395,7 +680,7 @@ impl Tokenizer {
     pub fn stream_decoder(&self) -> StreamDecoder<'_> {
         StreamDecoder {
             tok: self,
-            run: RunState::default(),
+            run: self.run_state(),
         }
     }
 
@@ -424,6 +709,39 @@ impl Tokenizer {
     }
 }
 
+fn bpe_into(bpe: &BPE, s: &str, ids: &mut Vec<u32>) -> Result<(), TokenizerError> {
+    if s.is_empty() {
+        return Ok(());
+    }
+    let toks = bpe
+        .tokenize(s)
+        .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+    ids.extend(toks.iter().map(|t| t.id));
+    Ok(())
+}
+
+/// tiktoken's `encode_ordinary`: split by the pattern; a piece that is a token is that token,
+/// the others go through BPE.
+fn encode_byte_level(
+    bpe: &BPE,
+    split: &fancy_regex::Regex,
+    chars: &[char; 256],
+    text: &str,
+) -> Result<Vec<u32>, TokenizerError> {
+    let mut ids = Vec::with_capacity(text.len() / 3 + 1);
+    let mut piece = String::new();
+    for m in split.find_iter(text) {
+        let m = m.map_err(|e| TokenizerError::Bpe(format!("pre-tokenizer: {e}")))?;
+        piece.clear();
+        piece.extend(m.as_str().bytes().map(|b| chars[b as usize]));
+        match bpe.token_to_id(&piece) {
+            Some(id) => ids.push(id),
+            None => bpe_into(bpe, &piece, &mut ids)?,
+        }
+    }
+    Ok(ids)
+}
+
 /// Decoding state of one run of SentencePiece ids (between ChatGLM3 specials), following
 /// `SentencePieceProcessor::Decode`: `is_bos_ws` (a leading `▁` is still to be dropped) ends
 /// after the first piece that dropped one or after any text; bytes are collected and turned
@@ -436,6 +754,11 @@ struct RunState {
     bos_ws_seen: bool,
     has_text: bool,
     bytes: Vec<u8>,
+    /// What `is_bos_ws` starts as in each run (false without `add_dummy_prefix`).
+    start_bos_ws: bool,
+    /// The pending bytes are byte-level BPE bytes (GLM-4): decoded as Python's
+    /// `bytes.decode("utf-8", errors="replace")`, not SentencePiece's byte by byte.
+    lossy: bool,
 }
 
 impl Default for RunState {
@@ -445,6 +768,8 @@ impl Default for RunState {
             bos_ws_seen: false,
             has_text: false,
             bytes: Vec::new(),
+            start_bos_ws: true,
+            lossy: false,
         }
     }
 }
@@ -496,20 +821,62 @@ impl RunState {
         self.bytes.drain(..i);
     }
 
+    /// Emits the pending byte-level bytes as UTF-8, one U+FFFD per maximal invalid
+    /// subsequence; an incomplete character at the end waits unless `all`.
+    fn emit_lossy(&mut self, all: bool, out: &mut String) {
+        loop {
+            match std::str::from_utf8(&self.bytes) {
+                Ok(text) => {
+                    out.push_str(text);
+                    self.bytes.clear();
+                    return;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.bytes[..valid]).unwrap_or_default());
+                    match e.error_len() {
+                        Some(n) => {
+                            out.push(REPLACEMENT);
+                            self.bytes.drain(..valid + n);
+                        }
+                        None if all => {
+                            out.push(REPLACEMENT);
+                            self.bytes.clear();
+                            return;
+                        }
+                        None => {
+                            self.bytes.drain(..valid);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     fn push(&mut self, piece: &Piece, out: &mut String) {
         match piece {
             Piece::Byte(b) => {
                 self.bytes.push(*b);
                 self.emit_bytes(false, out);
             }
+            Piece::Bytes(b) => {
+                self.lossy = true;
+                self.bytes.extend_from_slice(b);
+                self.emit_lossy(false, out);
+            }
             Piece::ChatSpecial(name) => {
                 self.flush(out);
                 out.push_str(name);
-                *self = RunState::default();
+                *self = RunState {
+                    is_bos_ws: self.start_bos_ws,
+                    start_bos_ws: self.start_bos_ws,
+                    ..RunState::default()
+                };
             }
             Piece::Padding => {}
             _ => {
-                self.emit_bytes(true, out);
+                self.flush(out);
                 if self.bos_ws_seen || self.has_text {
                     self.is_bos_ws = false;
                 }
@@ -534,7 +901,11 @@ impl RunState {
     }
 
     fn flush(&mut self, out: &mut String) {
-        self.emit_bytes(true, out);
+        if self.lossy {
+            self.emit_lossy(true, out);
+        } else {
+            self.emit_bytes(true, out);
+        }
     }
 }
 

@@ -85,6 +85,7 @@ fn compute_estimate_covers_the_measured_buffer() {
     checkpoint(dir.path());
     let gguf = dir.path().join("m.gguf");
     let opts = ConvertOptions {
+        family: None,
         policy: TypePolicy::new(gguf::GgmlType::F16),
         overwrite: false,
         cancel: None,

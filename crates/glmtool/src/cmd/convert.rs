@@ -15,6 +15,20 @@ pub struct Args {
     pub output: PathBuf,
     #[command(flatten)]
     pub types: TypeArgs,
+    /// The model family, when the checkpoint's name does not tell: chatglm3, chatglm3-base,
+    /// chatglm2, codegeex2, glm4, glm4-base (default: detected from the tokenizer and
+    /// config.json)
+    #[arg(long, value_parser = parse_family)]
+    pub family: Option<glm_convert::Family>,
+}
+
+fn parse_family(s: &str) -> Result<glm_convert::Family, String> {
+    glm_convert::Family::from_name(s).ok_or_else(|| {
+        format!(
+            "unknown family {s:?}; expected one of: {}",
+            glm_convert::Family::ALL.map(|f| f.as_str()).join(", ")
+        )
+    })
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -26,6 +40,7 @@ pub fn run(a: Args) -> Result<()> {
         overwrite: a.types.force,
         cancel: Some(&crate::INTERRUPTED),
         progress: &on_progress,
+        family: a.family,
     };
     let s = glm_convert::convert(&a.input, &a.output, &opts)?;
     pb.finish_and_clear();

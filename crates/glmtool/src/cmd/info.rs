@@ -39,7 +39,10 @@ pub struct Args {
 
 fn print_plan(a: &Args, path: &Path, f: &GgufFile) -> Result<()> {
     let hp = Hparams::from_gguf(f)?;
-    let n_ctx = a.shape.ctx.unwrap_or(hp.n_ctx_train);
+    let n_ctx = a
+        .shape
+        .ctx
+        .unwrap_or_else(|| crate::args::default_ctx(hp.n_ctx_train));
     if n_ctx == 0 || n_ctx > hp.n_ctx_train || a.shape.batch == 0 {
         bail!(
             "-c must be between 1 and the model's {}, -b at least 1",
@@ -137,9 +140,20 @@ fn summary(f: &GgufFile, n_params: u64, n_bytes: u64) -> Vec<(&'static str, Stri
     let hp = Hparams::from_gguf(f);
     out.push((
         "chat format",
-        match &hp {
-            Ok(_) => "ChatGLM3 (<|system|> <|user|> <|assistant|> <|observation|>)".into(),
-            Err(_) => "none (not a model glmtool runs)".into(),
+        match glm_runtime::Tokenizer::from_gguf(f).map(|t| t.chat_format()) {
+            Ok(glm_runtime::tokenizer::ChatFormat::Chatglm3) => {
+                "ChatGLM3 (<|system|> <|user|> <|assistant|> <|observation|>, tools)".into()
+            }
+            Ok(glm_runtime::tokenizer::ChatFormat::Glm4) => {
+                "GLM-4 ([gMASK]<sop> <|user|> <|assistant|>, stops on 3 ids)".into()
+            }
+            Ok(glm_runtime::tokenizer::ChatFormat::Chatglm2) => {
+                "ChatGLM2 ([Round N] 问：… 答：…)".into()
+            }
+            Ok(glm_runtime::tokenizer::ChatFormat::Completion) => {
+                "none: a base or code model (plain completion)".into()
+            }
+            Err(e) => format!("none ({e})"),
         },
     ));
     out.push(("parameters", count(n_params)));
@@ -168,8 +182,9 @@ fn summary(f: &GgufFile, n_params: u64, n_bytes: u64) -> Vec<(&'static str, Stri
         out.push(("context", format!("{} tokens (trained)", hp.n_ctx_train)));
         out.push(("vocabulary", format!("{} tokens", hp.n_vocab)));
         if let Ok(sizes) = ModelSizes::from_gguf(f, hp) {
+            let n_ctx = crate::args::default_ctx(hp.n_ctx_train);
             let shape = glm_runtime::PlanShape {
-                n_ctx: hp.n_ctx_train,
+                n_ctx,
                 n_batch: 512,
                 cache_type: glm_runtime::CacheType::F16,
                 logits_rows: 1,
@@ -182,7 +197,7 @@ fn summary(f: &GgufFile, n_params: u64, n_bytes: u64) -> Vec<(&'static str, Stri
                     crate::progress::size(u.total()),
                     crate::progress::size(u.weights),
                     crate::progress::size(u.kv),
-                    hp.n_ctx_train,
+                    n_ctx,
                     crate::progress::size(u.compute)
                 ),
             ));

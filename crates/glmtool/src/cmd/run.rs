@@ -6,9 +6,10 @@ use crate::args::{ModelArgs, SamplingArgs};
 use crate::INTERRUPTED;
 use anyhow::{bail, Context, Result};
 use glm_runtime::agent;
-use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
+use glm_runtime::chat::{build_chat_ids_as, completion_ids, stop_ids, Message, Role};
 use glm_runtime::generate::{generate, Generated, StopReason};
 use glm_runtime::sampler::Sampler;
+use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::{Model, Session};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
@@ -161,6 +162,19 @@ pub fn run(a: Args) -> Result<()> {
         );
     }
     let mut sampler = Sampler::new(sopts);
+    match mode(&a, &model) {
+        Mode::Chat(ChatFormat::Chatglm3) => {}
+        Mode::Chat(f) if a.tools.is_some() || a.interpreter => bail!(
+            "--tools and --interpreter follow ChatGLM3's tool protocol; this model's prompt format is {}",
+            f.as_str()
+        ),
+        Mode::Completion if prompt.is_none() || a.interactive => bail!(
+            "{} is a base or code model: it completes text, it does not chat; pass -p TEXT \
+             (or --chat FILE to use its family's chat format anyway)",
+            model.name
+        ),
+        _ => {}
+    }
     match prompt {
         _ if a.interactive && (a.json || a.raw) => {
             bail!("-i/--interactive is a chat: it does not go with --json or --raw")
@@ -198,11 +212,35 @@ fn read_prompt_file(f: &PathBuf) -> Result<String> {
     })
 }
 
+/// How `run` turns the prompt into ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// `--raw`: the text's ids, nothing added.
+    Raw,
+    /// A base or code model: `[gMASK] sop` and the text, as THUDM's `generate` does.
+    Completion,
+    /// A chat in this format.
+    Chat(ChatFormat),
+}
+
+fn mode(a: &Args, model: &Model) -> Mode {
+    let tok = &model.tokenizer;
+    match tok.chat_format() {
+        _ if a.raw => Mode::Raw,
+        // a base model gets a chat only when one is asked for (--chat, --tools, --interpreter)
+        ChatFormat::Completion if a.chat.is_some() || a.tools.is_some() || a.interpreter => {
+            Mode::Chat(tok.vocab_chat_format())
+        }
+        ChatFormat::Completion => Mode::Completion,
+        f => Mode::Chat(f),
+    }
+}
+
 fn prompt_ids(a: &Args, model: &Model, messages: &[Message], raw_text: &str) -> Result<Vec<u32>> {
-    Ok(if a.raw {
-        model.tokenizer.encode(raw_text)?
-    } else {
-        build_chat_ids(&model.tokenizer, messages)?
+    Ok(match mode(a, model) {
+        Mode::Raw => model.tokenizer.encode(raw_text)?,
+        Mode::Completion => completion_ids(&model.tokenizer, raw_text)?,
+        Mode::Chat(f) => build_chat_ids_as(&model.tokenizer, f, messages)?,
     })
 }
 
@@ -219,7 +257,8 @@ fn one_shot(
         if ids.is_empty() {
             bail!("the prompt is empty");
         }
-        let stops = if a.raw {
+        let plain = matches!(mode(a, model), Mode::Raw | Mode::Completion);
+        let stops = if plain {
             vec![model.tokenizer.special().eos]
         } else {
             stop_ids(&model.tokenizer)
@@ -227,7 +266,7 @@ fn one_shot(
         let n = max_new(a, session, ids.len());
         let mut out = std::io::stdout().lock();
         let mut dec = model.tokenizer.stream_decoder();
-        let mut printer = ReplyPrinter::new(a.raw);
+        let mut printer = ReplyPrinter::new(plain);
         let mut write_err = None;
         let Some((pre_tokens, pre_seconds)) =
             super::repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1))?

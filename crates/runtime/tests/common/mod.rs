@@ -19,6 +19,7 @@ pub fn gguf(ty: GgmlType) -> PathBuf {
     let _g = LOCK.lock().unwrap();
     if !out.exists() {
         let opts = ConvertOptions {
+            family: None,
             policy: TypePolicy::new(ty),
             overwrite: false,
             cancel: None,
