@@ -36,16 +36,64 @@ def arr(key, ety, vals):
     return out
 
 
-def gguf():
+def byte_level_chars():
+    """GPT-2's bytes_to_unicode."""
+    bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def gguf(kind="chatglm3"):
+    """kind: chatglm3 (SentencePiece + role tokens), chatglm2 (no role tokens, with
+    glmtool.chat_format and add_space_prefix false), glm4 (byte-level BPE, merges)."""
     embd, ff, head, n_head, n_kv = 32, 32, 16, 2, 1
-    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
-    tokens += ["▁", "▁a", "▁the", "e", "t", "th", "▁fortune", "s", "▁is"]
-    specials = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop", "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
-    pieces = len(tokens)
-    tokens += specials
+    tok_meta = []
+    if kind == "glm4":
+        chars = byte_level_chars()
+        tokens = [chars[b] for b in range(256)]
+        merged = [b" t", b"he", b" the", b"in", b" in", b"\n\n", b"\xe4\xbd"]
+        tokens += ["".join(chars[b] for b in m) for m in merged]
+        merges = ["\u0120 t", "h e", "\u0120t he", "i n", "\u0120 in", "\u010a \u010a", "\u00e4 \u00bd"]
+        specials = ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
+                    "<|user|>", "<|assistant|>", "<|observation|>", "<|begin_of_image|>",
+                    "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>"]
+        pieces = len(tokens)
+        tokens += specials + ["[PAD%d]" % i for i in range(pieces + len(specials), pieces + len(specials) + 3)]
+        types = [1] * pieces + [3] * len(specials) + [5] * 3
+        tok_meta = [
+            kv("tokenizer.ggml.model", 8, "gpt2"),
+            kv("tokenizer.ggml.pre", 8, "chatglm-bpe"),
+            arr("tokenizer.ggml.tokens", 8, tokens),
+            arr("tokenizer.ggml.token_type", 5, types),
+            arr("tokenizer.ggml.merges", 8, merges),
+            kv("tokenizer.ggml.eos_token_id", 4, pieces),
+            kv("tokenizer.ggml.eot_token_id", 4, pieces + 7),
+        ]
+    else:
+        tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(256)]
+        tokens += ["▁", "▁a", "▁the", "e", "t", "th", "▁fortune", "s", "▁is"]
+        specials = ["[MASK]", "[gMASK]", "[sMASK]", "sop", "eop"]
+        if kind == "chatglm3":
+            specials += ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+        pieces = len(tokens)
+        tokens += specials
+        types = [2, 3, 3] + [6] * 256 + [1] * (pieces - 259) + [3] * len(specials)
+        scores = [0.0] * 259 + [-float(i) for i in range(pieces - 259)] + [0.0] * len(specials)
+        tok_meta = [
+            kv("tokenizer.ggml.model", 8, "llama"),
+            arr("tokenizer.ggml.tokens", 8, tokens),
+            arr("tokenizer.ggml.scores", 6, scores),
+            arr("tokenizer.ggml.token_type", 5, types),
+        ]
+        if kind == "chatglm2":
+            tok_meta += [kv("glmtool.chat_format", 8, "completion"),
+                         s("tokenizer.ggml.add_space_prefix") + struct.pack("<IB", 7, 0)]
     vocab = len(tokens)
-    types = [2, 3, 3] + [6] * 256 + [1] * (pieces - 259) + [3] * len(specials)
-    scores = [0.0] * 259 + [-float(i) for i in range(pieces - 259)] + [0.0] * len(specials)
     meta = [
         kv("general.architecture", 8, "chatglm"),
         kv("general.name", 8, "fuzz-seed"),
@@ -58,11 +106,7 @@ def gguf():
         kv("chatglm.attention.layer_norm_rms_epsilon", 6, 1e-5),
         kv("chatglm.rope.dimension_count", 4, head // 2),
         kv("chatglm.rope.freq_base", 6, 10000.0),
-        kv("tokenizer.ggml.model", 8, "llama"),
-        arr("tokenizer.ggml.tokens", 8, tokens),
-        arr("tokenizer.ggml.scores", 6, scores),
-        arr("tokenizer.ggml.token_type", 5, types),
-    ]
+    ] + tok_meta
     qkv = (n_head + 2 * n_kv) * head
     tensors = [  # name, ggml dims, type (0 f32, 1 f16)
         ("token_embd.weight", [embd, vocab], 1),
@@ -134,6 +178,11 @@ def checkpoint_seeds():
         "transformer.encoder.final_layernorm.weight": ("F32", [2], bytes(8)),
         "x.rotary_pos_emb.inv_freq": ("I64", [1], bytes(8)),
     })
+    # a tiktoken vocabulary (GLM-4's format): the 256 bytes and a few merged tokens
+    import base64
+    toks = [bytes([b]) for b in range(256)] + [b" t", b"he", b" the", b"\xe4\xbd", b"\xe4\xbd\xa0"]
+    out["tiktoken"] = b"\x01" + b"".join(
+        base64.b64encode(t) + b" %d\n" % r for r, t in enumerate(toks))
     import json
     out["index"] = b"\x03" + json.dumps({
         "metadata": {"total_size": len(whole)},
@@ -179,6 +228,9 @@ def main():
     os.makedirs(os.path.join(ROOT, "reply_parsers"), exist_ok=True)
     with open(os.path.join(ROOT, "gguf_load", "seed-tiny-gguf"), "wb") as f:
         f.write(gguf())
+    for kind in ["chatglm2", "glm4"]:
+        with open(os.path.join(ROOT, "gguf_load", f"seed-tiny-{kind}-gguf"), "wb") as f:
+            f.write(gguf(kind))
     for i, r in enumerate(REPLIES):
         with open(os.path.join(ROOT, "reply_parsers", f"seed-{i}.txt"), "w", encoding="utf-8") as f:
             f.write(r)

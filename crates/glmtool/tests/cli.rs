@@ -890,3 +890,95 @@ fn info_plan_ngl_completions_man_version_tokenize_stdin() {
     let ids: Vec<u32> = serde_json::from_str(&direct).unwrap();
     assert_eq!(ids.len(), text.lines().count());
 }
+
+#[test]
+fn glm4_runs_from_its_checkpoint_with_the_chat_template_prompt() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tok = root.join("../shared/reference/glm-4-9b-chat/tokenizer.model");
+    if !tok.exists() {
+        eprintln!("skipping: {} not found", tok.display());
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let ckpt = d.path().join("tiny-glm4");
+    std::fs::create_dir(&ckpt).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(root.join("tests/fixtures/tiny-glm4").join(f), ckpt.join(f)).unwrap();
+    }
+    std::fs::copy(tok, ckpt.join("tokenizer.model")).unwrap();
+    let gguf = d.path().join("glm4.gguf");
+    let o = run(&[
+        "convert",
+        ckpt.to_str().unwrap(),
+        "-o",
+        gguf.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("model family: glm4"), "{}", stderr(&o));
+    let m = gguf.to_str().unwrap();
+    let info = stdout(&run(&["info", "-m", m]));
+    assert!(info.contains("chat format   GLM-4"), "{info}");
+    assert!(
+        info.contains("-c 8192"),
+        "the default context is capped: {info}"
+    );
+    // every golden conversation through --chat gives the chat template's prompt ids
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/glm4/golden_chat.json")).unwrap(),
+    )
+    .unwrap();
+    for (name, c) in golden["conversations"].as_object().unwrap() {
+        let chat = d.path().join(format!("{name}.json"));
+        std::fs::write(&chat, c["messages"].to_string()).unwrap();
+        let o = run(&[
+            "run",
+            "-m",
+            m,
+            "--chat",
+            chat.to_str().unwrap(),
+            "-n",
+            "2",
+            "-t",
+            "1",
+            "--json",
+        ]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["prompt_ids"], c["ids"], "{name}");
+    }
+    // --tools with a GLM-4 model: the tools go into GLM-4's system section
+    let tools = d.path().join("tools.json");
+    std::fs::write(
+        &tools,
+        golden["conversations"]["tool_call"]["messages"][0]["tools"].to_string(),
+    )
+    .unwrap();
+    let o = run(&[
+        "run",
+        "-m",
+        m,
+        "--tools",
+        tools.to_str().unwrap(),
+        "-p",
+        "北京今天天气怎么样？",
+        "-n",
+        "2",
+        "-t",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want = &golden["conversations"]["tool_call"]["ids"];
+    let n = v["prompt_ids"].as_array().unwrap().len();
+    // the golden prompt continues with the call and its result; the start is the same
+    assert_eq!(
+        v["prompt_ids"].as_array().unwrap()[..n - 1],
+        want.as_array().unwrap()[..n - 1]
+    );
+    fails_with(
+        &["run", "-m", m, "--interpreter", "-p", "x"],
+        &["--interpreter", "GLM-4"],
+    );
+}

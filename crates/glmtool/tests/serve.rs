@@ -540,3 +540,67 @@ fn slow_clients_time_out_and_connections_are_capped() {
         .unwrap()
         .contains("4 connections, 1 s to send headers"));
 }
+
+/// The tiny GLM-4 checkpoint (tests/fixtures/tiny-glm4 + the real GLM-4 tokenizer from
+/// ../shared/reference), or None when the tokenizer is absent.
+fn glm4_checkpoint() -> Option<tempfile::TempDir> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tok = root.join("../shared/reference/glm-4-9b-chat/tokenizer.model");
+    if !tok.exists() {
+        eprintln!("skipping: {} not found", tok.display());
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            root.join("tests/fixtures/tiny-glm4").join(f),
+            d.path().join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(tok, d.path().join("tokenizer.model")).unwrap();
+    Some(d)
+}
+
+#[test]
+fn glm4_chat_with_tools_maps_to_the_chat_template_prompt() {
+    let Some(ckpt) = glm4_checkpoint() else {
+        return;
+    };
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/glm4/golden_chat.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let case = &golden["conversations"]["tool_call"];
+    let want = case["ids"].as_array().unwrap().len() as u64;
+    let m = &case["messages"];
+    let tools = m[0]["tools"].clone();
+    let s = server(&["-m", ckpt.path().to_str().unwrap(), "--type", "f16"]);
+    // the same conversation as an OpenAI request: tools, a user turn, the call, its result
+    let body = json!({
+        "messages": [
+            {"role": "user", "content": m[1]["content"]},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "call_0", "type": "function",
+                "function": {"name": m[2]["metadata"], "arguments": m[2]["content"]}}]},
+            {"role": "tool", "tool_call_id": "call_0", "content": m[3]["content"]},
+        ],
+        "tools": tools,
+        "max_tokens": 3,
+    });
+    let (status, v) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], want, "{v}");
+    // a plain chat stops on GLM-4's ids and reports a sane reply
+    let (status, v) = post(
+        &s,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "你好"}], "max_tokens": 4}).to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+}

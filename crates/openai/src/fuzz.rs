@@ -3,6 +3,7 @@
 
 use crate::{ChatRequest, CompletionRequest};
 use glm_runtime::chat::build_chat_ids;
+use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::Tokenizer;
 
 /// A request body as the server maps it to a prompt: JSON → parameters and ChatGLM3 messages →
@@ -10,6 +11,14 @@ use glm_runtime::Tokenizer;
 pub fn openai_request(data: &[u8], tok: &Tokenizer) {
     if let Ok(req) = ChatRequest::parse(data) {
         let _ = build_chat_ids(tok, &req.messages);
+    }
+    if let Ok(req) = ChatRequest::parse_as(data, ChatFormat::Glm4) {
+        let _ = glm_runtime::chat::glm4_tools_system_text(&serde_json::Value::Array(
+            req.messages
+                .iter()
+                .filter_map(|m| m.tools.clone())
+                .collect(),
+        ));
     }
     if let Ok(req) = CompletionRequest::parse(data) {
         let _ = tok.encode(&req.prompt);

@@ -6,5 +6,5 @@ pub mod fuzz;
 pub mod messages;
 pub mod request;
 
-pub use messages::{openai_messages, ToolChoice};
+pub use messages::{openai_messages, openai_messages_as, ToolChoice};
 pub use request::{BadRequest, ChatRequest, CompletionRequest, Params};

@@ -2,6 +2,7 @@
 
 use glm_runtime::agent::{normalize_tools, tools_system_message, ToolCall};
 use glm_runtime::chat::Message;
+use glm_runtime::tokenizer::ChatFormat;
 use serde_json::{Map, Value};
 
 /// How an OpenAI request's `tool_choice` is honoured.
@@ -73,6 +74,19 @@ pub fn openai_messages(
     tools: Option<&Value>,
     choice: &ToolChoice,
 ) -> Result<Vec<Message>, String> {
+    openai_messages_as(ChatFormat::Chatglm3, messages, tools, choice)
+}
+
+/// [`openai_messages`] for a model's prompt format. GLM-4 (THUDM's `glm_server.py`): the
+/// tools become a system message carrying them (rendered by GLM-4's template), and a call's
+/// content is its arguments string as the client sent it.
+pub fn openai_messages_as(
+    format: ChatFormat,
+    messages: &Value,
+    tools: Option<&Value>,
+    choice: &ToolChoice,
+) -> Result<Vec<Message>, String> {
+    let glm4 = format == ChatFormat::Glm4;
     let list = messages
         .as_array()
         .ok_or("messages: expected an array of {\"role\", \"content\"}")?;
@@ -83,7 +97,13 @@ pub fn openai_messages(
     if let Some(t) = tools.filter(|t| !t.is_null()) {
         let t = normalize_tools(t)?;
         if *choice != ToolChoice::None && t.as_array().is_some_and(|a| !a.is_empty()) {
-            out.push(tools_system_message(t));
+            out.push(if glm4 {
+                let mut m = Message::system("");
+                m.tools = Some(t);
+                m
+            } else {
+                tools_system_message(t)
+            });
         }
     }
     for (i, m) in list.iter().enumerate() {
@@ -139,10 +159,15 @@ pub fn openai_messages(
                             ))
                         }
                     };
+                    let raw = glm4.then(|| match f.get("arguments") {
+                        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+                        _ => Value::Object(arguments.clone()).to_string(),
+                    });
                     out.push(
                         ToolCall {
                             name: name.to_string(),
                             arguments,
+                            raw,
                         }
                         .to_message(),
                     );

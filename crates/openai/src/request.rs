@@ -1,7 +1,8 @@
 //! Request bodies of `/v1/chat/completions` and `/v1/completions`.
 
-use crate::messages::{openai_messages, ToolChoice};
+use crate::messages::{openai_messages_as, ToolChoice};
 use glm_runtime::chat::Message;
+use glm_runtime::tokenizer::ChatFormat;
 use serde_json::Value;
 
 /// A request the server answers with 400 and this message.
@@ -144,11 +145,21 @@ impl Params {
 }
 
 impl ChatRequest {
+    /// A request to a ChatGLM3 model.
     pub fn parse(body: &[u8]) -> Result<Self, BadRequest> {
-        Self::from_json(&parse_object(body)?)
+        Self::parse_as(body, ChatFormat::Chatglm3)
+    }
+
+    /// A request to a model of this prompt format.
+    pub fn parse_as(body: &[u8], format: ChatFormat) -> Result<Self, BadRequest> {
+        Self::from_json_as(&parse_object(body)?, format)
     }
 
     pub fn from_json(v: &Value) -> Result<Self, BadRequest> {
+        Self::from_json_as(v, ChatFormat::Chatglm3)
+    }
+
+    pub fn from_json_as(v: &Value, format: ChatFormat) -> Result<Self, BadRequest> {
         let params = Params::from_json(v)?;
         let messages = v.get("messages").ok_or_else(|| bad("messages: required"))?;
         let choice = ToolChoice::from_openai(v.get("tool_choice")).map_err(bad)?;
@@ -156,7 +167,8 @@ impl ChatRequest {
             .get("tools")
             .and_then(Value::as_array)
             .is_some_and(|a| !a.is_empty());
-        let messages = openai_messages(messages, v.get("tools"), &choice).map_err(bad)?;
+        let messages =
+            openai_messages_as(format, messages, v.get("tools"), &choice).map_err(bad)?;
         let tools = tools_given && choice != ToolChoice::None;
         let prefix = match choice {
             ToolChoice::Function(name) if tools => Some(name),

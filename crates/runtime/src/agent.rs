@@ -84,13 +84,20 @@ pub fn error_observation(error: &str) -> Message {
 pub struct ToolCall {
     pub name: String,
     pub arguments: Map<String, Value>,
+    /// GLM-4: the arguments as the model (or the client) wrote them, kept verbatim for the
+    /// history; ChatGLM3's calls are re-written as a `tool_call(...)` block instead.
+    pub raw: Option<String>,
 }
 
 impl ToolCall {
     /// The assistant message that records this call in a history (metadata = name, content =
-    /// the `tool_call(...)` block, as the model writes it).
+    /// GLM-4's JSON arguments, or ChatGLM3's `tool_call(...)` block, as the model writes it).
     pub fn to_message(&self) -> Message {
-        let mut m = Message::assistant(format_tool_call(&self.arguments));
+        let content = match &self.raw {
+            Some(raw) => raw.clone(),
+            None => format_tool_call(&self.arguments),
+        };
+        let mut m = Message::assistant(content);
         m.metadata = self.name.clone();
         m
     }
@@ -158,6 +165,40 @@ pub fn parse_reply(text: &str, tools: bool) -> Vec<Segment> {
         .collect()
 }
 
+/// GLM-4's `process_response`: as [`parse_reply`], but with tools a named segment is a call
+/// whose content is its JSON arguments (`get_weather\n{"city": "北京"}`); GLM-4 has no
+/// code-interpreter protocol of this kind.
+pub fn parse_reply_glm4(text: &str, tools: bool) -> Vec<Segment> {
+    text.split("<|assistant|>")
+        .filter(|part| !part.trim().is_empty())
+        .map(|part| {
+            let (metadata, content) = split_segment(part);
+            if metadata.is_empty() {
+                return Segment::Text(content);
+            }
+            if !tools {
+                return Segment::Other {
+                    metadata,
+                    content,
+                    error: None,
+                };
+            }
+            match serde_json::from_str::<Value>(content.trim()) {
+                Ok(Value::Object(arguments)) => Segment::ToolCall(ToolCall {
+                    name: metadata,
+                    arguments,
+                    raw: Some(content),
+                }),
+                _ => Segment::Other {
+                    metadata,
+                    content,
+                    error: Some("the arguments of a GLM-4 tool call are not a JSON object".into()),
+                },
+            }
+        })
+        .collect()
+}
+
 fn classify(part: &str, tools: bool) -> Segment {
     let (metadata, content) = split_segment(part);
     if metadata.is_empty() {
@@ -184,6 +225,7 @@ fn classify(part: &str, tools: bool) -> Segment {
         Ok(arguments) => Segment::ToolCall(ToolCall {
             name: metadata,
             arguments,
+            raw: None,
         }),
         Err(e) => Segment::Other {
             metadata,

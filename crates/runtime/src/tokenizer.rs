@@ -137,8 +137,8 @@ enum Encoder {
     /// GLM-4's tiktoken BPE.
     ByteLevel {
         bpe: BPE,
-        split: fancy_regex::Regex,
-        chars: [char; 256],
+        split: Box<fancy_regex::Regex>,
+        chars: Box<[char; 256]>,
     },
 }
 
@@ -484,7 +484,11 @@ impl Tokenizer {
             types: types.to_vec(),
             pieces,
             by_name,
-            encoder: Encoder::ByteLevel { bpe, split, chars },
+            encoder: Encoder::ByteLevel {
+                bpe,
+                split: Box::new(split),
+                chars: Box::new(chars),
+            },
             specials,
             chat_format: ChatFormat::Glm4,
             vocab_format: ChatFormat::Glm4,
@@ -999,12 +1003,13 @@ mod tests {
         }
         let s = t.special();
         assert_eq!(s.eos, 2);
-        assert_eq!(s.mask, 268);
-        assert_eq!(s.observation, 276);
+        assert_eq!(t.token_id("[MASK]"), Some(268));
+        let r = s.roles.unwrap();
+        assert_eq!(r.observation, 276);
         assert_eq!(t.token_id("sop"), Some(s.sop));
         let ab = t.token_id("▁ab").unwrap();
         assert_eq!(
-            t.decode(&[s.gmask, s.sop, s.user, ab, s.assistant])
+            t.decode(&[s.gmask, s.sop, r.user, ab, r.assistant])
                 .unwrap(),
             "[gMASK]sop<|user|>ab<|assistant|>"
         );

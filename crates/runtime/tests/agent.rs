@@ -107,7 +107,8 @@ fn replies_split_like_process_response() {
         parse_reply(tool, true),
         vec![Segment::ToolCall(ToolCall {
             name: "get_weather".into(),
-            arguments: args(json!({"city_name": "北京"}))
+            arguments: args(json!({"city_name": "北京"})),
+            raw: None,
         })]
     );
     // Without tools, the same reply is a named answer, not a call.

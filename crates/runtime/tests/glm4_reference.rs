@@ -71,7 +71,7 @@ fn gguf(ty: GgmlType) -> Option<PathBuf> {
     Some(out)
 }
 
-fn session(model: &Model, cache: CacheType, n_ctx: usize) -> Session {
+fn session(model: &Model, cache: CacheType, n_ctx: usize) -> Session<'_> {
     let opts = SessionOptions {
         n_ctx,
         n_batch: 512,

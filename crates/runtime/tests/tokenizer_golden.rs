@@ -160,14 +160,15 @@ fn golden_chat() {
         );
     }
     let s = tok.special();
+    let r = s.roles.unwrap();
     assert_eq!(
         (
             s.gmask,
             s.sop,
-            s.system,
-            s.user,
-            s.assistant,
-            s.observation,
+            r.system,
+            r.user,
+            r.assistant,
+            r.observation,
             s.eos
         ),
         (64790, 64792, 64794, 64795, 64796, 64797, 2)

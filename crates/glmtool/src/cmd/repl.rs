@@ -46,7 +46,8 @@ pub fn interactive(
     if let Some(h) = &history {
         let _ = rl.load_history(h);
     }
-    let (base, turns) = split_conversation(base_messages(a)?);
+    let format = model.tokenizer.chat_format();
+    let (base, turns) = split_conversation(base_messages(a, format)?);
     let mut chat = Chat {
         a,
         model,
@@ -415,7 +416,12 @@ replies: at most {cap}, or the room left in the context"
             let _ = out.write_all(printer.feed(&dec.finish()).as_bytes());
             let _ = out.write_all(printer.finish().as_bytes());
             let _ = writeln!(out);
-            let (call, history) = agent_reply(a, &messages, &model.tokenizer.decode(&g.ids)?);
+            let (call, history) = agent_reply(
+                a,
+                model.tokenizer.chat_format(),
+                &messages,
+                &model.tokenizer.decode(&g.ids)?,
+            );
             if let Some(c) = &call {
                 let _ = writeln!(
                     out,

@@ -164,6 +164,10 @@ pub fn run(a: Args) -> Result<()> {
     let mut sampler = Sampler::new(sopts);
     match mode(&a, &model) {
         Mode::Chat(ChatFormat::Chatglm3) => {}
+        Mode::Chat(ChatFormat::Glm4) if a.interpreter => bail!(
+            "--interpreter is ChatGLM3's code-interpreter protocol; GLM-4 takes --tools"
+        ),
+        Mode::Chat(ChatFormat::Glm4) => {}
         Mode::Chat(f) if a.tools.is_some() || a.interpreter => bail!(
             "--tools and --interpreter follow ChatGLM3's tool protocol; this model's prompt format is {}",
             f.as_str()
@@ -251,7 +255,11 @@ fn one_shot(
     sampler: &mut Sampler,
     prompt: Option<&str>,
 ) -> Result<()> {
-    let mut messages = one_shot_messages(a, prompt)?;
+    let format = match mode(a, model) {
+        Mode::Chat(f) => f,
+        _ => ChatFormat::Completion,
+    };
+    let mut messages = one_shot_messages(a, format, prompt)?;
     for _round in 0..MAX_AGENT_ROUNDS {
         let ids = prompt_ids(a, model, &messages, prompt.unwrap_or_default())?;
         if ids.is_empty() {
@@ -291,7 +299,7 @@ fn one_shot(
             return Err(e.into());
         }
         let text = model.tokenizer.decode(&g.ids)?;
-        let (tool_call, history) = agent_reply(a, &messages, &text);
+        let (tool_call, history) = agent_reply(a, format, &messages, &text);
         if a.json {
             let (metadata, content) = if a.raw {
                 (String::new(), text.clone())
@@ -389,8 +397,8 @@ pub(super) fn next_observation(
 
 /// The messages of a one-shot reply: `--chat`'s conversation (or `-s`), the tools or
 /// code-interpreter system message when asked for and not already there, then the prompt.
-fn one_shot_messages(a: &Args, prompt: Option<&str>) -> Result<Vec<Message>> {
-    let mut messages = base_messages(a)?;
+fn one_shot_messages(a: &Args, format: ChatFormat, prompt: Option<&str>) -> Result<Vec<Message>> {
+    let mut messages = base_messages(a, format)?;
     if let Some(p) = prompt {
         messages.push(Message::new(Role::User, p.to_string()));
     }
@@ -402,7 +410,7 @@ fn one_shot_messages(a: &Args, prompt: Option<&str>) -> Result<Vec<Message>> {
 
 /// `--chat`'s conversation (or `-s`), with the tools or code-interpreter system message when
 /// asked for and not already there.
-pub(super) fn base_messages(a: &Args) -> Result<Vec<Message>> {
+pub(super) fn base_messages(a: &Args, format: ChatFormat) -> Result<Vec<Message>> {
     let mut messages = match &a.chat {
         Some(path) => crate::cmd::tokenize::read_messages(path)?,
         None => Vec::new(),
@@ -419,7 +427,17 @@ pub(super) fn base_messages(a: &Args) -> Result<Vec<Message>> {
             .iter()
             .any(|m| m.role == Role::System && m.tools.is_some())
         {
-            messages.insert(0, agent::tools_system_message(tools));
+            messages.insert(
+                0,
+                if format == ChatFormat::Glm4 {
+                    // GLM-4's template renders the tools into its own system section
+                    let mut m = Message::system("");
+                    m.tools = Some(tools);
+                    m
+                } else {
+                    agent::tools_system_message(tools)
+                },
+            );
         }
     } else if a.interpreter && !has_system {
         messages.insert(0, agent::interpreter_system_message());
@@ -435,16 +453,17 @@ pub(super) fn base_messages(a: &Args) -> Result<Vec<Message>> {
 /// The tool call of a reply (with tools registered) and the history that includes the reply.
 pub(super) fn agent_reply(
     a: &Args,
+    format: ChatFormat,
     messages: &[Message],
     text: &str,
 ) -> (Option<agent::ToolCall>, Vec<Message>) {
     let tools = messages
         .iter()
         .any(|m| m.role == Role::System && m.tools.is_some());
-    let segments = if a.raw {
-        Vec::new()
-    } else {
-        agent::parse_reply(text, tools)
+    let segments = match format {
+        _ if a.raw => Vec::new(),
+        ChatFormat::Glm4 => agent::parse_reply_glm4(text, tools),
+        _ => agent::parse_reply(text, tools),
     };
     let mut history = messages.to_vec();
     history.extend(segments.iter().map(agent::Segment::to_message));

@@ -17,10 +17,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use glm_openai::{BadRequest, ChatRequest, CompletionRequest};
-use glm_runtime::agent::{parse_reply, Segment, ToolCall};
+use glm_runtime::agent::{parse_reply, parse_reply_glm4, Segment, ToolCall};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message};
 use glm_runtime::generate::{generate, StopReason};
 use glm_runtime::sampler::{Sampler, SamplerOptions};
+use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::Session;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -107,6 +108,7 @@ enum Event {
 struct ModelInfo {
     name: String,
     n_ctx: usize,
+    format: ChatFormat,
 }
 
 /// Loads the model on its own thread and serves jobs until the job channel closes.
@@ -140,6 +142,7 @@ fn spawn_worker(
             let _ = ready_tx.send(Ok(ModelInfo {
                 name: model.name.clone(),
                 n_ctx: session.n_ctx(),
+                format: model.tokenizer.chat_format(),
             }));
             for job in jobs {
                 queued.fetch_sub(1, Ordering::SeqCst);
@@ -316,10 +319,14 @@ fn safe_len(text: &str, stops: &[String]) -> usize {
 
 /// The final content and tool calls of a chat reply: text segments (and calls that do not
 /// parse, as their text) joined by newlines; parsed calls become `tool_calls`.
-fn final_reply(text: &str, tools: bool) -> (String, Vec<ToolCall>) {
+fn final_reply(text: &str, tools: bool, format: ChatFormat) -> (String, Vec<ToolCall>) {
     let mut parts = Vec::new();
     let mut calls = Vec::new();
-    for seg in parse_reply(text, tools) {
+    let segments = match format {
+        ChatFormat::Glm4 => parse_reply_glm4(text, tools),
+        _ => parse_reply(text, tools),
+    };
+    for seg in segments {
         match seg {
             Segment::Text(c) => parts.push(c),
             Segment::ToolCall(c) => calls.push(c),
@@ -413,6 +420,8 @@ fn now() -> u64 {
 // ---------------------------------------------------------------- HTTP
 
 struct AppState {
+    /// The model's prompt format: how OpenAI messages map and replies parse.
+    format: ChatFormat,
     jobs: Mutex<Option<std_mpsc::Sender<Job>>>,
     queued: Arc<AtomicUsize>,
     max_queue: usize,
@@ -465,6 +474,7 @@ pub fn run(a: Args) -> Result<()> {
         max_queue: a.max_queue,
         model: a.alias.clone().unwrap_or(info.name),
         n_ctx: info.n_ctx,
+        format: info.format,
         api_key: a.api_key.clone(),
         defaults,
         fixed_seed,
@@ -744,14 +754,26 @@ async fn chat_completions(
         messages,
         tools,
         prefix,
-    } = ChatRequest::parse(&body_bytes(body)?)?;
+    } = ChatRequest::parse_as(&body_bytes(body)?, s.format)?;
+    let format = s.format;
+    if format == ChatFormat::Completion {
+        return Err(bad(
+            "this is a base or code model without a chat format: use /v1/completions",
+        ));
+    }
+    if tools && !matches!(format, ChatFormat::Chatglm3 | ChatFormat::Glm4) {
+        return Err(bad(format!(
+            "tools: the model's prompt format ({}) has no tool protocol",
+            format.as_str()
+        )));
+    }
     let p = params(&s, p);
     let (prompt_tokens, mut rx) = submit(&s, Prompt::Chat { messages, prefix }, &p).await?;
     let id = format!("chatcmpl-{}", random_hex(24));
     let created = now();
     if !p.stream {
         let (text, completion, finish) = collect(&mut rx).await?;
-        let (content, calls) = final_reply(&text, tools);
+        let (content, calls) = final_reply(&text, tools, format);
         let mut message = json!({"role": "assistant", "content": content});
         let mut reason = finish_name(finish);
         if !calls.is_empty() {
@@ -806,7 +828,7 @@ async fn chat_completions(
             completion_tokens,
             finish,
         } => {
-            let (content, calls) = final_reply(&text, tools);
+            let (content, calls) = final_reply(&text, tools, format);
             if let Some(delta) = content.strip_prefix(st.sent.as_str()) {
                 if !delta.is_empty() {
                     st.out.push_back(chunk(json!({"content": delta}), None));
@@ -976,6 +998,24 @@ mod tests {
     }
 
     #[test]
+    fn glm4_tool_calls_are_json_arguments() {
+        let (content, calls) = final_reply(
+            "\nLet me check.<|assistant|>get_weather\n{\"city\": \"北京\"}",
+            true,
+            ChatFormat::Glm4,
+        );
+        assert_eq!(content, "Let me check.");
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].name, "get_weather");
+        assert_eq!(calls[0].arguments["city"], "北京");
+        assert_eq!(calls[0].to_message().content, "{\"city\": \"北京\"}");
+        // not JSON: returned as text
+        let (content, calls) = final_reply("f\nnot json", true, ChatFormat::Glm4);
+        assert!(calls.is_empty());
+        assert_eq!(content, "not json");
+    }
+
+    #[test]
     fn streamed_content_is_a_prefix_of_the_final_reply() {
         let replies = [
             ("\n Hello world.  \n", false),
@@ -991,7 +1031,7 @@ mod tests {
             ("no newline at all", true),
         ];
         for (text, tools) in replies {
-            let (content, _) = final_reply(text, tools);
+            let (content, _) = final_reply(text, tools, ChatFormat::Chatglm3);
             let mut sent = String::new();
             for end in (0..=text.len()).filter(|&e| text.is_char_boundary(e)) {
                 let stable = stable_content(&text[..end], tools, &[]);
@@ -1009,6 +1049,7 @@ mod tests {
         let (content, calls) = final_reply(
             "\nLet me check.<|assistant|>get_weather\n```python\ntool_call(city='北京')\n```",
             true,
+            ChatFormat::Chatglm3,
         );
         assert_eq!(content, "Let me check.");
         assert_eq!(calls.len(), 1);
@@ -1017,7 +1058,11 @@ mod tests {
         assert_eq!(j[0]["function"]["arguments"], "{\"city\":\"北京\"}");
         assert!(j[0]["id"].as_str().unwrap().starts_with("call_"));
         // A malformed call comes back as text.
-        let (content, calls) = final_reply("get_weather\ntool_call(city=北京)", true);
+        let (content, calls) = final_reply(
+            "get_weather\ntool_call(city=北京)",
+            true,
+            ChatFormat::Chatglm3,
+        );
         assert_eq!((content.as_str(), calls.len()), ("tool_call(city=北京)", 0));
     }
 }
