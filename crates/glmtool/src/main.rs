@@ -9,6 +9,8 @@ mod models;
 mod output;
 mod progress;
 mod sandbox;
+#[cfg(feature = "server")]
+mod server;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;

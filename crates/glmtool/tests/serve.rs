@@ -604,3 +604,62 @@ fn glm4_chat_with_tools_maps_to_the_chat_template_prompt() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 4);
 }
+
+#[test]
+fn cors_preflight_usage_details_and_timings() {
+    let origin = "http://localhost:3000";
+    let s = server(&["--cors-origin", origin, "--api-key", "k"]);
+    // the preflight is answered before authentication
+    let r = agent()
+        .request("OPTIONS", &format!("{}/v1/chat/completions", s.base))
+        .set("Origin", origin)
+        .set("Access-Control-Request-Method", "POST")
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some(origin));
+    assert!(r
+        .header("Access-Control-Allow-Headers")
+        .unwrap()
+        .contains("Authorization"));
+    // a request from that origin carries the header; another origin gets none
+    let body =
+        json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}).to_string();
+    let call = |o: &str| {
+        agent()
+            .post(&format!("{}/v1/chat/completions", s.base))
+            .set("Origin", o)
+            .set("Authorization", "Bearer k")
+            .set("Content-Type", "application/json")
+            .send_string(&body)
+            .unwrap()
+    };
+    let r = call(origin);
+    assert_eq!(r.header("Access-Control-Allow-Origin"), Some(origin));
+    let v: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert!(
+        v["timings"]["predicted_per_second"].as_f64().unwrap() > 0.0,
+        "{v}"
+    );
+    assert!(call("http://evil.example")
+        .header("Access-Control-Allow-Origin")
+        .is_none());
+    // the same prompt again: its tokens come from the KV cache (all but the last one)
+    let v: Value = serde_json::from_str(&call(origin).into_string().unwrap()).unwrap();
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        v["usage"]["prompt_tokens_details"]["cached_tokens"],
+        prompt - 1,
+        "{v}"
+    );
+    // without the flag there are no CORS headers
+    let plain = server(&[]);
+    let r = agent()
+        .post(&format!("{}/v1/chat/completions", plain.base))
+        .set("Origin", origin)
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+        .unwrap();
+    assert!(r.header("Access-Control-Allow-Origin").is_none());
+}

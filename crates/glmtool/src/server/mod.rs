@@ -1,0 +1,476 @@
+//! `glmtool serve`: an OpenAI-compatible HTTP server (axum + tokio).
+//!
+//! One worker thread owns the model and its `Session` (so the KV-cache prefix is re-used across
+//! requests); HTTP handlers turn requests into ChatGLM3 messages (`glm_runtime::agent`) and queue
+//! jobs for it. Each job streams events back on its own channel; a handler that goes away (a
+//! client that disconnects) closes that channel, which stops the generation at the next token.
+
+mod chat;
+mod completions;
+mod stream;
+mod worker;
+
+use chat::*;
+use completions::*;
+use stream::*;
+use worker::*;
+
+use crate::args::{ModelArgs, SamplingArgs};
+use crate::INTERRUPTED;
+use anyhow::{anyhow, Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use glm_openai::{BadRequest, ChatRequest, CompletionRequest};
+use glm_runtime::agent::{parse_reply, parse_reply_glm4, Segment, ToolCall};
+use glm_runtime::chat::{build_chat_ids, stop_ids, Message};
+use glm_runtime::generate::{generate, GenerateStats, StopReason};
+use glm_runtime::sampler::{Sampler, SamplerOptions};
+use glm_runtime::tokenizer::ChatFormat;
+use glm_runtime::Session;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc as std_mpsc, Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Address to bind (loopback by default; use 0.0.0.0 only behind --api-key and a firewall)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0 = any free port; the chosen one is printed)
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1/* requests
+    #[arg(long = "api-key")]
+    pub api_key: Option<String>,
+    /// Largest request body in bytes (larger ones get 413)
+    #[arg(long = "max-body", default_value_t = 1 << 20)]
+    pub max_body: usize,
+    /// Model id reported by /v1/models and in responses (default: the model's general.name)
+    #[arg(long)]
+    pub alias: Option<String>,
+    /// Requests that may wait for the model; more get 503 with Retry-After
+    #[arg(long = "max-queue", default_value_t = 16)]
+    pub max_queue: usize,
+    /// Open connections at most; further clients wait to be accepted
+    #[arg(long = "max-connections", default_value_t = 64)]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers, also on an idle keep-alive connection
+    /// (then the connection is closed)
+    #[arg(long = "header-timeout", default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Let web pages from ORIGIN (e.g. http://localhost:3000, or * for any) call the API from
+    /// a browser: CORS headers and answers to OPTIONS preflights. Off by default
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origin: Option<String>,
+}
+
+// ---------------------------------------------------------------- HTTP
+
+pub(crate) struct AppState {
+    /// The model's prompt format: how OpenAI messages map and replies parse.
+    pub(crate) format: ChatFormat,
+    pub(crate) jobs: Mutex<Option<std_mpsc::Sender<Job>>>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) max_queue: usize,
+    pub(crate) model: String,
+    pub(crate) n_ctx: usize,
+    pub(crate) api_key: Option<String>,
+    pub(crate) defaults: SamplerOptions,
+    pub(crate) fixed_seed: Option<u64>,
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// An OpenAI-style error response.
+pub(crate) struct ApiError(pub(crate) StatusCode, pub(crate) String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let kind = match self.0 {
+            StatusCode::UNAUTHORIZED => "authentication_error",
+            s if s.is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        };
+        let mut r = (
+            self.0,
+            Json(json!({"error": {"message": self.1, "type": kind, "param": null, "code": null}})),
+        )
+            .into_response();
+        if self.0 == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+pub(crate) fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let mut defaults = a.sampling.options()?;
+    let fixed_seed = a.sampling.seed;
+    let (jobs_tx, jobs_rx) = std_mpsc::channel::<Job>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (info, worker) = spawn_worker(a.model.clone(), jobs_rx, queued.clone())?;
+    defaults.seed = 0;
+    let state = Arc::new(AppState {
+        jobs: Mutex::new(Some(jobs_tx)),
+        queued,
+        max_queue: a.max_queue,
+        model: a.alias.clone().unwrap_or(info.name),
+        n_ctx: info.n_ctx,
+        format: info.format,
+        api_key: a.api_key.clone(),
+        defaults,
+        fixed_seed,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let served = rt.block_on(serve(a, state.clone()));
+    // Let the worker finish its current job and stop.
+    state.jobs.lock().map(|mut j| j.take()).ok();
+    drop(rt);
+    let _ = worker.join();
+    served
+}
+
+pub(crate) async fn serve(a: Args, state: Shared) -> Result<()> {
+    let api = Router::new()
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    let cors = Arc::new(a.cors_origin.clone());
+    let app = Router::new()
+        .route("/health", get(health))
+        .merge(api)
+        .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
+        .layer(DefaultBodyLimit::max(a.max_body))
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| cors_layer(cors.clone(), req, next),
+        ))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
+        .await
+        .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "glmtool serve: model {:?}, context {}, one worker (requests queue)",
+        state.model, state.n_ctx
+    );
+    eprintln!("listening on http://{addr}");
+    eprintln!(
+        "limits: {} waiting requests, {} connections, {} s to send headers",
+        a.max_queue, a.max_connections, a.header_timeout
+    );
+    accept_loop(
+        listener,
+        app,
+        a.max_connections.max(1),
+        Duration::from_secs(a.header_timeout.max(1)),
+    )
+    .await;
+    eprintln!("shutting down");
+    Ok(())
+}
+
+/// `--cors-origin`: a preflight (OPTIONS with an Origin) from the allowed origin is answered
+/// here, before authentication (browsers send no credentials in it); every response to that
+/// origin carries `Access-Control-Allow-Origin`. Other origins get no CORS headers, so browsers
+/// keep blocking them; without the flag nothing changes.
+pub(crate) async fn cors_layer(allowed: Arc<Option<String>>, req: Request, next: Next) -> Response {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .map(str::to_string);
+    let allow = match (allowed.as_deref(), origin) {
+        (Some("*"), Some(_)) => Some("*".to_string()),
+        (Some(a), Some(o)) if a.trim_end_matches('/') == o => Some(o),
+        _ => None,
+    };
+    let Some(allow) = allow else {
+        return next.run(req).await;
+    };
+    let allow =
+        header::HeaderValue::from_str(&allow).unwrap_or(header::HeaderValue::from_static("null"));
+    let mut resp = if req.method() == axum::http::Method::OPTIONS {
+        let mut r = StatusCode::NO_CONTENT.into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            header::HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            header::HeaderValue::from_static("Authorization, Content-Type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            header::HeaderValue::from_static("600"),
+        );
+        r
+    } else {
+        next.run(req).await
+    };
+    resp.headers_mut()
+        .insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allow);
+    resp.headers_mut()
+        .insert(header::VARY, header::HeaderValue::from_static("Origin"));
+    resp
+}
+
+/// Serves connections until Ctrl-C: at most `max_connections` at once (further clients wait in
+/// the kernel's backlog until one closes), each with `header_timeout` to send a request's
+/// headers — also when idle between keep-alive requests — before it is closed. (axum::serve
+/// has neither: a client that never finished its headers held a connection forever.)
+pub(crate) async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max_connections: usize,
+    header_timeout: Duration,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let permits = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let shutdown = async {
+        while !INTERRUPTED.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = &mut shutdown => return,
+        };
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await; // e.g. out of file descriptors
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return,
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+pub(crate) async fn auth(State(s): State<Shared>, req: Request, next: Next) -> Response {
+    if let Some(key) = &s.api_key {
+        let want = format!("Bearer {key}");
+        let got = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        // Length-independent comparison of the bytes.
+        let same = got.len() == want.len()
+            && got
+                .iter()
+                .zip(want.as_bytes())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0;
+        if !same {
+            return ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key (send Authorization: Bearer KEY)".into(),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+pub(crate) async fn health(State(s): State<Shared>) -> Json<Value> {
+    // "queued": requests waiting for the model (not counting the one it is serving).
+    Json(json!({"status": "ok", "model": s.model, "queued": s.queued.load(Ordering::SeqCst)}))
+}
+
+pub(crate) async fn models(State(s): State<Shared>) -> Json<Value> {
+    Json(json!({"object": "list", "data": [
+        {"id": s.model, "object": "model", "created": now(), "owned_by": "glmtool", "context_length": s.n_ctx}
+    ]}))
+}
+
+/// The body's bytes, or the reason there are none (too large, ...).
+pub(crate) fn body_bytes(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        let status = r.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError(status, "request body too large".into())
+        } else {
+            ApiError(status, r.body_text())
+        }
+    })
+}
+
+impl From<BadRequest> for ApiError {
+    fn from(e: BadRequest) -> Self {
+        bad(e.0)
+    }
+}
+
+/// Parameters shared by both completion endpoints, with the server's defaults filled in.
+pub(crate) struct Params {
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+    pub(crate) max_tokens: Option<usize>,
+    pub(crate) sampler: SamplerOptions,
+    pub(crate) stops: Vec<String>,
+}
+
+pub(crate) fn params(s: &AppState, p: glm_openai::Params) -> Params {
+    let mut sampler = s.defaults.clone();
+    if let Some(t) = p.temperature {
+        sampler.temperature = t;
+    }
+    if let Some(t) = p.top_p {
+        sampler.top_p = t;
+    }
+    sampler.seed = p
+        .seed
+        .unwrap_or_else(|| s.fixed_seed.unwrap_or_else(rand::random));
+    Params {
+        stream: p.stream,
+        include_usage: p.include_usage,
+        max_tokens: p.max_tokens,
+        sampler,
+        stops: p.stops,
+    }
+}
+
+/// Whether one more request may wait for the model: 503 (with Retry-After) when `queued`
+/// requests already wait and `max` is reached.
+pub(crate) fn queue_room(queued: usize, max: usize) -> Result<(), ApiError> {
+    if queued >= max {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the server is busy: {queued} requests are waiting (--max-queue {max}); retry later"),
+        ));
+    }
+    Ok(())
+}
+
+/// Queues a job; returns its event channel after the worker accepted it (prompt tokenized
+/// and within the context), or the error response.
+pub(crate) async fn submit(
+    s: &AppState,
+    prompt: Prompt,
+    p: &Params,
+) -> Result<(usize, mpsc::UnboundedReceiver<Event>), ApiError> {
+    queue_room(s.queued.load(Ordering::SeqCst), s.max_queue)?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let job = Job {
+        prompt,
+        max_tokens: p.max_tokens,
+        sampler: p.sampler.clone(),
+        stops: p.stops.clone(),
+        tx,
+    };
+    s.queued.fetch_add(1, Ordering::SeqCst);
+    let sent = s
+        .jobs
+        .lock()
+        .ok()
+        .and_then(|j| j.as_ref().map(|j| j.send(job).is_ok()))
+        .unwrap_or(false);
+    if !sent {
+        s.queued.fetch_sub(1, Ordering::SeqCst);
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        ));
+    }
+    match rx.recv().await {
+        Some(Event::Started { prompt_tokens }) => Ok((prompt_tokens, rx)),
+        Some(Event::Rejected(m)) => Err(bad(m)),
+        Some(Event::Failed(m)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+        _ => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down".into(),
+        )),
+    }
+}
+
+/// Waits for the end of a job.
+pub(crate) async fn collect(
+    rx: &mut mpsc::UnboundedReceiver<Event>,
+) -> Result<(String, GenerateStats, Finish), ApiError> {
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Done {
+                text,
+                stats,
+                finish,
+            } => return Ok((text, stats, finish)),
+            Event::Failed(m) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
+            _ => {}
+        }
+    }
+    Err(ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the generation was stopped".into(),
+    ))
+}
+
+/// OpenAI's `usage`, with the prompt tokens that came from the KV cache of an earlier request
+/// as `prompt_tokens_details.cached_tokens`.
+pub(crate) fn usage(prompt: usize, s: &GenerateStats) -> Value {
+    let completion = s.generated_tokens;
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": prompt.saturating_sub(s.prompt_evaluated)},
+    })
+}
+
+/// llama-server's `timings` object: what the prompt and the generation took.
+pub(crate) fn timings(s: &GenerateStats) -> Value {
+    json!({
+        "prompt_n": s.prompt_evaluated,
+        "prompt_ms": s.prompt_seconds * 1e3,
+        "prompt_per_second": s.prompt_tps(),
+        "predicted_n": s.generated_tokens,
+        "predicted_ms": s.generate_seconds * 1e3,
+        "predicted_per_second": s.generate_tps(),
+    })
+}
+
+pub(crate) fn finish_name(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop => "stop",
+        Finish::Length => "length",
+    }
+}

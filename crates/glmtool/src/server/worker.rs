@@ -1,0 +1,259 @@
+//! The model thread: loads the model, takes jobs in order, streams events back; requests the
+//! model cannot serve are rejected as `Event::Rejected`.
+
+use super::*;
+
+// ---------------------------------------------------------------- the model worker
+
+pub(crate) enum Prompt {
+    /// A chat; `prefix` (a forced tool name) is appended as the start of the reply.
+    Chat {
+        messages: Vec<Message>,
+        prefix: Option<String>,
+    },
+    /// Plain text to continue.
+    Raw(String),
+}
+
+pub(crate) struct Job {
+    pub(crate) prompt: Prompt,
+    pub(crate) max_tokens: Option<usize>,
+    pub(crate) sampler: SamplerOptions,
+    pub(crate) stops: Vec<String>,
+    pub(crate) tx: mpsc::UnboundedSender<Event>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Finish {
+    Stop,
+    Length,
+}
+
+pub(crate) enum Event {
+    /// The prompt fits; generation starts.
+    Started { prompt_tokens: usize },
+    /// The request cannot be served (400).
+    Rejected(String),
+    /// Decoded text of the next token(s).
+    Piece(String),
+    Done {
+        text: String,
+        /// Token counts and times (completion tokens = `generated_tokens`).
+        stats: GenerateStats,
+        finish: Finish,
+    },
+    /// The model failed (500).
+    Failed(String),
+}
+
+pub(crate) struct ModelInfo {
+    pub(crate) name: String,
+    pub(crate) n_ctx: usize,
+    pub(crate) format: ChatFormat,
+}
+
+/// Loads the model on its own thread and serves jobs until the job channel closes.
+pub(crate) fn spawn_worker(
+    margs: ModelArgs,
+    jobs: std_mpsc::Receiver<Job>,
+    queued: Arc<AtomicUsize>,
+) -> Result<(ModelInfo, std::thread::JoinHandle<()>)> {
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<ModelInfo, String>>();
+    let handle = std::thread::Builder::new()
+        .name("model".into())
+        .spawn(move || {
+            let loaded = margs.load(1, false).and_then(|model| {
+                let opts = margs.session_options(&model)?;
+                Ok((model, opts))
+            });
+            let (model, opts) = match loaded {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("{e:#}")));
+                    return;
+                }
+            };
+            let mut session = match Session::new(&model, &opts) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(ModelInfo {
+                name: model.name.clone(),
+                n_ctx: session.n_ctx(),
+                format: model.tokenizer.chat_format(),
+            }));
+            for job in jobs {
+                queued.fetch_sub(1, Ordering::SeqCst);
+                run_job(&model, &mut session, job);
+            }
+        })?;
+    match ready_rx.recv() {
+        Ok(Ok(info)) => Ok((info, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(anyhow!(e))
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err(anyhow!("the model thread stopped while loading"))
+        }
+    }
+}
+
+pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Job) {
+    let tx = job.tx;
+    if tx.is_closed() {
+        return; // the client left while queued
+    }
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        let _ = tx.send(Event::Failed("the server is shutting down".into()));
+        return;
+    }
+    let tok = &model.tokenizer;
+    let (ids, stops, prefix) = match &job.prompt {
+        Prompt::Chat { messages, prefix } => {
+            let mut ids = match build_chat_ids(tok, messages) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    let _ = tx.send(Event::Rejected(format!(
+                        "cannot tokenize the messages: {e}"
+                    )));
+                    return;
+                }
+            };
+            if let Some(p) = prefix {
+                match tok.encode(&format!("{p}\n")) {
+                    Ok(x) => ids.extend(x),
+                    Err(e) => {
+                        let _ = tx.send(Event::Rejected(format!("tool_choice: {e}")));
+                        return;
+                    }
+                }
+            }
+            (
+                ids,
+                stop_ids(tok),
+                prefix.as_ref().map(|p| format!("{p}\n")),
+            )
+        }
+        Prompt::Raw(text) => match tok.encode(text) {
+            Ok(ids) if !ids.is_empty() => (ids, vec![tok.special().eos], None),
+            Ok(_) => {
+                let _ = tx.send(Event::Rejected("prompt: the prompt is empty".into()));
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Event::Rejected(format!("cannot tokenize the prompt: {e}")));
+                return;
+            }
+        },
+    };
+    let n_ctx = session.n_ctx();
+    if ids.len() >= n_ctx {
+        let _ = tx.send(Event::Rejected(format!(
+            "the prompt has {} tokens but the context holds {n_ctx}; shorten the conversation \
+             (or restart the server with a larger -c, up to the model's {})",
+            ids.len(),
+            model.hparams.n_ctx_train
+        )));
+        return;
+    }
+    let room = n_ctx - ids.len();
+    let max_new = job.max_tokens.unwrap_or(room).min(room);
+    let _ = tx.send(Event::Started {
+        prompt_tokens: ids.len(),
+    });
+    let mut text = String::new();
+    if let Some(p) = prefix {
+        text.push_str(&p);
+        let _ = tx.send(Event::Piece(p));
+    }
+    let mut dec = tok.stream_decoder();
+    let mut sampler = Sampler::new(job.sampler);
+    let mut stopped_by_text = false;
+    let t0 = Instant::now();
+    let result = generate(session, &ids, max_new, &mut sampler, &stops, |id| {
+        let piece = dec.push(id);
+        if !piece.is_empty() {
+            text.push_str(&piece);
+            if let Some(at) = first_stop(&text, &job.stops) {
+                text.truncate(at);
+                stopped_by_text = true;
+                return false;
+            }
+            if tx.send(Event::Piece(piece)).is_err() {
+                return false;
+            }
+        }
+        !tx.is_closed() && !INTERRUPTED.load(Ordering::Relaxed)
+    });
+    match result {
+        Ok(g) => {
+            if !stopped_by_text {
+                text.push_str(&dec.finish());
+                if let Some(at) = first_stop(&text, &job.stops) {
+                    text.truncate(at);
+                    stopped_by_text = true;
+                }
+            }
+            let finish = match g.stop {
+                StopReason::Length if !stopped_by_text => Finish::Length,
+                _ => Finish::Stop,
+            };
+            eprintln!(
+                "request: {} prompt tokens ({} from cache), {} generated in {:.2} s{}",
+                g.stats.prompt_tokens,
+                g.stats.prompt_tokens - g.stats.prompt_evaluated,
+                g.stats.generated_tokens,
+                t0.elapsed().as_secs_f64(),
+                if g.stop == StopReason::Cancelled && !stopped_by_text {
+                    " (cancelled)"
+                } else {
+                    ""
+                }
+            );
+            let mut stats = g.stats.clone();
+            stats.generated_tokens = g.ids.len();
+            let _ = tx.send(Event::Done {
+                text,
+                stats,
+                finish,
+            });
+        }
+        Err(e) => {
+            session.reset();
+            let _ = tx.send(Event::Failed(e.to_string()));
+        }
+    }
+}
+
+/// Byte offset of the earliest stop sequence in `text`.
+pub(crate) fn first_stop(text: &str, stops: &[String]) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+}
+
+/// How much of `text` can be shown: up to the first stop sequence, and short of any tail that
+/// could be the start of one.
+pub(crate) fn safe_len(text: &str, stops: &[String]) -> usize {
+    let mut end = text.len();
+    for s in stops.iter().filter(|s| !s.is_empty()) {
+        if let Some(i) = text.find(s.as_str()) {
+            end = end.min(i);
+            continue;
+        }
+        for k in (1..s.len()).rev() {
+            if s.is_char_boundary(k) && text.ends_with(&s[..k]) {
+                end = end.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    end
+}
