@@ -137,7 +137,7 @@ enum Encoder {
     /// GLM-4's tiktoken BPE.
     ByteLevel {
         bpe: BPE,
-        split: Box<fancy_regex::Regex>,
+        split: &'static fancy_regex::Regex,
         chars: Box<[char; 256]>,
     },
 }
@@ -477,8 +477,13 @@ impl Tokenizer {
             .vocab_and_merges(vocab, merges)
             .build()
             .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
-        let split = fancy_regex::Regex::new(GLM4_PATTERN)
-            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
+        // compiled once per process: its Unicode classes make a large automaton
+        static SPLIT: std::sync::OnceLock<Result<fancy_regex::Regex, String>> =
+            std::sync::OnceLock::new();
+        let split = SPLIT
+            .get_or_init(|| fancy_regex::Regex::new(GLM4_PATTERN).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| TokenizerError::Bpe(e.clone()))?;
         Ok(Tokenizer {
             tokens: tokens.to_vec(),
             types: types.to_vec(),
@@ -486,7 +491,7 @@ impl Tokenizer {
             by_name,
             encoder: Encoder::ByteLevel {
                 bpe,
-                split: Box::new(split),
+                split,
                 chars: Box::new(chars),
             },
             specials,
