@@ -15,6 +15,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+pub use crate::python::{python_float_repr, python_json_dumps};
 use crate::tokenizer::{ChatFormat, RoleTokens, Tokenizer, TokenizerError};
 
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -266,137 +267,6 @@ pub fn stop_ids(tok: &Tokenizer) -> Vec<u32> {
         Some(r) => vec![s.eos, r.user, r.observation],
         None => vec![s.eos],
     }
-}
-
-/// `json.dumps(v, indent=4, ensure_ascii=False)` of Python, byte for byte: separators
-/// `","` (at line ends) and `": "`, non-ASCII kept, key order kept, floats as Python's `repr`
-/// (`1.0`, `1e-05`, `1e+16`).
-pub fn python_json_dumps(v: &Value) -> String {
-    let mut out = String::new();
-    write_json(v, 0, &mut out);
-    out
-}
-
-fn indent(level: usize, out: &mut String) {
-    out.push('\n');
-    for _ in 0..level {
-        out.push_str("    ");
-    }
-}
-
-fn write_json(v: &Value, level: usize, out: &mut String) {
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                out.push_str(&i.to_string());
-            } else if let Some(u) = n.as_u64() {
-                out.push_str(&u.to_string());
-            } else if let Some(f) = n.as_f64() {
-                out.push_str(&python_float_repr(f));
-            } else {
-                out.push_str(&n.to_string());
-            }
-        }
-        // serde_json escapes exactly Python's set: \" \\ \b \f \n \r \t and \u00xx for the
-        // other control characters; everything else (non-ASCII included) is kept.
-        Value::String(s) => out.push_str(&serde_json::to_string(s).unwrap_or_default()),
-        Value::Array(a) => {
-            if a.is_empty() {
-                out.push_str("[]");
-                return;
-            }
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                indent(level + 1, out);
-                write_json(x, level + 1, out);
-            }
-            indent(level, out);
-            out.push(']');
-        }
-        Value::Object(o) => {
-            if o.is_empty() {
-                out.push_str("{}");
-                return;
-            }
-            out.push('{');
-            for (i, (k, x)) in o.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                indent(level + 1, out);
-                out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                out.push_str(": ");
-                write_json(x, level + 1, out);
-            }
-            indent(level, out);
-            out.push('}');
-        }
-    }
-}
-
-/// Python's `repr(float)`: the shortest round-trip digits, positional when the decimal
-/// exponent is in -4..16, else `d.ddde±XX`.
-pub fn python_float_repr(f: f64) -> String {
-    if f.is_nan() {
-        return "NaN".into();
-    }
-    if f.is_infinite() {
-        return if f > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7", "1e16", "0e0".
-    let e = format!("{:e}", f);
-    let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (neg, mant) = match mant.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mant),
-    };
-    let digits: String = mant.chars().filter(|c| *c != '.').collect();
-    let decpt = exp + 1; // value = 0.d1d2... * 10^decpt
-    let mut s = String::new();
-    if neg {
-        s.push('-');
-    }
-    if f != 0.0 && (decpt <= -4 || decpt > 16) {
-        s.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            s.push('.');
-            s.push_str(&digits[1..]);
-        }
-        let x = decpt - 1;
-        s.push('e');
-        s.push(if x < 0 { '-' } else { '+' });
-        s.push_str(&format!("{:02}", x.abs()));
-    } else if decpt <= 0 {
-        s.push_str("0.");
-        for _ in 0..(-decpt) {
-            s.push('0');
-        }
-        s.push_str(&digits);
-    } else {
-        let d = decpt as usize;
-        if digits.len() <= d {
-            s.push_str(&digits);
-            for _ in digits.len()..d {
-                s.push('0');
-            }
-            s.push_str(".0");
-        } else {
-            s.push_str(&digits[..d]);
-            s.push('.');
-            s.push_str(&digits[d..]);
-        }
-    }
-    s
 }
 
 #[cfg(test)]

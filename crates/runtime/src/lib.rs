@@ -11,6 +11,7 @@ pub mod generate;
 pub mod model;
 pub mod perplexity;
 pub mod plan;
+pub mod python;
 pub mod sampler;
 pub mod session;
 pub mod tokenizer;

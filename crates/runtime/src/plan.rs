@@ -423,31 +423,6 @@ pub fn fmt_bytes(b: u64) -> String {
     }
 }
 
-/// Parses a memory size: `2G`, `2GiB`, `1.5g`, `1500M`, `800MiB`, `4096` (bytes). K/M/G/T are
-/// binary (1024-based), as GPU tools report memory.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (examples: 2G, 1500M, 2GiB)"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        u => return Err(format!("{s:?}: unknown unit {u:?} (use K, M, G or T)")),
-    };
-    if !num.is_finite() || num < 0.0 {
-        return Err(format!("{s:?} is not a size"));
-    }
-    Ok((num * mult as f64) as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -498,17 +473,6 @@ mod tests {
             budget,
             free,
         }
-    }
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("2G").unwrap(), 2 << 30);
-        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
-        assert_eq!(parse_size("1.5g").unwrap(), 3 << 29);
-        assert_eq!(parse_size("1500M").unwrap(), 1500 << 20);
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert!(parse_size("lots").unwrap_err().contains("not a size"));
-        assert!(parse_size("2X").unwrap_err().contains("unknown unit"));
     }
 
     #[test]

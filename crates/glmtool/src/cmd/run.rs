@@ -120,17 +120,6 @@ impl ReplyPrinter {
     }
 }
 
-/// Splits a decoded ChatGLM3 reply into (metadata, content) like THUDM's `process_response`.
-pub fn split_reply(text: &str) -> (String, String) {
-    match text.split_once('\n') {
-        Some((meta, content)) if meta.trim().is_empty() => {
-            (String::new(), content.trim().to_string())
-        }
-        Some((meta, content)) => (meta.trim().to_string(), content.to_string()),
-        None => (String::new(), text.trim().to_string()),
-    }
-}
-
 fn max_new(a: &Args, session: &Session, prompt_len: usize) -> usize {
     let room = session.n_ctx().saturating_sub(prompt_len);
     if a.n_predict < 0 {
@@ -304,7 +293,7 @@ fn one_shot(
             let (metadata, content) = if a.raw {
                 (String::new(), text.clone())
             } else {
-                split_reply(&text)
+                agent::split_segment(&text)
             };
             let obj = serde_json::json!({
                 "prompt_ids": ids,
@@ -521,9 +510,12 @@ mod tests {
         let mut p = ReplyPrinter::new(false);
         assert_eq!(p.feed(" a fortune"), "");
         assert_eq!(p.finish(), "a fortune");
-        assert_eq!(split_reply(" \n Hello "), (String::new(), "Hello".into()));
         assert_eq!(
-            split_reply("get_weather\n```python\ntool_call(city='x')\n```").0,
+            agent::split_segment(" \n Hello "),
+            (String::new(), "Hello".into())
+        );
+        assert_eq!(
+            agent::split_segment("get_weather\n```python\ntool_call(city='x')\n```").0,
             "get_weather"
         );
     }
