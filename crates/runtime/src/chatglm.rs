@@ -19,7 +19,7 @@
 //! builder — nothing else.
 
 use crate::RuntimeError;
-use gguf::names;
+use gguf::names::{self, LayerTensor};
 use gguf::{GgmlType, GgufFile};
 use glm_ggml::{GgmlError, GraphCtx, Packed, Tensor, TYPE_F32, TYPE_I32};
 
@@ -232,35 +232,48 @@ pub struct Weights<'w> {
 impl<'w> Weights<'w> {
     /// Picks the handles from tensors listed in `expected_tensors` order, with `packed[i]` the
     /// repacked copy of tensor i where there is one.
-    pub fn from_ordered(
+    /// The weights, found by their GGUF names (`names[i]` is the name of `t[i]` and
+    /// `packed[i]`); the model checked at load that every one is there.
+    pub fn from_named(
+        names: &[String],
         t: &[Tensor<'w>],
         packed: &[Option<Packed<'w>>],
         n_layer: usize,
         cpu_only: bool,
     ) -> Self {
-        let lin = |i: usize| Linear {
-            w: t[i],
-            packed: packed.get(i).copied().flatten(),
+        let index: std::collections::HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let at = |name: &str| -> usize {
+            *index
+                .get(name)
+                .unwrap_or_else(|| panic!("weight {name} was checked at load"))
+        };
+        let lin = |name: &str| {
+            let i = at(name);
+            Linear {
+                w: t[i],
+                packed: packed.get(i).copied().flatten(),
+            }
         };
         let layers = (0..n_layer)
-            .map(|il| {
-                let b = 1 + il * 7;
-                LayerWeights {
-                    attn_norm: t[b],
-                    qkv: lin(b + 1),
-                    qkv_bias: t[b + 2],
-                    attn_output: lin(b + 3),
-                    ffn_norm: t[b + 4],
-                    ffn_up: lin(b + 5),
-                    ffn_down: lin(b + 6),
-                }
+            .map(|il| LayerWeights {
+                attn_norm: t[at(&LayerTensor::AttnNorm.name(il))],
+                qkv: lin(&LayerTensor::AttnQkv.name(il)),
+                qkv_bias: t[at(&LayerTensor::AttnQkvBias.name(il))],
+                attn_output: lin(&LayerTensor::AttnOutput.name(il)),
+                ffn_norm: t[at(&LayerTensor::FfnNorm.name(il))],
+                ffn_up: lin(&LayerTensor::FfnUp.name(il)),
+                ffn_down: lin(&LayerTensor::FfnDown.name(il)),
             })
             .collect();
         Weights {
-            token_embd: t[0],
+            token_embd: t[at(names::TOKEN_EMBD)],
             layers,
-            output_norm: t[1 + 7 * n_layer],
-            output: lin(2 + 7 * n_layer),
+            output_norm: t[at(names::OUTPUT_NORM)],
+            output: lin(names::OUTPUT),
             cpu_only,
         }
     }

@@ -32,7 +32,8 @@ pub struct Model {
     gpu_weights: Option<TensorStore>,
     gpu_index: Vec<Option<usize>>,
     gpu: Option<Backend>,
-    n_weight_tensors: usize,
+    /// GGUF names of the weight tensors, in store order (graph code looks weights up by name).
+    weight_names: Vec<String>,
     /// q4_0/q8_0 matrices repacked for our CPU kernels; `packed_index[i]` is tensor i's index
     /// in that store.
     packed: Option<PackedStore>,
@@ -254,7 +255,7 @@ impl Model {
             gpu_weights,
             gpu_index,
             gpu,
-            n_weight_tensors: specs.len(),
+            weight_names: specs.iter().map(|s| s.name.clone()).collect(),
             packed,
             packed_index,
         })
@@ -277,7 +278,7 @@ impl Model {
 
     /// Weight handles for graph building: the GPU's copy where the plan put one there.
     pub fn weights(&self) -> Weights<'_> {
-        let t: Vec<Tensor<'_>> = (0..self.n_weight_tensors)
+        let t: Vec<Tensor<'_>> = (0..self.weight_names.len())
             .map(|i| match (self.gpu_index[i], &self.gpu_weights) {
                 (Some(g), Some(store)) => store.at(g).expect("index in range"),
                 _ => self.weights.at(i).expect("index in range"),
@@ -288,7 +289,13 @@ impl Model {
             .iter()
             .map(|j| j.and_then(|j| self.packed.as_ref()?.get(j)))
             .collect();
-        Weights::from_ordered(&t, &packed, self.hparams.n_layer, !self.plan.uses_gpu())
+        Weights::from_named(
+            &self.weight_names,
+            &t,
+            &packed,
+            self.hparams.n_layer,
+            !self.plan.uses_gpu(),
+        )
     }
 }
 

@@ -1066,7 +1066,7 @@ mod tests {
             .to_string();
         assert_eq!(
             e,
-            "tokenizer vocabulary: special token \"[MASK]\" not found as a CONTROL token"
+            "tokenizer vocabulary: special token \"sop\" not found as a CONTROL token"
         );
     }
 }

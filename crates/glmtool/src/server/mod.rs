@@ -8,6 +8,7 @@
 mod chat;
 mod completions;
 mod stream;
+mod web;
 mod worker;
 
 use chat::*;
@@ -161,6 +162,7 @@ pub(crate) async fn serve(a: Args, state: Shared) -> Result<()> {
     let app = Router::new()
         .route("/health", get(health))
         .merge(api)
+        .merge(web::router())
         .fallback(|| async { ApiError(StatusCode::NOT_FOUND, "no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(a.max_body))
         .layer(axum::middleware::from_fn(

@@ -370,6 +370,7 @@
   let history = []; // OpenAI messages, without the system prompt (added at each request)
   let controller = null; // the running request's AbortController
   let pendingTools = null; // the tool calls of the last reply, waiting for results
+  let epoch = 0; // bumped by "New chat": a reply of an older chat does not touch the new one
 
   function nearBottom() {
     const m = els.messages;
@@ -460,7 +461,8 @@
       const cached = u.prompt_tokens_details && u.prompt_tokens_details.cached_tokens;
       let p = `prompt ${u.prompt_tokens}`;
       if (cached != null) p += ` (${cached} cached)`;
-      if (t && t.prompt_ms > 0 && t.prompt_n > 0) p += ` at ${fmt((t.prompt_n / t.prompt_ms) * 1000, 1)} tokens/s`;
+      const pps = t && (t.prompt_per_second || (t.prompt_ms > 0 ? (t.prompt_n / t.prompt_ms) * 1000 : 0));
+      if (t && t.prompt_n > 0 && pps > 0) p += ` at ${fmt(pps, 1)} tokens/s`;
       parts.push(p);
     } else if (r.pieces) parts.push(`~${r.pieces} tokens`);
     parts.push(`${secs.toFixed(1)} s`);
@@ -487,7 +489,8 @@
     art.setAttribute("aria-busy", "true");
     const statsEl = h("p", { class: "stats" });
     art.append(statsEl);
-    const r = { t0: performance.now(), tFirst: 0, tEnd: 0, pieces: 0, text: "", usage: null, timings: null, finish: null, stopped: false };
+    const r = { t0: performance.now(), tFirst: 0, tEnd: 0, pieces: 0, text: "", usage: null, timings: null, finish: null, stopped: false, live: true };
+    const myEpoch = epoch;
     const calls = [];
     let pending = false;
     const render = () => {
@@ -496,8 +499,8 @@
       renderMarkdown(r.text, out);
       const lastBlock = out.lastElementChild;
       const cursor = h("span", { class: "cursor", "aria-hidden": "true" });
-      if (controller && lastBlock && /^(P|LI|H\d)$/.test(lastBlock.tagName)) lastBlock.append(cursor);
-      else if (controller) out.append(cursor);
+      if (r.live && lastBlock && /^(P|H\d)$/.test(lastBlock.tagName)) lastBlock.append(cursor);
+      else if (r.live) out.append(cursor);
       if (stick) scrollDown();
     };
     render();
@@ -539,8 +542,10 @@
       else error = e;
     }
     r.tEnd = performance.now();
+    r.live = false;
     controller = null;
     setBusy(false);
+    if (myEpoch !== epoch) return; // "New chat" was pressed meanwhile
     render();
     art.removeAttribute("aria-busy");
 
@@ -670,6 +675,7 @@
   });
   els.newChat.addEventListener("click", () => {
     stop();
+    epoch++;
     closePendingTools("");
     history = [];
     els.messages.replaceChildren(els.empty);
