@@ -4,7 +4,6 @@
 
 mod args;
 mod cmd;
-mod demo;
 mod models;
 mod output;
 mod progress;

@@ -1,5 +1,6 @@
 //! Where a subcommand's model comes from: `-m` (a GGUF file, or a Hugging Face checkpoint folder
-//! converted once into the cache and reused), else `GLMTOOL_MODEL`, else the bundled demo model.
+//! converted once into the cache and reused), else `GLMTOOL_MODEL`, else the bundled demo model
+//! (embedded in the binary, converted into the cache on first use).
 
 use anyhow::{bail, Context, Result};
 use gguf::GgmlType;
@@ -29,7 +30,7 @@ pub fn resolve(model: Option<&Path>, ty: GgmlType, quiet: bool) -> Result<PathBu
         Some(p) => p.to_path_buf(),
         None => match std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
             Some(p) => PathBuf::from(p),
-            None => return crate::demo::demo_model_path(),
+            None => return demo_model_path(),
         },
     };
     match checkpoint_dir(&given) {
@@ -79,12 +80,8 @@ fn checkpoint_dir(p: &Path) -> Option<PathBuf> {
 /// FNV-1a over the folder's path and each input file's name, size and modification time: a
 /// changed checkpoint gets a new cache file.
 fn fingerprint(dir: &Path) -> Result<u64> {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
-        }
-    };
+    let mut h = Fnv::new();
+    let mut eat = |bytes: &[u8]| h.eat(bytes);
     let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     eat(canon.to_string_lossy().as_bytes());
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -107,7 +104,7 @@ fn fingerprint(dir: &Path) -> Result<u64> {
         eat(&meta.len().to_le_bytes());
         eat(&mtime.to_le_bytes());
     }
-    Ok(h)
+    Ok(h.0)
 }
 
 /// The cached GGUF of checkpoint `dir` at type `ty`, converted first when missing.
@@ -157,5 +154,78 @@ fn cached_conversion(dir: &Path, ty: GgmlType, quiet: bool) -> Result<PathBuf> {
     })?;
     pb.finish_and_clear();
     crate::progress::print_summary(&out, &summary);
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- the demo model
+
+const CONFIG: &[u8] = include_bytes!("../../../tests/fixtures/tiny-chatglm3/config.json");
+const TOKENIZER: &[u8] = include_bytes!("../../../tests/fixtures/tiny-chatglm3/tokenizer.model");
+const WEIGHTS: &[u8] = include_bytes!("../../../tests/fixtures/tiny-chatglm3/model.safetensors");
+
+/// FNV-1a over the embedded files: a new fixture gets a new cache file.
+fn demo_fingerprint() -> u64 {
+    let mut h = Fnv::new();
+    for part in [CONFIG, TOKENIZER, WEIGHTS] {
+        h.eat(part);
+    }
+    h.0
+}
+
+/// 64-bit FNV-1a, for cache keys.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Self {
+        Fnv(0xcbf29ce484222325)
+    }
+    fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+    }
+}
+
+/// Path of the demo GGUF, converting it first if needed.
+/// The bundled tiny demo model: the fixture checkpoint in tests/fixtures/tiny-chatglm3 is
+/// embedded in the binary and converted to GGUF (f16) in the cache folder on first use, so
+/// `glmtool run` works on a fresh machine with no download. Its path, converting it first if
+/// needed.
+pub fn demo_model_path() -> Result<PathBuf> {
+    let dir = cache_dir();
+    let out = dir.join(format!(
+        "tiny-chatglm3-{:016x}-f16.gguf",
+        demo_fingerprint()
+    ));
+    if out.exists() {
+        return Ok(out);
+    }
+    eprintln!(
+        "no -m given: preparing the bundled tiny demo model in {}",
+        dir.display()
+    );
+    let src = dir.join(format!("tiny-chatglm3-src-{}", std::process::id()));
+    std::fs::create_dir_all(&src).with_context(|| format!("creating {}", src.display()))?;
+    let result = (|| -> Result<()> {
+        for (name, bytes) in [
+            ("config.json", CONFIG),
+            ("tokenizer.model", TOKENIZER),
+            ("model.safetensors", WEIGHTS),
+        ] {
+            std::fs::write(src.join(name), bytes)
+                .with_context(|| format!("writing {}", src.join(name).display()))?;
+        }
+        let opts = glm_convert::ConvertOptions {
+            family: None,
+            policy: glm_convert::TypePolicy::new(gguf::GgmlType::F16),
+            overwrite: true,
+            cancel: None,
+            progress: &|_| {},
+        };
+        glm_convert::convert(&src, &out, &opts)?;
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&src);
+    result?;
     Ok(out)
 }

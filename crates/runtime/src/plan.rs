@@ -12,7 +12,6 @@
 //! graph.
 
 use crate::chatglm::Hparams;
-use crate::session::CacheType;
 use crate::RuntimeError;
 use gguf::{names, GgufFile};
 
@@ -72,6 +71,14 @@ impl ModelSizes {
             hparams: hp.clone(),
         })
     }
+}
+
+/// KV cache element type (a shape of the plan: it sizes the cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CacheType {
+    #[default]
+    F16,
+    F32,
 }
 
 /// The session shape a plan is made for.

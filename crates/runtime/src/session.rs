@@ -7,13 +7,7 @@ use crate::model::Model;
 use crate::RuntimeError;
 use glm_ggml::{Backend, Scheduler, TensorSpec, TensorStore, TYPE_F16, TYPE_F32};
 
-/// KV cache element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CacheType {
-    #[default]
-    F16,
-    F32,
-}
+pub use crate::plan::CacheType;
 
 /// Session settings.
 #[derive(Clone, Debug)]

@@ -5,7 +5,6 @@ pub mod convert;
 pub mod info;
 pub mod perplexity;
 pub mod quantize;
-pub mod repl;
 pub mod run;
 #[cfg(feature = "server")]
 pub mod serve;

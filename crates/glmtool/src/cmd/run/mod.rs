@@ -1,7 +1,7 @@
 //! `glmtool run`: one-shot completion with `-p`/`-f`, or an interactive chat on a terminal
 //! (the chat itself is in `repl`).
 
-use super::repl;
+mod repl;
 use crate::args::{ModelArgs, SamplingArgs};
 use crate::INTERRUPTED;
 use anyhow::{bail, Context, Result};
@@ -266,7 +266,7 @@ fn one_shot(
         let mut printer = ReplyPrinter::new(plain);
         let mut write_err = None;
         let Some((pre_tokens, pre_seconds)) =
-            super::repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1))?
+            repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1))?
         else {
             bail!("interrupted");
         };

@@ -1,9 +1,7 @@
 //! `glmtool run`'s interactive chat on a terminal: slash commands, multi-line input, a persistent
 //! input history, statistics, saving and loading the conversation.
 
-use super::run::{
-    agent_reply, base_messages, next_observation, Args, ReplyPrinter, MAX_AGENT_ROUNDS,
-};
+use super::{agent_reply, base_messages, next_observation, Args, ReplyPrinter, MAX_AGENT_ROUNDS};
 use crate::INTERRUPTED;
 use anyhow::Result;
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
