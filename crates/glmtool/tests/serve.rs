@@ -663,3 +663,68 @@ fn cors_preflight_usage_details_and_timings() {
         .unwrap();
     assert!(r.header("Access-Control-Allow-Origin").is_none());
 }
+
+#[test]
+fn logprobs_for_chat_and_completions() {
+    let s = server(&[]);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+        "logprobs": true, "top_logprobs": 2});
+    let (status, v) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+    assert_eq!(status, 200, "{v}");
+    let content = v["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(
+        content.len() as u64,
+        v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    for e in content {
+        let lp = e["logprob"].as_f64().unwrap();
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert!(
+            lp <= 0.0 && top[0]["logprob"].as_f64().unwrap() >= top[1]["logprob"].as_f64().unwrap()
+        );
+        // greedy (--temp 0): the chosen token is the most likely one
+        assert_eq!(e["token"], top[0]["token"], "{e}");
+        assert_eq!(lp, top[0]["logprob"].as_f64().unwrap());
+        assert!(e["bytes"].is_array());
+    }
+    // not asked: null
+    let (_, v) = post(
+        &s,
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).to_string(),
+        None,
+    );
+    assert!(v["choices"][0]["logprobs"].is_null());
+    // streamed: the entries ride on the chunks, all of them by the end
+    let mut body = body.clone();
+    body["stream"] = json!(true);
+    let lines = sse(&s, "/v1/chat/completions", &body);
+    let n: usize = lines
+        .iter()
+        .filter(|l| *l != "[DONE]")
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|c| {
+            c["choices"][0]["logprobs"]["content"]
+                .as_array()
+                .map(Vec::len)
+        })
+        .sum();
+    assert_eq!(n, 5);
+    // the legacy completions format
+    let (status, v) = post(
+        &s,
+        "/v1/completions",
+        &json!({"prompt": "Once upon", "max_tokens": 4, "logprobs": 3}).to_string(),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), 4);
+    assert_eq!(lp["token_logprobs"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        lp["top_logprobs"][0].as_object().unwrap().len().min(3),
+        lp["top_logprobs"][0].as_object().unwrap().len()
+    );
+    assert_eq!(lp["text_offset"][0], 0);
+}

@@ -29,6 +29,9 @@ pub struct Params {
     pub seed: Option<u64>,
     /// At most 16 stop sequences.
     pub stops: Vec<String>,
+    /// Log-probabilities asked for, with this many alternatives per token (chat: `logprobs:
+    /// true` and `top_logprobs` 0..=20; completions: `logprobs` 0..=20).
+    pub logprobs: Option<usize>,
 }
 
 /// A `/v1/chat/completions` body mapped onto ChatGLM3.
@@ -132,6 +135,28 @@ impl Params {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             .unwrap_or(false);
+        let top = |k: &str, x: &Value| -> Result<usize, BadRequest> {
+            match x.as_u64() {
+                Some(n) if n <= 20 => Ok(n as usize),
+                _ => Err(bad(format!("{k}: expected an integer from 0 to 20"))),
+            }
+        };
+        let top_logprobs = match v.get("top_logprobs") {
+            None | Some(Value::Null) => None,
+            Some(x) => Some(top("top_logprobs", x)?),
+        };
+        let logprobs = match v.get("logprobs") {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => {
+                if top_logprobs.is_some_and(|n| n > 0) {
+                    return Err(bad("top_logprobs: needs \"logprobs\": true"));
+                }
+                None
+            }
+            // chat
+            Some(Value::Bool(true)) => Some(top_logprobs.unwrap_or(0)),
+            // completions: the number of alternatives
+            Some(x) => Some(top("logprobs", x)?),
+        };
         Ok(Params {
             stream,
             include_usage,
@@ -140,6 +165,7 @@ impl Params {
             top_p,
             seed,
             stops,
+            logprobs,
         })
     }
 }

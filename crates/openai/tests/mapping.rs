@@ -159,6 +159,7 @@ fn request_parameters_and_their_errors() {
             top_p: Some(0.9),
             seed: Some(u64::MAX),
             stops: vec!["x".into()],
+            logprobs: None,
         }
     );
     assert_eq!(r.messages, vec![Message::user("hi")]);

@@ -43,6 +43,50 @@ pub struct Generated {
     pub ids: Vec<u32>,
     pub stop: StopReason,
     pub stats: GenerateStats,
+    /// One per id when asked for ([`generate_with_logprobs`]), else empty.
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+/// A generated token's log-probability and the most likely tokens at its position (OpenAI's
+/// `logprobs` / `top_logprobs`): the log-softmax of the model's logits, before temperature,
+/// top-k/top-p and the repetition penalty (what the model itself predicts).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprob {
+    pub id: u32,
+    pub logprob: f32,
+    /// The `n` most likely tokens, best first, with their log-probabilities.
+    pub top: Vec<(u32, f32)>,
+}
+
+/// The log-probability of `id` under `logits` and the `top_n` most likely tokens.
+pub fn token_logprob(logits: &[f32], id: u32, top_n: usize) -> TokenLogprob {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let sum: f64 = logits.iter().map(|&x| (x as f64 - max).exp()).sum();
+    let lse = max + sum.ln();
+    let lp = |i: usize| (logits[i] as f64 - lse) as f32;
+    let mut top: Vec<(u32, f32)> = Vec::with_capacity(top_n + 1);
+    if top_n > 0 {
+        for (i, &x) in logits.iter().enumerate() {
+            if top.len() < top_n || x > logits[top[top.len() - 1].0 as usize] {
+                let at = top
+                    .iter()
+                    .position(|&(j, _)| x > logits[j as usize])
+                    .unwrap_or(top.len());
+                top.insert(at, (i as u32, 0.0));
+                top.truncate(top_n);
+            }
+        }
+        for t in &mut top {
+            t.1 = lp(t.0 as usize);
+        }
+    }
+    TokenLogprob {
+        id,
+        logprob: logits
+            .get(id as usize)
+            .map_or(f32::NEG_INFINITY, |_| lp(id as usize)),
+        top,
+    }
 }
 
 /// Generates after `prompt` (which replaces the cache contents, re-using a common prefix).
@@ -54,6 +98,29 @@ pub fn generate(
     sampler: &mut Sampler,
     stop_ids: &[u32],
     mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Generated, RuntimeError> {
+    generate_with_logprobs(
+        session,
+        prompt,
+        max_new,
+        sampler,
+        stop_ids,
+        None,
+        |id, _| on_token(id),
+    )
+}
+
+/// [`generate`], also recording each token's log-probability and, with `Some(n)`, the `n`
+/// most likely tokens at each position (`Generated::logprobs`); `on_token` also sees the
+/// token's log-probabilities.
+pub fn generate_with_logprobs(
+    session: &mut Session,
+    prompt: &[u32],
+    max_new: usize,
+    sampler: &mut Sampler,
+    stop_ids: &[u32],
+    top_logprobs: Option<usize>,
+    mut on_token: impl FnMut(u32, Option<&TokenLogprob>) -> bool,
 ) -> Result<Generated, RuntimeError> {
     if prompt.len() >= session.n_ctx() {
         return Err(RuntimeError::Input(format!(
@@ -81,6 +148,7 @@ pub fn generate(
     let t1 = Instant::now();
     let mut history = prompt.to_vec();
     let mut ids = Vec::new();
+    let mut logprobs = Vec::new();
     let mut stop = StopReason::Length;
     while ids.len() < max_new {
         let next = sampler.sample(&logits, &history);
@@ -88,9 +156,12 @@ pub fn generate(
             stop = StopReason::Stop(next);
             break;
         }
+        if let Some(n) = top_logprobs {
+            logprobs.push(token_logprob(&logits, next, n));
+        }
         ids.push(next);
         history.push(next);
-        if !on_token(next) {
+        if !on_token(next, logprobs.last()) {
             stop = StopReason::Cancelled;
             break;
         }
@@ -101,5 +172,35 @@ pub fn generate(
     }
     stats.generated_tokens = ids.len();
     stats.generate_seconds = t1.elapsed().as_secs_f64();
-    Ok(Generated { ids, stop, stats })
+    Ok(Generated {
+        ids,
+        stop,
+        stats,
+        logprobs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_the_best_first() {
+        let logits = [1.0f32, 3.0, 2.0, 3.0, -1.0];
+        let lp = token_logprob(&logits, 2, 3);
+        let z: f64 = logits.iter().map(|&x| (x as f64).exp()).sum();
+        assert!((lp.logprob as f64 - (2.0 - z.ln())).abs() < 1e-6);
+        // ties keep the lower id first
+        assert_eq!(
+            lp.top.iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![1, 3, 2]
+        );
+        let total: f64 = logits
+            .iter()
+            .enumerate()
+            .map(|(i, _)| (token_logprob(&logits, i as u32, 0).logprob as f64).exp())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert!(token_logprob(&logits, 0, 0).top.is_empty());
+    }
 }

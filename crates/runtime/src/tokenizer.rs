@@ -698,6 +698,19 @@ impl Tokenizer {
         self.by_name.get(piece).copied()
     }
 
+    /// The bytes one token stands for on its own (a piece's `▁` as a space, a byte token's
+    /// byte, a special's name; nothing for padding): OpenAI's `logprobs` `bytes`.
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        match self.pieces.get(id as usize) {
+            Some(Piece::Text(t)) => t.replace(SPACE_SYMBOL, " ").into_bytes(),
+            Some(Piece::Byte(b)) => vec![*b],
+            Some(Piece::Bytes(b)) => b.clone(),
+            Some(Piece::ChatSpecial(name)) => name.clone().into_bytes(),
+            Some(Piece::Unknown) => UNK_SURFACE.as_bytes().to_vec(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The GGUF name of an id.
     pub fn token(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)

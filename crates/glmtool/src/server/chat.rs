@@ -29,7 +29,12 @@ pub(crate) async fn chat_completions(
     let id = format!("chatcmpl-{}", random_hex(24));
     let created = now();
     if !p.stream {
-        let (text, stats, finish) = collect(&mut rx).await?;
+        let Collected {
+            text,
+            stats,
+            finish,
+            logprobs,
+        } = collect(&mut rx).await?;
         let (content, calls) = final_reply(&text, tools, format);
         let mut message = json!({"role": "assistant", "content": content});
         let mut reason = finish_name(finish);
@@ -42,7 +47,8 @@ pub(crate) async fn chat_completions(
         }
         return Ok(Json(json!({
             "id": id, "object": "chat.completion", "created": created, "model": s.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": null}],
+            "choices": [{"index": 0, "message": message, "finish_reason": reason,
+                "logprobs": if p.logprobs.is_some() { json!({"content": logprobs}) } else { Value::Null }}],
             "usage": usage(prompt_tokens, &stats),
             "timings": timings(&stats),
         }))
@@ -68,16 +74,28 @@ pub(crate) async fn chat_completions(
         sent: String::new(),
         done: false,
         call: None,
+        logprobs: Vec::new(),
     };
     let model = s.model.clone();
     let (stops, include_usage) = (p.stops.clone(), p.include_usage);
+    // log-probabilities ride on the next chunk that goes out
+    let with_logprobs = |st: &mut StreamState, mut c: String| {
+        if !st.logprobs.is_empty() {
+            if let Ok(mut v) = serde_json::from_str::<Value>(&c) {
+                v["choices"][0]["logprobs"] = json!({"content": std::mem::take(&mut st.logprobs)});
+                c = v.to_string();
+            }
+        }
+        st.out.push_back(c);
+    };
     Ok(sse_stream(state, move |st, event| match event {
+        Event::Logprob(v) => st.logprobs.push(v),
         Event::Piece(piece) => {
             st.text.push_str(&piece);
             let stable = stable_content(&st.text, tools, &stops);
             if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
                 if !delta.is_empty() {
-                    st.out.push_back(chunk(json!({"content": delta}), None));
+                    with_logprobs(st, chunk(json!({"content": delta}), None));
                     st.sent = stable.clone();
                 }
             }
@@ -152,7 +170,7 @@ pub(crate) async fn chat_completions(
                     "tool_calls"
                 }
             };
-            st.out.push_back(chunk(json!({}), Some(reason)));
+            with_logprobs(st, chunk(json!({}), Some(reason)));
             if include_usage {
                 st.out.push_back(
                     json!({

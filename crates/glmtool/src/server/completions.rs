@@ -12,10 +12,19 @@ pub(crate) async fn completions(
     let id = format!("cmpl-{}", random_hex(24));
     let created = now();
     if !p.stream {
-        let (text, stats, finish) = collect(&mut rx).await?;
+        let Collected {
+            text,
+            stats,
+            finish,
+            logprobs,
+        } = collect(&mut rx).await?;
+        let lp = match p.logprobs {
+            Some(_) => legacy_logprobs(&logprobs, 0),
+            None => Value::Null,
+        };
         return Ok(Json(json!({
             "id": id, "object": "text_completion", "created": created, "model": s.model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_name(finish), "logprobs": null}],
+            "choices": [{"index": 0, "text": text, "finish_reason": finish_name(finish), "logprobs": lp}],
             "usage": usage(prompt_tokens, &stats),
             "timings": timings(&stats),
         }))
@@ -31,6 +40,7 @@ pub(crate) async fn completions(
         sent: String::new(),
         done: false,
         call: None,
+        logprobs: Vec::new(),
     };
     let chunk = move |text: &str, finish: Option<&str>| {
         json!({
@@ -39,12 +49,18 @@ pub(crate) async fn completions(
         })
     };
     Ok(sse_stream(state, move |st, event| match event {
+        Event::Logprob(v) => st.logprobs.push(v),
         Event::Piece(piece) => {
             st.text.push_str(&piece);
             let end = safe_len(&st.text, &stops);
             if end > st.sent.len() {
                 let delta = &st.text[st.sent.len()..end];
-                st.out.push_back(chunk(delta, None).to_string());
+                let mut c = chunk(delta, None);
+                if !st.logprobs.is_empty() {
+                    c["choices"][0]["logprobs"] =
+                        legacy_logprobs(&std::mem::take(&mut st.logprobs), st.sent.len());
+                }
+                st.out.push_back(c.to_string());
                 st.sent = st.text[..end].to_string();
             }
         }
@@ -55,6 +71,10 @@ pub(crate) async fn completions(
         } => {
             let delta = text.strip_prefix(st.sent.as_str()).unwrap_or("");
             let mut last = chunk(delta, Some(finish_name(finish)));
+            if !st.logprobs.is_empty() {
+                last["choices"][0]["logprobs"] =
+                    legacy_logprobs(&std::mem::take(&mut st.logprobs), st.sent.len());
+            }
             if include_usage {
                 last["usage"] = usage(prompt_tokens, &stats);
                 last["timings"] = timings(&stats);

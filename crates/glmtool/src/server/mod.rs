@@ -30,7 +30,7 @@ use axum::{Json, Router};
 use glm_openai::{BadRequest, ChatRequest, CompletionRequest};
 use glm_runtime::agent::{parse_reply, parse_reply_glm4, Segment, ToolCall};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message};
-use glm_runtime::generate::{generate, GenerateStats, StopReason};
+use glm_runtime::generate::{generate_with_logprobs, GenerateStats, StopReason, TokenLogprob};
 use glm_runtime::sampler::{Sampler, SamplerOptions};
 use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::Session;
@@ -345,6 +345,7 @@ impl From<BadRequest> for ApiError {
 
 /// Parameters shared by both completion endpoints, with the server's defaults filled in.
 pub(crate) struct Params {
+    pub(crate) logprobs: Option<usize>,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
     pub(crate) max_tokens: Option<usize>,
@@ -364,6 +365,7 @@ pub(crate) fn params(s: &AppState, p: glm_openai::Params) -> Params {
         .seed
         .unwrap_or_else(|| s.fixed_seed.unwrap_or_else(rand::random));
     Params {
+        logprobs: p.logprobs,
         stream: p.stream,
         include_usage: p.include_usage,
         max_tokens: p.max_tokens,
@@ -394,6 +396,7 @@ pub(crate) async fn submit(
     queue_room(s.queued.load(Ordering::SeqCst), s.max_queue)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let job = Job {
+        logprobs: p.logprobs,
         prompt,
         max_tokens: p.max_tokens,
         sampler: p.sampler.clone(),
@@ -426,16 +429,34 @@ pub(crate) async fn submit(
 }
 
 /// Waits for the end of a job.
+/// A finished reply: its text, counts and times, why it ended, and the tokens'
+/// log-probabilities when asked for.
+pub(crate) struct Collected {
+    pub(crate) text: String,
+    pub(crate) stats: GenerateStats,
+    pub(crate) finish: Finish,
+    pub(crate) logprobs: Vec<Value>,
+}
+
 pub(crate) async fn collect(
     rx: &mut mpsc::UnboundedReceiver<Event>,
-) -> Result<(String, GenerateStats, Finish), ApiError> {
+) -> Result<Collected, ApiError> {
+    let mut logprobs = Vec::new();
     while let Some(ev) = rx.recv().await {
         match ev {
+            Event::Logprob(v) => logprobs.push(v),
             Event::Done {
                 text,
                 stats,
                 finish,
-            } => return Ok((text, stats, finish)),
+            } => {
+                return Ok(Collected {
+                    text,
+                    stats,
+                    finish,
+                    logprobs,
+                })
+            }
             Event::Failed(m) => return Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
             _ => {}
         }
@@ -444,6 +465,37 @@ pub(crate) async fn collect(
         StatusCode::SERVICE_UNAVAILABLE,
         "the generation was stopped".into(),
     ))
+}
+
+/// The legacy completions `logprobs` object of chat-style entries: `tokens`,
+/// `token_logprobs`, `top_logprobs` (token → logprob maps) and `text_offset`.
+pub(crate) fn legacy_logprobs(entries: &[Value], mut offset: usize) -> Value {
+    let mut tokens = vec![];
+    let mut lps = vec![];
+    let mut tops = vec![];
+    let mut offsets = vec![];
+    for e in entries {
+        let token = e["token"].as_str().unwrap_or_default();
+        tokens.push(json!(token));
+        lps.push(e["logprob"].clone());
+        let top: serde_json::Map<String, Value> = e["top_logprobs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|t| {
+                        (
+                            t["token"].as_str().unwrap_or_default().to_string(),
+                            t["logprob"].clone(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        tops.push(Value::Object(top));
+        offsets.push(json!(offset));
+        offset += token.len();
+    }
+    json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
 }
 
 /// OpenAI's `usage`, with the prompt tokens that came from the KV cache of an earlier request

@@ -135,6 +135,8 @@ pub(crate) struct StreamState {
     /// GLM-4: the id of the tool call whose name was streamed, and how many bytes of its
     /// arguments were.
     pub(crate) call: Option<(String, usize)>,
+    /// Log-probabilities of tokens not yet attached to a chunk.
+    pub(crate) logprobs: Vec<Value>,
 }
 
 impl StreamState {

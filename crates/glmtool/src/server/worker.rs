@@ -20,6 +20,8 @@ pub(crate) struct Job {
     pub(crate) max_tokens: Option<usize>,
     pub(crate) sampler: SamplerOptions,
     pub(crate) stops: Vec<String>,
+    /// Log-probabilities asked for, with this many alternatives per token.
+    pub(crate) logprobs: Option<usize>,
     pub(crate) tx: mpsc::UnboundedSender<Event>,
 }
 
@@ -36,6 +38,9 @@ pub(crate) enum Event {
     Rejected(String),
     /// Decoded text of the next token(s).
     Piece(String),
+    /// The next token's log-probability (OpenAI's chat `logprobs.content[i]` object), sent
+    /// before its `Piece`.
+    Logprob(Value),
     Done {
         text: String,
         /// Token counts and times (completion tokens = `generated_tokens`).
@@ -175,21 +180,47 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
     let mut sampler = Sampler::new(job.sampler);
     let mut stopped_by_text = false;
     let t0 = Instant::now();
-    let result = generate(session, &ids, max_new, &mut sampler, &stops, |id| {
-        let piece = dec.push(id);
-        if !piece.is_empty() {
-            text.push_str(&piece);
-            if let Some(at) = first_stop(&text, &job.stops) {
-                text.truncate(at);
-                stopped_by_text = true;
-                return false;
+    let logprob_json = |lp: &TokenLogprob| {
+        let entry = |id: u32, logprob: f32| {
+            let bytes = tok.token_bytes(id);
+            json!({
+                "token": String::from_utf8_lossy(&bytes),
+                "logprob": logprob,
+                "bytes": bytes,
+            })
+        };
+        let mut v = entry(lp.id, lp.logprob);
+        v["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
+        v
+    };
+    let result = generate_with_logprobs(
+        session,
+        &ids,
+        max_new,
+        &mut sampler,
+        &stops,
+        job.logprobs,
+        |id, lp| {
+            if let Some(lp) = lp {
+                if tx.send(Event::Logprob(logprob_json(lp))).is_err() {
+                    return false;
+                }
             }
-            if tx.send(Event::Piece(piece)).is_err() {
-                return false;
+            let piece = dec.push(id);
+            if !piece.is_empty() {
+                text.push_str(&piece);
+                if let Some(at) = first_stop(&text, &job.stops) {
+                    text.truncate(at);
+                    stopped_by_text = true;
+                    return false;
+                }
+                if tx.send(Event::Piece(piece)).is_err() {
+                    return false;
+                }
             }
-        }
-        !tx.is_closed() && !INTERRUPTED.load(Ordering::Relaxed)
-    });
+            !tx.is_closed() && !INTERRUPTED.load(Ordering::Relaxed)
+        },
+    );
     match result {
         Ok(g) => {
             if !stopped_by_text {
