@@ -38,13 +38,14 @@ pub fn gguf_load(data: &[u8], dir: &std::path::Path) {
     let _ = Model::load_with(&path, &opts);
 }
 
-/// The model's reply as ChatGLM3 tool/interpreter protocol text: the reply splitter, the
-/// `tool_call(...)` argument parser and the code extractor.
+/// The model's reply as ChatGLM3 tool/interpreter protocol text (and GLM-4's JSON calls): the
+/// reply splitters, the `tool_call(...)` argument parser and the code extractor.
 pub fn reply_parsers(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::agent::split_segment(&text);
     for tools in [false, true] {
         let _ = crate::agent::parse_reply(&text, tools);
+        let _ = crate::agent::parse_reply_glm4(&text, tools);
     }
     let _ = crate::agent::parse_tool_call(&text);
     let _ = crate::agent::extract_code(&text);
