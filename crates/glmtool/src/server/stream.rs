@@ -173,7 +173,15 @@ pub(crate) fn sse_stream(
                 }
             }
         });
-    Sse::new(stream).into_response()
+    // a comment line every 15 s while nothing else goes out (a long prompt on a CPU), so
+    // proxies and clients do not drop the connection as idle
+    Sse::new(stream)
+        .keep_alive(
+            axum::response::sse::KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("keep-alive"),
+        )
+        .into_response()
 }
 
 #[cfg(test)]
