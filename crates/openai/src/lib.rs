@@ -5,6 +5,7 @@
 pub mod fuzz;
 pub mod messages;
 pub mod request;
+pub mod wire;
 
 pub use messages::{openai_messages, openai_messages_as, ToolChoice};
 pub use request::{BadRequest, ChatRequest, CompletionRequest, Params};

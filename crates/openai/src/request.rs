@@ -1,6 +1,7 @@
 //! Request bodies of `/v1/chat/completions` and `/v1/completions`.
 
 use crate::messages::{openai_messages_as, ToolChoice};
+use crate::wire::{LogprobsRequest, RequestBody};
 use glm_runtime::chat::Message;
 use glm_runtime::tokenizer::ChatFormat;
 use serde_json::Value;
@@ -64,101 +65,90 @@ pub fn parse_object(body: &[u8]) -> Result<Value, BadRequest> {
     Ok(v)
 }
 
+/// The typed body: serde reads every field we use, and names the one of a wrong type.
+pub fn typed_body(v: &Value) -> Result<RequestBody, BadRequest> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        bad(if path == "." {
+            inner
+        } else {
+            format!("{path}: {inner}")
+        })
+    })
+}
+
 impl Params {
     /// The shared parameters of a request object.
     pub fn from_json(v: &Value) -> Result<Self, BadRequest> {
-        let num = |k: &str| -> Result<Option<f64>, BadRequest> {
-            match v.get(k) {
-                None | Some(Value::Null) => Ok(None),
-                Some(x) => x
-                    .as_f64()
-                    .map(Some)
-                    .ok_or_else(|| bad(format!("{k}: expected a number"))),
-            }
-        };
-        let temperature = match num("temperature")? {
+        Self::from_body(&typed_body(v)?)
+    }
+
+    /// The shared parameters, range-checked.
+    pub fn from_body(r: &RequestBody) -> Result<Self, BadRequest> {
+        let temperature = match r.temperature {
             Some(t) if !(0.0..=2.0).contains(&t) => {
                 return Err(bad("temperature: must be between 0 and 2"))
             }
             t => t.map(|t| t as f32),
         };
-        let top_p = match num("top_p")? {
+        let top_p = match r.top_p {
             Some(p) if !(0.0..=1.0).contains(&p) => {
                 return Err(bad("top_p: must be between 0 and 1"))
             }
             p => p.map(|p| p as f32),
         };
-        let seed = match v.get("seed") {
-            None | Some(Value::Null) => None,
-            Some(x) => Some(
-                x.as_u64()
-                    .or_else(|| x.as_i64().map(|i| i as u64))
+        let seed = match &r.seed {
+            None => None,
+            Some(n) => Some(
+                n.as_u64()
+                    .or_else(|| n.as_i64().map(|i| i as u64))
                     .ok_or_else(|| bad("seed: expected an integer"))?,
             ),
         };
         let mut max_tokens = None;
-        for k in ["max_tokens", "max_completion_tokens"] {
-            match v.get(k) {
-                None | Some(Value::Null) => {}
-                Some(x) => match x.as_u64() {
-                    Some(n) if n >= 1 => {
-                        max_tokens = Some(usize::try_from(n).unwrap_or(usize::MAX))
-                    }
-                    _ => return Err(bad(format!("{k}: expected an integer >= 1"))),
-                },
+        for (k, x) in [
+            ("max_tokens", r.max_tokens),
+            ("max_completion_tokens", r.max_completion_tokens),
+        ] {
+            match x {
+                None => {}
+                Some(n) if n >= 1 => max_tokens = Some(usize::try_from(n).unwrap_or(usize::MAX)),
+                Some(_) => return Err(bad(format!("{k}: expected an integer >= 1"))),
             }
         }
-        let stops = match v.get("stop") {
-            None | Some(Value::Null) => vec![],
-            Some(Value::String(s)) => vec![s.clone()],
-            Some(Value::Array(a)) => a
-                .iter()
-                .map(|x| x.as_str().map(str::to_string))
-                .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| bad("stop: expected a string or a list of strings"))?,
-            Some(_) => return Err(bad("stop: expected a string or a list of strings")),
-        };
+        let stops = r.stop.clone().unwrap_or_default();
         if stops.len() > 16 {
             return Err(bad("stop: at most 16 sequences"));
         }
-        if let Some(n) = v.get("n").filter(|n| !n.is_null()) {
-            if n.as_u64() != Some(1) {
-                return Err(bad("n: only n = 1 is supported"));
-            }
+        if r.n.is_some_and(|n| n != 1) {
+            return Err(bad("n: only n = 1 is supported"));
         }
-        let stream = match v.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(bad("stream: expected true or false")),
-        };
-        let include_usage = v
-            .pointer("/stream_options/include_usage")
-            .and_then(Value::as_bool)
+        let include_usage = r
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        let top = |k: &str, x: &Value| -> Result<usize, BadRequest> {
-            match x.as_u64() {
-                Some(n) if n <= 20 => Ok(n as usize),
-                _ => Err(bad(format!("{k}: expected an integer from 0 to 20"))),
+        let top = |k: &str, n: u64| -> Result<usize, BadRequest> {
+            if n <= 20 {
+                Ok(n as usize)
+            } else {
+                Err(bad(format!("{k}: expected an integer from 0 to 20")))
             }
         };
-        let top_logprobs = match v.get("top_logprobs") {
-            None | Some(Value::Null) => None,
-            Some(x) => Some(top("top_logprobs", x)?),
-        };
-        let logprobs = match v.get("logprobs") {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => {
+        let top_logprobs = r.top_logprobs.map(|n| top("top_logprobs", n)).transpose()?;
+        let logprobs = match r.logprobs {
+            None | Some(LogprobsRequest::Enabled(false)) => {
                 if top_logprobs.is_some_and(|n| n > 0) {
                     return Err(bad("top_logprobs: needs \"logprobs\": true"));
                 }
                 None
             }
-            // chat
-            Some(Value::Bool(true)) => Some(top_logprobs.unwrap_or(0)),
-            // completions: the number of alternatives
-            Some(x) => Some(top("logprobs", x)?),
+            Some(LogprobsRequest::Enabled(true)) => Some(top_logprobs.unwrap_or(0)),
+            Some(LogprobsRequest::Count(n)) => Some(top("logprobs", n)?),
         };
         Ok(Params {
-            stream,
+            stream: r.stream.unwrap_or(false),
             include_usage,
             max_tokens,
             temperature,
@@ -218,8 +208,9 @@ impl CompletionRequest {
     }
 
     pub fn from_json(v: &Value) -> Result<Self, BadRequest> {
-        let params = Params::from_json(v)?;
-        let prompt = match v.get("prompt") {
+        let body = typed_body(v)?;
+        let params = Params::from_body(&body)?;
+        let prompt = match body.prompt.as_ref() {
             Some(Value::String(t)) => t.clone(),
             Some(Value::Array(a)) if a.len() == 1 && a[0].is_string() => {
                 a[0].as_str().unwrap_or_default().to_string()

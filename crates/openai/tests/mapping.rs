@@ -180,7 +180,7 @@ fn request_parameters_and_their_errors() {
         ("{}".to_string(), "messages: required"),
         (
             format!(r#"{{{msgs}, "temperature": "hot"}}"#),
-            "temperature: expected a number",
+            "temperature: invalid type: string \"hot\", expected f64",
         ),
         (
             format!(r#"{{{msgs}, "temperature": 3}}"#),
@@ -211,7 +211,7 @@ fn request_parameters_and_their_errors() {
         (format!(r#"{{{msgs}, "n": 2}}"#), "n: only n = 1"),
         (
             format!(r#"{{{msgs}, "stream": "yes"}}"#),
-            "stream: expected true or false",
+            "stream: invalid type: string \"yes\", expected a boolean",
         ),
         (
             format!(

@@ -36,37 +36,83 @@ pub(crate) async fn chat_completions(
             logprobs,
         } = collect(&mut rx).await?;
         let (content, calls) = final_reply(&text, tools, format);
-        let mut message = json!({"role": "assistant", "content": content});
-        let mut reason = finish_name(finish);
-        if !calls.is_empty() {
-            message["tool_calls"] = tool_calls_json(&calls, false);
-            if content.is_empty() {
-                message["content"] = Value::Null;
-            }
-            reason = "tool_calls";
-        }
-        return Ok(Json(json!({
-            "id": id, "object": "chat.completion", "created": created, "model": s.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": reason,
-                "logprobs": if p.logprobs.is_some() { json!({"content": logprobs}) } else { Value::Null }}],
-            "usage": usage(prompt_tokens, &stats),
-            "timings": timings(&stats),
-        }))
+        let reason = if calls.is_empty() {
+            finish_name(finish)
+        } else {
+            "tool_calls"
+        };
+        let message = wire::ResponseMessage {
+            role: "assistant",
+            content: (calls.is_empty() || !content.is_empty()).then_some(content),
+            tool_calls: tool_calls_out(&calls, false),
+        };
+        return Ok(Json(wire::ChatCompletion {
+            id,
+            object: "chat.completion",
+            created,
+            model: s.model.clone(),
+            choices: vec![wire::ChatChoice {
+                index: 0,
+                message,
+                finish_reason: reason,
+                logprobs: p
+                    .logprobs
+                    .map(|_| wire::ChoiceLogprobs { content: logprobs }),
+            }],
+            usage: usage(prompt_tokens, &stats),
+            timings: timings(&stats),
+        })
         .into_response());
     }
     let chunk = {
         let id = id.clone();
         let model = s.model.clone();
-        move |delta: Value, finish: Option<&str>| {
-            json!({
-                "id": id, "object": "chat.completion.chunk", "created": created, "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
+        move |delta: wire::Delta,
+              finish: Option<&'static str>,
+              logprobs: Option<wire::ChoiceLogprobs>| {
+            to_json(&wire::ChatCompletionChunk {
+                id: id.clone(),
+                object: "chat.completion.chunk",
+                created,
+                model: model.clone(),
+                choices: vec![wire::ChunkChoice {
+                    index: 0,
+                    delta,
+                    finish_reason: finish,
+                    logprobs,
+                }],
+                usage: None,
+                timings: None,
             })
-            .to_string()
         }
     };
+    let content = |text: &str| wire::Delta {
+        content: Some(text.to_string()),
+        ..Default::default()
+    };
+    let calls_delta = |calls: Vec<wire::ToolCallOut>| wire::Delta {
+        tool_calls: Some(calls),
+        ..Default::default()
+    };
+    let arguments = |text: &str| wire::ToolCallOut {
+        index: Some(0),
+        id: None,
+        kind: None,
+        function: wire::FunctionOut {
+            name: None,
+            arguments: text.to_string(),
+        },
+    };
     let mut out = VecDeque::new();
-    out.push_back(chunk(json!({"role": "assistant", "content": ""}), None));
+    out.push_back(chunk(
+        wire::Delta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+            tool_calls: None,
+        },
+        None,
+        None,
+    ));
     let state = StreamState {
         rx,
         out,
@@ -79,14 +125,10 @@ pub(crate) async fn chat_completions(
     let model = s.model.clone();
     let (stops, include_usage) = (p.stops.clone(), p.include_usage);
     // log-probabilities ride on the next chunk that goes out
-    let with_logprobs = |st: &mut StreamState, mut c: String| {
-        if !st.logprobs.is_empty() {
-            if let Ok(mut v) = serde_json::from_str::<Value>(&c) {
-                v["choices"][0]["logprobs"] = json!({"content": std::mem::take(&mut st.logprobs)});
-                c = v.to_string();
-            }
-        }
-        st.out.push_back(c);
+    let pending = |st: &mut StreamState| {
+        (!st.logprobs.is_empty()).then(|| wire::ChoiceLogprobs {
+            content: std::mem::take(&mut st.logprobs),
+        })
     };
     Ok(sse_stream(state, move |st, event| match event {
         Event::Logprob(v) => st.logprobs.push(v),
@@ -95,7 +137,8 @@ pub(crate) async fn chat_completions(
             let stable = stable_content(&st.text, tools, &stops);
             if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
                 if !delta.is_empty() {
-                    with_logprobs(st, chunk(json!({"content": delta}), None));
+                    let lp = pending(st);
+                    st.out.push_back(chunk(content(delta), None, lp));
                     st.sent = stable.clone();
                 }
             }
@@ -105,21 +148,23 @@ pub(crate) async fn chat_completions(
                 if let Some((name, args)) = streaming_call(&st.text, &stops) {
                     if st.call.is_none() {
                         let id = format!("call_{}", random_hex(12));
-                        st.out.push_back(chunk(
-                            json!({"tool_calls": [{"index": 0, "id": id, "type": "function",
-                                "function": {"name": name, "arguments": ""}}]}),
-                            None,
-                        ));
+                        let head = wire::ToolCallOut {
+                            index: Some(0),
+                            id: Some(id.clone()),
+                            kind: Some("function"),
+                            function: wire::FunctionOut {
+                                name: Some(name.to_string()),
+                                arguments: String::new(),
+                            },
+                        };
+                        st.out.push_back(chunk(calls_delta(vec![head]), None, None));
                         st.call = Some((id, 0));
                     }
                     if let Some((_, sent)) = &mut st.call {
                         if args.len() > *sent && args.is_char_boundary(*sent) {
-                            st.out.push_back(chunk(
-                                json!({"tool_calls": [{"index": 0,
-                                    "function": {"arguments": &args[*sent..]}}]}),
-                                None,
-                            ));
+                            let more = arguments(&args[*sent..]);
                             *sent = args.len();
+                            st.out.push_back(chunk(calls_delta(vec![more]), None, None));
                         }
                     }
                 }
@@ -130,10 +175,10 @@ pub(crate) async fn chat_completions(
             stats,
             finish,
         } => {
-            let (content, calls) = final_reply(&text, tools, format);
-            if let Some(delta) = content.strip_prefix(st.sent.as_str()) {
+            let (text_out, calls) = final_reply(&text, tools, format);
+            if let Some(delta) = text_out.strip_prefix(st.sent.as_str()) {
                 if !delta.is_empty() {
-                    st.out.push_back(chunk(json!({"content": delta}), None));
+                    st.out.push_back(chunk(content(delta), None, None));
                 }
             }
             let reason = match (&st.call, calls.first()) {
@@ -149,38 +194,35 @@ pub(crate) async fn chat_completions(
                     // the first call streamed already: the rest of its arguments, then the others
                     let raw = first.raw.as_deref().unwrap_or_default();
                     if raw.len() > *sent && raw.is_char_boundary(*sent) {
-                        st.out.push_back(chunk(
-                            json!({"tool_calls": [{"index": 0,
-                                "function": {"arguments": &raw[*sent..]}}]}),
-                            None,
-                        ));
+                        let more = arguments(&raw[*sent..]);
+                        st.out.push_back(chunk(calls_delta(vec![more]), None, None));
                     }
-                    let rest = tool_calls_json(&calls, true);
-                    if let Some(more) = rest.as_array().filter(|a| a.len() > 1) {
+                    let rest = tool_calls_out(&calls, true);
+                    if rest.len() > 1 {
                         st.out
-                            .push_back(chunk(json!({"tool_calls": more[1..]}), None));
+                            .push_back(chunk(calls_delta(rest[1..].to_vec()), None, None));
                     }
                     "tool_calls"
                 }
                 (None, Some(_)) => {
-                    st.out.push_back(chunk(
-                        json!({"tool_calls": tool_calls_json(&calls, true)}),
-                        None,
-                    ));
+                    let all = tool_calls_out(&calls, true);
+                    st.out.push_back(chunk(calls_delta(all), None, None));
                     "tool_calls"
                 }
             };
-            with_logprobs(st, chunk(json!({}), Some(reason)));
+            let lp = pending(st);
+            st.out
+                .push_back(chunk(wire::Delta::default(), Some(reason), lp));
             if include_usage {
-                st.out.push_back(
-                    json!({
-                        "id": id, "object": "chat.completion.chunk", "created": created,
-                        "model": model, "choices": [],
-                        "usage": usage(prompt_tokens, &stats),
-                        "timings": timings(&stats),
-                    })
-                    .to_string(),
-                );
+                st.out.push_back(to_json(&wire::ChatCompletionChunk {
+                    id: id.clone(),
+                    object: "chat.completion.chunk",
+                    created,
+                    model: model.clone(),
+                    choices: vec![],
+                    usage: Some(usage(prompt_tokens, &stats)),
+                    timings: Some(timings(&stats)),
+                }));
             }
             st.out.push_back("[DONE]".into());
             st.done = true;

@@ -11,6 +11,26 @@ pub(crate) async fn completions(
     let (prompt_tokens, mut rx) = submit(&s, Prompt::Raw(prompt), &p).await?;
     let id = format!("cmpl-{}", random_hex(24));
     let created = now();
+    let model = s.model.clone();
+    let response = move |choice: wire::CompletionChoice,
+                         usage: Option<wire::Usage>,
+                         timings: Option<wire::Timings>| wire::Completion {
+        id: id.clone(),
+        object: "text_completion",
+        created,
+        model: model.clone(),
+        choices: vec![choice],
+        usage,
+        timings,
+    };
+    let choice = |text: &str, finish: Option<&'static str>, lp: Option<wire::LegacyLogprobs>| {
+        wire::CompletionChoice {
+            index: 0,
+            text: text.to_string(),
+            finish_reason: finish,
+            logprobs: lp,
+        }
+    };
     if !p.stream {
         let Collected {
             text,
@@ -18,19 +38,17 @@ pub(crate) async fn completions(
             finish,
             logprobs,
         } = collect(&mut rx).await?;
-        let lp = match p.logprobs {
-            Some(_) => legacy_logprobs(&logprobs, 0),
-            None => Value::Null,
-        };
-        return Ok(Json(json!({
-            "id": id, "object": "text_completion", "created": created, "model": s.model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish_name(finish), "logprobs": lp}],
-            "usage": usage(prompt_tokens, &stats),
-            "timings": timings(&stats),
-        }))
+        let lp = p
+            .logprobs
+            .map(|_| wire::LegacyLogprobs::from_entries(&logprobs, 0));
+        let c = choice(&text, Some(finish_name(finish)), lp);
+        return Ok(Json(response(
+            c,
+            Some(usage(prompt_tokens, &stats)),
+            Some(timings(&stats)),
+        ))
         .into_response());
     }
-    let model = s.model.clone();
     let stops = p.stops.clone();
     let include_usage = p.include_usage;
     let state = StreamState {
@@ -42,10 +60,10 @@ pub(crate) async fn completions(
         call: None,
         logprobs: Vec::new(),
     };
-    let chunk = move |text: &str, finish: Option<&str>| {
-        json!({
-            "id": id, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": null}],
+    // log-probabilities ride on the next chunk that goes out
+    let pending = |st: &mut StreamState| {
+        (!st.logprobs.is_empty()).then(|| {
+            wire::LegacyLogprobs::from_entries(&std::mem::take(&mut st.logprobs), st.sent.len())
         })
     };
     Ok(sse_stream(state, move |st, event| match event {
@@ -54,13 +72,10 @@ pub(crate) async fn completions(
             st.text.push_str(&piece);
             let end = safe_len(&st.text, &stops);
             if end > st.sent.len() {
+                let lp = pending(st);
                 let delta = &st.text[st.sent.len()..end];
-                let mut c = chunk(delta, None);
-                if !st.logprobs.is_empty() {
-                    c["choices"][0]["logprobs"] =
-                        legacy_logprobs(&std::mem::take(&mut st.logprobs), st.sent.len());
-                }
-                st.out.push_back(c.to_string());
+                st.out
+                    .push_back(to_json(&response(choice(delta, None, lp), None, None)));
                 st.sent = st.text[..end].to_string();
             }
         }
@@ -69,17 +84,15 @@ pub(crate) async fn completions(
             stats,
             finish,
         } => {
+            let lp = pending(st);
             let delta = text.strip_prefix(st.sent.as_str()).unwrap_or("");
-            let mut last = chunk(delta, Some(finish_name(finish)));
-            if !st.logprobs.is_empty() {
-                last["choices"][0]["logprobs"] =
-                    legacy_logprobs(&std::mem::take(&mut st.logprobs), st.sent.len());
-            }
-            if include_usage {
-                last["usage"] = usage(prompt_tokens, &stats);
-                last["timings"] = timings(&stats);
-            }
-            st.out.push_back(last.to_string());
+            let (u, t) = if include_usage {
+                (Some(usage(prompt_tokens, &stats)), Some(timings(&stats)))
+            } else {
+                (None, None)
+            };
+            let last = response(choice(delta, Some(finish_name(finish)), lp), u, t);
+            st.out.push_back(to_json(&last));
             st.out.push_back("[DONE]".into());
             st.done = true;
         }

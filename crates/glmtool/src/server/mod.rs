@@ -27,7 +27,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use glm_openai::{BadRequest, ChatRequest, CompletionRequest};
+use glm_openai::{wire, BadRequest, ChatRequest, CompletionRequest};
 use glm_runtime::agent::{parse_reply, parse_reply_glm4, Segment, ToolCall};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message};
 use glm_runtime::generate::{generate_with_logprobs, GenerateStats, StopReason, TokenLogprob};
@@ -107,7 +107,14 @@ impl IntoResponse for ApiError {
         };
         let mut r = (
             self.0,
-            Json(json!({"error": {"message": self.1, "type": kind, "param": null, "code": null}})),
+            Json(wire::ErrorResponse {
+                error: wire::ErrorBody {
+                    message: self.1,
+                    kind,
+                    param: None,
+                    code: None,
+                },
+            }),
         )
             .into_response();
         if self.0 == StatusCode::SERVICE_UNAVAILABLE {
@@ -318,9 +325,19 @@ pub(crate) async fn health(State(s): State<Shared>) -> Json<Value> {
 }
 
 pub(crate) async fn models(State(s): State<Shared>) -> Json<Value> {
-    Json(json!({"object": "list", "data": [
-        {"id": s.model, "object": "model", "created": now(), "owned_by": "glmtool", "context_length": s.n_ctx}
-    ]}))
+    let mut v = serde_json::to_value(wire::ModelList {
+        object: "list",
+        data: vec![wire::ModelCard {
+            id: s.model.clone(),
+            object: "model",
+            created: now(),
+            owned_by: "glmtool",
+        }],
+    })
+    .unwrap_or_default();
+    // llama-server's extra
+    v["data"][0]["context_length"] = json!(s.n_ctx);
+    Json(v)
 }
 
 /// The body's bytes, or the reason there are none (too large, ...).
@@ -435,7 +452,12 @@ pub(crate) struct Collected {
     pub(crate) text: String,
     pub(crate) stats: GenerateStats,
     pub(crate) finish: Finish,
-    pub(crate) logprobs: Vec<Value>,
+    pub(crate) logprobs: Vec<wire::TokenLogprob>,
+}
+
+/// A wire object as one line of JSON (an SSE `data:` payload).
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
 }
 
 pub(crate) async fn collect(
@@ -467,59 +489,29 @@ pub(crate) async fn collect(
     ))
 }
 
-/// The legacy completions `logprobs` object of chat-style entries: `tokens`,
-/// `token_logprobs`, `top_logprobs` (token → logprob maps) and `text_offset`.
-pub(crate) fn legacy_logprobs(entries: &[Value], mut offset: usize) -> Value {
-    let mut tokens = vec![];
-    let mut lps = vec![];
-    let mut tops = vec![];
-    let mut offsets = vec![];
-    for e in entries {
-        let token = e["token"].as_str().unwrap_or_default();
-        tokens.push(json!(token));
-        lps.push(e["logprob"].clone());
-        let top: serde_json::Map<String, Value> = e["top_logprobs"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .map(|t| {
-                        (
-                            t["token"].as_str().unwrap_or_default().to_string(),
-                            t["logprob"].clone(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        tops.push(Value::Object(top));
-        offsets.push(json!(offset));
-        offset += token.len();
-    }
-    json!({"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets})
-}
-
 /// OpenAI's `usage`, with the prompt tokens that came from the KV cache of an earlier request
 /// as `prompt_tokens_details.cached_tokens`.
-pub(crate) fn usage(prompt: usize, s: &GenerateStats) -> Value {
-    let completion = s.generated_tokens;
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": prompt.saturating_sub(s.prompt_evaluated)},
-    })
+pub(crate) fn usage(prompt: usize, s: &GenerateStats) -> wire::Usage {
+    wire::Usage {
+        prompt_tokens: prompt,
+        completion_tokens: s.generated_tokens,
+        total_tokens: prompt + s.generated_tokens,
+        prompt_tokens_details: wire::PromptTokensDetails {
+            cached_tokens: prompt.saturating_sub(s.prompt_evaluated),
+        },
+    }
 }
 
-/// llama-server's `timings` object: what the prompt and the generation took.
-pub(crate) fn timings(s: &GenerateStats) -> Value {
-    json!({
-        "prompt_n": s.prompt_evaluated,
-        "prompt_ms": s.prompt_seconds * 1e3,
-        "prompt_per_second": s.prompt_tps(),
-        "predicted_n": s.generated_tokens,
-        "predicted_ms": s.generate_seconds * 1e3,
-        "predicted_per_second": s.generate_tps(),
-    })
+/// llama-server's `timings`: what the prompt and the generation took.
+pub(crate) fn timings(s: &GenerateStats) -> wire::Timings {
+    wire::Timings {
+        prompt_n: s.prompt_evaluated,
+        prompt_ms: s.prompt_seconds * 1e3,
+        prompt_per_second: s.prompt_tps(),
+        predicted_n: s.generated_tokens,
+        predicted_ms: s.generate_seconds * 1e3,
+        predicted_per_second: s.generate_tps(),
+    }
 }
 
 pub(crate) fn finish_name(f: Finish) -> &'static str {

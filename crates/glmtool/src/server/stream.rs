@@ -70,27 +70,20 @@ pub(crate) fn stable_content(text: &str, tools: bool, stops: &[String]) -> Strin
 }
 
 /// OpenAI's `tool_calls` array.
-pub(crate) fn tool_calls_json(calls: &[ToolCall], streaming: bool) -> Value {
-    Value::Array(
-        calls
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut v = json!({
-                    "id": format!("call_{}", random_hex(12)),
-                    "type": "function",
-                    "function": {
-                        "name": c.name,
-                        "arguments": serde_json::to_string(&c.arguments).unwrap_or_default(),
-                    }
-                });
-                if streaming {
-                    v["index"] = json!(i);
-                }
-                v
-            })
-            .collect(),
-    )
+pub(crate) fn tool_calls_out(calls: &[ToolCall], streaming: bool) -> Vec<wire::ToolCallOut> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| wire::ToolCallOut {
+            index: streaming.then_some(i),
+            id: Some(format!("call_{}", random_hex(12))),
+            kind: Some("function"),
+            function: wire::FunctionOut {
+                name: Some(c.name.clone()),
+                arguments: serde_json::to_string(&c.arguments).unwrap_or_default(),
+            },
+        })
+        .collect()
 }
 
 /// GLM-4's first tool call while it streams: its name once the metadata line is complete, and
@@ -136,7 +129,7 @@ pub(crate) struct StreamState {
     /// arguments were.
     pub(crate) call: Option<(String, usize)>,
     /// Log-probabilities of tokens not yet attached to a chunk.
-    pub(crate) logprobs: Vec<Value>,
+    pub(crate) logprobs: Vec<wire::TokenLogprob>,
 }
 
 impl StreamState {
@@ -292,7 +285,8 @@ mod tests {
         );
         assert_eq!(content, "Let me check.");
         assert_eq!(calls.len(), 1);
-        let j = tool_calls_json(&calls, false);
+        let j = serde_json::to_value(tool_calls_out(&calls, false)).unwrap();
+        assert!(j[0].get("index").is_none());
         assert_eq!(j[0]["function"]["name"], "get_weather");
         assert_eq!(j[0]["function"]["arguments"], "{\"city\":\"北京\"}");
         assert!(j[0]["id"].as_str().unwrap().starts_with("call_"));

@@ -40,7 +40,7 @@ pub(crate) enum Event {
     Piece(String),
     /// The next token's log-probability (OpenAI's chat `logprobs.content[i]` object), sent
     /// before its `Piece`.
-    Logprob(Value),
+    Logprob(wire::TokenLogprob),
     Done {
         text: String,
         /// Token counts and times (completion tokens = `generated_tokens`).
@@ -181,17 +181,24 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
     let mut stopped_by_text = false;
     let t0 = Instant::now();
     let logprob_json = |lp: &TokenLogprob| {
-        let entry = |id: u32, logprob: f32| {
-            let bytes = tok.token_bytes(id);
-            json!({
-                "token": String::from_utf8_lossy(&bytes),
-                "logprob": logprob,
-                "bytes": bytes,
-            })
-        };
-        let mut v = entry(lp.id, lp.logprob);
-        v["top_logprobs"] = lp.top.iter().map(|&(id, l)| entry(id, l)).collect();
-        v
+        let bytes = tok.token_bytes(lp.id);
+        wire::TokenLogprob {
+            token: String::from_utf8_lossy(&bytes).into_owned(),
+            logprob: lp.logprob,
+            top_logprobs: lp
+                .top
+                .iter()
+                .map(|&(id, logprob)| {
+                    let bytes = tok.token_bytes(id);
+                    wire::TopLogprob {
+                        token: String::from_utf8_lossy(&bytes).into_owned(),
+                        logprob,
+                        bytes,
+                    }
+                })
+                .collect(),
+            bytes,
+        }
     };
     let result = generate_with_logprobs(
         session,
