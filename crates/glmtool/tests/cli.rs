@@ -982,3 +982,71 @@ fn glm4_runs_from_its_checkpoint_with_the_chat_template_prompt() {
         &["--interpreter", "GLM-4"],
     );
 }
+
+#[test]
+fn a_base_model_completes_text_and_chats_only_when_asked() {
+    let d = tempfile::tempdir().unwrap();
+    let gguf = d.path().join("base.gguf");
+    let g = gguf.to_str().unwrap();
+    let o = run(&[
+        "convert",
+        FIXTURE,
+        "-o",
+        g,
+        "--family",
+        "chatglm3-base",
+        "--type",
+        "q8_0",
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("model family: chatglm3-base (prompt format: completion"));
+    let f = gguf::GgufFile::open(&gguf).unwrap();
+    assert_eq!(f.get_str("glmtool.chat_format").unwrap(), "completion");
+    assert!(stdout(&run(&["info", "-m", g])).contains("none: a base or code model"));
+    // plain completion: [gMASK] sop + the text, no role tokens
+    let o = run(&[
+        "run",
+        "-m",
+        g,
+        "-p",
+        "the fortune",
+        "-n",
+        "3",
+        "-t",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<u64> = serde_json::from_value(v["prompt_ids"].clone()).unwrap();
+    let tok = stdout(&run(&["tokenize", "-m", g, "the fortune"]));
+    let text_ids: Vec<u64> = serde_json::from_str(&tok).unwrap();
+    assert_eq!(ids[2..], text_ids[..]);
+    assert_eq!(ids.len(), text_ids.len() + 2);
+    // --chat asks for ChatGLM3's format explicitly
+    let chat = d.path().join("chat.json");
+    std::fs::write(&chat, r#"[{"role": "user", "content": "hi"}]"#).unwrap();
+    let o = run(&[
+        "run",
+        "-m",
+        g,
+        "--chat",
+        chat.to_str().unwrap(),
+        "-n",
+        "2",
+        "-t",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["prompt_ids"].as_array().unwrap().len() > ids.len() - text_ids.len() + 2);
+    // no prompt: a base model does not chat
+    fails_with(&["run", "-m", g, "-i"], &["base or code model", "-p TEXT"]);
+    // --family with a bad name
+    fails_with(
+        &["convert", FIXTURE, "-o", g, "--family", "llama"],
+        &["unknown family", "chatglm3-base"],
+    );
+}

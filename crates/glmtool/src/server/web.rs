@@ -20,7 +20,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// The routes of the page's assets (no state, no API key).
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
         .route(
             "/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
@@ -62,7 +65,10 @@ mod tests {
     #[test]
     fn assets_are_small_and_have_their_content_types() {
         let total = INDEX.len() + APP_JS.len() + STYLE.len() + FAVICON.len();
-        assert!(total < 100 * 1024, "the page's assets grew to {total} bytes");
+        assert!(
+            total < 100 * 1024,
+            "the page's assets grew to {total} bytes"
+        );
         for (ct, body) in [
             ("text/html; charset=utf-8", INDEX),
             ("text/javascript; charset=utf-8", APP_JS),
@@ -98,6 +104,9 @@ mod tests {
             }
         }
         assert!(INDEX.contains("src=\"/app.js\"") && INDEX.contains("href=\"/style.css\""));
-        assert!(!INDEX.contains("<script>"), "inline scripts are blocked by the CSP");
+        assert!(
+            !INDEX.contains("<script>"),
+            "inline scripts are blocked by the CSP"
+        );
     }
 }

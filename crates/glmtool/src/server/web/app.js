@@ -293,6 +293,8 @@
     el.addEventListener("input", () => store.set(key, el.value));
   }
   els.apiKey.addEventListener("change", () => loadModel());
+  // Enter in a settings field must not submit anything (the CSP forbids it anyway).
+  $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); loadModel(); });
 
   function showSettings(open) {
     els.settings.hidden = !open;
@@ -564,7 +566,8 @@
       art.classList.add("stopped");
       setStatus("Stopped.");
     } else setStatus("");
-    const toolCalls = calls.filter(Boolean);
+    // A stopped reply may hold half a call (GLM-4 streams arguments in pieces): dropped.
+    const toolCalls = r.stopped ? [] : calls.filter(Boolean);
     for (const c of toolCalls) if (!c.id) c.id = uid("call");
     if (r.text || toolCalls.length) {
       const msg = { role: "assistant", content: r.text || (toolCalls.length ? null : "") };

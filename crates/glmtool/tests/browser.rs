@@ -1,0 +1,722 @@
+//! The chat page of `glmtool serve` in a real browser: headless Chromium driven over the
+//! WebDriver protocol (chromedriver, plain HTTP + JSON through ureq), against a real server on
+//! the bundled demo model. It types, presses Enter and Stop, checks what the page shows, and
+//! takes a screenshot (`GLMTOOL_UPDATE_SCREENSHOT=1` writes it to docs/img/chat.png).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`);
+//! `CHROMIUM` / `CHROMEDRIVER` name other binaries. Without a Chromium binary the test prints
+//! SKIP and passes; with one, everything must work.
+
+#![cfg(feature = "server")]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const ENTER: &str = "\u{E007}";
+const SHIFT: &str = "\u{E008}";
+const TAB: &str = "\u{E004}";
+/// Releases the modifier keys pressed earlier in the same "send keys".
+const RELEASE: &str = "\u{E000}";
+
+// ---------------------------------------------------------------- the server (as tests/serve.rs)
+
+struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server(cache: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtool"))
+        .args(["serve", "--port", "0", "--temp", "0", "-t", "1"])
+        .args(extra)
+        .env("GLMTOOL_CACHE", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut base = None;
+    let mut line = String::new();
+    while base.is_none() && Instant::now() < deadline {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        log.lock().unwrap().push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("listening on ") {
+            assert!(rest.starts_with("http://127.0.0.1:"), "{rest}");
+            base = Some(rest.to_string());
+        }
+    }
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while err.read_line(&mut rest).unwrap_or(0) > 0 {
+            log2.lock().unwrap().push_str(&rest);
+            rest.clear();
+        }
+    });
+    let base = base.unwrap_or_else(|| panic!("no listening line: {}", log.lock().unwrap()));
+    Server { child, base, log }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
+
+// ---------------------------------------------------------------- chromedriver + a session
+
+/// chromedriver (in its own process group, so that the browsers it started go with it) and one
+/// browser session.
+struct Browser {
+    driver: Child,
+    /// `http://127.0.0.1:PORT/session/ID`
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .delete(&self.session)
+            .call();
+        // The group of the chromedriver we started: it and the browsers it left behind.
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// The WebDriver id of an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+impl Browser {
+    fn start(chromium: &Path, chromedriver: &Path) -> Browser {
+        use std::os::unix::process::CommandExt;
+        let mut driver = Command::new(chromedriver)
+            .arg("--port=0")
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", chromedriver.display()));
+        let mut out = BufReader::new(driver.stdout.take().unwrap());
+        let mut port = None;
+        let mut seen = String::new();
+        let mut line = String::new();
+        while port.is_none() {
+            line.clear();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = driver.kill();
+                panic!("chromedriver said no port: {seen}");
+            }
+            seen.push_str(&line);
+            // "ChromeDriver was started successfully on port 12345."
+            if let Some(p) = line.split("successfully on port ").nth(1) {
+                port = p.trim().trim_end_matches('.').parse::<u16>().ok();
+            }
+        }
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        let profile = tempfile::tempdir().unwrap();
+        let base = format!("http://127.0.0.1:{}", port.unwrap());
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                    "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--window-size=1280,900",
+                    "--force-device-scale-factor=1", "--lang=en-US",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        }}});
+        let mut b = Browser {
+            driver,
+            session: String::new(),
+            _profile: profile,
+        };
+        let v = post_json(&format!("{base}/session"), &caps);
+        let id = v["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {v}"));
+        b.session = format!("{base}/session/{id}");
+        b
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        post_json(&format!("{}{path}", self.session), &body)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        wd(agent().get(&format!("{}{path}", self.session)).call())
+    }
+
+    fn delete(&self, path: &str) -> Value {
+        wd(agent().delete(&format!("{}{path}", self.session)).call())
+    }
+
+    fn goto(&self, url: &str) {
+        self.post("/url", json!({ "url": url }));
+    }
+
+    /// Runs `script` (a function body: `return ...`) in the page.
+    fn js(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({"script": script, "args": []}))
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.post("/element", json!({"using": "css selector", "value": css}));
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    /// Types into an element as a user would (trusted key events).
+    fn keys(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.post(&format!("/element/{e}/value"), json!({ "text": text }));
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.post(&format!("/element/{e}/click"), json!({}));
+    }
+
+    fn clear(&self, css: &str) {
+        let e = self.find(css);
+        self.post(&format!("/element/{e}/clear"), json!({}));
+    }
+
+    /// Polls `script` until it returns something truthy; panics with the page's state after
+    /// `secs` seconds.
+    fn wait(&self, what: &str, script: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.js(script);
+            let truthy = match &v {
+                Value::Null => false,
+                Value::Bool(b) => *b,
+                Value::Number(n) => n.as_f64() != Some(0.0),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            if truthy {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}; page: {}", self.state());
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    }
+
+    /// What the page shows, for failure messages.
+    fn state(&self) -> Value {
+        self.js(
+            "return {status: document.getElementById('status').textContent, \
+             busy: document.body.classList.contains('busy'), \
+             messages: [...document.querySelectorAll('.msg')].map(m => m.className + ': ' + m.textContent)};",
+        )
+    }
+
+    fn screenshot(&self) -> Vec<u8> {
+        let v = self.get("/screenshot");
+        base64_decode(v.as_str().expect("a base64 screenshot"))
+    }
+}
+
+/// POSTs a WebDriver command; its `value`.
+fn post_json(url: &str, body: &Value) -> Value {
+    wd(agent().post(url).send_json(body.clone()))
+}
+
+/// The `value` of a WebDriver response; panics with the driver's error.
+fn wd(r: Result<ureq::Response, ureq::Error>) -> Value {
+    let resp = match r {
+        Ok(r) => r,
+        Err(ureq::Error::Status(code, r)) => {
+            panic!(
+                "WebDriver error {code}: {}",
+                r.into_string().unwrap_or_default()
+            )
+        }
+        Err(e) => panic!("WebDriver: {e}"),
+    };
+    let v: Value = resp.into_json().unwrap();
+    v["value"].clone()
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c}"),
+    };
+    let bytes: Vec<u8> = s
+        .bytes()
+        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= (val(c) as u32) << (18 - 6 * i);
+        }
+        let take = chunk.len() - 1;
+        out.extend_from_slice(&n.to_be_bytes()[1..1 + take]);
+    }
+    out
+}
+
+/// Chromium and chromedriver, or None (the test is skipped) when there is no Chromium.
+fn binaries() -> Option<(PathBuf, PathBuf)> {
+    let chromium = match std::env::var_os("CHROMIUM").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => {
+            let p = PathBuf::from("/usr/bin/chromium");
+            if !p.exists() {
+                return None;
+            }
+            p
+        }
+    };
+    assert!(
+        chromium.exists(),
+        "CHROMIUM={} does not exist",
+        chromium.display()
+    );
+    let driver = std::env::var_os("CHROMEDRIVER")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            [
+                PathBuf::from("/usr/bin/chromedriver"),
+                chromium.with_file_name("chromedriver"),
+            ]
+            .into_iter()
+            .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{} exists but chromedriver was not found: apt-get install -y chromium-driver, \
+                 or set CHROMEDRIVER",
+                chromium.display()
+            )
+        });
+    Some((chromium, driver))
+}
+
+// ---------------------------------------------------------------- the test
+
+/// Counts of messages on the page: user, assistant.
+const COUNTS: &str = "return [document.querySelectorAll('.msg.user').length, \
+                      document.querySelectorAll('.msg.assistant').length];";
+/// The last reply is complete: not generating, with its stats line (or an error).
+const REPLY_DONE: &str = "const a = [...document.querySelectorAll('.msg.assistant')].pop(); \
+     return !document.body.classList.contains('busy') && !!a && \
+       (a.querySelector('.stats').textContent !== '' || a.classList.contains('error'));";
+const LAST_REPLY: &str = "const a = [...document.querySelectorAll('.msg.assistant')].pop(); \
+     return {text: a.querySelector('.body').textContent, stats: a.querySelector('.stats').textContent, \
+             classes: a.className};";
+
+#[test]
+fn the_chat_page_in_chromium() {
+    let Some((chromium, chromedriver)) = binaries() else {
+        eprintln!(
+            "SKIP the_chat_page_in_chromium: no Chromium (/usr/bin/chromium or $CHROMIUM); \
+             install it with `apt-get install -y chromium chromium-driver`"
+        );
+        return;
+    };
+    let t0 = Instant::now();
+    let cache = tempfile::tempdir().unwrap();
+    let s = server(cache.path(), &[]);
+    let keyed = server(cache.path(), &["--api-key", "sk-browser-test"]);
+
+    // The assets over plain HTTP: types, no-cache, small, and outside the API key.
+    let mut total = 0;
+    for (path, ct) in [
+        ("/", "text/html; charset=utf-8"),
+        ("/app.js", "text/javascript; charset=utf-8"),
+        ("/style.css", "text/css; charset=utf-8"),
+        ("/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = agent()
+            .get(&format!("{}{path}", keyed.base))
+            .call()
+            .unwrap();
+        assert_eq!(r.header("content-type"), Some(ct), "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
+        total += r.into_string().unwrap().len();
+    }
+    assert!(total < 100 * 1024, "assets: {total} bytes");
+    match agent().get(&format!("{}/v1/models", keyed.base)).call() {
+        Err(ureq::Error::Status(401, _)) => {}
+        other => panic!("/v1/models without the key: {other:?}"),
+    }
+
+    let b = Browser::start(&chromium, &chromedriver);
+    b.goto(&format!("{}/", s.base));
+    b.wait(
+        "the model name from /v1/models",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+
+    // Every control has a label; every clickable thing is a <button>.
+    let unlabeled = b.js(
+        "return [...document.querySelectorAll('input, textarea, select')] \
+           .filter(e => !e.labels.length && !e.getAttribute('aria-label')).map(e => e.id);",
+    );
+    assert_eq!(unlabeled, json!([]), "controls without a label");
+    let live = b.js("return document.getElementById('messages').getAttribute('aria-live');");
+    assert_eq!(live, "polite");
+
+    // The Markdown renderer: structure, and model text never becomes markup.
+    let md = b.js(r###"
+        const d = glmtoolChat.markdown("## Title\n\nSome **bold**, *it*, `x<y>`, $a*b*c$ and <img src=x onerror=alert(1)>.\n\n- one\n- two\n  1. nested\n\n```js\nlet s = '<b>hi</b>';\n```\n\n[ok](https://example.com/a) [bad](javascript:alert(1)) <script>alert(2)</script>\n\n| a | b |\n|---|---|\n| 1 | 2 |");
+        return {
+          h: d.querySelector('h4') && d.querySelector('h4').textContent,
+          strong: d.querySelector('strong').textContent, em: d.querySelector('em').textContent,
+          code: d.querySelector('p code').textContent,
+          math: d.querySelector('.math').textContent,
+          img: d.querySelectorAll('img, script').length,
+          items: d.querySelectorAll('ul > li').length, nested: d.querySelectorAll('ul ol li').length,
+          pre: d.querySelector('pre code').textContent,
+          copy: d.querySelector('.code button').textContent,
+          links: [...d.querySelectorAll('a')].map(a => a.getAttribute('href')),
+          cells: d.querySelectorAll('td').length,
+          text: d.textContent,
+        };"###);
+    assert_eq!(md["h"], "Title", "{md}");
+    assert_eq!(
+        (&md["strong"], &md["em"], &md["code"]),
+        (&json!("bold"), &json!("it"), &json!("x<y>")),
+        "{md}"
+    );
+    assert_eq!(md["math"], "$a*b*c$", "math stays text: {md}");
+    assert_eq!(md["img"], 0, "{md}");
+    assert_eq!(
+        (&md["items"], &md["nested"]),
+        (&json!(2), &json!(1)),
+        "{md}"
+    );
+    assert_eq!(md["pre"], "let s = '<b>hi</b>';", "{md}");
+    assert_eq!(md["copy"], "Copy");
+    assert_eq!(md["links"], json!(["https://example.com/a"]), "{md}");
+    assert_eq!(md["cells"], 2, "{md}");
+    let text = md["text"].as_str().unwrap();
+    assert!(
+        text.contains("<img src=x onerror=alert(1)>") && text.contains("<script>alert(2)</script>"),
+        "HTML is shown as text: {text}"
+    );
+
+    // 1. A message, sent with Enter, streams in. The browser's network is throttled so that
+    // the (very fast) demo model's reply arrives over a few seconds.
+    let throttle = |bytes_per_s: u64| {
+        b.post(
+            "/chromium/network_conditions",
+            json!({"network_conditions": {"offline": false, "latency": 0,
+                   "download_throughput": bytes_per_s, "upload_throughput": 10_000_000}}),
+        )
+    };
+    b.clear("#max-tokens");
+    b.keys("#max-tokens", "24");
+    throttle(3000);
+    b.keys("#input", &format!("Tell me a fortune{ENTER}"));
+    let streaming = b.wait(
+        "streamed text while the reply is still running",
+        "const a = document.querySelector('.msg.assistant .body'); \
+         return document.body.classList.contains('busy') && a && a.textContent.trim() !== '' \
+           && !document.getElementById('stop').hidden && a.textContent;",
+        20,
+    );
+    b.wait("the first reply", REPLY_DONE, 30);
+    let first = b.js(LAST_REPLY);
+    let text = first["text"].as_str().unwrap();
+    assert!(
+        text.len() > streaming.as_str().unwrap().len()
+            && text.starts_with(streaming.as_str().unwrap().trim_end()),
+        "the reply grew from what was streamed: {first} vs {streaming}"
+    );
+    let stats = first["stats"].as_str().unwrap();
+    for want in ["tokens/s", "24 tokens", "prompt 13", "cached"] {
+        assert!(
+            stats.contains(want),
+            "{want:?} not in the stats line {stats:?}"
+        );
+    }
+    assert_eq!(b.js(COUNTS), json!([1, 1]));
+    assert_eq!(
+        b.js("return document.querySelector('.msg.user .body').textContent;"),
+        "Tell me a fortune"
+    );
+    assert_eq!(b.js("return document.getElementById('input').value;"), "");
+
+    // 2. A long reply, stopped as soon as its first words are on the page.
+    b.clear("#max-tokens");
+    b.keys("#max-tokens", "400");
+    b.keys("#input", &format!("Tell me a long story{ENTER}"));
+    b.wait(
+        "the first words of the long reply",
+        "const a = document.querySelectorAll('.msg.assistant .body')[1]; \
+         return a && a.textContent.trim() !== '';",
+        20,
+    );
+    b.click("#stop");
+    b.wait("the stopped reply", REPLY_DONE, 20);
+    b.delete("/chromium/network_conditions");
+    let stopped = b.js(LAST_REPLY);
+    assert!(
+        stopped["classes"].as_str().unwrap().contains("stopped"),
+        "{stopped}"
+    );
+    let stats = stopped["stats"].as_str().unwrap();
+    assert!(
+        stats.starts_with("Stopped") && !stats.contains("max tokens"),
+        "{stats}"
+    );
+    let ui = b.js(
+        "const s = document.getElementById('send'), t = document.getElementById('stop'); \
+         return {status: document.getElementById('status').textContent, \
+                 send: !s.hidden && !s.disabled && s.offsetParent !== null, stop: t.hidden, \
+                 history: glmtoolChat.history().length};",
+    );
+    assert_eq!(
+        ui,
+        json!({"status": "Stopped.", "send": true, "stop": true, "history": 4}),
+        "after Stop (the partial reply stays in the history)"
+    );
+
+    // 3. Shift+Enter is a new line; Enter during an IME composition does not send.
+    b.clear("#max-tokens");
+    b.keys("#max-tokens", "16");
+    b.keys(
+        "#input",
+        &format!("first line{SHIFT}{ENTER}{RELEASE}second line"),
+    );
+    assert_eq!(
+        b.js("return document.getElementById('input').value;"),
+        "first line\nsecond line"
+    );
+    assert_eq!(b.js(COUNTS), json!([2, 2]), "Shift+Enter sent the message");
+    let ime = b.js("const i = document.getElementById('input'); i.focus(); \
+         const key = (init) => i.dispatchEvent(new KeyboardEvent('keydown', \
+           Object.assign({key: 'Enter', code: 'Enter', bubbles: true, cancelable: true}, init))); \
+         key({isComposing: true, keyCode: 229}); \
+         i.dispatchEvent(new CompositionEvent('compositionstart', {data: ''})); \
+         key({isComposing: true}); \
+         key({keyCode: 13}); \
+         i.dispatchEvent(new CompositionEvent('compositionend', {data: '你好'})); \
+         return [document.querySelectorAll('.msg').length, i.value];");
+    assert_eq!(
+        ime,
+        json!([4, "first line\nsecond line"]),
+        "an Enter of an IME composition sent the message"
+    );
+    b.keys("#input", ENTER);
+    b.wait("the reply to the two lines", REPLY_DONE, 20);
+    assert_eq!(b.js(COUNTS), json!([3, 3]));
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('.msg.user .body')].pop().textContent;"),
+        "first line\nsecond line"
+    );
+    let third = b.js(LAST_REPLY);
+    assert!(
+        third["text"].as_str().unwrap().trim() != ""
+            && third["stats"].as_str().unwrap().contains("tokens/s"),
+        "{third}"
+    );
+
+    let shot = b.screenshot();
+    assert!(shot.starts_with(b"\x89PNG"), "not a PNG");
+    let path = if std::env::var_os("GLMTOOL_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img/chat.png")
+    } else {
+        std::env::temp_dir().join("glmtool-chat.png")
+    };
+    std::fs::write(&path, &shot).unwrap();
+    eprintln!("screenshot: {}", path.display());
+
+    // 4. New chat empties the conversation.
+    b.click("#new-chat");
+    assert_eq!(b.js(COUNTS), json!([0, 0]));
+    assert_eq!(b.js("return glmtoolChat.history().length;"), 0);
+
+    // 5. A tool call, streamed in pieces (the demo model does not call tools, so this reply is
+    // played by a stand-in for fetch), shown as a card; its result goes back as a tool message
+    // and the real model continues.
+    b.js(r#"
+        const real = window.fetch;
+        window.sentBodies = [];
+        window.fetch = async (url, init) => {
+          if (!String(url).endsWith('/v1/chat/completions')) return real(url, init);
+          window.sentBodies.push(JSON.parse(init.body));
+          if (window.sentBodies.length > 1) return real(url, init);
+          const d = (delta, finish) => ({choices: [{index: 0, delta, finish_reason: finish || null}]});
+          const chunks = [
+            d({role: 'assistant', content: ''}),
+            d({tool_calls: [{index: 0, id: 'call_test1', type: 'function', function: {name: 'get_weather', arguments: ''}}]}),
+            d({tool_calls: [{index: 0, function: {arguments: '{"city_name": '}}]}),
+            d({tool_calls: [{index: 0, function: {arguments: '"北京"}'}}]}),
+            d({}, 'tool_calls'),
+            {choices: [], usage: {prompt_tokens: 60, completion_tokens: 12, total_tokens: 72,
+              prompt_tokens_details: {cached_tokens: 50}},
+             timings: {prompt_n: 10, prompt_ms: 20, predicted_n: 12, predicted_ms: 48, predicted_per_second: 250}},
+          ];
+          const body = chunks.map(c => 'data: ' + JSON.stringify(c) + '\n\n').join('') + 'data: [DONE]\n\n';
+          return new Response(body, {headers: {'Content-Type': 'text/event-stream'}});
+        };
+        return true;"#);
+    b.clear("#tools");
+    b.keys(
+        "#tools",
+        r#"[{"name": "get_weather", "description": "Weather of a city", "parameters": {"type": "object", "properties": {"city_name": {"type": "string"}}}}]"#,
+    );
+    b.keys("#input", "今天北京的天气怎么样？");
+    b.click("#send");
+    b.wait(
+        "the tool-call card",
+        "return document.querySelector('details.tool-call textarea');",
+        20,
+    );
+    let mut card = b.js("const c = document.querySelector('details.tool-call'); \
+         return {open: c.open, name: c.querySelector('summary').textContent, \
+                 args: c.querySelector('pre').textContent, \
+                 stats: [...document.querySelectorAll('.msg.assistant .stats')].pop().textContent, \
+                 focused: document.activeElement === c.querySelector('textarea'), \
+                 labeled: c.querySelector('textarea').labels.length};");
+    let stats = card["stats"].as_str().unwrap().to_string();
+    assert!(
+        stats.starts_with("250 tokens/s · 12 tokens · prompt 60 (50 cached) at 500 tokens/s · "),
+        "stats from usage and timings: {stats}"
+    );
+    card["stats"] = json!("");
+    assert_eq!(
+        card,
+        json!({"open": true, "name": "Tool call get_weather", "args": "{\n  \"city_name\": \"北京\"\n}",
+               "stats": "", "focused": true, "labeled": 1}),
+    );
+    b.keys("details.tool-call textarea", "晴, 12°C");
+    b.click("details.tool-call button");
+    b.wait("the reply after the tool result", REPLY_DONE, 20);
+    let sent = b.js("return window.sentBodies;");
+    let first_req = &sent[0];
+    assert_eq!(first_req["stream"], true);
+    assert_eq!(first_req["stream_options"], json!({"include_usage": true}));
+    assert_eq!(first_req["max_tokens"], 16);
+    assert_eq!(
+        first_req["tools"][0]["function"]["name"], "get_weather",
+        "bare functions are wrapped: {first_req}"
+    );
+    let msgs = sent[1]["messages"].as_array().unwrap();
+    let n = msgs.len();
+    assert_eq!(
+        msgs[n - 2]["tool_calls"][0],
+        json!({"id": "call_test1", "type": "function",
+               "function": {"name": "get_weather", "arguments": "{\"city_name\": \"北京\"}"}})
+    );
+    assert_eq!(
+        msgs[n - 1],
+        json!({"role": "tool", "tool_call_id": "call_test1", "content": "晴, 12°C"})
+    );
+    let after = b.js(LAST_REPLY);
+    assert!(
+        !after["classes"].as_str().unwrap().contains("error")
+            && after["stats"].as_str().unwrap().contains("tokens/s"),
+        "the real model's answer to the tool result: {after}"
+    );
+    b.clear("#tools");
+
+    // 6. A server with --api-key: the page asks for the key, keeps it, and sends it.
+    b.goto(&format!("{}/", keyed.base));
+    b.wait(
+        "the request for the API key",
+        "return document.getElementById('status').textContent.includes('API key') \
+           && document.activeElement.id === 'api-key';",
+        20,
+    );
+    b.keys("#input", &format!("Hello{ENTER}"));
+    b.wait("the 401 reply", REPLY_DONE, 20);
+    let failed = b.js(LAST_REPLY);
+    assert!(
+        failed["classes"].as_str().unwrap().contains("error")
+            && failed["text"].as_str().unwrap().contains("API key"),
+        "{failed}"
+    );
+    b.keys("#api-key", &format!("sk-browser-test{TAB}"));
+    b.wait(
+        "the model name, with the key",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+    b.click(".msg.assistant button.retry");
+    b.wait("the reply with the key", REPLY_DONE, 20);
+    let ok = b.js(LAST_REPLY);
+    assert!(
+        !ok["classes"].as_str().unwrap().contains("error")
+            && ok["stats"].as_str().unwrap().contains("tokens/s"),
+        "{ok}"
+    );
+    b.goto(&format!("{}/", keyed.base));
+    b.wait(
+        "the kept key",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3' \
+           && document.getElementById('api-key').value === 'sk-browser-test';",
+        20,
+    );
+
+    // Nothing went wrong in the page (the 401s above were expected).
+    if let Ok(resp) = agent()
+        .post(&format!("{}/se/log", b.session))
+        .send_json(json!({"type": "browser"}))
+    {
+        let logs: Value = resp.into_json().unwrap();
+        let bad: Vec<&Value> = logs["value"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| {
+                e["level"] == "SEVERE" && !e["message"].as_str().unwrap_or("").contains("401")
+            })
+            .collect();
+        assert!(bad.is_empty(), "browser console errors: {bad:?}");
+    }
+    let log = s.log.lock().unwrap().clone();
+    assert!(log.contains("request: "), "{log}");
+    eprintln!("browser test: {:.1} s", t0.elapsed().as_secs_f64());
+}
