@@ -38,8 +38,12 @@ const SPACE_SYMBOL: char = '\u{2581}'; // ▁
 const UNK_SURFACE: &str = " \u{2047} "; // SentencePiece's default trainer_spec.unk_surface
 const REPLACEMENT: char = '\u{FFFD}';
 
-/// tiktoken's `pat_str` of THUDM's `ChatGLM4Tokenizer` (the cl100k pattern).
-const GLM4_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+mod byte_level;
+mod decode;
+
+use byte_level::encode_byte_level;
+use decode::RunState;
+pub use decode::StreamDecoder;
 
 pub use gguf::names::{
     ChatFormat, CHATGLM2_SPECIALS, CHATGLM3_SPECIALS, GLM4_SPECIALS, TOKEN_TYPE_BYTE,
@@ -379,127 +383,6 @@ impl Tokenizer {
         })
     }
 
-    /// Builds GLM-4's tokenizer from `tokenizer.ggml.tokens` and `.token_type` (`gpt2` model):
-    /// the NORMAL entries are the tiktoken ranks in order, in byte-level spelling.
-    pub fn from_byte_level_vocab(tokens: &[String], types: &[i32]) -> Result<Self, TokenizerError> {
-        if tokens.len() != types.len() {
-            return Err(TokenizerError::LengthMismatch {
-                tokens: tokens.len(),
-                scores: tokens.len(),
-                types: types.len(),
-            });
-        }
-        if tokens.is_empty() || tokens.len() > u32::MAX as usize {
-            return Err(TokenizerError::Vocab(format!(
-                "{} tokens is not a vocabulary",
-                tokens.len()
-            )));
-        }
-        let chars = gguf::names::byte_level_chars();
-        let mut byte_of: HashMap<char, u8> = HashMap::with_capacity(256);
-        for (b, &c) in chars.iter().enumerate() {
-            byte_of.insert(c, b as u8);
-        }
-        let mut by_name: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
-        for (id, t) in tokens.iter().enumerate() {
-            match by_name.get(t.as_str()) {
-                Some(&prev)
-                    if types[prev as usize] == TOKEN_TYPE_CONTROL
-                        || types[id] != TOKEN_TYPE_CONTROL => {}
-                _ => {
-                    by_name.insert(t.clone(), id as u32);
-                }
-            }
-        }
-        let (specials, is_special) = find_specials(&by_name, types, true)?;
-        let mut pieces = Vec::with_capacity(tokens.len());
-        let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
-        let mut ranks: HashMap<Vec<u8>, u32> = HashMap::with_capacity(tokens.len());
-        let mut normal: Vec<(u32, Vec<u8>)> = Vec::with_capacity(tokens.len());
-        for (id, (t, &kind)) in tokens.iter().zip(types).enumerate() {
-            let piece = match kind {
-                TOKEN_TYPE_NORMAL | TOKEN_TYPE_USER_DEFINED => {
-                    let bytes: Option<Vec<u8>> =
-                        t.chars().map(|c| byte_of.get(&c).copied()).collect();
-                    let Some(bytes) = bytes.filter(|b| !b.is_empty()) else {
-                        return Err(TokenizerError::Vocab(format!(
-                            "token {id} ({t:?}) is not in byte-level spelling"
-                        )));
-                    };
-                    if let Some(&first) = vocab.get(t.as_str()) {
-                        return Err(TokenizerError::Duplicate {
-                            token: t.clone(),
-                            first: first as usize,
-                            second: id,
-                        });
-                    }
-                    vocab.insert(t.clone(), id as u32);
-                    ranks.insert(bytes.clone(), id as u32);
-                    normal.push((id as u32, bytes.clone()));
-                    Piece::Bytes(bytes)
-                }
-                TOKEN_TYPE_CONTROL if is_special(t) => Piece::ChatSpecial(t.clone()),
-                TOKEN_TYPE_CONTROL => Piece::Control,
-                TOKEN_TYPE_UNUSED => Piece::Padding,
-                _ => {
-                    return Err(TokenizerError::BadType {
-                        id,
-                        token: t.clone(),
-                        kind,
-                    })
-                }
-            };
-            pieces.push(piece);
-        }
-        if let Some(b) = (0..=255u8).find(|b| !ranks.contains_key(&vec![*b])) {
-            return Err(TokenizerError::Vocab(format!(
-                "byte 0x{b:02X} has no token; a byte-level vocabulary has all 256"
-            )));
-        }
-        // Hugging Face's tiktoken converter: every split of a token into two tokens is a
-        // merge with the token's rank; within a token by the parts' ranks; all by rank.
-        let mut merges: Vec<(u32, u32, u32)> = Vec::new(); // (rank, left, right)
-        for (rank, bytes) in &normal {
-            let start = merges.len();
-            for i in 1..bytes.len() {
-                if let (Some(&l), Some(&r)) = (ranks.get(&bytes[..i]), ranks.get(&bytes[i..])) {
-                    merges.push((*rank, l, r));
-                }
-            }
-            merges[start..].sort_by_key(|&(_, l, r)| (l, r));
-        }
-        merges.sort_by_key(|&(rank, _, _)| rank);
-        let merges: Vec<(String, String)> = merges
-            .into_iter()
-            .map(|(_, l, r)| (tokens[l as usize].clone(), tokens[r as usize].clone()))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
-        // compiled once per process: its Unicode classes make a large automaton
-        static SPLIT: std::sync::OnceLock<Result<fancy_regex::Regex, String>> =
-            std::sync::OnceLock::new();
-        let split = SPLIT
-            .get_or_init(|| fancy_regex::Regex::new(GLM4_PATTERN).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| TokenizerError::Bpe(e.clone()))?;
-        Ok(Tokenizer {
-            tokens: tokens.to_vec(),
-            types: types.to_vec(),
-            pieces,
-            by_name,
-            encoder: Encoder::ByteLevel {
-                bpe,
-                split,
-                chars: Box::new(chars),
-            },
-            specials,
-            chat_format: ChatFormat::Glm4,
-            vocab_format: ChatFormat::Glm4,
-        })
-    }
-
     /// Reads the vocabulary from a GGUF file's `tokenizer.ggml.*` arrays, and the prompt
     /// format from [`gguf::names::GLMTOOL_CHAT_FORMAT`] or, without it, from the vocabulary and
     /// `general.name` ([`ChatFormat::implied`]).
@@ -580,11 +463,7 @@ impl Tokenizer {
                 ..
             }
         );
-        RunState {
-            is_bos_ws: strip,
-            start_bos_ws: strip,
-            ..RunState::default()
-        }
+        RunState::new(strip)
     }
 
     /// The model's prompt format.
@@ -687,10 +566,7 @@ impl Tokenizer {
 
     /// A decoder that turns ids into text one at a time.
     pub fn stream_decoder(&self) -> StreamDecoder<'_> {
-        StreamDecoder {
-            tok: self,
-            run: self.run_state(),
-        }
+        StreamDecoder::new(self, self.run_state())
     }
 
     /// The id of a vocabulary entry, by its exact GGUF name (e.g. `"<|user|>"`, `"▁Hello"`).
@@ -740,222 +616,6 @@ fn bpe_into(bpe: &BPE, s: &str, ids: &mut Vec<u32>) -> Result<(), TokenizerError
         .map_err(|e| TokenizerError::Bpe(e.to_string()))?;
     ids.extend(toks.iter().map(|t| t.id));
     Ok(())
-}
-
-/// tiktoken's `encode_ordinary`: split by the pattern; a piece that is a token is that token,
-/// the others go through BPE.
-fn encode_byte_level(
-    bpe: &BPE,
-    split: &fancy_regex::Regex,
-    chars: &[char; 256],
-    text: &str,
-) -> Result<Vec<u32>, TokenizerError> {
-    let mut ids = Vec::with_capacity(text.len() / 3 + 1);
-    let mut piece = String::new();
-    for m in split.find_iter(text) {
-        let m = m.map_err(|e| TokenizerError::Bpe(format!("pre-tokenizer: {e}")))?;
-        piece.clear();
-        piece.extend(m.as_str().bytes().map(|b| chars[b as usize]));
-        match bpe.token_to_id(&piece) {
-            Some(id) => ids.push(id),
-            None => bpe_into(bpe, &piece, &mut ids)?,
-        }
-    }
-    Ok(ids)
-}
-
-/// Decoding state of one run of SentencePiece ids (between ChatGLM3 specials), following
-/// `SentencePieceProcessor::Decode`: `is_bos_ws` (a leading `▁` is still to be dropped) ends
-/// after the first piece that dropped one or after any text; bytes are collected and turned
-/// into characters, U+FFFD for each byte that does not start a valid UTF-8 sequence.
-/// Characters are emitted as soon as they are complete, which gives the same text as
-/// decoding the whole run at once.
-#[derive(Debug)]
-struct RunState {
-    is_bos_ws: bool,
-    bos_ws_seen: bool,
-    has_text: bool,
-    bytes: Vec<u8>,
-    /// What `is_bos_ws` starts as in each run (false without `add_dummy_prefix`).
-    start_bos_ws: bool,
-    /// The pending bytes are byte-level BPE bytes (GLM-4): decoded as Python's
-    /// `bytes.decode("utf-8", errors="replace")`, not SentencePiece's byte by byte.
-    lossy: bool,
-}
-
-impl Default for RunState {
-    fn default() -> Self {
-        RunState {
-            is_bos_ws: true,
-            bos_ws_seen: false,
-            has_text: false,
-            bytes: Vec::new(),
-            start_bos_ws: true,
-            lossy: false,
-        }
-    }
-}
-
-/// Length of the UTF-8 sequence a lead byte announces (1 for bytes that cannot lead one).
-fn utf8_need(b: u8) -> usize {
-    match b {
-        0xC0..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        0xF0..=0xF7 => 4,
-        _ => 1,
-    }
-}
-
-/// SentencePiece's `DecodeUTF8`: the length of the valid character at the start of `b`.
-fn utf8_char_len(b: &[u8]) -> Option<usize> {
-    let n = utf8_need(b[0]);
-    if b[0] < 0x80 {
-        return Some(1);
-    }
-    if n == 1 || b.len() < n {
-        return None;
-    }
-    std::str::from_utf8(&b[..n]).ok().map(|_| n)
-}
-
-impl RunState {
-    /// Emits the complete characters among the pending bytes; all of them when `all`.
-    fn emit_bytes(&mut self, all: bool, out: &mut String) {
-        let mut i = 0;
-        while i < self.bytes.len() {
-            let rest = &self.bytes[i..];
-            if !all && rest.len() < utf8_need(rest[0]) {
-                break;
-            }
-            match utf8_char_len(rest) {
-                Some(n) => {
-                    // Valid by construction.
-                    out.push_str(std::str::from_utf8(&rest[..n]).unwrap_or("\u{FFFD}"));
-                    i += n;
-                }
-                None => {
-                    out.push(REPLACEMENT);
-                    i += 1;
-                }
-            }
-            self.has_text = true;
-        }
-        self.bytes.drain(..i);
-    }
-
-    /// Emits the pending byte-level bytes as UTF-8, one U+FFFD per maximal invalid
-    /// subsequence; an incomplete character at the end waits unless `all`.
-    fn emit_lossy(&mut self, all: bool, out: &mut String) {
-        loop {
-            match std::str::from_utf8(&self.bytes) {
-                Ok(text) => {
-                    out.push_str(text);
-                    self.bytes.clear();
-                    return;
-                }
-                Err(e) => {
-                    let valid = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.bytes[..valid]).unwrap_or_default());
-                    match e.error_len() {
-                        Some(n) => {
-                            out.push(REPLACEMENT);
-                            self.bytes.drain(..valid + n);
-                        }
-                        None if all => {
-                            out.push(REPLACEMENT);
-                            self.bytes.clear();
-                            return;
-                        }
-                        None => {
-                            self.bytes.drain(..valid);
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    fn push(&mut self, piece: &Piece, out: &mut String) {
-        match piece {
-            Piece::Byte(b) => {
-                self.bytes.push(*b);
-                self.emit_bytes(false, out);
-            }
-            Piece::Bytes(b) => {
-                self.lossy = true;
-                self.bytes.extend_from_slice(b);
-                self.emit_lossy(false, out);
-            }
-            Piece::ChatSpecial(name) => {
-                self.flush(out);
-                out.push_str(name);
-                *self = RunState {
-                    is_bos_ws: self.start_bos_ws,
-                    start_bos_ws: self.start_bos_ws,
-                    ..RunState::default()
-                };
-            }
-            Piece::Padding => {}
-            _ => {
-                self.flush(out);
-                if self.bos_ws_seen || self.has_text {
-                    self.is_bos_ws = false;
-                }
-                let (surface, seen): (&str, bool) = match piece {
-                    Piece::Control => ("", false),
-                    Piece::Unknown => (UNK_SURFACE, false),
-                    Piece::Text(t) => match t.strip_prefix(SPACE_SYMBOL) {
-                        Some(rest) if self.is_bos_ws => (rest, true),
-                        _ => (t.as_str(), false),
-                    },
-                    _ => ("", false),
-                };
-                self.bos_ws_seen = seen;
-                if !surface.is_empty() {
-                    for c in surface.chars() {
-                        out.push(if c == SPACE_SYMBOL { ' ' } else { c });
-                    }
-                    self.has_text = true;
-                }
-            }
-        }
-    }
-
-    fn flush(&mut self, out: &mut String) {
-        if self.lossy {
-            self.emit_lossy(true, out);
-        } else {
-            self.emit_bytes(true, out);
-        }
-    }
-}
-
-/// Incremental decoding for streaming output: `push` one id at a time and get back only
-/// complete text; byte-fallback pieces of one character (`<0xE4><0xBD><0xA0>`) are held until
-/// the character is complete. The concatenation of everything returned (including `finish`)
-/// equals [`Tokenizer::decode`] of the same ids. Ids that `decode` rejects (out of range,
-/// `[PAD…]`) produce no text here.
-pub struct StreamDecoder<'a> {
-    tok: &'a Tokenizer,
-    run: RunState,
-}
-
-impl StreamDecoder<'_> {
-    pub fn push(&mut self, id: u32) -> String {
-        let mut out = String::new();
-        if let Some(piece) = self.tok.pieces.get(id as usize) {
-            self.run.push(piece, &mut out);
-        }
-        out
-    }
-
-    /// Flushes held bytes (an incomplete character becomes U+FFFD per byte, as in `decode`).
-    pub fn finish(mut self) -> String {
-        let mut out = String::new();
-        self.run.flush(&mut out);
-        out
-    }
 }
 
 #[cfg(test)]
