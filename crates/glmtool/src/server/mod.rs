@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use glm_openai::{wire, BadRequest, ChatRequest, CompletionRequest};
-use glm_runtime::agent::{parse_reply, parse_reply_glm4, Segment, ToolCall};
+use glm_runtime::agent::{parse_reply, parse_reply_glm4, split_segment, Segment, ToolCall};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message};
 use glm_runtime::generate::{generate_with_logprobs, GenerateStats, StopReason, TokenLogprob};
 use glm_runtime::sampler::{Sampler, SamplerOptions};

@@ -45,25 +45,21 @@ pub(crate) fn stable_content(text: &str, tools: bool, stops: &[String]) -> Strin
     if let Some(k) = (1..SEP.len()).rev().find(|&k| t.ends_with(&SEP[..k])) {
         t = &t[..t.len() - k];
     }
-    let segments: Vec<&str> = t.split("<|assistant|>").collect();
-    let mut parts: Vec<&str> = Vec::new();
+    // the runtime's splitter (`split_segment`, as `parse_reply` uses it) on the complete parts
+    let segments: Vec<&str> = t.split(SEP).collect();
+    let mut parts: Vec<String> = Vec::new();
     for (k, part) in segments.iter().enumerate() {
-        let last = k + 1 == segments.len();
         if part.trim().is_empty() {
             continue;
         }
-        let Some((meta, content)) = part.split_once('\n') else {
-            if last {
-                break; // the metadata line is not complete yet
-            }
-            parts.push(part.trim());
-            continue;
-        };
-        let meta = meta.trim();
+        if k + 1 == segments.len() && !part.contains('\n') {
+            break; // the metadata line is not complete yet
+        }
+        let (meta, content) = split_segment(part);
         if !meta.is_empty() && tools && meta != glm_runtime::agent::INTERPRETER {
             break; // a tool call: held back until the end
         }
-        parts.push(content.trim());
+        parts.push(content.trim().to_string());
     }
     parts.retain(|p| !p.is_empty());
     parts.join("\n")
