@@ -27,17 +27,7 @@ impl Tokenizer {
         for (b, &c) in chars.iter().enumerate() {
             byte_of.insert(c, b as u8);
         }
-        let mut by_name: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
-        for (id, t) in tokens.iter().enumerate() {
-            match by_name.get(t.as_str()) {
-                Some(&prev)
-                    if types[prev as usize] == TOKEN_TYPE_CONTROL
-                        || types[id] != TOKEN_TYPE_CONTROL => {}
-                _ => {
-                    by_name.insert(t.clone(), id as u32);
-                }
-            }
-        }
+        let by_name = names_index(tokens, types);
         let (specials, is_special) = find_specials(&by_name, types, true)?;
         let mut pieces = Vec::with_capacity(tokens.len());
         let mut vocab: HashMap<String, u32> = HashMap::with_capacity(tokens.len());

@@ -169,6 +169,23 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Names of every token (for token_id / specials): the first occurrence wins, except that a
+/// CONTROL token wins over a non-control one of the same name.
+fn names_index(tokens: &[String], types: &[i32]) -> HashMap<String, u32> {
+    let mut by_name: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
+    for (id, t) in tokens.iter().enumerate() {
+        match by_name.get(t.as_str()) {
+            Some(&prev)
+                if types[prev as usize] == TOKEN_TYPE_CONTROL
+                    || types[id] != TOKEN_TYPE_CONTROL => {}
+            _ => {
+                by_name.insert(t.clone(), id as u32);
+            }
+        }
+    }
+    by_name
+}
+
 /// The special tokens of a ChatGLM2/3 (`byte_level` false) or GLM-4 vocabulary, and a test for
 /// the names that decode as themselves.
 #[allow(clippy::type_complexity)]
@@ -243,19 +260,7 @@ impl Tokenizer {
             )));
         }
 
-        // Names of every token (for token_id / specials): the first occurrence wins, except
-        // that a CONTROL token wins over a non-control one of the same name.
-        let mut by_name: HashMap<String, u32> = HashMap::with_capacity(tokens.len());
-        for (id, t) in tokens.iter().enumerate() {
-            match by_name.get(t.as_str()) {
-                Some(&prev)
-                    if types[prev as usize] == TOKEN_TYPE_CONTROL
-                        || types[id] != TOKEN_TYPE_CONTROL => {}
-                _ => {
-                    by_name.insert(t.clone(), id as u32);
-                }
-            }
-        }
+        let by_name = names_index(tokens, types);
 
         let (specials, is_special) = find_specials(&by_name, types, false)?;
         // Per-token decode behaviour, and the BPE vocabulary (NORMAL, BYTE and UNKNOWN entries).
