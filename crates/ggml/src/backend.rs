@@ -1,7 +1,6 @@
 //! Backends (CPU; CUDA and Metal behind features), devices, backend buffers, and the scheduler
 //! that runs one graph across a GPU and the CPU.
 
-use crate::graph::GraphCtx;
 use crate::{ffi, GgmlError};
 use std::collections::BTreeSet;
 use std::ffi::CStr;
@@ -351,18 +350,6 @@ impl Scheduler {
     pub fn cpu_buffer_size(&self) -> usize {
         // SAFETY: live scheduler and one of its backends.
         unsafe { ffi::ggml_backend_sched_get_buffer_size(self.raw(), self.cpu.raw()) }
-    }
-
-    /// Builds, allocates and runs one graph inside `f`. The graph context and every tensor made
-    /// in it are confined to the closure (`'g` is chosen per call, like `std::thread::scope`), so
-    /// nothing can outlive the graph's memory, and everything the graph reads (`'w`: weights,
-    /// cache) outlives the call.
-    pub fn with_graph<'w, R, E: From<GgmlError>>(
-        &mut self,
-        f: impl for<'g> FnOnce(&'g GraphCtx<'g, 'w>) -> Result<R, E>,
-    ) -> Result<R, E> {
-        let g = GraphCtx::new(self)?;
-        f(&g)
     }
 }
 

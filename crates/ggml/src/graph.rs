@@ -3,7 +3,8 @@
 //! would otherwise `GGML_ASSERT` (an abort), so a shape mistake is an error, not a crash.
 
 use crate::backend::Scheduler;
-use crate::tensor::{RawContext, Tensor};
+use crate::context::RawContext;
+use crate::tensor::Tensor;
 use crate::{ffi, sys, GgmlError};
 use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
@@ -30,6 +31,20 @@ pub struct GraphCtx<'g, 'w: 'g> {
 
 fn shape_err<T>(op: &str, msg: String) -> Result<T, GgmlError> {
     Err(GgmlError::Shape(format!("{op}: {msg}")))
+}
+
+impl Scheduler {
+    /// Builds, allocates and runs one graph inside `f`. The graph context and every tensor made
+    /// in it are confined to the closure (`'g` is chosen per call, like `std::thread::scope`), so
+    /// nothing can outlive the graph's memory, and everything the graph reads (`'w`: weights,
+    /// cache) outlives the call.
+    pub fn with_graph<'w, R, E: From<GgmlError>>(
+        &mut self,
+        f: impl for<'g> FnOnce(&'g GraphCtx<'g, 'w>) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let g = GraphCtx::new(self)?;
+        f(&g)
+    }
 }
 
 impl<'g, 'w> GraphCtx<'g, 'w> {
@@ -73,7 +88,7 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
     /// A new input tensor; fill it with [`Self::set_f32`] / [`Self::set_i32`] after `allocate`.
     pub fn input(&self, ty: u32, ne: &[i64]) -> Result<Tensor<'g>, GgmlError> {
         self.room()?;
-        let t = self.ctx.new_tensor(ty, ne)?;
+        let t = crate::tensor::new_tensor(&self.ctx, ty, ne)?;
         // SAFETY: valid tensor of this context.
         unsafe { sys::ggml_set_input(t) };
         self.inputs.borrow_mut().push(t);

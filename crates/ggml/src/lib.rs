@@ -12,6 +12,7 @@
 //! Each `unsafe` block carries a `// SAFETY:` line saying why the call is sound.
 
 pub mod backend;
+mod context;
 mod exact;
 mod ffi;
 pub mod graph;

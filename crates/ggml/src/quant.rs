@@ -2,21 +2,12 @@
 //! own pure-Rust quantizers; these exist so tests can prove them bit-exact against ggml, and so
 //! the runtime can dequantize a row when it needs one on the host.
 
+use crate::context::ensure_ggml_initialized;
 use crate::{sys, GgmlError};
 use std::ffi::CStr;
 
 /// Number of ggml types in this ggml (`GGML_TYPE_COUNT`).
 pub const TYPE_COUNT: u32 = sys::ggml_type_GGML_TYPE_COUNT;
-
-/// ggml fills its f16 conversion tables in the first `ggml_init`; the quantizers and
-/// dequantizers read them, so make sure that happened.
-fn ensure_ggml_initialized() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        // A context is created and freed only for its side effect on ggml's global tables.
-        let _ = crate::tensor::RawContext::new(1, 0);
-    });
-}
 
 fn check_type(ty: u32) -> Result<(), GgmlError> {
     ensure_ggml_initialized();

@@ -6,6 +6,7 @@
 //! live handle always points at live data.
 
 use crate::backend::{Backend, Buffer};
+use crate::context::RawContext;
 use crate::{ffi, sys, GgmlError};
 use std::any::Any;
 use std::ffi::CString;
@@ -71,70 +72,24 @@ impl<'a> Tensor<'a> {
     }
 }
 
-/// Owns a ggml context (metadata only, `no_alloc`) and frees it on drop.
-pub(crate) struct RawContext(NonNull<sys::ggml_context>);
-
-impl RawContext {
-    pub(crate) fn new(n_tensors: usize, extra: usize) -> Result<Self, GgmlError> {
-        // SAFETY: pure size computation.
-        let mem_size = unsafe { sys::ggml_tensor_overhead() } * n_tensors + extra + 1024;
-        let params = sys::ggml_init_params {
-            mem_size,
-            mem_buffer: std::ptr::null_mut(),
-            no_alloc: true,
-        };
-        // SAFETY: ggml allocates mem_size bytes itself (mem_buffer null); returns null on failure.
-        let raw = unsafe { sys::ggml_init(params) };
-        NonNull::new(raw)
-            .map(RawContext)
-            .ok_or_else(|| GgmlError::Backend("ggml_init failed".into()))
+/// Creates a tensor in `ctx` after validating its shape and type (whole blocks per row).
+pub(crate) fn new_tensor(
+    ctx: &RawContext,
+    ty: u32,
+    ne: &[i64],
+) -> Result<*mut sys::ggml_tensor, GgmlError> {
+    if ne.is_empty() || ne.len() > 4 || ne.iter().any(|&d| d <= 0) {
+        return Err(GgmlError::Shape(format!("bad tensor shape {ne:?}")));
     }
-    pub(crate) fn raw(&self) -> *mut sys::ggml_context {
-        self.0.as_ptr()
+    crate::quant::row_size(ty, ne[0] as usize)?;
+    ctx.ensure_room(1)?;
+    // SAFETY: valid context with room for one more tensor (checked); ne has ne.len() entries
+    // and the type is valid with whole blocks per row (checked by row_size).
+    let t = unsafe { sys::ggml_new_tensor(ctx.raw(), ty, ne.len() as i32, ne.as_ptr()) };
+    if t.is_null() {
+        return Err(GgmlError::Backend("ggml_new_tensor failed".into()));
     }
-    /// Bytes of metadata memory left (ggml aborts when a context overflows: check first).
-    pub(crate) fn ensure_room(&self, n_tensors: usize) -> Result<(), GgmlError> {
-        // SAFETY: valid context; pure queries.
-        let (used, size, over) = unsafe {
-            (
-                sys::ggml_used_mem(self.raw()),
-                sys::ggml_get_mem_size(self.raw()),
-                sys::ggml_tensor_overhead(),
-            )
-        };
-        if used + n_tensors * over > size {
-            return Err(GgmlError::Backend(format!(
-                "ggml context full ({used} of {size} bytes used)"
-            )));
-        }
-        Ok(())
-    }
-    /// Creates a tensor after validating its shape.
-    pub(crate) fn new_tensor(
-        &self,
-        ty: u32,
-        ne: &[i64],
-    ) -> Result<*mut sys::ggml_tensor, GgmlError> {
-        if ne.is_empty() || ne.len() > 4 || ne.iter().any(|&d| d <= 0) {
-            return Err(GgmlError::Shape(format!("bad tensor shape {ne:?}")));
-        }
-        crate::quant::row_size(ty, ne[0] as usize)?;
-        self.ensure_room(1)?;
-        // SAFETY: valid context with room for one more tensor (checked); ne has ne.len() entries
-        // and the type is valid with whole blocks per row (checked by row_size).
-        let t = unsafe { sys::ggml_new_tensor(self.raw(), ty, ne.len() as i32, ne.as_ptr()) };
-        if t.is_null() {
-            return Err(GgmlError::Backend("ggml_new_tensor failed".into()));
-        }
-        Ok(t)
-    }
-}
-
-impl Drop for RawContext {
-    fn drop(&mut self) {
-        // SAFETY: the context was created by ggml_init and is freed exactly once.
-        unsafe { sys::ggml_free(self.0.as_ptr()) }
-    }
+    Ok(t)
 }
 
 /// Name, type and shape of a tensor to create in a store.
@@ -165,7 +120,7 @@ impl TensorStore {
         let ctx = RawContext::new(specs.len(), 0)?;
         let mut tensors = Vec::with_capacity(specs.len());
         for s in specs {
-            let t = ctx.new_tensor(s.ty, &s.ne)?;
+            let t = new_tensor(&ctx, s.ty, &s.ne)?;
             let name = CString::new(s.name.as_str())
                 .map_err(|_| GgmlError::Shape(format!("tensor name {:?} has a NUL", s.name)))?;
             // SAFETY: valid tensor; ggml copies the name into its fixed-size field (truncating).
