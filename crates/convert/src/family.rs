@@ -70,29 +70,36 @@ impl Family {
 
     /// The family of the checkpoint in `dir` (config.json already parsed as `config`).
     pub fn detect(dir: &Path, config: &Json) -> Family {
-        let name = config
+        // the model's name: the last part of `_name_or_path` (a local save holds a whole path)
+        let full = config
             .get("_name_or_path")
             .and_then(Json::as_str)
+            .unwrap_or_default();
+        let name = full
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
             .unwrap_or_default()
             .to_ascii_lowercase();
+        let completion = gguf::names::is_completion_name(&name);
         let tiktoken = std::fs::read(dir.join("tokenizer.model"))
             .map(|d| crate::tiktoken::looks_like_tiktoken(&d))
             .unwrap_or(false);
         if tiktoken {
-            return if name.contains("base") || name.trim_end_matches('/').ends_with("glm-4-9b") {
+            return if completion {
                 Family::Glm4Base
             } else {
                 Family::Glm4
             };
         }
-        if name.contains("codegeex") {
+        if name.starts_with("codegeex2") {
             return Family::Codegeex2;
         }
         if name.contains("chatglm2") {
             return Family::Chatglm2;
         }
         if name.contains("chatglm3") {
-            return if name.contains("base") {
+            return if completion {
                 Family::Chatglm3Base
             } else {
                 Family::Chatglm3
@@ -105,5 +112,24 @@ impl Family {
             }
             _ => Family::Chatglm3,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_decide_the_family() {
+        let dir = Path::new("/nonexistent");
+        let f = |n: &str| Family::detect(dir, &json!({ "_name_or_path": n }));
+        assert_eq!(f("THUDM/chatglm3-6b"), Family::Chatglm3);
+        assert_eq!(f("THUDM/chatglm3-6b-32k"), Family::Chatglm3);
+        assert_eq!(f("THUDM/chatglm3-6b-base"), Family::Chatglm3Base);
+        assert_eq!(f("/data/base_models/chatglm3-6b"), Family::Chatglm3);
+        assert_eq!(f("THUDM/chatglm2-6b"), Family::Chatglm2);
+        assert_eq!(f("THUDM/codegeex2-6b"), Family::Codegeex2);
+        assert_eq!(f("my-database-chatglm3"), Family::Chatglm3);
     }
 }

@@ -149,6 +149,22 @@ pub fn byte_level_chars() -> [char; 256] {
     table
 }
 
+/// Whether a model name (a `general.name`, or the last part of `_name_or_path`) is one of the
+/// family's base or code models: `…-base` (chatglm3-6b-base), `glm-4-9b` without `-chat`,
+/// `codegeex2-…`. (CodeGeeX4 is a chat model; "database" is not "-base".)
+pub fn is_completion_name(name: &str) -> bool {
+    let n = name
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(name)
+        .to_ascii_lowercase();
+    n.ends_with("-base")
+        || n.contains("-base-")
+        || n.ends_with("glm-4-9b")
+        || n.starts_with("codegeex2")
+}
+
 /// How a model's prompts are built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ChatFormat {
@@ -186,11 +202,10 @@ impl ChatFormat {
 
     /// What a file without [`GLMTOOL_CHAT_FORMAT`] (llama.cpp's, or ours for ChatGLM3 and GLM-4)
     /// is: GLM-4's tokenizer means GLM-4; a SentencePiece vocabulary with the role tokens is
-    /// ChatGLM3, without them ChatGLM2; a `general.name` with "base" (chatglm3-6b-base,
-    /// glm-4-9b-base) or "codegeex" is a completion model.
+    /// ChatGLM3, without them ChatGLM2; a base or code model's name ([`is_completion_name`]) means
+    /// completion only.
     pub fn implied(tokenizer_model: &str, has_role_tokens: bool, name: &str) -> Self {
-        let name = name.to_ascii_lowercase();
-        if name.contains("base") || name.contains("codegeex") {
+        if is_completion_name(name) {
             ChatFormat::Completion
         } else if tokenizer_model == TOKENIZER_MODEL_GPT2 {
             ChatFormat::Glm4

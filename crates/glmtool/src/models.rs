@@ -82,6 +82,9 @@ fn checkpoint_dir(p: &Path) -> Option<PathBuf> {
 fn fingerprint(dir: &Path) -> Result<u64> {
     let mut h = Fnv::new();
     let mut eat = |bytes: &[u8]| h.eat(bytes);
+    // a new glmtool may convert differently: its version is part of the key
+    eat(env!("CARGO_PKG_VERSION").as_bytes());
+    eat(env!("GLMTOOL_LONG_VERSION").as_bytes());
     let canon = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     eat(canon.to_string_lossy().as_bytes());
     let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -94,7 +97,8 @@ fn fingerprint(dir: &Path) -> Result<u64> {
         .collect();
     files.sort_by_key(|e| e.file_name());
     for e in files {
-        let meta = e.metadata()?;
+        // the file's own size and time (HF cache folders hold symlinks to blobs)
+        let meta = std::fs::metadata(e.path())?;
         let mtime = meta
             .modified()
             .ok()

@@ -121,6 +121,9 @@ impl Params {
         if stops.len() > 16 {
             return Err(bad("stop: at most 16 sequences"));
         }
+        if stops.iter().any(|s| s.len() > 1024) {
+            return Err(bad("stop: a sequence is longer than 1024 bytes"));
+        }
         if r.n.is_some_and(|n| n != 1) {
             return Err(bad("n: only n = 1 is supported"));
         }

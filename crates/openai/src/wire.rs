@@ -252,7 +252,7 @@ impl LegacyLogprobs {
                     .collect(),
             );
             out.text_offset.push(offset);
-            offset += e.token.len();
+            offset += e.bytes.len();
         }
         out
     }

@@ -23,6 +23,7 @@ use serde_json::{Map, Value};
 use crate::chat::Message;
 use crate::python::Parser;
 pub use crate::python::{python_repr, python_str_repr, CallError};
+use crate::tokenizer::ChatFormat;
 
 /// THUDM's system prompt for tool use; the tools follow as JSON.
 pub const TOOL_SYSTEM_PROMPT: &str =
@@ -167,6 +168,24 @@ pub fn parse_reply(text: &str, tools: bool) -> Vec<Segment> {
         .collect()
 }
 
+/// A reply parsed by its model's protocol: ChatGLM3's segments ([`parse_reply`]), GLM-4's
+/// ([`parse_reply_glm4`]); ChatGLM2 and completion models have no metadata line — their reply
+/// is its text, trimmed (ChatGLM2's `process_response` is a `strip()`).
+pub fn parse_reply_as(format: ChatFormat, text: &str, tools: bool) -> Vec<Segment> {
+    match format {
+        ChatFormat::Chatglm3 => parse_reply(text, tools),
+        ChatFormat::Glm4 => parse_reply_glm4(text, tools),
+        ChatFormat::Chatglm2 | ChatFormat::Completion => {
+            let t = text.trim();
+            if t.is_empty() {
+                vec![]
+            } else {
+                vec![Segment::Text(t.to_string())]
+            }
+        }
+    }
+}
+
 /// GLM-4's `process_response`: as [`parse_reply`], but with tools a named segment is a call
 /// whose content is its JSON arguments (`get_weather\n{"city": "北京"}`); GLM-4 has no
 /// code-interpreter protocol of this kind.
@@ -263,6 +282,7 @@ pub fn parse_tool_call(content: &str) -> Result<Map<String, Value>, CallError> {
         src: code,
         i: 0,
         base,
+        depth: 0,
     };
     p.ws();
     if !p.eat_word("tool_call") {

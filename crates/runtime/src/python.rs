@@ -18,7 +18,13 @@ pub(crate) struct Parser<'a> {
     pub(crate) src: &'a str,
     pub(crate) i: usize,
     pub(crate) base: usize,
+    /// Nesting of the value being read (lists, dicts, signs): capped like Python's parser,
+    /// so a hostile reply cannot overflow the stack.
+    pub(crate) depth: usize,
 }
+
+/// The deepest nesting of a literal (CPython's parser stops near 200).
+const MAX_DEPTH: usize = 100;
 
 impl Parser<'_> {
     pub(crate) fn err(&self, msg: &str) -> CallError {
@@ -100,6 +106,16 @@ impl Parser<'_> {
     }
 
     pub(crate) fn value(&mut self) -> Result<Value, CallError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err(&format!("a value nested more than {MAX_DEPTH} levels deep")));
+        }
+        self.depth += 1;
+        let v = self.value_inner();
+        self.depth -= 1;
+        v
+    }
+
+    fn value_inner(&mut self) -> Result<Value, CallError> {
         self.ws();
         let start = self.i;
         match self.peek() {

@@ -44,6 +44,22 @@ fn parses_realistic_tool_calls() {
 
 #[test]
 fn rejects_malformed_calls_with_a_reason() {
+    // nesting is capped (the parser recurses): an error, not a stack overflow
+    for open in ["[", "{'k': ", "-", "("] {
+        let close = match open {
+            "[" => "]",
+            "(" => ",)",
+            "-" => "",
+            _ => "}",
+        };
+        let deep = format!(
+            "tool_call(x={}1{})",
+            open.repeat(100_000),
+            close.repeat(100_000)
+        );
+        let e = parse_tool_call(&deep).unwrap_err().to_string();
+        assert!(e.contains("nested more than 100"), "{open}: {e}");
+    }
     let cases = [
         ("tool_call(city_name='北京'", "expected ')'"),
         ("tool_call('北京')", "positional"),

@@ -134,7 +134,7 @@ pub(crate) async fn chat_completions(
         Event::Logprob(v) => st.logprobs.push(v),
         Event::Piece(piece) => {
             st.text.push_str(&piece);
-            let stable = stable_content(&st.text, tools, &stops);
+            let stable = stable_content(&st.text, tools, format, &stops);
             if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
                 if !delta.is_empty() {
                     let lp = pending(st);
@@ -158,7 +158,7 @@ pub(crate) async fn chat_completions(
                             },
                         };
                         st.out.push_back(chunk(calls_delta(vec![head]), None, None));
-                        st.call = Some((id, 0));
+                        st.call = Some((name.to_string(), 0));
                     }
                     if let Some((_, sent)) = &mut st.call {
                         if args.len() > *sent && args.is_char_boundary(*sent) {
@@ -181,15 +181,18 @@ pub(crate) async fn chat_completions(
                     st.out.push_back(chunk(content(delta), None, None));
                 }
             }
+            let streamed_ok = match (&st.call, calls.first()) {
+                (Some((name, _)), Some(f)) => &f.name == name && f.raw.is_some(),
+                _ => false,
+            };
             let reason = match (&st.call, calls.first()) {
-                (_, None) => {
-                    if st.call.is_some() {
-                        eprintln!(
-                            "warning: a streamed GLM-4 tool call did not parse; sent as text"
-                        );
-                    }
+                (Some(_), _) if !streamed_ok => {
+                    // the streamed call did not parse (or another one did): its head is out,
+                    // so end it with what the model wrote and say so on the server's log
+                    eprintln!("warning: a streamed GLM-4 tool call did not parse; sent as text");
                     finish_name(finish)
                 }
+                (_, None) => finish_name(finish),
                 (Some((_, sent)), Some(first)) => {
                     // the first call streamed already: the rest of its arguments, then the others
                     let raw = first.raw.as_deref().unwrap_or_default();

@@ -28,8 +28,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use glm_openai::{wire, BadRequest, ChatRequest, CompletionRequest};
-use glm_runtime::agent::{parse_reply, parse_reply_glm4, split_segment, Segment, ToolCall};
-use glm_runtime::chat::{build_chat_ids, stop_ids, Message};
+use glm_runtime::agent::{parse_reply_as, split_segment, Segment, ToolCall};
+use glm_runtime::chat::{build_chat_ids, completion_ids, stop_ids, Message};
 use glm_runtime::generate::{generate_with_logprobs, GenerateStats, StopReason, TokenLogprob};
 use glm_runtime::sampler::{Sampler, SamplerOptions};
 use glm_runtime::tokenizer::ChatFormat;
@@ -227,10 +227,15 @@ pub(crate) async fn cors_layer(allowed: Arc<Option<String>>, req: Request, next:
             header::ACCESS_CONTROL_ALLOW_METHODS,
             header::HeaderValue::from_static("GET, POST, OPTIONS"),
         );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            header::HeaderValue::from_static("Authorization, Content-Type"),
-        );
+        // whatever headers the page's client sends (OpenAI's SDKs add x-stainless-*)
+        let asked = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or(header::HeaderValue::from_static(
+                "Authorization, Content-Type",
+            ));
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
         h.insert(
             header::ACCESS_CONTROL_MAX_AGE,
             header::HeaderValue::from_static("600"),

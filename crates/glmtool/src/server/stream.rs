@@ -10,10 +10,7 @@ use super::*;
 pub(crate) fn final_reply(text: &str, tools: bool, format: ChatFormat) -> (String, Vec<ToolCall>) {
     let mut parts = Vec::new();
     let mut calls = Vec::new();
-    let segments = match format {
-        ChatFormat::Glm4 => parse_reply_glm4(text, tools),
-        _ => parse_reply(text, tools),
-    };
+    let segments = parse_reply_as(format, text, tools);
     for seg in segments {
         match seg {
             Segment::Text(c) => parts.push(c),
@@ -38,8 +35,17 @@ pub(crate) fn final_reply(text: &str, tools: bool, format: ChatFormat) -> (Strin
 /// The part of a growing reply that is certain to be the start of `final_reply`'s content:
 /// text segments so far, up to the first segment that may be a tool call, without a tail that
 /// may become a stop sequence or trailing whitespace.
-pub(crate) fn stable_content(text: &str, tools: bool, stops: &[String]) -> String {
+pub(crate) fn stable_content(
+    text: &str,
+    tools: bool,
+    format: ChatFormat,
+    stops: &[String],
+) -> String {
     let mut t = &text[..safe_len(text, stops)];
+    if matches!(format, ChatFormat::Chatglm2 | ChatFormat::Completion) {
+        // no metadata line: the text so far, without whitespace that may end the reply
+        return t.trim().to_string();
+    }
     // A tail that may still become `<|assistant|>` (the model can write it as plain text too).
     const SEP: &str = "<|assistant|>";
     if let Some(k) = (1..SEP.len()).rev().find(|&k| t.ends_with(&SEP[..k])) {
@@ -121,7 +127,7 @@ pub(crate) struct StreamState {
     pub(crate) text: String,
     pub(crate) sent: String,
     pub(crate) done: bool,
-    /// GLM-4: the id of the tool call whose name was streamed, and how many bytes of its
+    /// GLM-4: the name of the tool call that was streamed, and how many bytes of its
     /// arguments were.
     pub(crate) call: Option<(String, usize)>,
     /// Log-probabilities of tokens not yet attached to a chunk.
@@ -203,6 +209,20 @@ mod tests {
     }
 
     #[test]
+    fn chatglm2_replies_have_no_metadata_line() {
+        let (content, calls) = final_reply("Hello\nWorld\n", false, ChatFormat::Chatglm2);
+        assert_eq!((content.as_str(), calls.len()), ("Hello\nWorld", 0));
+        assert_eq!(
+            stable_content("Hello\nWo", false, ChatFormat::Chatglm2, &[]),
+            "Hello\nWo"
+        );
+        assert_eq!(
+            stable_content(" Hi \n", false, ChatFormat::Completion, &[]),
+            "Hi"
+        );
+    }
+
+    #[test]
     fn glm4_calls_stream_name_then_arguments() {
         let full = "get_weather\n{\"city\": \"北京\"}";
         let mut args_seen = String::new();
@@ -262,7 +282,7 @@ mod tests {
             let (content, _) = final_reply(text, tools, ChatFormat::Chatglm3);
             let mut sent = String::new();
             for end in (0..=text.len()).filter(|&e| text.is_char_boundary(e)) {
-                let stable = stable_content(&text[..end], tools, &[]);
+                let stable = stable_content(&text[..end], tools, ChatFormat::Chatglm3, &[]);
                 assert!(
                     stable.starts_with(&sent),
                     "{text:?}@{end}: {stable:?} after {sent:?}"

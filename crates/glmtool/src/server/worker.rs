@@ -144,7 +144,13 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
                 prefix.as_ref().map(|p| format!("{p}\n")),
             )
         }
-        Prompt::Raw(text) => match tok.encode(text) {
+        // a base or code model gets THUDM's `[gMASK] sop` prefix, as `run` gives it; a chat
+        // model's raw completion is the text alone (as `run --raw`)
+        Prompt::Raw(text) => match if tok.chat_format() == ChatFormat::Completion {
+            completion_ids(tok, text)
+        } else {
+            tok.encode(text)
+        } {
             Ok(ids) if !ids.is_empty() => (ids, vec![tok.special().eos], None),
             Ok(_) => {
                 let _ = tx.send(Event::Rejected("prompt: the prompt is empty".into()));

@@ -10,11 +10,11 @@ impl Tokenizer {
     /// the NORMAL entries are the tiktoken ranks in order, in byte-level spelling.
     pub fn from_byte_level_vocab(tokens: &[String], types: &[i32]) -> Result<Self, TokenizerError> {
         if tokens.len() != types.len() {
-            return Err(TokenizerError::LengthMismatch {
-                tokens: tokens.len(),
-                scores: tokens.len(),
-                types: types.len(),
-            });
+            return Err(TokenizerError::Vocab(format!(
+                "{} tokens but {} token types",
+                tokens.len(),
+                types.len()
+            )));
         }
         if tokens.is_empty() || tokens.len() > u32::MAX as usize {
             return Err(TokenizerError::Vocab(format!(

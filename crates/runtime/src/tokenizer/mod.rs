@@ -219,7 +219,13 @@ fn find_specials(
             assistant,
             observation,
         }),
-        _ if byte_level => return Err(TokenizerError::MissingSpecial("<|user|>".into())),
+        _ if byte_level => {
+            let missing = ["<|system|>", "<|user|>", "<|assistant|>", "<|observation|>"]
+                .into_iter()
+                .find(|n| control(n).is_none())
+                .unwrap_or("<|user|>");
+            return Err(TokenizerError::MissingSpecial(missing.into()));
+        }
         _ => None,
     };
     let specials = ChatSpecials {

@@ -254,7 +254,11 @@ fn one_shot(
         if ids.is_empty() {
             bail!("the prompt is empty");
         }
-        let plain = matches!(mode(a, model), Mode::Raw | Mode::Completion);
+        // replies without a metadata line: printed as they come
+        let plain = matches!(
+            mode(a, model),
+            Mode::Raw | Mode::Completion | Mode::Chat(ChatFormat::Chatglm2)
+        );
         let stops = if plain {
             vec![model.tokenizer.special().eos]
         } else {
@@ -449,10 +453,10 @@ pub(super) fn agent_reply(
     let tools = messages
         .iter()
         .any(|m| m.role == Role::System && m.tools.is_some());
-    let segments = match format {
-        _ if a.raw => Vec::new(),
-        ChatFormat::Glm4 => agent::parse_reply_glm4(text, tools),
-        _ => agent::parse_reply(text, tools),
+    let segments = if a.raw {
+        Vec::new()
+    } else {
+        agent::parse_reply_as(format, text, tools)
     };
     let mut history = messages.to_vec();
     history.extend(segments.iter().map(agent::Segment::to_message));

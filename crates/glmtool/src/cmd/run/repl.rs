@@ -7,6 +7,7 @@ use anyhow::Result;
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
 use glm_runtime::generate::{generate, GenerateStats, StopReason};
 use glm_runtime::sampler::Sampler;
+use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::{Model, Session};
 use rustyline::error::ReadlineError;
 use std::io::{IsTerminal, Write};
@@ -403,7 +404,8 @@ replies: at most {cap}, or the room left in the context"
             let room = session.n_ctx().saturating_sub(ids.len());
             let cap = self.reply_cap();
             let mut dec = model.tokenizer.stream_decoder();
-            let mut printer = ReplyPrinter::new(false);
+            let mut printer =
+                ReplyPrinter::new(model.tokenizer.chat_format() == ChatFormat::Chatglm2);
             let mut out = std::io::stdout().lock();
             let mut g = generate(session, &ids, cap.min(room), sampler, &self.stops, |id| {
                 let piece = dec.push(id);
