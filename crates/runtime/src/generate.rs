@@ -131,13 +131,7 @@ pub fn generate_with_logprobs(
         )));
     }
     let t0 = Instant::now();
-    let cached = session
-        .tokens()
-        .iter()
-        .zip(prompt)
-        .take_while(|(a, b)| a == b)
-        .count()
-        .min(prompt.len() - 1);
+    let cached = session.reusable_prefix(prompt);
     let mut logits = session.eval_prompt(prompt)?;
     let mut stats = GenerateStats {
         prompt_tokens: prompt.len(),

@@ -201,15 +201,20 @@ impl<'m> Session<'m> {
         if ids.is_empty() {
             return Err(RuntimeError::Input("empty prompt".into()));
         }
-        let common = self
-            .tokens
+        self.truncate(self.reusable_prefix(ids));
+        let start = self.tokens.len();
+        self.eval(&ids[start..], false)
+    }
+
+    /// How many leading tokens of `ids` the cache already holds and a prompt of `ids` can keep:
+    /// the common prefix, less the last token of `ids` (whose logits are needed).
+    pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
+        self.tokens
             .iter()
             .zip(ids)
             .take_while(|(a, b)| a == b)
-            .count();
-        self.truncate(common.min(ids.len() - 1));
-        let start = self.tokens.len();
-        self.eval(&ids[start..], false)
+            .count()
+            .min(ids.len().saturating_sub(1))
     }
 
     /// Feeds `tokens` after the cached ones. Returns the logits of the last token, or with

@@ -529,13 +529,7 @@ pub(super) fn eval_prompt_interruptible(
         // too long: `generate` says so
         return Ok(Some((0, 0.0)));
     }
-    let common = session
-        .tokens()
-        .iter()
-        .zip(ids)
-        .take_while(|(a, b)| a == b)
-        .count()
-        .min(ids.len().saturating_sub(1));
+    let common = session.reusable_prefix(ids);
     session.truncate(common);
     let mut pos = common;
     let mut bar: Option<indicatif::ProgressBar> = None;
