@@ -34,19 +34,8 @@ fn scripted_model(dir: &Path) -> std::path::PathBuf {
     let answer = cell + 1;
     tokens.push("The▁answer▁is▁42.".into());
     types.extend([1, 1]);
-    let specials = [
-        "[MASK]",
-        "[gMASK]",
-        "[sMASK]",
-        "sop",
-        "eop",
-        "<|system|>",
-        "<|user|>",
-        "<|assistant|>",
-        "<|observation|>",
-    ];
     let first_special = tokens.len();
-    for s in specials {
+    for s in gguf::names::CHATGLM3_SPECIALS {
         tokens.push(s.into());
         types.push(3);
     }

@@ -1,0 +1,68 @@
+//! Shared by the HTTP test binaries (serve.rs, browser.rs): a `glmtool serve` process on an
+//! ephemeral port, killed on drop, with its stderr collected.
+#![allow(dead_code)] // each binary uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// Everything the server wrote to stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `glmtool serve --port 0 --temp 0 -t 1 EXTRA…` on the demo model (cached in `cache`), once
+/// it says where it listens.
+pub fn server(cache: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtool"))
+        .args(["serve", "--port", "0", "--temp", "0", "-t", "1"])
+        .args(extra)
+        .env("GLMTOOL_CACHE", cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let log = Arc::new(Mutex::new(String::new()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut base = None;
+    let mut line = String::new();
+    while base.is_none() && Instant::now() < deadline {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        log.lock().unwrap().push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("listening on ") {
+            assert!(rest.starts_with("http://127.0.0.1:"), "{rest}");
+            base = Some(rest.to_string());
+        }
+    }
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        let mut rest = String::new();
+        while err.read_line(&mut rest).unwrap_or(0) > 0 {
+            log2.lock().unwrap().push_str(&rest);
+            rest.clear();
+        }
+    });
+    let base = base.unwrap_or_else(|| panic!("no listening line: {}", log.lock().unwrap()));
+    Server { child, base, log }
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(60))
+        .build()
+}
