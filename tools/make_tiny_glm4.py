@@ -46,7 +46,7 @@ REPO_ROOT = os.path.dirname(TOOLS)
 sys.path.insert(0, TOOLS)
 from make_glm_golden import (GLM4_CHAT_TEMPLATE, GLM4_N_RANKS, GLM4_SPECIALS, GLM4_TOKENIZER_SHA256,  # noqa: E402
                              find_shared, load_glm4_encoding, render_glm4, sha256_file)
-from make_tiny_model import load_fortunes, split_heldout, thudm_to_hf  # noqa: E402
+from make_tiny_model import llama_cpp_perplexity, load_fortunes, split_heldout, thudm_to_hf  # noqa: E402
 
 
 def parse_args():
@@ -327,26 +327,7 @@ def main():
 
     # --- perplexity the llama.cpp way (same definition as tests/fixtures/tiny-chatglm3/reference.json)
     C = args.ppl_ctx
-    n_chunks = len(heldout_ids) // C
-    assert n_chunks >= 6, n_chunks
-    nll_tot = nll2_tot = 0.0
-    count = 0
-    nll_per_chunk, ppl_running = [], []
-    for c in range(n_chunks):
-        toks = heldout_ids[c * C:(c + 1) * C]
-        lp = torch.log_softmax(logits_of(toks).to(torch.float64), dim=-1).numpy()
-        nll_c = 0.0
-        for j in range(C // 2, C - 1):
-            v = -float(lp[j, toks[j + 1]])
-            nll_c += v
-            nll2_tot += v * v
-            count += 1
-        nll_tot += nll_c
-        nll_per_chunk.append(nll_c)
-        ppl_running.append(math.exp(nll_tot / count))
-    mean, mean2 = nll_tot / count, nll2_tot / count
-    ppl = math.exp(mean)
-    ppl_stderr = math.sqrt((mean2 - mean * mean) / (count - 1)) * ppl
+    n_chunks, count, nll_per_chunk, ppl_running, ppl, ppl_stderr = llama_cpp_perplexity(logits_of, heldout_ids, C)
     print(f"perplexity ctx {C}: {n_chunks} chunks, {count} scored: {ppl:.2f} +/- {ppl_stderr:.2f}")
 
     # --- greedy continuations

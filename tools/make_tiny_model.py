@@ -346,6 +346,35 @@ def thudm_forward_numpy(w, ids, cfg, dtype=np.float64, rope_pairs="adjacent", sw
 
 # ----------------------------------------------------------------------------- main
 
+def llama_cpp_perplexity(logits_of, ids, C):
+    """Perplexity as llama.cpp's `perplexity` computes it: non-overlapping chunks of C tokens (the
+    tail dropped), each evaluated afresh, scoring positions C/2 .. C-2 (predicting the next token).
+    Returns (n_chunks, count, nll_per_chunk, ppl_running, ppl, ppl_stderr)."""
+    import torch
+
+    n_chunks = len(ids) // C
+    assert n_chunks >= 6, n_chunks
+    nll_tot = nll2_tot = 0.0
+    count = 0
+    nll_per_chunk, ppl_running = [], []
+    for c in range(n_chunks):
+        toks = ids[c * C:(c + 1) * C]
+        lp = torch.log_softmax(logits_of(toks).to(torch.float64), dim=-1).numpy()
+        nll_c = 0.0
+        for j in range(C // 2, C - 1):
+            v = -float(lp[j, toks[j + 1]])
+            nll_c += v
+            nll2_tot += v * v
+            count += 1
+        nll_tot += nll_c
+        nll_per_chunk.append(nll_c)
+        ppl_running.append(math.exp(nll_tot / count))
+    m, m2 = nll_tot / count, nll2_tot / count
+    ppl = math.exp(m)
+    ppl_stderr = math.sqrt((m2 - m * m) / (count - 1)) * ppl
+    return n_chunks, count, nll_per_chunk, ppl_running, ppl, ppl_stderr
+
+
 def main():
     args = parse_args()
     import sentencepiece as spm
@@ -499,26 +528,7 @@ def main():
 
     # --- perplexity the llama.cpp way
     C = args.ppl_ctx
-    n_chunks = len(heldout_ids) // C
-    assert n_chunks >= 6, n_chunks
-    nll_tot = nll2_tot = 0.0
-    count = 0
-    nll_per_chunk, ppl_running = [], []
-    for c in range(n_chunks):
-        toks = heldout_ids[c * C:(c + 1) * C]
-        lp = torch.log_softmax(logits_of(toks).to(torch.float64), dim=-1).numpy()
-        nll_c = 0.0
-        for j in range(C // 2, C - 1):
-            v = -float(lp[j, toks[j + 1]])
-            nll_c += v
-            nll2_tot += v * v
-            count += 1
-        nll_tot += nll_c
-        nll_per_chunk.append(nll_c)
-        ppl_running.append(math.exp(nll_tot / count))
-    m, m2 = nll_tot / count, nll2_tot / count
-    ppl = math.exp(m)
-    ppl_stderr = math.sqrt((m2 - m * m) / (count - 1)) * ppl
+    n_chunks, count, nll_per_chunk, ppl_running, ppl, ppl_stderr = llama_cpp_perplexity(logits_of, heldout_ids, C)
     print(f"held-out perplexity (ctx {C}, {n_chunks} chunks, {count} tokens): {ppl:.3f} +/- {ppl_stderr:.3f}; "
           f"uniform over padded vocab = {padded_vocab}, over sp vocab = {sp_size}")
 
