@@ -232,50 +232,75 @@ pub struct Weights<'w> {
 impl<'w> Weights<'w> {
     /// Picks the handles from tensors listed in `expected_tensors` order, with `packed[i]` the
     /// repacked copy of tensor i where there is one.
-    /// The weights, found by their GGUF names (`names[i]` is the name of `t[i]` and
-    /// `packed[i]`); the model checked at load that every one is there.
-    pub fn from_named(
-        names: &[String],
+    /// The weights at the store positions `slots` found by name at load.
+    pub fn from_slots(
+        slots: &WeightSlots,
         t: &[Tensor<'w>],
         packed: &[Option<Packed<'w>>],
-        n_layer: usize,
         cpu_only: bool,
     ) -> Self {
-        let index: std::collections::HashMap<&str, usize> = names
+        let lin = |i: usize| Linear {
+            w: t[i],
+            packed: packed.get(i).copied().flatten(),
+        };
+        let layers = slots
+            .layers
             .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
-        let at = |name: &str| -> usize {
-            *index
-                .get(name)
-                .unwrap_or_else(|| panic!("weight {name} was checked at load"))
-        };
-        let lin = |name: &str| {
-            let i = at(name);
-            Linear {
-                w: t[i],
-                packed: packed.get(i).copied().flatten(),
-            }
-        };
-        let layers = (0..n_layer)
-            .map(|il| LayerWeights {
-                attn_norm: t[at(&LayerTensor::AttnNorm.name(il))],
-                qkv: lin(&LayerTensor::AttnQkv.name(il)),
-                qkv_bias: t[at(&LayerTensor::AttnQkvBias.name(il))],
-                attn_output: lin(&LayerTensor::AttnOutput.name(il)),
-                ffn_norm: t[at(&LayerTensor::FfnNorm.name(il))],
-                ffn_up: lin(&LayerTensor::FfnUp.name(il)),
-                ffn_down: lin(&LayerTensor::FfnDown.name(il)),
+            .map(|l| LayerWeights {
+                attn_norm: t[l[0]],
+                qkv: lin(l[1]),
+                qkv_bias: t[l[2]],
+                attn_output: lin(l[3]),
+                ffn_norm: t[l[4]],
+                ffn_up: lin(l[5]),
+                ffn_down: lin(l[6]),
             })
             .collect();
         Weights {
-            token_embd: t[at(names::TOKEN_EMBD)],
+            token_embd: t[slots.token_embd],
             layers,
-            output_norm: t[at(names::OUTPUT_NORM)],
-            output: lin(names::OUTPUT),
+            output_norm: t[slots.output_norm],
+            output: lin(slots.output),
             cpu_only,
         }
+    }
+}
+
+/// Where each weight sits in the model's tensor store, found once by its GGUF name (per layer in
+/// [`LayerTensor::ALL`] order), so building a graph is indexing, not name lookups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightSlots {
+    pub layers: Vec<[usize; 7]>,
+    pub token_embd: usize,
+    pub output_norm: usize,
+    pub output: usize,
+}
+
+impl WeightSlots {
+    /// The positions of every weight among `names` (the store's order).
+    pub fn find(names: &[&str], n_layer: usize) -> Result<Self, RuntimeError> {
+        let index: std::collections::HashMap<&str, usize> =
+            names.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+        let at = |name: &str| {
+            index
+                .get(name)
+                .copied()
+                .ok_or_else(|| RuntimeError::Model(format!("tensor {name} is missing")))
+        };
+        let mut layers = Vec::with_capacity(n_layer);
+        for il in 0..n_layer {
+            let mut l = [0; 7];
+            for (slot, t) in l.iter_mut().zip(LayerTensor::ALL) {
+                *slot = at(&t.name(il))?;
+            }
+            layers.push(l);
+        }
+        Ok(WeightSlots {
+            layers,
+            token_embd: at(names::TOKEN_EMBD)?,
+            output_norm: at(names::OUTPUT_NORM)?,
+            output: at(names::OUTPUT)?,
+        })
     }
 }
 

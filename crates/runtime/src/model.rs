@@ -1,7 +1,7 @@
 //! Loading a GGUF model: hyperparameters, tokenizer, and the weights, validated all at once and
 //! then mapped zero-copy into ggml (the weights stay in the page cache, not in anonymous memory).
 
-use crate::chatglm::{matmul_type_supported, Hparams, Weights};
+use crate::chatglm::{matmul_type_supported, Hparams, WeightSlots, Weights};
 use crate::plan::{GpuLayers, ModelSizes, Plan, PlanRequest, PlanShape};
 use crate::tokenizer::Tokenizer;
 use crate::RuntimeError;
@@ -32,8 +32,10 @@ pub struct Model {
     gpu_weights: Option<TensorStore>,
     gpu_index: Vec<Option<usize>>,
     gpu: Option<Backend>,
-    /// GGUF names of the weight tensors, in store order (graph code looks weights up by name).
-    weight_names: Vec<String>,
+    /// Number of weight tensors in the store.
+    n_weight_tensors: usize,
+    /// Where each weight sits in the store (found by GGUF name at load).
+    slots: WeightSlots,
     /// q4_0/q8_0 matrices repacked for our CPU kernels; `packed_index[i]` is tensor i's index
     /// in that store.
     packed: Option<PackedStore>,
@@ -243,6 +245,8 @@ impl Model {
             _ => (None, vec![None; specs.len()]),
         };
         let weights = TensorStore::map_host(SharedFile(file), &specs, &offsets)?;
+        let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+        let slots = WeightSlots::find(&names, hparams.n_layer)?;
         Ok(Model {
             hparams,
             tokenizer,
@@ -255,7 +259,8 @@ impl Model {
             gpu_weights,
             gpu_index,
             gpu,
-            weight_names: specs.iter().map(|s| s.name.clone()).collect(),
+            n_weight_tensors: specs.len(),
+            slots,
             packed,
             packed_index,
         })
@@ -278,7 +283,7 @@ impl Model {
 
     /// Weight handles for graph building: the GPU's copy where the plan put one there.
     pub fn weights(&self) -> Weights<'_> {
-        let t: Vec<Tensor<'_>> = (0..self.weight_names.len())
+        let t: Vec<Tensor<'_>> = (0..self.n_weight_tensors)
             .map(|i| match (self.gpu_index[i], &self.gpu_weights) {
                 (Some(g), Some(store)) => store.at(g).expect("index in range"),
                 _ => self.weights.at(i).expect("index in range"),
@@ -289,13 +294,7 @@ impl Model {
             .iter()
             .map(|j| j.and_then(|j| self.packed.as_ref()?.get(j)))
             .collect();
-        Weights::from_named(
-            &self.weight_names,
-            &t,
-            &packed,
-            self.hparams.n_layer,
-            !self.plan.uses_gpu(),
-        )
+        Weights::from_slots(&self.slots, &t, &packed, !self.plan.uses_gpu())
     }
 }
 
