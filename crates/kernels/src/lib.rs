@@ -29,11 +29,14 @@
 //! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64, and a scalar
 //! one everywhere. All of them read the same layout.
 
+pub mod kquants;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_k;
 
 use half::f16;
 
@@ -49,6 +52,10 @@ pub const ACT_BLOCK: usize = 40;
 pub enum WeightType {
     Q4_0,
     Q8_0,
+    /// llama.cpp's q4_K: 256-column super-blocks of 8 × 32 with 6-bit scales and mins.
+    Q4K,
+    /// llama.cpp's q6_K: 256-column super-blocks of 16 × 16 with 8-bit scales.
+    Q6K,
 }
 
 impl WeightType {
@@ -57,7 +64,21 @@ impl WeightType {
         match self {
             WeightType::Q4_0 => 18,
             WeightType::Q8_0 => 34,
+            WeightType::Q4K => kquants::Q4K_BLOCK,
+            WeightType::Q6K => kquants::Q6K_BLOCK,
         }
+    }
+    /// Columns of one ggml block (32, or 256 for the K types).
+    pub fn block_cols(self) -> usize {
+        match self {
+            WeightType::Q4_0 | WeightType::Q8_0 => QK,
+            WeightType::Q4K | WeightType::Q6K => kquants::QK_K,
+        }
+    }
+    /// Whether the activations are quantized as ggml's q8_K (256-value blocks, for the K types)
+    /// rather than q8_0.
+    pub fn uses_q8k(self) -> bool {
+        matches!(self, WeightType::Q4K | WeightType::Q6K)
     }
     /// Quant bytes of one row's block.
     fn quant_bytes(self) -> usize {
@@ -65,13 +86,33 @@ impl WeightType {
     }
     /// Bytes of one group's block in the packed layout.
     pub fn group_block_bytes(self) -> usize {
-        GROUP * self.ggml_block_bytes()
+        match self {
+            WeightType::Q4K => kquants::Q4K_GROUP_BLOCK,
+            _ => GROUP * self.ggml_block_bytes(),
+        }
+    }
+    /// Bytes of one token's quantized activations (`k` columns) for this weight type.
+    pub fn act_row_bytes(self, k: usize) -> usize {
+        if self.uses_q8k() {
+            kquants::q8k_row_bytes(k)
+        } else {
+            act_row_bytes(k)
+        }
+    }
+    /// Quantizes one token's activations the way ggml does for this weight type (q8_0 or
+    /// q8_K) into `out` (`act_row_bytes(x.len())` bytes).
+    pub fn quantize_activations(self, x: &[f32], out: &mut [u8]) -> Result<(), ShapeError> {
+        if self.uses_q8k() {
+            kquants::quantize_q8k(x, out)
+        } else {
+            quantize_activations(x, out)
+        }
     }
     /// What each activation sum is multiplied by in the offset term (−8 for q4_0, −128 for q8_0).
     fn offset(self) -> i32 {
         match self {
             WeightType::Q4_0 => -8,
-            WeightType::Q8_0 => -128,
+            _ => -128,
         }
     }
 }
@@ -151,7 +192,7 @@ pub fn n_groups(rows: usize) -> usize {
 
 /// Bytes of the packed form of a `rows × k` matrix (rows padded to whole groups).
 pub fn packed_len(ty: WeightType, rows: usize, k: usize) -> usize {
-    n_groups(rows) * (k / QK) * ty.group_block_bytes()
+    n_groups(rows) * (k / ty.block_cols()) * ty.group_block_bytes()
 }
 
 /// Bytes of one token's quantized activations (`k` columns).
@@ -168,10 +209,11 @@ pub fn repack(
     k: usize,
     dst: &mut [u8],
 ) -> Result<(), ShapeError> {
-    let nb = k / QK;
+    let qk = ty.block_cols();
+    let nb = k / qk;
     let bb = ty.ggml_block_bytes();
-    check(k.is_multiple_of(QK) && k > 0 && rows > 0, || {
-        format!("{rows} rows of {k} columns: columns must be whole blocks of {QK}")
+    check(k.is_multiple_of(qk) && k > 0 && rows > 0, || {
+        format!("{rows} rows of {k} columns: columns must be whole blocks of {qk}")
     })?;
     check(src.len() == rows * nb * bb, || {
         format!(
@@ -187,10 +229,14 @@ pub fn repack(
             packed_len(ty, rows, k)
         )
     })?;
+    if ty.uses_q8k() {
+        kquants::repack(ty, src, rows, k, dst);
+        return Ok(());
+    }
     let gbb = ty.group_block_bytes();
     let (zero_q, n_vec) = match ty {
         WeightType::Q4_0 => (0x88u8, 4), // nibbles 8 and 8: value 0
-        WeightType::Q8_0 => (0x80u8, 8), // 0 + 128
+        _ => (0x80u8, 8),                // q8_0: 0 + 128
     };
     for (g, group) in dst.chunks_exact_mut(nb * gbb).enumerate() {
         for (b, out) in group.chunks_exact_mut(gbb).enumerate() {
@@ -212,7 +258,7 @@ pub fn repack(
                     for j in 0..4 {
                         dst4[j] = match ty {
                             WeightType::Q4_0 => qs[4 * v + j],
-                            WeightType::Q8_0 => qs[4 * v + j] ^ 0x80,
+                            _ => qs[4 * v + j] ^ 0x80,
                         };
                     }
                 }
@@ -260,8 +306,16 @@ pub struct MatMul {
 impl MatMul {
     fn check(&self, w: &[u8], acts: &[u8]) -> Result<(), ShapeError> {
         check(
-            self.k.is_multiple_of(QK) && self.k > 0 && self.rows > 0,
-            || format!("{} rows of {} columns", self.rows, self.k),
+            self.k.is_multiple_of(self.ty.block_cols()) && self.k > 0 && self.rows > 0,
+            || {
+                format!(
+                    "{} rows of {} columns: {:?} needs whole blocks of {}",
+                    self.rows,
+                    self.k,
+                    self.ty,
+                    self.ty.block_cols()
+                )
+            },
         )?;
         check(w.len() == packed_len(self.ty, self.rows, self.k), || {
             format!(
@@ -270,14 +324,17 @@ impl MatMul {
                 packed_len(self.ty, self.rows, self.k)
             )
         })?;
-        check(acts.len() == self.n_tokens * act_row_bytes(self.k), || {
-            format!(
-                "activations of {} bytes for {} tokens of {}",
-                acts.len(),
-                self.n_tokens,
-                self.k
-            )
-        })
+        check(
+            acts.len() == self.n_tokens * self.ty.act_row_bytes(self.k),
+            || {
+                format!(
+                    "activations of {} bytes for {} tokens of {}",
+                    acts.len(),
+                    self.n_tokens,
+                    self.k
+                )
+            },
+        )
     }
 }
 
@@ -327,6 +384,17 @@ pub fn matmul(
     check(isa.runs_here(), || {
         format!("{} is not available on this CPU", isa.name())
     })?;
+    if m.ty.uses_q8k() {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => x86_k::matmul_avx2(m, w, acts, groups, out),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => x86_k::matmul_avx512(m, w, acts, groups, out),
+            // NEON: the portable kernel for now (docs/cpu-kernels.md)
+            _ => kquants::matmul_scalar(m, w, acts, groups, out),
+        }
+        return Ok(());
+    }
     match isa {
         Isa::Scalar => scalar::matmul(m, w, acts, groups, out),
         #[cfg(target_arch = "x86_64")]
@@ -345,7 +413,7 @@ pub fn matmul(
 /// in L2) against each tile of tokens (which stays in L1), so the activations are not streamed
 /// again for every group.
 fn chunk_groups(m: &MatMul) -> usize {
-    let group_bytes = (m.k / QK) * m.ty.group_block_bytes();
+    let group_bytes = (m.k / m.ty.block_cols()) * m.ty.group_block_bytes();
     (256 * 1024 / group_bytes.max(1)).max(1)
 }
 
@@ -392,13 +460,32 @@ pub fn reference(
     acts: &[u8],
     n_tokens: usize,
 ) -> Vec<f32> {
+    reference_terms(ty, src, rows, k, acts, n_tokens).0
+}
+
+/// [`reference`], and for each output the sum of the absolute values of its per-block terms
+/// (`|d_w·d_a·Σ|`, for q4_K also `|dmin·d_a·Σ m·bsum|`): the f32 rounding of every kernel's
+/// result is bounded by a few units of `f32::EPSILON` × (blocks + 4) × that sum.
+pub fn reference_terms(
+    ty: WeightType,
+    src: &[u8],
+    rows: usize,
+    k: usize,
+    acts: &[u8],
+    n_tokens: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    if ty.uses_q8k() {
+        return kquants::reference(ty, src, rows, k, acts, n_tokens);
+    }
     let nb = k / QK;
     let bb = ty.ggml_block_bytes();
     let mut out = vec![0f32; rows * n_tokens];
+    let mut mag = vec![0f32; rows * n_tokens];
     for t in 0..n_tokens {
         let arow = &acts[t * act_row_bytes(k)..][..act_row_bytes(k)];
         for r in 0..rows {
             let mut acc = 0f32;
+            let mut abs = 0f32;
             for b in 0..nb {
                 let blk = &src[(r * nb + b) * bb..][..bb];
                 let dw = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
@@ -412,14 +499,16 @@ pub fn reference(
                             ((q & 15) as i32 - 8) * a(i) + ((q >> 4) as i32 - 8) * a(i + 16)
                         })
                         .sum(),
-                    WeightType::Q8_0 => (0..32).map(|i| blk[2 + i] as i8 as i32 * a(i)).sum(),
+                    _ => (0..32).map(|i| blk[2 + i] as i8 as i32 * a(i)).sum(),
                 };
                 acc += dw * da * isum as f32;
+                abs += (dw * da * isum as f32).abs();
             }
             out[t * rows + r] = acc;
+            mag[t * rows + r] = abs;
         }
     }
-    out
+    (out, mag)
 }
 
 /// `row = softmax(row · scale + mask)` in place, with `exp` in f32 and the sum in f64 (as

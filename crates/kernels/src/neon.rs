@@ -56,7 +56,7 @@ unsafe fn quarter_rows(
                     u[v + 4] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(x)), eight);
                 }
             }
-            WeightType::Q8_0 => {
+            _ => {
                 for (s, u) in u.iter_mut().enumerate() {
                     *u = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(q.add(64 * s)), vdupq_n_u8(0x80)));
                 }

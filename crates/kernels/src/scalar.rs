@@ -29,7 +29,7 @@ pub(crate) fn matmul(m: MatMul, w: &[u8], acts: &[u8], groups: std::ops::Range<u
                             }
                         }
                     }
-                    WeightType::Q8_0 => {
+                    _ => {
                         for s in 0..8 {
                             for j in 0..4 {
                                 isum += q[s * 64 + 4 * r + j] as i32 * a[4 * s + j] as i8 as i32;

@@ -80,7 +80,7 @@ pub(crate) fn matmul_avx512(
         }
         match m.ty {
             WeightType::Q4_0 => go!(false),
-            WeightType::Q8_0 => go!(true),
+            _ => go!(true),
         }
     });
 }
@@ -173,7 +173,7 @@ pub(crate) fn matmul_avx2(
             }
             match m.ty {
                 WeightType::Q4_0 => go!(false),
-                WeightType::Q8_0 => go!(true),
+                _ => go!(true),
             }
         }
         res
