@@ -494,9 +494,10 @@
     const r = { t0: performance.now(), tFirst: 0, tEnd: 0, pieces: 0, text: "", usage: null, timings: null, finish: null, stopped: false, live: true };
     const myEpoch = epoch;
     const calls = [];
-    let pending = false;
+    let frame = 0; // the render queued for the next animation frame, if any
     const render = () => {
-      pending = false;
+      if (frame) cancelAnimationFrame(frame);
+      frame = 0;
       const stick = nearBottom();
       renderMarkdown(r.text, out);
       const lastBlock = out.lastElementChild;
@@ -534,7 +535,7 @@
           if (!r.tFirst) r.tFirst = performance.now();
           r.text += d.content;
           r.pieces++;
-          if (!pending) { pending = true; requestAnimationFrame(render); }
+          if (!frame) frame = requestAnimationFrame(render);
         }
         if (Array.isArray(d.tool_calls)) mergeToolCalls(calls, d.tool_calls);
         if (choice.finish_reason) r.finish = choice.finish_reason;
