@@ -57,6 +57,10 @@ pub enum GgufError {
     },
     #[error("{}: already exists (use --force to overwrite)", path.display())]
     Exists { path: PathBuf },
+    #[error("{}: exists and is not a regular file ({kind}); refusing to replace it, even with --force", path.display())]
+    NotRegular { path: PathBuf, kind: String },
+    #[error("{}: is the input file {} (the same file, a link to it or a hard link); refusing to overwrite an input, even with --force — choose another output", path.display(), input.display())]
+    SameAsInput { path: PathBuf, input: PathBuf },
     #[error("{0}")]
     Invalid(String),
 }
