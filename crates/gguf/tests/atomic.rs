@@ -135,7 +135,7 @@ fn an_input_linked_at_the_output_after_create_is_refused_at_commit() {
     let mut f = AtomicFile::create_from(&out, true, &[&input]).unwrap();
     f.write_all(b"output").unwrap();
     std::fs::hard_link(&input, &out).unwrap();
-    let err = f.commit().err().expect("refused");
+    let err = f.commit().expect_err("refused");
     assert!(matches!(err, GgufError::SameAsInput { .. }), "{err}");
     assert_eq!(std::fs::read(&input).unwrap(), b"the input");
     assert!(no_temp_files(dir.path()));
@@ -152,7 +152,7 @@ fn without_force_a_file_that_appears_before_commit_is_not_replaced() {
     a.write_all(b"first").unwrap();
     b.write_all(b"second").unwrap();
     assert_eq!(a.commit().unwrap(), 5);
-    let err = b.commit().err().expect("the second must fail");
+    let err = b.commit().expect_err("the second must fail");
     assert!(matches!(err, GgufError::Exists { .. }), "{err}");
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"first");
