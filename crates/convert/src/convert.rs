@@ -1,7 +1,7 @@
 //! `convert`: HF checkpoint directory -> GGUF file, streaming tensor by tensor from the
 //! memory-mapped shards, with every input problem reported before any output is written.
 
-use crate::checkpoint::{Checkpoint, SrcDtype};
+use crate::checkpoint::{Checkpoint, SrcDtype, SrcTensor};
 use crate::config::GlmConfig;
 use crate::family::Family;
 use crate::policy::TypePolicy;
@@ -305,7 +305,19 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         .collect();
     let metadata = model_metadata(&cfg, family, &vocab, &opts.policy);
 
-    let mut file = AtomicFile::create(out, opts.overwrite)?;
+    // every file read is an input the output must not replace
+    let side_files = [
+        "config.json",
+        "tokenizer.model",
+        "tokenizer_config.json",
+        "model.safetensors.index.json",
+    ]
+    .map(|f| dir.join(f));
+    let inputs: Vec<&Path> = ckpt
+        .shard_paths()
+        .chain(side_files.iter().map(|p| p.as_path()))
+        .collect();
+    let mut file = AtomicFile::create_from(out, opts.overwrite, &inputs)?;
     let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
     (opts.progress)(Progress::Start {
         n_tensors: decls.len(),
@@ -318,25 +330,19 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         let dtype = src.dtype.clone().expect("validated above");
         let ncols = decl.dims[0] as usize;
         w.start_tensor(name)?;
-        write_converted(
-            &mut w,
-            src.data,
-            dtype,
-            decl.ty,
-            ncols,
-            opts.cancel,
-            &mut qbuf,
-        )
-        .map_err(|e| e.in_tensor(name))?;
+        write_converted(&mut w, &src, dtype, decl.ty, ncols, opts.cancel, &mut qbuf)
+            .map_err(|e| e.in_tensor(name))?;
         w.end_tensor()?;
         n_params += decl.dims.iter().product::<u64>();
         (opts.progress)(Progress::Tensor {
             name: name.clone(),
             ty: decl.ty,
-            bytes_in: src.data.len() as u64,
+            bytes_in: src.len,
         });
     }
     w.finish()?;
+    // a shard rewritten in place (same size) while it was read is caught here
+    ckpt.check_unchanged()?;
     let bytes_written = file.commit()?;
     Ok(Summary {
         n_tensors: decls.len(),
@@ -356,10 +362,11 @@ fn file_name(p: &Path) -> String {
 /// Floats converted per chunk: bounds memory to a few tens of MB whatever the tensor size.
 const CHUNK_ELEMS: usize = 1 << 22;
 
-/// Converts `src` (rows of `ncols` elements of `dtype`) to `ty` and streams it into the writer.
+/// Converts `src` (rows of `ncols` elements of `dtype`) to `ty` and streams it into the writer,
+/// reading it a chunk at a time.
 pub(crate) fn write_converted<W: std::io::Write>(
     w: &mut GgufWriter<W>,
-    src: &[u8],
+    src: &SrcTensor,
     dtype: SrcDtype,
     ty: GgmlType,
     ncols: usize,
@@ -370,9 +377,12 @@ pub(crate) fn write_converted<W: std::io::Write>(
     if (dtype == SrcDtype::F32 && ty == GgmlType::F32)
         || (dtype == SrcDtype::F16 && ty == GgmlType::F16)
     {
-        for chunk in src.chunks(CHUNK_ELEMS * 4) {
+        let mut buf = Vec::new();
+        for (pos, n) in chunks(src.len, CHUNK_ELEMS as u64 * 4) {
             check_cancel(cancel)?;
-            w.write_data(chunk)?;
+            buf.resize(n, 0);
+            src.read_at(pos, &mut buf)?;
+            w.write_data(&buf)?;
         }
         return Ok(());
     }
@@ -383,8 +393,12 @@ pub(crate) fn write_converted<W: std::io::Write>(
         .expect("policy picks whole-block types") as usize;
     let rows_per_chunk = (CHUNK_ELEMS / ncols).max(1);
     let rows_per_task = ((1usize << 16) / ncols).max(1);
-    for chunk in src.chunks(rows_per_chunk * ncols * es) {
+    let mut chunk = Vec::new();
+    for (pos, n) in chunks(src.len, (rows_per_chunk * ncols * es) as u64) {
         check_cancel(cancel)?;
+        chunk.resize(n, 0);
+        src.read_at(pos, &mut chunk)?;
+        let chunk = chunk.as_slice();
         let rows = chunk.len() / (ncols * es);
         qbuf.clear();
         qbuf.resize(rows * row_out, 0);
@@ -400,6 +414,13 @@ pub(crate) fn write_converted<W: std::io::Write>(
         w.write_data(qbuf)?;
     }
     Ok(())
+}
+
+/// (start, length) of the pieces of `len` bytes cut every `step`.
+fn chunks(len: u64, step: u64) -> impl Iterator<Item = (u64, usize)> {
+    (0..len)
+        .step_by(step as usize)
+        .map(move |pos| (pos, (len - pos).min(step) as usize))
 }
 
 pub(crate) fn check_cancel(cancel: Option<&AtomicBool>) -> Result<(), ConvertError> {

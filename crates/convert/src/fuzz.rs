@@ -57,7 +57,7 @@ fn check(dir: &Path) -> bool {
     let _ = crate::convert::model_metadata(&p.cfg, p.family, &p.vocab, &policy);
     p.expected
         .iter()
-        .all(|(_, hf, _)| p.ckpt.get(hf).is_some_and(|t| !t.data.is_empty()))
+        .all(|(_, hf, _)| p.ckpt.get(hf).is_some_and(|t| t.len > 0))
 }
 
 #[cfg(unix)]

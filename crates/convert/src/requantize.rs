@@ -95,7 +95,7 @@ pub fn requantize(
         }
     }
 
-    let mut file = AtomicFile::create(out, opts.overwrite)?;
+    let mut file = AtomicFile::create_from(out, opts.overwrite, &[input])?;
     let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
     let total: u64 = src.tensors.iter().map(|t| t.n_bytes()).sum();
     (opts.progress)(Progress::Start {
