@@ -1,7 +1,7 @@
 //! What `convert` and `quantize` do around their output file: remove the temporary files of
 //! runs that were killed, and treat SIGTERM and SIGHUP like Ctrl-C (stop, remove the temporary
 //! file, exit non-zero), so that `kill`, a closed terminal or a service manager never leave
-//! hundreds of MB of hidden `.NAME.PID.tmp` behind.
+//! hundreds of MB of hidden `.NAME.PID-N.tmp` behind.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -25,4 +25,15 @@ pub fn prepare(dest: &Path) {
             });
         }
     }
+}
+
+/// `println!` that returns the write error instead of panicking: a closed pipe
+/// (`glmtool info … | head -1`) ends the subcommand with an `io::Error` of kind `BrokenPipe`,
+/// which `main` turns into a quiet exit with status 0. Use as `outln!(...)?`.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)
+    }};
 }

@@ -101,12 +101,14 @@ pub fn run(a: Args) -> Result<()> {
                 "load_seconds": model.load_time.as_secs_f64(), "test": test, "tokens_per_second": m, "stddev": sd, "repetitions": a.reps,
             }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        println!("| model | size | params | backend | kernels | ngl | threads | test | t/s |");
-        println!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |");
+        crate::outln!(
+            "| model | size | params | backend | kernels | ngl | threads | test | t/s |"
+        )?;
+        crate::outln!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")?;
         for (test, (m, sd)) in &rows {
-            println!(
+            crate::outln!(
                 "| {} | {} | {:.2} M | {backend} | {kernels} | {ngl} | {} | {} | {:.2} ± {:.2} |",
                 model.name,
                 crate::progress::size(size),
@@ -115,7 +117,7 @@ pub fn run(a: Args) -> Result<()> {
                 test,
                 m,
                 sd
-            );
+            )?;
         }
     }
     Ok(())

@@ -11,7 +11,10 @@ pub struct Args {
 }
 
 pub fn run(a: Args, mut cmd: clap::Command) -> Result<()> {
-    clap_complete::generate(a.shell, &mut cmd, "glmtool", &mut std::io::stdout());
+    // generated into memory first: clap_complete panics on a write error (a closed pipe)
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "glmtool", &mut script);
+    std::io::Write::write_all(&mut std::io::stdout(), &script)?;
     Ok(())
 }
 

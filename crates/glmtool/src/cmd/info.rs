@@ -85,15 +85,15 @@ fn print_plan(a: &Args, path: &Path, f: &GgufFile) -> Result<()> {
         }
     };
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&p)?)?;
     } else {
-        println!(
+        crate::outln!(
             "{}: context {n_ctx}, batch {}, {:?} KV cache",
             path.display(),
             a.shape.batch,
             a.shape.cache_type
-        );
-        println!("{}", p.describe());
+        )?;
+        crate::outln!("{}", p.describe())?;
     }
     Ok(())
 }
@@ -251,44 +251,44 @@ pub fn run(a: Args) -> Result<()> {
                 .map(|t| serde_json::json!({"name": t.name, "type": t.ty.name(), "shape": t.dims, "offset": t.offset}))
                 .collect();
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
-    println!("{}", path.display());
+    crate::outln!("{}", path.display())?;
     for (k, v) in summary(&f, n_params, n_bytes) {
-        println!("  {k:<13} {v}");
+        crate::outln!("  {k:<13} {v}")?;
     }
-    println!();
-    println!(
+    crate::outln!()?;
+    crate::outln!(
         "{}: GGUF v{}, {} metadata keys, {} tensors",
         path.display(),
         f.version,
         f.metadata.len(),
         f.tensors.len()
-    );
+    )?;
     for (k, v) in &f.metadata {
-        println!("  {k:<44} = {v}");
+        crate::outln!("  {k:<44} = {v}")?;
     }
-    println!("tensors by type:");
+    crate::outln!("tensors by type:")?;
     for (ty, (n, p, b)) in &by_type {
-        println!(
+        crate::outln!(
             "  {ty:<6} {n:>5} tensors {p:>14} params {:>12}",
             crate::progress::size(*b)
-        );
+        )?;
     }
-    println!(
+    crate::outln!(
         "total: {n_params} params, {}, {bpw:.2} bits per weight",
         crate::progress::size(n_bytes)
-    );
+    )?;
     if a.tensors {
         for t in &f.tensors {
-            println!(
+            crate::outln!(
                 "  {:<32} {:<6} {:<24} offset {}",
                 t.name,
                 t.ty.name(),
                 format!("{:?}", t.dims),
                 t.offset
-            );
+            )?;
         }
     }
     Ok(())

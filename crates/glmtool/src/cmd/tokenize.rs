@@ -52,7 +52,7 @@ pub fn run(a: Args) -> Result<()> {
         }
         return Ok(());
     }
-    println!("{}", serde_json::to_string(&ids)?);
+    crate::outln!("{}", serde_json::to_string(&ids)?)?;
     Ok(())
 }
 
