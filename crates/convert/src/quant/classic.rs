@@ -1,7 +1,7 @@
-//! ggml-exact quantizers and dequantizers, in pure Rust.
+//! The classic 32-element block types (f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1), ggml-exact.
 //!
-//! This module owns the converter's f32 -> {F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1} encoders and
-//! the {F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0} -> f32 decoders used to requantize a GGUF.
+//! The f32 -> {F32, F16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1} encoders and the {F32, F16, BF16, Q4_0,
+//! Q4_1, Q5_0, Q5_1, Q8_0} -> f32 decoders used to requantize a GGUF.
 //! Their output is bit-identical to the ggml this workspace links (llama.cpp b2757), i.e. to
 //! `ggml_quantize_chunk` without an importance matrix (`quantize_row_*_reference`) and to ggml's
 //! `to_float` functions, as that ggml is actually compiled on x86-64 (`-O2 -march=native`, GCC):
@@ -26,176 +26,12 @@
 //! range, matches ggml.
 
 use gguf::GgmlType;
-use rayon::prelude::*;
 
-/// Types the converter can write.
-pub const WRITABLE: [GgmlType; 7] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-];
-
-/// Types [`dequantize`] can read.
-pub const READABLE: [GgmlType; 8] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::Q8_0,
-];
-
-/// Elements per block of every quantized type handled here.
-const QK: usize = 32;
-
-/// Below this many elements `quantize_rows_par` does not bother splitting.
-const PAR_MIN_ELEMS: usize = 1 << 16;
-
-/// Shape and type errors of the quantizers. Nothing here panics on bad input.
-#[derive(Debug, thiserror::Error)]
-pub enum QuantError {
-    #[error("cannot quantize to {ty}: the converter writes only f32, f16, q8_0, q4_0, q4_1, q5_0 and q5_1")]
-    CannotQuantize { ty: GgmlType },
-    #[error(
-        "cannot dequantize {ty}: only f32, f16, bf16, q4_0, q4_1, q5_0, q5_1 and q8_0 can be read"
-    )]
-    CannotDequantize { ty: GgmlType },
-    #[error("{ty}: a row of {ncols} elements is not a multiple of the {block}-element block")]
-    RowNotBlockMultiple {
-        ty: GgmlType,
-        ncols: usize,
-        block: usize,
-    },
-    #[error("{ty}: {len} values are not a whole number of rows of {ncols} elements")]
-    NotWholeRows {
-        ty: GgmlType,
-        len: usize,
-        ncols: usize,
-    },
-    #[error("{ty}: output buffer of {got} bytes, {want} needed")]
-    OutputSize {
-        ty: GgmlType,
-        got: usize,
-        want: usize,
-    },
-    #[error("{ty}: {n} elements are not a multiple of the {block}-element block")]
-    CountNotBlockMultiple {
-        ty: GgmlType,
-        n: usize,
-        block: usize,
-    },
-    #[error("{ty}: {n} elements take {expected} bytes, but {got} bytes were given")]
-    ByteLength {
-        ty: GgmlType,
-        n: usize,
-        expected: usize,
-        got: usize,
-    },
-}
-
-/// Whether [`quantize_rows`] can produce `ty`.
-pub fn can_quantize(ty: GgmlType) -> bool {
-    WRITABLE.contains(&ty)
-}
-
-/// Whether [`dequantize`] can read `ty`.
-pub fn can_dequantize(ty: GgmlType) -> bool {
-    READABLE.contains(&ty)
-}
-
-/// Checks a quantization request; returns the bytes of one row.
-fn check_rows(ty: GgmlType, len: usize, ncols: usize) -> Result<usize, QuantError> {
-    if !can_quantize(ty) {
-        return Err(QuantError::CannotQuantize { ty });
-    }
-    let block = ty.block_size();
-    if !ncols.is_multiple_of(block) {
-        return Err(QuantError::RowNotBlockMultiple { ty, ncols, block });
-    }
-    if (ncols == 0 && len != 0) || (ncols != 0 && !len.is_multiple_of(ncols)) {
-        return Err(QuantError::NotWholeRows { ty, len, ncols });
-    }
-    Ok(ncols / block * ty.type_size())
-}
-
-/// Quantizes whole rows of `ncols` elements to `ty`, appending the bytes to `dst`.
-///
-/// `src.len()` must be a multiple of `ncols`, and `ncols` a multiple of the block size of `ty`;
-/// otherwise a [`QuantError`] is returned and `dst` is left untouched.
-pub fn quantize_rows(
-    ty: GgmlType,
-    src: &[f32],
-    ncols: usize,
-    dst: &mut Vec<u8>,
-) -> Result<(), QuantError> {
-    let row_bytes = check_rows(ty, src.len(), ncols)?;
-    if src.is_empty() {
-        return Ok(());
-    }
-    let start = dst.len();
-    dst.resize(start + src.len() / ncols * row_bytes, 0);
-    encode(ty, src, &mut dst[start..]);
-    Ok(())
-}
-
-/// Quantizes whole rows into `out`, which must be exactly their encoded size.
-pub fn quantize_rows_into(
-    ty: GgmlType,
-    src: &[f32],
-    ncols: usize,
-    out: &mut [u8],
-) -> Result<(), QuantError> {
-    let row_bytes = check_rows(ty, src.len(), ncols)?;
-    let want = src.len().checked_div(ncols).unwrap_or(0) * row_bytes;
-    if out.len() != want {
-        return Err(QuantError::OutputSize {
-            ty,
-            got: out.len(),
-            want,
-        });
-    }
-    encode(ty, src, out);
-    Ok(())
-}
-
-/// Same as [`quantize_rows`], splitting the rows across the rayon pool; the output is
-/// bit-identical (every block is encoded independently).
-pub fn quantize_rows_par(
-    ty: GgmlType,
-    src: &[f32],
-    ncols: usize,
-    dst: &mut Vec<u8>,
-) -> Result<(), QuantError> {
-    let row_bytes = check_rows(ty, src.len(), ncols)?;
-    if src.is_empty() {
-        return Ok(());
-    }
-    let nrows = src.len() / ncols;
-    let threads = rayon::current_num_threads().max(1);
-    if src.len() < 2 * PAR_MIN_ELEMS || nrows < 2 || threads < 2 {
-        return quantize_rows(ty, src, ncols, dst);
-    }
-    // A few tasks per thread for balance, none smaller than PAR_MIN_ELEMS elements.
-    let rows_per_task = nrows
-        .div_ceil(threads * 4)
-        .max(PAR_MIN_ELEMS.div_ceil(ncols))
-        .max(1);
-    let start = dst.len();
-    dst.resize(start + nrows * row_bytes, 0);
-    src.par_chunks(rows_per_task * ncols)
-        .zip(dst[start..].par_chunks_mut(rows_per_task * row_bytes))
-        .for_each(|(s, d)| encode(ty, s, d));
-    Ok(())
-}
+/// Elements per block of every classic quantized type.
+pub(super) const QK: usize = 32;
 
 /// Encodes whole blocks of `src` into `out` (exactly the right size, checked by the callers).
-fn encode(ty: GgmlType, src: &[f32], out: &mut [u8]) {
+pub(super) fn encode(ty: GgmlType, src: &[f32], out: &mut [u8]) {
     match ty {
         GgmlType::F32 => {
             for (o, x) in out.chunks_exact_mut(4).zip(src) {
@@ -637,31 +473,8 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16_bits_to_f32(u16::from_le_bytes([b[i], b[i + 1]]))
 }
 
-/// Decodes `n` elements of type `ty` from `src` (exactly `n` elements' worth of bytes, `n` a
-/// multiple of the block size) and appends them to `dst`. Bit-identical to ggml's `to_float`.
-pub fn dequantize(
-    ty: GgmlType,
-    src: &[u8],
-    n: usize,
-    dst: &mut Vec<f32>,
-) -> Result<(), QuantError> {
-    if !can_dequantize(ty) {
-        return Err(QuantError::CannotDequantize { ty });
-    }
-    let block = ty.block_size();
-    if !n.is_multiple_of(block) {
-        return Err(QuantError::CountNotBlockMultiple { ty, n, block });
-    }
-    let expected = n / block * ty.type_size();
-    if src.len() != expected {
-        return Err(QuantError::ByteLength {
-            ty,
-            n,
-            expected,
-            got: src.len(),
-        });
-    }
-    dst.reserve(n);
+/// ggml's `to_float` for the classic types; `src` is exactly whole blocks (checked by the caller).
+pub(super) fn decode(ty: GgmlType, src: &[u8], dst: &mut Vec<f32>) {
     match ty {
         GgmlType::F32 => dst.extend(
             src.chunks_exact(4)
@@ -713,7 +526,6 @@ pub fn dequantize(
         }),
         _ => unreachable!("checked by can_dequantize"),
     }
-    Ok(())
 }
 
 #[inline(always)]
