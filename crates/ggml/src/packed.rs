@@ -196,6 +196,14 @@ pub(crate) unsafe fn mul_mat_packed(
     let fun: sys::ggml_custom2_op_t = match p.ty {
         WeightType::Q4_0 => Some(matmul_op_q4_0),
         WeightType::Q8_0 => Some(matmul_op_q8_0),
+        // The k-quant kernels exist in glm-kernels but are not wired into ggml's graph yet
+        // (their activations are q8_K rows, sized differently): refuse, never run them wrong.
+        WeightType::Q4K | WeightType::Q6K => {
+            return Err(GgmlError::Shape(format!(
+                "mul_mat_packed: {:?} matrices are not wired to glmtool's kernels yet",
+                p.ty
+            )))
+        }
     };
     let r = sys::ggml_map_custom2(ctx, p.data.raw(), q, fun, N_TASKS_MAX, isa_to_ptr(p.isa));
     if q.is_null() || r.is_null() {
