@@ -13,13 +13,15 @@
 //! `ggml_quantize_chunk` does.
 
 mod classic;
+mod k;
 
 pub use classic::{f16_bits_to_f32, f32_to_f16_bits};
 
 use gguf::GgmlType;
 use rayon::prelude::*;
 
-/// Types the converter can write.
+/// Types the converter can write. The k-quants (`k.rs`) are not listed yet: they stay
+/// unreachable until they are checked against llama.cpp 2026's bytes.
 pub const WRITABLE: [GgmlType; 7] = [
     GgmlType::F32,
     GgmlType::F16,
@@ -150,7 +152,7 @@ fn check_rows(
         {
             return Err(QuantError::ImatrixValue { ty, index, value });
         }
-        if !ignores_imatrix(ty) {
+        if !ignores_imatrix(ty) && !k::is_k(ty) {
             return Err(QuantError::ImatrixUnsupported { ty });
         }
     }
@@ -285,8 +287,14 @@ pub fn quantize(
 /// Encodes whole rows of `src` into `out` (exactly the right size; type, shape and imatrix
 /// checked by [`check_rows`]).
 fn encode(ty: GgmlType, src: &[f32], ncols: usize, imatrix: Option<&[f32]>, out: &mut [u8]) {
-    let _ = (ncols, imatrix); // used by the weighted families
-    classic::encode(ty, src, out);
+    if k::is_k(ty) {
+        let row_bytes = ncols / ty.block_size() * ty.type_size();
+        for (x, o) in src.chunks_exact(ncols).zip(out.chunks_exact_mut(row_bytes)) {
+            k::encode_row(ty, x, imatrix, o);
+        }
+    } else {
+        classic::encode(ty, src, out);
+    }
 }
 
 /// Decodes `n` elements of type `ty` from `src` (exactly `n` elements' worth of bytes, `n` a
@@ -314,6 +322,10 @@ pub fn dequantize(
         });
     }
     dst.reserve(n);
-    classic::decode(ty, src, dst);
+    if k::is_k(ty) {
+        k::decode(ty, src, dst);
+    } else {
+        classic::decode(ty, src, dst);
+    }
     Ok(())
 }
