@@ -292,18 +292,35 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         expected,
     } = prepare_as(dir, opts.family)?;
 
+    let policy = opts
+        .policy
+        .for_model(cfg.n_layer, cfg.n_head, cfg.n_head_kv);
+    if let Some((name, _, _)) = expected.iter().find(|(name, _, shape)| {
+        let dims: Vec<u64> = shape.iter().rev().copied().collect();
+        policy.requires_imatrix(name, policy.tensor_type(name, &dims)) && !policy.has_imatrix
+    }) {
+        return Err(ConvertError::Input {
+            path: dir.to_path_buf(),
+            what: format!(
+                "{} needs an importance matrix: tensor {name} would be {} without one \
+                 (llama-quantize refuses it too); pass --imatrix FILE",
+                policy.ftype,
+                gguf::GgmlType::Q2K
+            ),
+        });
+    }
     let decls: Vec<TensorDecl> = expected
         .iter()
         .map(|(name, _, shape)| {
             let dims: Vec<u64> = shape.iter().rev().copied().collect();
             TensorDecl {
-                ty: opts.policy.tensor_type(name, &dims),
+                ty: policy.tensor_type(name, &dims),
                 name: name.clone(),
                 dims,
             }
         })
         .collect();
-    let metadata = model_metadata(&cfg, family, &vocab, &opts.policy);
+    let metadata = model_metadata(&cfg, family, &vocab, &policy);
 
     // every file read is an input the output must not replace
     let side_files = [

@@ -17,7 +17,7 @@ pub mod tiktoken;
 pub use config::GlmConfig;
 pub use convert::{convert, ConvertOptions};
 pub use family::Family;
-pub use policy::TypePolicy;
+pub use policy::{FileType, TypePolicy};
 pub use requantize::{requantize, RequantizeOptions};
 
 use gguf::GgmlType;

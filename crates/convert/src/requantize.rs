@@ -31,13 +31,31 @@ pub fn requantize(
         what,
     };
 
+    let md_u64 = |key: &str| src.get_u64(key).ok();
+    let policy = opts.policy.for_model(
+        md_u64(names::BLOCK_COUNT).unwrap_or(1),
+        md_u64(names::HEAD_COUNT).unwrap_or(1),
+        md_u64(names::HEAD_COUNT_KV).unwrap_or(1),
+    );
+
     let mut decls = Vec::with_capacity(src.tensors.len());
     let mut problems = Vec::new();
     // already-quantized tensors: counted by type, reported in one line
     let mut quantized: Vec<(GgmlType, usize)> = Vec::new();
     for t in &src.tensors {
-        let ty = opts.policy.tensor_type(&t.name, &t.dims);
-        let ty = if t.dims.len() < 2 { t.ty } else { ty };
+        // what llama-quantize does not quantize keeps its type
+        let ty = if crate::policy::allows_quantization(&t.name, &t.dims) {
+            policy.tensor_type(&t.name, &t.dims)
+        } else {
+            t.ty
+        };
+        if policy.requires_imatrix(&t.name, ty) && !policy.has_imatrix {
+            problems.push(format!(
+                "{} needs an importance matrix: tensor {} would be {ty} without one \
+                 (llama-quantize refuses it too); pass --imatrix FILE",
+                policy.ftype, t.name
+            ));
+        }
         if ty != t.ty {
             if !quant::can_dequantize(t.ty) {
                 problems.push(format!(
@@ -80,10 +98,7 @@ pub fn requantize(
 
     let mut metadata: Vec<(String, Value)> = src.metadata.clone();
     for (key, value) in [
-        (
-            names::GENERAL_FILE_TYPE,
-            Value::U32(opts.policy.file_type()),
-        ),
+        (names::GENERAL_FILE_TYPE, Value::U32(policy.file_type())),
         (
             names::GENERAL_QUANTIZATION_VERSION,
             Value::U32(names::QUANTIZATION_VERSION),

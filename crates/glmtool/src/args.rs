@@ -14,9 +14,9 @@ pub struct ModelArgs {
     /// reused). Default: $GLMTOOL_MODEL, else the bundled tiny demo model
     #[arg(short = 'm', long = "model")]
     pub model: Option<PathBuf>,
-    /// Type to convert a checkpoint given to -m to [default: q4_0]
-    #[arg(long = "type", value_parser = parse_writable)]
-    pub convert_type: Option<gguf::GgmlType>,
+    /// File type to convert a checkpoint given to -m to (as `convert --type`) [default: Q4_0]
+    #[arg(long = "type", value_parser = parse_file_type)]
+    pub convert_type: Option<glm_convert::FileType>,
     /// Threads (default: physical cores)
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
@@ -197,7 +197,7 @@ impl ModelArgs {
     pub fn path(&self) -> Result<PathBuf> {
         crate::models::resolve(
             self.model.as_deref(),
-            self.convert_type.unwrap_or(gguf::GgmlType::Q4_0),
+            self.convert_type.unwrap_or(glm_convert::FileType::Q4_0),
             false,
         )
     }
@@ -396,13 +396,20 @@ impl SamplingArgs {
 /// Output type flags shared by `convert` and `quantize`.
 #[derive(Args, Clone, Debug)]
 pub struct TypeArgs {
-    /// Tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (convert's default: f16)
-    #[arg(long = "type", value_parser = parse_writable)]
-    pub ty: Option<gguf::GgmlType>,
-    /// Type of output.weight (default: q8_0 for 4/5-bit types, else --type)
-    #[arg(long = "output-type", value_parser = parse_writable)]
+    /// File type, as llama-quantize names it (any case) or numbers it: F32, F16, BF16, Q8_0,
+    /// Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M (= Q3_K), Q3_K_L, Q4_K_S,
+    /// Q4_K_M (= Q4_K), Q5_K_S, Q5_K_M (= Q5_K), Q6_K, IQ4_NL, IQ4_XS (convert's default: F16).
+    /// The k- and i-quant types are mixes (llama.cpp's rules; docs/quantization.md)
+    #[arg(long = "type", value_parser = parse_file_type)]
+    pub ty: Option<glm_convert::FileType>,
+    /// Type of output.weight (default: q6_K for quantized file types, q8_0 for Q8_0)
+    #[arg(long = "output-tensor-type", visible_alias = "output-type", value_parser = parse_tensor_type)]
     pub output_type: Option<gguf::GgmlType>,
-    /// Quantize output.weight with --type too
+    /// Type of token_embd.weight (default: the file type's)
+    #[arg(long = "token-embedding-type", value_parser = parse_tensor_type)]
+    pub token_embd_type: Option<gguf::GgmlType>,
+    /// No mix: every matrix (output.weight too) gets the file type's main type, except where
+    /// its block does not fit a row
     #[arg(long)]
     pub pure: bool,
     /// Overwrite the output file if it exists
@@ -413,18 +420,28 @@ pub struct TypeArgs {
     pub quiet: bool,
 }
 
-pub fn parse_writable(s: &str) -> Result<gguf::GgmlType, String> {
-    // llama-quantize's spellings too: Q4_0, or its file type number (2 = Q4_0)
-    let by_number = s.parse::<u32>().ok().and_then(|n| {
-        glm_convert::quant::WRITABLE
-            .iter()
-            .copied()
-            .find(|&t| glm_convert::policy::file_type(t) == n)
-    });
-    match by_number.or_else(|| gguf::GgmlType::from_name(s)) {
-        Some(t) if glm_convert::quant::can_quantize(t) => Ok(t),
+/// A file type: llama-quantize's name in any case (`Q4_K_M`, `q4_k`), or its number (15).
+pub fn parse_file_type(s: &str) -> Result<glm_convert::FileType, String> {
+    let writable = |ft: glm_convert::FileType| glm_convert::quant::can_quantize(ft.default_type());
+    match glm_convert::FileType::parse(s) {
+        Some(ft) if writable(ft) => Ok(ft),
         _ => Err(format!(
             "unsupported type {s:?}; expected one of: {}",
+            glm_convert::FileType::all()
+                .filter(|&ft| writable(ft))
+                .map(|ft| ft.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// One tensor type (`q6_K`, `Q8_0`, `f16`), for --output-tensor-type and --token-embedding-type.
+pub fn parse_tensor_type(s: &str) -> Result<gguf::GgmlType, String> {
+    match gguf::GgmlType::from_name(s) {
+        Some(t) if glm_convert::quant::can_quantize(t) => Ok(t),
+        _ => Err(format!(
+            "unsupported tensor type {s:?}; expected one of: {}",
             glm_convert::quant::WRITABLE
                 .iter()
                 .map(|t| t.name())
@@ -435,12 +452,13 @@ pub fn parse_writable(s: &str) -> Result<gguf::GgmlType, String> {
 }
 
 impl TypeArgs {
-    /// The policy for the target type `ty` (`--type`, or what the subcommand decided).
-    pub fn policy(&self, ty: gguf::GgmlType) -> glm_convert::TypePolicy {
+    /// The policy for file type `ft` (`--type`, or what the subcommand decided).
+    pub fn policy(&self, ft: glm_convert::FileType) -> glm_convert::TypePolicy {
         glm_convert::TypePolicy {
-            target: ty,
             output_type: self.output_type,
+            token_embd_type: self.token_embd_type,
             pure: self.pure,
+            ..glm_convert::TypePolicy::of(ft)
         }
     }
 }

@@ -3,7 +3,7 @@
 //! (embedded in the binary, converted into the cache on first use).
 
 use anyhow::{bail, Context, Result};
-use gguf::GgmlType;
+use glm_convert::FileType;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -25,7 +25,7 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// The GGUF file to load for `-m` (or its absence), converting a checkpoint to `ty` if needed.
-pub fn resolve(model: Option<&Path>, ty: GgmlType, quiet: bool) -> Result<PathBuf> {
+pub fn resolve(model: Option<&Path>, ty: FileType, quiet: bool) -> Result<PathBuf> {
     let given = match model {
         Some(p) => p.to_path_buf(),
         None => match std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
@@ -112,7 +112,7 @@ fn fingerprint(dir: &Path) -> Result<u64> {
 }
 
 /// The cached GGUF of checkpoint `dir` at type `ty`, converted first when missing.
-fn cached_conversion(dir: &Path, ty: GgmlType, quiet: bool) -> Result<PathBuf> {
+fn cached_conversion(dir: &Path, ty: FileType, quiet: bool) -> Result<PathBuf> {
     let stem = dir
         .canonicalize()
         .ok()
@@ -143,7 +143,7 @@ fn cached_conversion(dir: &Path, ty: GgmlType, quiet: bool) -> Result<PathBuf> {
     let on_progress = crate::progress::on_conversion(&pb);
     let opts = glm_convert::ConvertOptions {
         family: None,
-        policy: glm_convert::TypePolicy::new(ty),
+        policy: glm_convert::TypePolicy::of(ty),
         overwrite: true,
         cancel: Some(&crate::INTERRUPTED),
         progress: &on_progress,

@@ -36,7 +36,9 @@ pub fn run(a: Args) -> Result<()> {
     let pb = progress::conversion_bar(a.types.quiet);
     let on_progress = progress::on_conversion(&pb);
     let opts = ConvertOptions {
-        policy: a.types.policy(a.types.ty.unwrap_or(gguf::GgmlType::F16)),
+        policy: a
+            .types
+            .policy(a.types.ty.unwrap_or(glm_convert::FileType::F16)),
         overwrite: a.types.force,
         cancel: Some(&crate::INTERRUPTED),
         progress: &on_progress,

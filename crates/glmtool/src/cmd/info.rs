@@ -18,9 +18,9 @@ pub struct Args {
     /// GGUF file or checkpoint folder (default: $GLMTOOL_MODEL, else the bundled demo model)
     #[arg(short = 'm', long = "model", id = "model_flag")]
     pub model_flag: Option<PathBuf>,
-    /// Type to convert a checkpoint folder to [default: q4_0]
-    #[arg(long = "type", value_parser = crate::args::parse_writable)]
-    pub convert_type: Option<gguf::GgmlType>,
+    /// File type to convert a checkpoint folder to (as `convert --type`) [default: Q4_0]
+    #[arg(long = "type", value_parser = crate::args::parse_file_type)]
+    pub convert_type: Option<glm_convert::FileType>,
     /// List every tensor (name, type, shape, offset)
     #[arg(long)]
     pub tensors: bool,
@@ -209,7 +209,7 @@ fn summary(f: &GgufFile, n_params: u64, n_bytes: u64) -> Vec<(&'static str, Stri
 pub fn run(a: Args) -> Result<()> {
     let path = crate::models::resolve(
         a.model.as_deref().or(a.model_flag.as_deref()),
-        a.convert_type.unwrap_or(gguf::GgmlType::Q4_0),
+        a.convert_type.unwrap_or(glm_convert::FileType::Q4_0),
         a.json,
     )?;
     let f = GgufFile::open(&path)?;

@@ -12,9 +12,9 @@ pub struct Args {
     pub input: PathBuf,
     /// Output GGUF
     pub output: PathBuf,
-    /// Target type (as --type): q4_0, Q4_0, or llama-quantize's number (2)
-    #[arg(value_parser = crate::args::parse_writable, conflicts_with = "ty")]
-    pub ty_positional: Option<gguf::GgmlType>,
+    /// File type (as --type): Q4_K_M, q4_k_m, or llama-quantize's number (15)
+    #[arg(value_parser = crate::args::parse_file_type, conflicts_with = "ty")]
+    pub ty_positional: Option<glm_convert::FileType>,
     #[command(flatten)]
     pub types: TypeArgs,
     /// Accept already-quantized input tensors
@@ -25,7 +25,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let Some(ty) = a.ty_positional.or(a.types.ty) else {
         bail!(
-            "no target type: say which, e.g. `glmtool quantize {} {} q4_0` (or --type q4_0)",
+            "no target type: say which, e.g. `glmtool quantize {} {} Q4_K_M` (or --type Q4_K_M)",
             a.input.display(),
             a.output.display()
         );
