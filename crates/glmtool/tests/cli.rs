@@ -646,7 +646,7 @@ fn a_checkpoint_folder_runs_directly_and_is_converted_once() {
     assert!(o.status.success(), "{}", stderr(&o));
     let e = stderr(&o);
     assert!(
-        e.contains("converting it to q4_0 once") && e.contains("wrote "),
+        e.contains("converting it to Q4_0 once") && e.contains("wrote "),
         "{e}"
     );
     let first: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -817,7 +817,7 @@ fn quantize_takes_llama_quantize_arguments() {
     }
     fails_with(
         &["quantize", f16, &out("d.gguf")],
-        &["no target type", "q4_0"],
+        &["no target type", "Q4_K_M"],
     );
     assert!(!dir.path().join("d.gguf").exists());
     // an already quantized input: one short line, and --allow-requantize does it
