@@ -145,6 +145,7 @@ pub fn generate_with_logprobs(
     let mut logprobs = Vec::new();
     let mut stop = StopReason::Length;
     while ids.len() < max_new {
+        session.model().tokenizer.mask_unsampleable(&mut logits);
         let next = sampler.sample(&logits, &history);
         if stop_ids.contains(&next) {
             stop = StopReason::Stop(next);

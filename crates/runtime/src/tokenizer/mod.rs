@@ -78,7 +78,7 @@ pub enum TokenizerError {
     #[error("token id {id} is out of range (vocabulary of {size})")]
     IdOutOfRange { id: u32, size: usize },
     #[error(
-        "token id {id} ({token:?}) is a padding entry, not a SentencePiece piece; it has no text"
+        "token id {id} ({token:?}) is a padding entry of the vocabulary, not a real token; it has no text"
     )]
     PaddingId { id: u32, token: String },
     #[error("tokenizer: {0}")]
@@ -608,6 +608,20 @@ impl Tokenizer {
         self.types.get(id as usize).copied()
     }
 
+    /// Makes the ids no text can come from unsampleable: padding entries (ChatGLM3's `[PAD…]`
+    /// rows, GLM-4's head padded past its 151,343 real tokens) and logits past the vocabulary
+    /// get `-inf`, so neither the sampler nor greedy decoding can pick them.
+    pub fn mask_unsampleable(&self, logits: &mut [f32]) {
+        for (l, piece) in logits.iter_mut().zip(&self.pieces) {
+            if let Piece::Padding = piece {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        if let Some(rest) = logits.get_mut(self.pieces.len()..) {
+            rest.fill(f32::NEG_INFINITY);
+        }
+    }
+
     /// Number of vocabulary entries (padding included: 65024 for ChatGLM3).
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
@@ -713,6 +727,23 @@ mod tests {
             t.decode(&[9999]).unwrap_err().to_string(),
             "token id 9999 is out of range (vocabulary of 278)"
         );
+        // a padded head: the padding row and the rows past the vocabulary score highest, yet
+        // neither greedy decoding nor sampling can pick them
+        let mut logits = vec![0.0f32; 300];
+        logits[277] = 50.0;
+        logits[290] = 60.0;
+        logits[ab as usize] = 1.0;
+        t.mask_unsampleable(&mut logits);
+        assert_eq!(crate::sampler::argmax(&logits), ab);
+        assert!(logits[277] == f32::NEG_INFINITY && logits[278..].iter().all(|l| *l < -1e30));
+        let mut s = crate::sampler::Sampler::new(crate::sampler::SamplerOptions {
+            temperature: 5.0,
+            ..Default::default()
+        });
+        for _ in 0..200 {
+            let id = s.sample(&logits, &[]);
+            assert!(t.decode(&[id]).is_ok(), "sampled {id}");
+        }
     }
 
     #[test]
