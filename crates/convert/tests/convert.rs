@@ -501,3 +501,56 @@ fn bad_inputs_are_clear_errors_without_output() {
         .iter()
         .all(|p| !p.to_string_lossy().ends_with(".tmp")));
 }
+
+/// A shard truncated (or rewritten) while the converter reads it: the progress callback, which
+/// runs after each tensor is written, shrinks the shard that holds the tensors still to come,
+/// as a download still running or another program rewriting the file would.
+#[test]
+fn a_shard_truncated_during_conversion_is_a_clean_error_and_leaves_nothing() {
+    for (how, shrink) in [("shorter", true), ("rewritten", false)] {
+        let tmp = tempfile::tempdir().unwrap();
+        let ck = tmp.path().join("ck");
+        make_checkpoint(&ck, Dtype::F32, 2);
+        let shard = ck.join("model-00002-of-00002.safetensors");
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("out.gguf");
+        let done = std::cell::Cell::new(false);
+        let on_progress = |p: glm_convert::Progress| {
+            if matches!(p, glm_convert::Progress::Tensor { .. }) && !done.replace(true) {
+                let len = std::fs::metadata(&shard).unwrap().len();
+                if shrink {
+                    let f = std::fs::File::options().write(true).open(&shard).unwrap();
+                    f.set_len(len / 3).unwrap();
+                } else {
+                    // same size, new modification time: the bytes are not the ones checked
+                    let f = std::fs::File::options().write(true).open(&shard).unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    f.set_modified(
+                        std::time::SystemTime::now() + std::time::Duration::from_secs(5),
+                    )
+                    .unwrap();
+                }
+            }
+        };
+        let e = convert(
+            &ck,
+            &out,
+            &ConvertOptions {
+                progress: &on_progress,
+                ..opts(TypePolicy::new(GgmlType::Q8_0))
+            },
+        )
+        .expect_err(how)
+        .to_string();
+        assert!(done.get(), "{how}: the callback ran");
+        assert!(
+            e.contains("changed during conversion") && e.contains("model-00002-of-00002"),
+            "{how}: {e}"
+        );
+        assert!(
+            dir_files(out_dir.path()).is_empty(),
+            "{how}: output left behind: {:?}",
+            dir_files(out_dir.path())
+        );
+    }
+}

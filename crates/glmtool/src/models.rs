@@ -124,7 +124,7 @@ fn cached_conversion(dir: &Path, ty: FileType, quiet: bool) -> Result<PathBuf> {
         fingerprint(dir)?,
         ty.name().to_lowercase()
     ));
-    if out.exists() {
+    if verified(&out)? {
         if !quiet {
             eprintln!("using {} (converted from {})", out.display(), dir.display());
         }
@@ -148,7 +148,10 @@ fn cached_conversion(dir: &Path, ty: FileType, quiet: bool) -> Result<PathBuf> {
         cancel: Some(&crate::INTERRUPTED),
         progress: &on_progress,
     };
-    let summary = glm_convert::convert(dir, &out, &opts).with_context(|| {
+    // written under another name, its record first, then moved into place: a cache entry is
+    // never visible without its record
+    let part = part_path(&out);
+    let summary = glm_convert::convert(dir, &part, &opts).with_context(|| {
         format!(
             "converting {} (the same as `glmtool convert {} -o FILE.gguf --type {}`)",
             dir.display(),
@@ -157,8 +160,104 @@ fn cached_conversion(dir: &Path, ty: FileType, quiet: bool) -> Result<PathBuf> {
         )
     })?;
     pb.finish_and_clear();
+    publish(&part, &out)?;
     crate::progress::print_summary(&out, &summary);
     Ok(out)
+}
+
+// ---------------------------------------------------------------- cache entry checks
+
+/// The record kept next to a cache entry: its size and XXH3-64 at the time it was written.
+fn record_path(entry: &Path) -> PathBuf {
+    let mut name = entry.as_os_str().to_owned();
+    name.push(".check");
+    PathBuf::from(name)
+}
+
+fn digest(entry: &Path) -> Result<(u64, u64)> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(entry).with_context(|| format!("reading {}", entry.display()))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", entry.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((size, h.digest()))
+}
+
+/// Where a cache entry is written before [`publish`] moves it into place.
+fn part_path(entry: &Path) -> PathBuf {
+    let mut name = entry.as_os_str().to_owned();
+    name.push(format!(".part{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// Records the size and checksum of the freshly written `part`, then moves it to `entry`.
+fn publish(part: &Path, entry: &Path) -> Result<()> {
+    let result = (|| {
+        let (size, hash) = digest(part)?;
+        let rec = record_path(entry);
+        let mut tmp = part.as_os_str().to_owned();
+        tmp.push(".check");
+        let tmp = PathBuf::from(tmp);
+        std::fs::write(&tmp, format!("size {size}\nxxh3 {hash:016x}\n"))
+            .and_then(|()| std::fs::rename(&tmp, &rec))
+            .with_context(|| format!("writing {}", rec.display()))?;
+        std::fs::rename(part, entry)
+            .with_context(|| format!("moving {} to {}", part.display(), entry.display()))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(part);
+    }
+    result
+}
+
+/// Whether the cache entry exists and still matches its record. A damaged one (truncated,
+/// emptied, bit-flipped, or without a record) is removed with a message saying so, for the
+/// caller to rebuild.
+fn verified(entry: &Path) -> Result<bool> {
+    if !entry.exists() {
+        return Ok(false);
+    }
+    let rec = record_path(entry);
+    let want = std::fs::read_to_string(&rec).ok().and_then(|t| {
+        let mut size = None;
+        let mut hash = None;
+        for line in t.lines() {
+            match line.split_once(' ') {
+                Some(("size", v)) => size = v.parse::<u64>().ok(),
+                Some(("xxh3", v)) => hash = u64::from_str_radix(v, 16).ok(),
+                _ => {}
+            }
+        }
+        Some((size?, hash?))
+    });
+    let problem = match want {
+        None => "it has no valid record of its size and checksum".to_string(),
+        Some((size, hash)) => match digest(entry) {
+            Ok((s, _)) if s != size => format!("it is {s} bytes, {size} were written"),
+            Ok((_, h)) if h != hash => "its checksum differs from the one recorded".to_string(),
+            Ok(_) => return Ok(true),
+            Err(e) => format!("{e:#}"),
+        },
+    };
+    eprintln!(
+        "cache entry {} is damaged ({problem}): rebuilding it",
+        entry.display()
+    );
+    std::fs::remove_file(entry)
+        .with_context(|| format!("removing the damaged cache entry {}", entry.display()))?;
+    let _ = std::fs::remove_file(&rec);
+    Ok(false)
 }
 
 // ---------------------------------------------------------------- the demo model
@@ -201,7 +300,7 @@ pub fn demo_model_path() -> Result<PathBuf> {
         "tiny-chatglm3-{:016x}-f16.gguf",
         demo_fingerprint()
     ));
-    if out.exists() {
+    if verified(&out)? {
         return Ok(out);
     }
     eprintln!(
@@ -226,8 +325,9 @@ pub fn demo_model_path() -> Result<PathBuf> {
             cancel: None,
             progress: &|_| {},
         };
-        glm_convert::convert(&src, &out, &opts)?;
-        Ok(())
+        let part = part_path(&out);
+        glm_convert::convert(&src, &part, &opts)?;
+        publish(&part, &out)
     })();
     let _ = std::fs::remove_dir_all(&src);
     result?;

@@ -653,6 +653,7 @@ fn a_checkpoint_folder_runs_directly_and_is_converted_once() {
     let converted: Vec<_> = std::fs::read_dir(cache.path().join("converted"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| !p.to_string_lossy().ends_with(".gguf.check"))
         .collect();
     assert_eq!(converted.len(), 1, "{converted:?}");
     assert!(converted[0].to_string_lossy().ends_with("-q4_0.gguf"));
@@ -672,6 +673,12 @@ fn a_checkpoint_folder_runs_directly_and_is_converted_once() {
     assert_eq!(
         std::fs::read_dir(cache.path().join("converted"))
             .unwrap()
+            .filter(|e| e
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "gguf"))
             .count(),
         2
     );
@@ -1049,4 +1056,89 @@ fn a_base_model_completes_text_and_chats_only_when_asked() {
         &["convert", FIXTURE, "-o", g, "--family", "llama"],
         &["unknown family", "chatglm3-base"],
     );
+}
+
+#[test]
+fn a_damaged_cache_entry_is_rebuilt_with_a_message() {
+    let cache = tempfile::tempdir().unwrap();
+    let with_cache = |args: &[&str]| {
+        bin()
+            .args(args)
+            .env("GLMTOOL_CACHE", cache.path())
+            .env_remove("GLMTOOL_MODEL")
+            .output()
+            .unwrap()
+    };
+    let generate = ["run", "-p", "hi", "-n", "3", "--temp", "0", "-t", "1"];
+    let o = with_cache(&generate);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = o.stdout.clone();
+    let entry = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "gguf"))
+        .expect("the demo model's cache entry");
+    let mut check = entry.as_os_str().to_owned();
+    check.push(".check");
+    assert!(std::path::Path::new(&check).exists());
+    let len = std::fs::metadata(&entry).unwrap().len();
+    type Damage<'a> = Box<dyn Fn(&std::path::Path) + 'a>;
+    let damages: [(&str, Damage, &str); 4] = [
+        (
+            "truncated",
+            Box::new(move |p| {
+                std::fs::File::options()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(len / 2)
+                    .unwrap()
+            }),
+            "bytes",
+        ),
+        (
+            "emptied",
+            Box::new(|p| std::fs::write(p, b"").unwrap()),
+            "bytes",
+        ),
+        (
+            "one bit flipped",
+            Box::new(|p| {
+                let mut b = std::fs::read(p).unwrap();
+                let i = b.len() * 2 / 3;
+                b[i] ^= 0x10;
+                std::fs::write(p, b).unwrap();
+            }),
+            "checksum",
+        ),
+        (
+            "record lost",
+            Box::new(|p| {
+                let mut c = p.as_os_str().to_owned();
+                c.push(".check");
+                std::fs::remove_file(c).unwrap();
+            }),
+            "no valid record",
+        ),
+    ];
+    for (what, damage, reason) in damages {
+        damage(&entry);
+        let o = with_cache(&generate);
+        let e = stderr(&o);
+        assert!(o.status.success(), "{what}: {e}");
+        assert!(
+            e.contains("cache entry")
+                && e.contains("is damaged")
+                && e.contains(reason)
+                && e.contains("rebuilding"),
+            "{what}: {e}"
+        );
+        assert_eq!(
+            o.stdout, want,
+            "{what}: the rebuilt model generates the same"
+        );
+        // and the next run finds it sound again
+        let o = with_cache(&generate);
+        assert!(!stderr(&o).contains("damaged"), "{what}: {}", stderr(&o));
+    }
 }
