@@ -4,6 +4,7 @@
 
 mod args;
 mod cmd;
+mod compat;
 mod models;
 mod output;
 mod progress;
@@ -55,13 +56,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // llama.cpp's multi-letter flags with one dash, which clap cannot declare.
-    let args = std::env::args_os().map(|a| match a.to_str() {
-        Some("-ngl") => "--gpu-layers".into(),
-        Some("-sys") => "--system".into(),
-        Some("-cnv") => "--conversation".into(),
-        _ => a,
-    });
+    // llama.cpp's flags: renamed to glmtool's, or refused in one line (compat.rs)
+    let args = match compat::rewrite(std::env::args_os()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cli = Cli::parse_from(args);
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {

@@ -1142,3 +1142,77 @@ fn a_damaged_cache_entry_is_rebuilt_with_a_message() {
         assert!(!stderr(&o).contains("damaged"), "{what}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn llama_cpp_flags_work_or_are_refused_in_one_line() {
+    // refused: exit 2, one line, no misparse into bundled short flags
+    for flag in ["-fa", "-np", "-cb", "-ub", "-mli", "--mlock", "-ts"] {
+        let o = run(&["run", flag, "4", "-p", "hi", "-n", "1"]);
+        assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.starts_with(&format!("error: glmtool has no {flag} (")),
+            "{flag}: {e}"
+        );
+        assert_eq!(e.trim_end().lines().count(), 1, "{flag}: {e}");
+    }
+    // renamed ones work
+    let base = [
+        "run", "-p", "hi", "-n", "2", "--temp", "0", "-t", "1", "--json",
+    ];
+    let o = run(&base);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plain: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut args = base.to_vec();
+    args.extend([
+        "-ngl",
+        "0",
+        "-co",
+        "-ctk",
+        "f16",
+        "-ctv",
+        "f16",
+        "--no-mmap",
+        "-dev",
+        "cpu",
+    ]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let renamed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(plain["ids"], renamed["ids"]);
+    fails_with(
+        &["run", "-p", "hi", "-ctk", "f32", "-ctv", "f16"],
+        &["one type for keys and values"],
+    );
+    // -e is on by default: "\n" in -p is a newline, as in llama.cpp; --no-escape keeps it
+    let ids = |extra: &[&str], p: &str| {
+        let mut a = vec![
+            "run", "-p", p, "-n", "1", "--temp", "0", "-t", "1", "--json",
+        ];
+        a.extend(extra);
+        let o = run(&a);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["prompt_ids"].clone()
+    };
+    assert_eq!(ids(&[], "a\\nb"), ids(&["--no-escape"], "a\nb"));
+    assert_ne!(ids(&["--no-escape"], "a\\nb"), ids(&[], "a\\nb"));
+    // -r stops once the output ends with the text, which is kept
+    let o = run(&[
+        "run", "-p", "hi", "-n", "40", "--temp", "0", "-t", "1", "--json",
+    ]);
+    let full: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let text = full["text"].as_str().unwrap().to_string();
+    let stop_at: String = text.chars().skip(3).take(3).collect();
+    assert!(!stop_at.trim().is_empty(), "{text:?}");
+    let o = run(&[
+        "run", "-p", "hi", "-n", "40", "--temp", "0", "-t", "1", "--json", "-r", &stop_at,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cut: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cut_text = cut["text"].as_str().unwrap();
+    assert_eq!(cut["stop"], "reverse prompt", "{cut}");
+    assert!(
+        cut_text.ends_with(&stop_at) && text.starts_with(cut_text),
+        "{cut_text:?} vs {text:?}"
+    );
+}

@@ -64,6 +64,17 @@ pub struct Args {
     /// asked for
     #[arg(long, requires = "interpreter")]
     pub allow_exec: bool,
+    /// Stop when the output ends with this text (llama.cpp's reverse prompt; repeatable); the
+    /// text is printed, then the run ends
+    #[arg(short = 'r', long = "reverse-prompt")]
+    pub reverse_prompt: Vec<String>,
+    /// Process escapes (\n \r \t \' \" \\ \xHH) in -p, --system and -r: on by default, as in
+    /// llama.cpp
+    #[arg(short = 'e', long = "escape", overrides_with = "no_escape")]
+    pub escape: bool,
+    /// Keep backslashes in -p, --system and -r as typed
+    #[arg(long = "no-escape")]
+    pub no_escape: bool,
 }
 
 /// Prints a ChatGLM3 reply as it streams: the metadata line (empty for plain answers) is held
@@ -129,7 +140,19 @@ fn max_new(a: &Args, session: &Session, prompt_len: usize) -> usize {
     }
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(mut a: Args) -> Result<()> {
+    if !a.no_escape {
+        let esc = |s: &mut String| -> Result<()> {
+            *s = crate::compat::process_escapes(s).map_err(anyhow::Error::msg)?;
+            Ok(())
+        };
+        a.prompt.iter_mut().try_for_each(esc)?;
+        a.system.iter_mut().try_for_each(esc)?;
+        a.reverse_prompt.iter_mut().try_for_each(esc)?;
+    }
+    if a.reverse_prompt.iter().any(String::is_empty) {
+        bail!("-r/--reverse-prompt: an empty text would stop at once");
+    }
     let prompt = match (&a.prompt, &a.file) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(f)) => Some(read_prompt_file(f)?),
@@ -269,23 +292,42 @@ fn one_shot(
         let mut dec = model.tokenizer.stream_decoder();
         let mut printer = ReplyPrinter::new(plain);
         let mut write_err = None;
+        // the text so far, for -r (only as long as the longest reverse prompt needs)
+        let keep = a.reverse_prompt.iter().map(String::len).max().unwrap_or(0);
+        let mut tail = String::new();
+        let mut reversed = false;
         let Some((pre_tokens, pre_seconds)) =
             repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1))?
         else {
             bail!("interrupted");
         };
         let mut g = generate(session, &ids, n, sampler, &stops, |id| {
-            if a.json {
-                return !INTERRUPTED.load(Ordering::Relaxed);
-            }
             let piece = dec.push(id);
+            let go_on = !INTERRUPTED.load(Ordering::Relaxed);
+            if keep > 0 {
+                tail.push_str(&piece);
+                if a.reverse_prompt.iter().any(|r| tail.ends_with(r.as_str())) {
+                    reversed = true;
+                }
+                if tail.len() > 2 * keep + 64 {
+                    let mut cut = tail.len() - keep;
+                    while !tail.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    tail.drain(..cut);
+                }
+            }
+            if a.json {
+                return go_on && !reversed;
+            }
             let shown = printer.feed(&piece);
             if let Err(e) = out.write_all(shown.as_bytes()).and_then(|_| out.flush()) {
                 write_err = Some(e);
                 return false;
             }
-            !INTERRUPTED.load(Ordering::Relaxed)
+            go_on && !reversed
         })?;
+
         g.stats.prompt_evaluated += pre_tokens;
         g.stats.prompt_seconds += pre_seconds;
         if let Some(e) = write_err {
@@ -305,7 +347,7 @@ fn one_shot(
                 "text": text,
                 "metadata": metadata,
                 "content": content,
-                "stop": stop_name(&g, model),
+                "stop": if reversed { "reverse prompt".to_string() } else { stop_name(&g, model) },
                 "tool_call": tool_call.as_ref().map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments})),
                 "messages": history,
                 "timings": g.stats,
