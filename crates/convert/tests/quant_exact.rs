@@ -1,9 +1,27 @@
-//! The pure-Rust quantizers in `glm_convert::quant` against ggml itself (through `glm-ggml`):
-//! bytes must be identical for every writable type on random and adversarial rows, the parallel
-//! path must equal the serial one, and dequantization must equal ggml's `to_float` bit for bit.
+//! The pure-Rust quantizers in `glm_convert::quant` against the ggml this workspace links
+//! (llama.cpp b2757, through `glm-ggml`), for the classic types both ggmls have: bytes must be
+//! identical on random and adversarial rows, the parallel path must equal the serial one, and
+//! dequantization must equal ggml's `to_float` bit for bit.
+//!
+//! One deliberate difference: at the exact rounding points of q4_0/q5_0/q4_1/q5_1, b2757
+//! (built with `-march=native`) fuses `x*id + 8.5` into one FMA, while llama.cpp 2026 (whose
+//! quantizers live in ggml-base, built without `-march`) rounds twice. We follow 2026, as
+//! llama-quantize 2026 does; `rounding_boundaries_*` shows both facts. Byte-exactness with 2026
+//! for every type, k- and i-quants and importance matrices included, is `quant_golden.rs`.
 
 use gguf::GgmlType;
 use glm_convert::quant::{self, QuantError, WRITABLE};
+
+/// The writable types b2757 also has (its k-quant quantizers predate 2026's; it has no iq4_xs).
+const CLASSIC: [GgmlType; 7] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q4_0,
+    GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+];
 
 const QUANTIZED: [GgmlType; 5] = [
     GgmlType::Q8_0,
@@ -118,17 +136,52 @@ fn ggml(ty: GgmlType, src: &[f32], ncols: usize) -> Vec<u8> {
         .expect("ggml quantize_chunk")
 }
 
-/// Asserts our bytes equal ggml's, and the parallel path equals the serial one.
+/// Whether some element of a q4_0/q5_0/q4_1/q5_1 block gets another code from one fused
+/// rounding of `(x - min)*id + bias` (b2757) than from two (llama.cpp 2026). Scales as ggml's
+/// reference quantizers compute them.
+fn fma_sensitive(ty: GgmlType, x: &[f32]) -> bool {
+    let (min, id, bias) = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 => {
+            let (mut amax, mut max) = (0f32, 0f32);
+            for &v in x {
+                if amax < v.abs() {
+                    amax = v.abs();
+                    max = v;
+                }
+            }
+            let d = max / if ty == GgmlType::Q4_0 { -8.0 } else { -16.0 };
+            let bias = if ty == GgmlType::Q4_0 { 8.5 } else { 16.5 };
+            (0.0, if d != 0.0 { 1.0 / d } else { 0.0 }, bias)
+        }
+        GgmlType::Q4_1 | GgmlType::Q5_1 => {
+            let min = x.iter().copied().fold(f32::INFINITY, f32::min);
+            let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let d = (max - min) / if ty == GgmlType::Q4_1 { 15.0 } else { 31.0 };
+            (min, if d != 0.0 { 1.0 / d } else { 0.0 }, 0.5)
+        }
+        _ => return false,
+    };
+    x.iter().any(|&v| {
+        let two = std::hint::black_box((v - min) * id) + bias;
+        let one = ((v - min) as f64 * id as f64 + bias as f64) as f32;
+        two.trunc() != one.trunc() && !(two.is_nan() && one.is_nan())
+    })
+}
+
+/// Asserts our bytes equal ggml's (but for [`fma_sensitive`] blocks), and the parallel path
+/// equals the serial one.
 fn assert_exact(ty: GgmlType, src: &[f32], ncols: usize, what: &str) {
     assert_eq!(src.len() % ncols, 0);
     let mine = ours(ty, src, ncols);
     let theirs = ggml(ty, src, ncols);
     assert_eq!(mine.len(), theirs.len(), "{ty} {what}: length");
-    if mine != theirs {
-        let (bs, ts) = (ty.block_size(), ty.type_size());
-        let blk = (0..mine.len() / ts)
-            .find(|&b| mine[b * ts..(b + 1) * ts] != theirs[b * ts..(b + 1) * ts])
-            .unwrap();
+    let (bs, ts) = (ty.block_size(), ty.type_size());
+    let differs = |b: usize| mine[b * ts..(b + 1) * ts] != theirs[b * ts..(b + 1) * ts];
+    // a block where b2757's fused multiply-add and 2026's two roundings give other codes
+    // may differ (module doc); any other difference is a bug
+    if let Some(blk) =
+        (0..mine.len() / ts).find(|&b| differs(b) && !fma_sensitive(ty, &src[b * bs..(b + 1) * bs]))
+    {
         panic!(
             "{ty} {what}: block {blk} differs\n input: {:?}\n input bits: {:08x?}\n ours:  {:02x?}\n ggml:  {:02x?}",
             &src[blk * bs..(blk + 1) * bs],
@@ -146,7 +199,7 @@ fn assert_exact(ty: GgmlType, src: &[f32], ncols: usize, what: &str) {
 }
 
 fn assert_all_types(src: &[f32], ncols: usize, what: &str) {
-    for ty in WRITABLE {
+    for ty in CLASSIC {
         assert_exact(ty, src, ncols, what);
     }
 }
@@ -218,7 +271,7 @@ fn big_random_tensor_serial_parallel_and_ggml_agree() {
     let src: Vec<f32> = (0..nrows * ncols)
         .map(|_| (rng.normal() * 0.02) as f32)
         .collect();
-    for ty in WRITABLE {
+    for ty in CLASSIC {
         assert_exact(ty, &src, ncols, "big normal tensor");
     }
 }
@@ -227,7 +280,7 @@ fn big_random_tensor_serial_parallel_and_ggml_agree() {
 fn quantize_appends_to_dst() {
     let mut rng = Rng::new(7);
     let src = random_rows(&mut rng, 1, 4 * 64);
-    for ty in WRITABLE {
+    for ty in CLASSIC {
         let expect = ggml(ty, &src, 64);
         for par in [false, true] {
             let mut dst = vec![0xAB, 0xCD, 0xEF];
@@ -511,13 +564,12 @@ fn boundary_blocks(ty: GgmlType, rng: &mut Rng, count: usize) -> Vec<f32> {
 }
 
 #[test]
-fn rounding_boundaries_match_ggml() {
+fn rounding_boundaries_match_ggml_where_both_ggmls_agree() {
+    // q8_0 rounds x*id with roundf in both; the 4/5-bit types differ by design (module doc)
     let mut rng = Rng::new(0x5eed_0003);
-    for ty in QUANTIZED {
-        let src = boundary_blocks(ty, &mut rng, 400);
-        assert_exact(ty, &src, 32, "rounding boundaries");
-        assert_exact(ty, &src, 256, "rounding boundaries, long rows");
-    }
+    let src = boundary_blocks(GgmlType::Q8_0, &mut rng, 400);
+    assert_exact(GgmlType::Q8_0, &src, 32, "rounding boundaries");
+    assert_exact(GgmlType::Q8_0, &src, 256, "rounding boundaries, long rows");
 }
 
 // Deliberately wrong quantizers: the boundary and tie data must tell them apart from ggml, which
@@ -567,9 +619,10 @@ fn test_data_detects_wrong_rounding() {
     assert_ne!(
         q4_0_unfused(&q4),
         ggml_q4,
-        "boundary data cannot tell an unfused q4_0 from ggml"
+        "boundary data cannot tell an unfused q4_0 from b2757's fused one"
     );
-    assert_eq!(ours(GgmlType::Q4_0, &q4, 32), ggml_q4);
+    // ours rounds twice, as llama.cpp 2026 (quant_golden.rs holds that to 2026's own bytes)
+    assert_eq!(ours(GgmlType::Q4_0, &q4, 32), q4_0_unfused(&q4));
 
     let flat: Vec<f32> = adversarial_blocks()
         .iter()
@@ -801,9 +854,8 @@ fn bad_shapes_are_errors() {
         let e = f(GgmlType::Q5_1, &src[..64], 0, &mut dst).unwrap_err();
         assert!(matches!(e, QuantError::NotWholeRows { .. }), "{name}: {e}");
         for ty in [
-            GgmlType::Q4K,
-            GgmlType::Q6K,
-            GgmlType::BF16,
+            GgmlType::IQ2XXS,
+            GgmlType::Q8K,
             GgmlType::Q8_1,
             GgmlType::I32,
         ] {
@@ -821,7 +873,7 @@ fn bad_shapes_are_errors() {
         assert_eq!(dst, [1, 2, 3]);
     }
     assert!(WRITABLE.iter().all(|&t| quant::can_quantize(t)));
-    assert!(!quant::can_quantize(GgmlType::Q4K));
+    assert!(quant::can_quantize(GgmlType::Q4K) && !quant::can_quantize(GgmlType::IQ2XXS));
 
     let mut out = vec![9.0f32];
     let q = vec![0u8; 18 * 2];
@@ -865,6 +917,8 @@ fn bad_shapes_are_errors() {
     let e = quant::dequantize(GgmlType::F32, &q[..7], 2, &mut out).unwrap_err();
     assert!(matches!(e, QuantError::ByteLength { .. }), "{e}");
     let e = quant::dequantize(GgmlType::Q6K, &q, 256, &mut out).unwrap_err();
+    assert!(matches!(e, QuantError::ByteLength { .. }), "{e}");
+    let e = quant::dequantize(GgmlType::IQ2XXS, &q, 256, &mut out).unwrap_err();
     assert!(matches!(e, QuantError::CannotDequantize { .. }), "{e}");
     assert_eq!(out, [9.0], "dst modified on error");
 }

@@ -27,7 +27,7 @@ use gguf::GgmlType;
 pub(super) const QK_K: usize = 256;
 
 /// ggml's `GROUP_MAX_EPS`: a group whose largest |x| is below this is all zero.
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(super) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Whether `ty` is one of the k-quants handled here.
 pub(super) fn is_k(ty: GgmlType) -> bool {
@@ -69,14 +69,14 @@ pub(super) fn encode_row(ty: GgmlType, x: &[f32], imatrix: Option<&[f32]>, out: 
 
 /// ggml's `nearest_int`: `fval + 12582912.f`, then the low 23 bits of the sum minus 2^22.
 #[inline(always)]
-fn nearest_int(f: f32) -> i32 {
+pub(super) fn nearest_int(f: f32) -> i32 {
     let val = f + 12_582_912.0;
     (val.to_bits() as i32 & 0x007F_FFFF) - 0x0040_0000
 }
 
 /// ggml-base's `ggml_compute_fp32_to_fp16` (the FP16 library's algorithm), literally.
 #[inline(always)]
-fn fp16(f: f32) -> u16 {
+pub(super) fn fp16(f: f32) -> u16 {
     let scale_to_inf = f32::from_bits(0x7780_0000); // 0x1.0p+112f
     let scale_to_zero = f32::from_bits(0x0880_0000); // 0x1.0p-110f
     let mut base = (f.abs() * scale_to_inf) * scale_to_zero;
@@ -102,7 +102,7 @@ fn fp16(f: f32) -> u16 {
 
 /// ggml-base's `ggml_compute_fp16_to_fp32`, literally.
 #[inline(always)]
-fn fp32(h: u16) -> f32 {
+pub(super) fn fp32(h: u16) -> f32 {
     let w = (h as u32) << 16;
     let sign = w & 0x8000_0000;
     let two_w = w.wrapping_add(w);
@@ -123,21 +123,21 @@ fn fp32(h: u16) -> f32 {
 }
 
 #[inline(always)]
-fn put_f16(out: &mut [u8], at: usize, v: f32) -> f32 {
+pub(super) fn put_f16(out: &mut [u8], at: usize, v: f32) -> f32 {
     let h = fp16(v);
     out[at..at + 2].copy_from_slice(&h.to_le_bytes());
     fp32(h)
 }
 
 #[inline(always)]
-fn f16_at(b: &[u8], at: usize) -> f32 {
+pub(super) fn f16_at(b: &[u8], at: usize) -> f32 {
     fp32(u16::from_le_bytes([b[at], b[at + 1]]))
 }
 
 /// The value of largest magnitude, first occurrence (`if (ax > amax) { amax = ax; max = x; }`),
 /// and that magnitude.
 #[inline(always)]
-fn first_absmax(x: &[f32]) -> (f32, f32) {
+pub(super) fn first_absmax(x: &[f32]) -> (f32, f32) {
     let (mut amax, mut max) = (0f32, 0f32);
     for &v in x {
         let ax = v.abs();
@@ -152,7 +152,7 @@ fn first_absmax(x: &[f32]) -> (f32, f32) {
 /// ggml's `make_qx_quants` with `rmse_type == 1` (the only one the k-quants use): symmetric
 /// quants `L[i] = l + nmax`, l in [-nmax, nmax-1], weights `qw` or x², and a search over 18
 /// nearby scales. Returns the scale.
-fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: Option<&[f32]>) -> f32 {
+pub(super) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let n = x.len();
     let (amax, max) = first_absmax(x);
     if amax < GROUP_MAX_EPS {
@@ -258,19 +258,19 @@ fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
 }
 
 /// Parameters of ggml's `make_qkx2_quants` / `make_qkx3_quants` scale search.
-struct Qkx {
-    nmax: i32,
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
+pub(super) struct Qkx {
+    pub(super) nmax: i32,
+    pub(super) rmin: f32,
+    pub(super) rdelta: f32,
+    pub(super) nstep: i32,
+    pub(super) use_mad: bool,
 }
 
 /// ggml's `make_qkx2_quants` / `make_qkx3_quants` (identical for the non-null weights the
 /// k-quants pass them; their degenerate tests `max == min` / `max <= min` agree once min has
 /// been clamped to <= 0): asymmetric quants `L[i]` in [0, nmax] with a minimum, the weighted
 /// least-squares scale and min over `nstep + 1` candidate scales. Returns (scale, -min).
-fn make_qkx_quants(p: &Qkx, x: &[f32], weights: &[f32], l_out: &mut [u8]) -> (f32, f32) {
+pub(super) fn make_qkx_quants(p: &Qkx, x: &[f32], weights: &[f32], l_out: &mut [u8]) -> (f32, f32) {
     let n = x.len();
     let nmax = p.nmax;
     let mut min = x[0];

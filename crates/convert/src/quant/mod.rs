@@ -1,11 +1,14 @@
 //! ggml-exact quantizers and dequantizers, in pure Rust.
 //!
-//! One file per family, all behind this module's API:
+//! One file per family, all behind this module's API, each byte-identical to llama.cpp 2026's
+//! `ggml_quantize_chunk` and `to_float` (tests/quant_golden.rs):
 //!
-//! * [`classic`]: f32, f16, q8_0, q4_0, q4_1, q5_0, q5_1 (32-element blocks), bit-identical to
-//!   ggml's `quantize_row_*_ref` and `to_float`;
-//! * `k`: the k-quants q2_K … q6_K (256-element super-blocks), bit-identical to llama.cpp 2026's
-//!   `quantize_q*_K`, with and without an importance matrix.
+//! * [`classic`]: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 (32-element blocks), the
+//!   reference quantizers (`quantize_row_*_ref`);
+//! * `classic_imatrix`: the importance-matrix paths of q4_0 … q5_1 (`quantize_row_*_impl`);
+//! * `k`: the k-quants q2_K … q6_K (256-element super-blocks), with and without an importance
+//!   matrix;
+//! * `iq`: iq4_nl (32) and iq4_xs (256), with and without an importance matrix.
 //!
 //! Every entry point takes whole rows of `ncols` elements. An importance matrix (llama.cpp's
 //! `quant_weights`) is one non-negative weight per column, the same for every row; a type that
@@ -13,6 +16,8 @@
 //! `ggml_quantize_chunk` does.
 
 mod classic;
+mod classic_imatrix;
+mod iq;
 mod k;
 
 pub use classic::{f16_bits_to_f32, f32_to_f16_bits};
@@ -20,29 +25,28 @@ pub use classic::{f16_bits_to_f32, f32_to_f16_bits};
 use gguf::GgmlType;
 use rayon::prelude::*;
 
-/// Types the converter can write. The k-quants (`k.rs`) are not listed yet: they stay
-/// unreachable until they are checked against llama.cpp 2026's bytes.
-pub const WRITABLE: [GgmlType; 7] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-];
-
-/// Types [`dequantize`] can read.
-pub const READABLE: [GgmlType; 8] = [
+/// Types the converter can write, each checked byte for byte against llama.cpp 2026
+/// (`tests/quant_golden.rs`).
+pub const WRITABLE: [GgmlType; 15] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
+    GgmlType::Q8_0,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
     GgmlType::Q5_0,
     GgmlType::Q5_1,
-    GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
+    GgmlType::Q4K,
+    GgmlType::Q5K,
+    GgmlType::Q6K,
+    GgmlType::IQ4NL,
+    GgmlType::IQ4XS,
 ];
+
+/// Types [`dequantize`] can read.
+pub const READABLE: [GgmlType; 15] = WRITABLE;
 
 /// Below this many elements `quantize_rows_par` does not bother splitting.
 const PAR_MIN_ELEMS: usize = 1 << 16;
@@ -152,7 +156,11 @@ fn check_rows(
         {
             return Err(QuantError::ImatrixValue { ty, index, value });
         }
-        if !ignores_imatrix(ty) && !k::is_k(ty) {
+        if !ignores_imatrix(ty)
+            && !k::is_k(ty)
+            && !iq::is_iq(ty)
+            && !classic_imatrix::is_weighted_classic(ty)
+        {
             return Err(QuantError::ImatrixUnsupported { ty });
         }
     }
@@ -161,7 +169,10 @@ fn check_rows(
 
 /// Types that `ggml_quantize_chunk` quantizes the same with or without `quant_weights`.
 fn ignores_imatrix(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0)
+    matches!(
+        ty,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0
+    )
 }
 
 /// Quantizes whole rows of `ncols` elements to `ty` (no importance matrix), appending the bytes
@@ -287,13 +298,15 @@ pub fn quantize(
 /// Encodes whole rows of `src` into `out` (exactly the right size; type, shape and imatrix
 /// checked by [`check_rows`]).
 fn encode(ty: GgmlType, src: &[f32], ncols: usize, imatrix: Option<&[f32]>, out: &mut [u8]) {
-    if k::is_k(ty) {
-        let row_bytes = ncols / ty.block_size() * ty.type_size();
-        for (x, o) in src.chunks_exact(ncols).zip(out.chunks_exact_mut(row_bytes)) {
-            k::encode_row(ty, x, imatrix, o);
+    let row_bytes = ncols / ty.block_size() * ty.type_size();
+    let rows = src.chunks_exact(ncols).zip(out.chunks_exact_mut(row_bytes));
+    match imatrix {
+        _ if k::is_k(ty) => rows.for_each(|(x, o)| k::encode_row(ty, x, imatrix, o)),
+        _ if iq::is_iq(ty) => rows.for_each(|(x, o)| iq::encode_row(ty, x, imatrix, o)),
+        Some(w) if classic_imatrix::is_weighted_classic(ty) => {
+            rows.for_each(|(x, o)| classic_imatrix::encode_row(ty, x, w, o))
         }
-    } else {
-        classic::encode(ty, src, out);
+        _ => classic::encode(ty, src, out),
     }
 }
 
@@ -324,6 +337,8 @@ pub fn dequantize(
     dst.reserve(n);
     if k::is_k(ty) {
         k::decode(ty, src, dst);
+    } else if iq::is_iq(ty) {
+        iq::decode(ty, src, dst);
     } else {
         classic::decode(ty, src, dst);
     }
