@@ -1,6 +1,6 @@
 //! Our own CPU matrix kernels (crate `glm-kernels`) wired into ggml graphs.
 //!
-//! q4_0/q8_0 weights that stay on the CPU are repacked once, at load, into a [`PackedStore`]
+//! q4_0/q8_0/q4_K/q6_K weights that stay on the CPU are repacked once, at load, into a [`PackedStore`]
 //! (16-row interleaved groups, see glm-kernels). In a graph, [`GraphCtx::mul_mat_packed`]
 //! (graph.rs) adds two custom ops in place of ggml's `mul_mat`: one quantizes the activations
 //! (once per op, each thread a share of the tokens), the next multiplies (each thread a share of
@@ -102,7 +102,7 @@ impl PackedStore {
 fn repack_parallel(s: &PackSource<'_>, dst: &mut [u8], n_threads: usize) -> Result<(), GgmlError> {
     let bad = |e: glm_kernels::ShapeError| GgmlError::Shape(format!("{}: {e}", s.name));
     if dst.len() != glm_kernels::packed_len(s.ty, s.rows, s.k)
-        || !s.k.is_multiple_of(glm_kernels::QK)
+        || !s.k.is_multiple_of(s.ty.block_cols())
     {
         return Err(GgmlError::Shape(format!(
             "{}: packed size mismatch",
@@ -112,7 +112,7 @@ fn repack_parallel(s: &PackSource<'_>, dst: &mut [u8], n_threads: usize) -> Resu
     let groups = glm_kernels::n_groups(s.rows);
     let per = groups.div_ceil(n_threads).max(1);
     let g_bytes = glm_kernels::packed_len(s.ty, glm_kernels::GROUP, s.k);
-    let row_bytes = s.k / glm_kernels::QK * s.ty.ggml_block_bytes();
+    let row_bytes = s.k / s.ty.block_cols() * s.ty.ggml_block_bytes();
     std::thread::scope(|scope| {
         let jobs: Vec<_> = dst
             .chunks_mut(per * g_bytes)
@@ -185,25 +185,24 @@ pub(crate) unsafe fn mul_mat_packed(
         ));
     }
     // The quantized activations are written into the op's f32-shaped [k, T] output: a block of
-    // 32 values takes 40 bytes there instead of 128.
+    // 32 values takes 40 bytes there instead of 128 (q8_0), one of 256 takes 292 (q8_K).
+    if p.ty.act_row_bytes(p.k) > 4 * p.k {
+        return Err(GgmlError::Shape(
+            "mul_mat_packed: activations do not fit their buffer".into(),
+        ));
+    }
     let q = sys::ggml_map_custom1(
         ctx,
         x.raw(),
         Some(quantize_op),
         N_TASKS_MAX,
-        std::ptr::null_mut(),
+        usize::from(p.ty.uses_q8k()) as *mut c_void,
     );
     let fun: sys::ggml_custom2_op_t = match p.ty {
         WeightType::Q4_0 => Some(matmul_op_q4_0),
         WeightType::Q8_0 => Some(matmul_op_q8_0),
-        // The k-quant kernels exist in glm-kernels but are not wired into ggml's graph yet
-        // (their activations are q8_K rows, sized differently): refuse, never run them wrong.
-        WeightType::Q4K | WeightType::Q6K => {
-            return Err(GgmlError::Shape(format!(
-                "mul_mat_packed: {:?} matrices are not wired to glmtool's kernels yet",
-                p.ty
-            )))
-        }
+        WeightType::Q4K => Some(matmul_op_q4_k),
+        WeightType::Q6K => Some(matmul_op_q6_k),
     };
     let r = sys::ggml_map_custom2(ctx, p.data.raw(), q, fun, N_TASKS_MAX, isa_to_ptr(p.isa));
     if q.is_null() || r.is_null() {
@@ -224,17 +223,24 @@ pub(crate) unsafe fn mul_mat_packed(
     Ok(r)
 }
 
-/// Quantizes the activations, tokens split between threads.
+/// Quantizes the activations (q8_0, or q8_K when `q8k` is non-null: the k-quant kernels'),
+/// tokens split between threads.
 unsafe extern "C" fn quantize_op(
     dst: *mut sys::ggml_tensor,
     x: *const sys::ggml_tensor,
     ith: c_int,
     nth: c_int,
-    _: *mut c_void,
+    q8k: *mut c_void,
 ) {
     let (dst, x) = (&*dst, &*x);
     let (k, t) = (x.ne[0] as usize, x.ne[1] as usize);
-    let arb = glm_kernels::act_row_bytes(k);
+    // any weight type with these activations: they are all one needs here
+    let ty = if q8k.is_null() {
+        WeightType::Q8_0
+    } else {
+        WeightType::Q4K
+    };
+    let arb = ty.act_row_bytes(k);
     for i in (ith.max(0) as usize..t).step_by(nth.max(1) as usize) {
         // SAFETY: x holds t rows of k f32 at stride nb[1] (checked when the op was made); dst is
         // this op's allocated [k, t] f32 output (4·k·t bytes), of which row i's act bytes
@@ -242,7 +248,7 @@ unsafe extern "C" fn quantize_op(
         let src =
             std::slice::from_raw_parts((x.data as *const u8).add(i * x.nb[1]).cast::<f32>(), k);
         let out = std::slice::from_raw_parts_mut((dst.data as *mut u8).add(i * arb), arb);
-        let _ = glm_kernels::quantize_activations(src, out); // shapes match by construction
+        let _ = ty.quantize_activations(src, out); // shapes match by construction
     }
 }
 
@@ -266,6 +272,28 @@ unsafe extern "C" fn matmul_op_q8_0(
     isa: *mut c_void,
 ) {
     matmul_op(WeightType::Q8_0, dst, w, a, ith, nth, isa)
+}
+
+unsafe extern "C" fn matmul_op_q4_k(
+    dst: *mut sys::ggml_tensor,
+    w: *const sys::ggml_tensor,
+    a: *const sys::ggml_tensor,
+    ith: c_int,
+    nth: c_int,
+    isa: *mut c_void,
+) {
+    matmul_op(WeightType::Q4K, dst, w, a, ith, nth, isa)
+}
+
+unsafe extern "C" fn matmul_op_q6_k(
+    dst: *mut sys::ggml_tensor,
+    w: *const sys::ggml_tensor,
+    a: *const sys::ggml_tensor,
+    ith: c_int,
+    nth: c_int,
+    isa: *mut c_void,
+) {
+    matmul_op(WeightType::Q6K, dst, w, a, ith, nth, isa)
 }
 
 /// The product, row groups split between threads.
@@ -293,7 +321,7 @@ unsafe fn matmul_op(
     // quantize op's output, whose first t·act_row_bytes(k) bytes hold the activations; dst is
     // this op's [rows, t] f32 output, of which this thread writes only its own row groups.
     let wb = std::slice::from_raw_parts(w.data as *const u8, glm_kernels::packed_len(ty, rows, k));
-    let ab = std::slice::from_raw_parts(a.data as *const u8, t * glm_kernels::act_row_bytes(k));
+    let ab = std::slice::from_raw_parts(a.data as *const u8, t * ty.act_row_bytes(k));
     let out = glm_kernels::Out::new(dst.data as *mut f32, rows);
     if glm_kernels::matmul(isa_from_ptr(isa), m, wb, ab, part.clone(), out).is_err() {
         // Unreachable (shapes were checked when the op was made); never leave garbage behind.

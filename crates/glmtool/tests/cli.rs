@@ -382,9 +382,9 @@ fn bad_prompts_and_texts_are_clear_errors() {
             "-o",
             dir.path().join("x.gguf").to_str().unwrap(),
             "--type",
-            "q6_k",
+            "iq2_xxs",
         ],
-        &["unsupported type"],
+        &["unsupported type", "Q6_K", "IQ4_XS"],
     );
     let chat = dir.path().join("chat.json");
     std::fs::write(&chat, r#"[{"role":"wizard","content":"hi"}]"#).unwrap();

@@ -140,8 +140,13 @@ impl Isa {
             .collect()
     }
 
-    /// Whether this CPU can run the kernel (std caches the feature detection).
+    /// Whether this CPU can run the kernel (std caches the feature detection). The environment
+    /// variable `GLM_KERNELS_MAX_ISA` (`scalar` or `avx2`) hides the kernels above it, so an
+    /// AVX-512 machine can be tested as an AVX2-only one (.ci/run does).
     pub fn runs_here(self) -> bool {
+        if self.rank() > max_rank() {
+            return false;
+        }
         match self {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
@@ -155,6 +160,16 @@ impl Isa {
         }
     }
 
+    /// Order for `GLM_KERNELS_MAX_ISA` (NEON is an aarch64 kernel: not capped by x86 names).
+    fn rank(self) -> u8 {
+        match self {
+            Isa::Scalar => 0,
+            Isa::Avx2 => 1,
+            Isa::Avx512Vnni => 2,
+            Isa::Neon => 1,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
@@ -163,6 +178,16 @@ impl Isa {
             Isa::Neon => "neon",
         }
     }
+}
+
+/// The highest [`Isa::rank`] `GLM_KERNELS_MAX_ISA` allows (read once; unset or unknown: all).
+fn max_rank() -> u8 {
+    static MAX: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| match std::env::var("GLM_KERNELS_MAX_ISA").as_deref() {
+        Ok("scalar") => 0,
+        Ok("avx2") => 1,
+        _ => u8::MAX,
+    })
 }
 
 /// What can be wrong with the arguments of a kernel call.

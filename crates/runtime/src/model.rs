@@ -298,7 +298,7 @@ impl Model {
     }
 }
 
-/// Repacks the q4_0/q8_0 matrices (everything but the embedding table, which is only gathered
+/// Repacks the q4_0/q8_0/q4_K/q6_K matrices (everything but the embedding table, which is only gathered
 /// from) for our CPU kernels, and releases the mapped pages of each once it is copied, so the
 /// resident memory holds the model once.
 fn pack_matrices(
@@ -314,6 +314,8 @@ fn pack_matrices(
         let ty = match info.ty {
             gguf::GgmlType::Q4_0 => WeightType::Q4_0,
             gguf::GgmlType::Q8_0 => WeightType::Q8_0,
+            gguf::GgmlType::Q4K => WeightType::Q4K,
+            gguf::GgmlType::Q6K => WeightType::Q6K,
             _ => continue,
         };
         if s.name == gguf::names::TOKEN_EMBD || info.dims.len() != 2 {

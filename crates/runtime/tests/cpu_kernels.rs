@@ -3,12 +3,12 @@
 //! instruction set this CPU runs. Integer dot products are the same; the float accumulation
 //! order differs, and activations are re-quantized to int8 in every layer, so an f32-noise
 //! difference that lands on a rounding boundary flips one activation by a quantization step.
-//! Measured here: logits of a 100-token prompt agree to 2e-7 of their range, but over
-//! 4 × 128-token perplexity chunks such flips move perplexity by ~2.5e-4 relative (6e-5 over the
-//! whole held-out file; the scalar kernel, with the same integers and a different float order,
-//! differs from the vector ones by as much). So: logits to 1e-3 of their range, perplexity to
-//! 1e-3 relative (the q8_0 tolerance against transformers is 5e-3), greedy ids up to the first
-//! near-tie.
+//! Measured on an AVX-512 Xeon: logits of a 100-token prompt agree to 2e-7 of their range, but
+//! an AVX2-only EPYC saw a flip move one logit by 3e-3 of the range, and over 4 × 128-token
+//! perplexity chunks such flips move perplexity by ~2.5e-4 relative (6e-5 over the whole
+//! held-out file). So the whole-model bounds are statistical, not per logit: KL divergence
+//! against ggml under 1 % of the quantization's own KL, perplexity to 1e-3 relative, greedy ids
+//! up to the first near-tie.
 
 use gguf::GgmlType;
 use glm_runtime::perplexity::{perplexity, KlMode};
@@ -61,17 +61,51 @@ fn matrices_are_repacked_only_when_asked() {
     assert_eq!(load(GgmlType::F16, Some(Isa::detect())).cpu_kernels(), None);
 }
 
+/// Mean over positions of KL(p || q) between the softmaxes of two `[positions × n_vocab]`
+/// logit arrays, in nats (f64 throughout).
+fn mean_kl(p: &[f32], q: &[f32], n_vocab: usize) -> f64 {
+    fn log_softmax(row: &[f32]) -> impl Iterator<Item = f64> + '_ {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+        let z = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+        row.iter().map(move |&v| v as f64 - z)
+    }
+    let rows = p.len() / n_vocab;
+    let total: f64 = p
+        .chunks_exact(n_vocab)
+        .zip(q.chunks_exact(n_vocab))
+        .map(|(a, b)| {
+            log_softmax(a)
+                .zip(log_softmax(b))
+                .map(|(la, lb)| la.exp() * (la - lb))
+                .sum::<f64>()
+        })
+        .sum();
+    total / rows as f64
+}
+
+/// Our kernels against ggml's `mul_mat` on the whole model, robust by design: the two compute the
+/// same integer products, but the float accumulation order differs and activations are
+/// re-quantized to int8 in every layer, so an f32-noise difference that lands on a rounding
+/// boundary flips one activation by a quantization step — differently on AVX2, AVX-512 and
+/// scalar (max-logit comparisons failed on an AVX2-only EPYC for exactly that reason). Such flips
+/// are a tiny share of the quantization error the kernels implement, so the bound is relative to
+/// that error: the KL divergence between our logits and ggml's must stay under 1 % of the KL
+/// divergence between ggml's quantized model and the f16 model, on the same 100-token prompt; and
+/// perplexity over 4 chunks within 1e-3 relative (the issue's bound). Exactness of each kernel
+/// with identical activations is crates/kernels/tests/kernels.rs.
 #[test]
 fn every_instruction_set_matches_ggml_on_the_whole_model() {
+    let f16 = load(GgmlType::F16, None);
+    let toks = tokens(&f16);
+    let prompt = &toks[..100];
+    let n_vocab = f16.hparams.n_vocab as usize;
+    let eval = |m: &Model| Session::new(m, &opts()).unwrap().eval(prompt, true).unwrap();
+    let reference = eval(&f16);
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         let base = load(ty, None);
-        let toks = tokens(&base);
-        let prompt = &toks[..100];
-        let want = Session::new(&base, &opts())
-            .unwrap()
-            .eval(prompt, true)
-            .unwrap();
-        let range = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let want = eval(&base);
+        let quant_kl = mean_kl(&reference, &want, n_vocab);
+        assert!(quant_kl > 0.0, "{ty}: quantization changed nothing?");
         let want_ppl = {
             let mut s = Session::new(&base, &opts()).unwrap();
             perplexity(&mut s, &toks[..128 * 4], 128, None, KlMode::None, |_, _| {})
@@ -80,18 +114,16 @@ fn every_instruction_set_matches_ggml_on_the_whole_model() {
         };
         for isa in Isa::available() {
             let m = load(ty, Some(isa));
-            let got = Session::new(&m, &opts())
-                .unwrap()
-                .eval(prompt, true)
-                .unwrap();
-            let d = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let kl = mean_kl(&want, &eval(&m), n_vocab);
+            eprintln!(
+                "{ty} {}: KL to ggml {kl:.3e} nats, {:.2e} of the quantization's KL {quant_kl:.3e}",
+                isa.name(),
+                kl / quant_kl
+            );
             assert!(
-                d < 1e-3 * range,
-                "{ty} {}: logits differ by {d} (range {range})",
+                kl < 0.01 * quant_kl,
+                "{ty} {}: KL divergence from ggml's logits {kl:e}, above 1% of the \
+                 quantization's own {quant_kl:e}",
                 isa.name()
             );
             let mut s = Session::new(&m, &opts()).unwrap();
