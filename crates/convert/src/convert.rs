@@ -5,6 +5,7 @@ use crate::checkpoint::{Checkpoint, SrcDtype, SrcTensor};
 use crate::config::GlmConfig;
 use crate::family::Family;
 use crate::policy::TypePolicy;
+use crate::quant::imatrix::{ImatrixSpec, ImatrixUse};
 use crate::spm::{spm_vocab, GgufVocab, SpmModel};
 use crate::tiktoken::{glm4_vocab, BpeVocab, TiktokenModel};
 use crate::{quant, ConvertError, Progress, Summary};
@@ -283,6 +284,17 @@ pub fn prepare_as(dir: &Path, family: Option<Family>) -> Result<Prepared, Conver
 
 /// Converts the checkpoint in `dir` to `out`.
 pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary, ConvertError> {
+    convert_with(dir, out, opts, None)
+}
+
+/// [`convert`] with an importance matrix, used as `quantize --imatrix` uses it (same checks,
+/// same weights, same `quantize.imatrix.*` keys, appended to the metadata).
+pub fn convert_with(
+    dir: &Path,
+    out: &Path,
+    opts: &ConvertOptions,
+    imatrix: Option<&ImatrixSpec>,
+) -> Result<Summary, ConvertError> {
     let t0 = Instant::now();
     let Prepared {
         cfg,
@@ -292,21 +304,50 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         expected,
     } = prepare_as(dir, opts.family)?;
 
-    let policy = opts
+    let im = match imatrix {
+        Some(spec) => spec.prepare(dir, |name| {
+            let (_, _, shape) = expected.iter().find(|(n, _, _)| n == name)?;
+            // PyTorch order: the row length is last, experts (if any) first
+            let cols = *shape.last()?;
+            Some(if shape.len() > 2 {
+                cols * shape[0]
+            } else {
+                cols
+            })
+        })?,
+        None => ImatrixUse::default(),
+    };
+    let mut policy = opts
         .policy
         .for_model(cfg.n_layer, cfg.n_head, cfg.n_head_kv);
-    if let Some((name, _, _)) = expected.iter().find(|(name, _, shape)| {
+    if imatrix.is_some() {
+        policy.has_imatrix = im.is_used();
+    }
+    for (name, _, shape) in &expected {
         let dims: Vec<u64> = shape.iter().rev().copied().collect();
-        policy.requires_imatrix(name, policy.tensor_type(name, &dims)) && !policy.has_imatrix
-    }) {
+        let ty = policy.tensor_type(name, &dims);
+        if !policy.requires_imatrix(name, ty) {
+            continue;
+        }
+        let what = if !policy.has_imatrix {
+            format!(
+                "{} needs an importance matrix: tensor {name} would be {ty} without one \
+                 (llama-quantize refuses it too); pass --imatrix FILE",
+                policy.ftype
+            )
+        } else if im.get(name).is_none() {
+            format!(
+                "the importance matrix has no entry for tensor {name}, which {} makes {ty}: \
+                 missing importance matrix in a very low-bit quantization (llama-quantize \
+                 refuses it too)",
+                policy.ftype
+            )
+        } else {
+            continue;
+        };
         return Err(ConvertError::Input {
             path: dir.to_path_buf(),
-            what: format!(
-                "{} needs an importance matrix: tensor {name} would be {} without one \
-                 (llama-quantize refuses it too); pass --imatrix FILE",
-                policy.ftype,
-                gguf::GgmlType::Q2K
-            ),
+            what,
         });
     }
     let decls: Vec<TensorDecl> = expected
@@ -320,7 +361,8 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
             }
         })
         .collect();
-    let metadata = model_metadata(&cfg, family, &vocab, &policy);
+    let mut metadata = model_metadata(&cfg, family, &vocab, &policy);
+    metadata.extend(im.metadata.iter().cloned());
 
     // every file read is an input the output must not replace
     let side_files = [
@@ -347,8 +389,18 @@ pub fn convert(dir: &Path, out: &Path, opts: &ConvertOptions) -> Result<Summary,
         let dtype = src.dtype.clone().expect("validated above");
         let ncols = decl.dims[0] as usize;
         w.start_tensor(name)?;
-        write_converted(&mut w, &src, dtype, decl.ty, ncols, opts.cancel, &mut qbuf)
-            .map_err(|e| e.in_tensor(name))?;
+        let weights = im.get(name);
+        write_converted(
+            &mut w,
+            &src,
+            dtype,
+            decl.ty,
+            ncols,
+            weights,
+            opts.cancel,
+            &mut qbuf,
+        )
+        .map_err(|e| e.in_tensor(name))?;
         w.end_tensor()?;
         n_params += decl.dims.iter().product::<u64>();
         (opts.progress)(Progress::Tensor {
@@ -379,14 +431,16 @@ fn file_name(p: &Path) -> String {
 /// Floats converted per chunk: bounds memory to a few tens of MB whatever the tensor size.
 const CHUNK_ELEMS: usize = 1 << 22;
 
-/// Converts `src` (rows of `ncols` elements of `dtype`) to `ty` and streams it into the writer,
-/// reading it a chunk at a time.
+/// Converts `src` (rows of `ncols` elements of `dtype`) to `ty`, weighted by `imatrix` (one
+/// weight per column) if given, and streams it into the writer, reading it a chunk at a time.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn write_converted<W: std::io::Write>(
     w: &mut GgufWriter<W>,
     src: &SrcTensor,
     dtype: SrcDtype,
     ty: GgmlType,
     ncols: usize,
+    imatrix: Option<&[f32]>,
     cancel: Option<&AtomicBool>,
     qbuf: &mut Vec<u8>,
 ) -> Result<(), ConvertError> {
@@ -425,7 +479,7 @@ pub(crate) fn write_converted<W: std::io::Write>(
                 || (Vec::new(), Vec::new()),
                 |(bits, floats), (out, inp)| {
                     to_f32(inp, dtype, bits, floats);
-                    quant::quantize_rows_into(ty, floats, ncols, out)
+                    quant::quantize_rows_into_weighted(ty, floats, ncols, imatrix, out)
                 },
             )?;
         w.write_data(qbuf)?;

@@ -15,10 +15,10 @@ pub mod spm;
 pub mod tiktoken;
 
 pub use config::GlmConfig;
-pub use convert::{convert, ConvertOptions};
+pub use convert::{convert, convert_with, ConvertOptions};
 pub use family::Family;
 pub use policy::{FileType, TypePolicy};
-pub use requantize::{requantize, RequantizeOptions};
+pub use requantize::{requantize, requantize_with, RequantizeOptions};
 
 use gguf::GgmlType;
 use std::path::{Path, PathBuf};
@@ -69,6 +69,8 @@ pub enum ConvertError {
     Gguf(#[from] gguf::GgufError),
     #[error(transparent)]
     Quant(#[from] quant::QuantError),
+    #[error(transparent)]
+    Imatrix(#[from] quant::imatrix::ImatrixError),
     #[error("tensor {tensor}: {err}")]
     InTensor {
         tensor: String,

@@ -1,8 +1,10 @@
-//! `quantize`: GGUF -> GGUF with other tensor types, keeping all metadata (only
-//! `general.file_type` and `general.quantization_version` change). Works on files from our
-//! converter and from llama.cpp's.
+//! `quantize`: GGUF -> GGUF with other tensor types, keeping all metadata. As llama-quantize,
+//! `general.quantization_version` and `general.file_type` are set (moved to the end of the
+//! keys, as ggml's `gguf_set_val_*` moves a key it replaces), then, with an importance matrix,
+//! the `quantize.imatrix.*` keys. Works on files from our converter and from llama.cpp's.
 
 use crate::policy::TypePolicy;
+use crate::quant::imatrix::{set_key, ImatrixSpec, ImatrixUse};
 use crate::{quant, ConvertError, Progress, Summary};
 use gguf::{names, AtomicFile, GgmlType, GgufFile, GgufWriter, TensorDecl, Value};
 use std::path::Path;
@@ -24,6 +26,19 @@ pub fn requantize(
     out: &Path,
     opts: &RequantizeOptions,
 ) -> Result<Summary, ConvertError> {
+    requantize_with(input, out, opts, None)
+}
+
+/// [`requantize`] with an importance matrix (llama-quantize's `--imatrix`, with its
+/// `--include-weights` / `--exclude-weights`): checked against the model before anything is
+/// written, it sets the policy's `has_imatrix` and weights the quantization of every tensor it
+/// has an entry for.
+pub fn requantize_with(
+    input: &Path,
+    out: &Path,
+    opts: &RequantizeOptions,
+    imatrix: Option<&ImatrixSpec>,
+) -> Result<Summary, ConvertError> {
     let t0 = Instant::now();
     let src = GgufFile::open(input)?;
     let bad = |what: String| ConvertError::Input {
@@ -31,12 +46,22 @@ pub fn requantize(
         what,
     };
 
+    let im = match imatrix {
+        Some(spec) => spec.prepare(input, |name| {
+            src.tensor(name)
+                .map(|t| t.dims[0] * t.dims.get(2).copied().unwrap_or(1))
+        })?,
+        None => ImatrixUse::default(),
+    };
     let md_u64 = |key: &str| src.get_u64(key).ok();
-    let policy = opts.policy.for_model(
+    let mut policy = opts.policy.for_model(
         md_u64(names::BLOCK_COUNT).unwrap_or(1),
         md_u64(names::HEAD_COUNT).unwrap_or(1),
         md_u64(names::HEAD_COUNT_KV).unwrap_or(1),
     );
+    if imatrix.is_some() {
+        policy.has_imatrix = im.is_used();
+    }
 
     let mut decls = Vec::with_capacity(src.tensors.len());
     let mut problems = Vec::new();
@@ -49,12 +74,21 @@ pub fn requantize(
         } else {
             t.ty
         };
-        if policy.requires_imatrix(&t.name, ty) && !policy.has_imatrix {
-            problems.push(format!(
-                "{} needs an importance matrix: tensor {} would be {ty} without one \
-                 (llama-quantize refuses it too); pass --imatrix FILE",
-                policy.ftype, t.name
-            ));
+        if policy.requires_imatrix(&t.name, ty) {
+            if !policy.has_imatrix {
+                problems.push(format!(
+                    "{} needs an importance matrix: tensor {} would be {ty} without one \
+                     (llama-quantize refuses it too); pass --imatrix FILE",
+                    policy.ftype, t.name
+                ));
+            } else if ty != t.ty && im.get(&t.name).is_none() {
+                problems.push(format!(
+                    "the importance matrix has no entry for tensor {}, which {} makes {ty}: \
+                     missing importance matrix in a very low-bit quantization (llama-quantize \
+                     refuses it too)",
+                    t.name, policy.ftype
+                ));
+            }
         }
         if ty != t.ty {
             if !quant::can_dequantize(t.ty) {
@@ -96,18 +130,20 @@ pub fn requantize(
         return Err(bad(text));
     }
 
+    // llama-quantize's order: the input's keys, then the ones it sets (each moved to the end)
     let mut metadata: Vec<(String, Value)> = src.metadata.clone();
-    for (key, value) in [
-        (names::GENERAL_FILE_TYPE, Value::U32(policy.file_type())),
-        (
-            names::GENERAL_QUANTIZATION_VERSION,
-            Value::U32(names::QUANTIZATION_VERSION),
-        ),
-    ] {
-        match metadata.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value,
-            None => metadata.push((key.to_string(), value)),
-        }
+    set_key(
+        &mut metadata,
+        names::GENERAL_QUANTIZATION_VERSION,
+        Value::U32(names::QUANTIZATION_VERSION),
+    );
+    set_key(
+        &mut metadata,
+        names::GENERAL_FILE_TYPE,
+        Value::U32(policy.file_type()),
+    );
+    for (key, value) in &im.metadata {
+        set_key(&mut metadata, key, value.clone());
     }
 
     let mut file = AtomicFile::create_from(out, opts.overwrite, &[input])?;
@@ -135,7 +171,7 @@ pub fn requantize(
                 quant::dequantize(t.ty, chunk, n, &mut deq)
                     .map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
                 q.clear();
-                quant::quantize_rows_par(d.ty, &deq, ncols, &mut q)
+                quant::quantize_rows_par_weighted(d.ty, &deq, ncols, im.get(&t.name), &mut q)
                     .map_err(|e| ConvertError::from(e).in_tensor(&t.name))?;
                 w.write_data(&q)?;
             }

@@ -53,6 +53,7 @@ pub const TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
 pub const TOKENIZER_SCORES: &str = "tokenizer.ggml.scores";
 pub const TOKENIZER_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
 pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+pub const TOKENIZER_BOS_ID: &str = "tokenizer.ggml.bos_token_id";
 pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
 pub const TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
 pub const TOKENIZER_MODEL_LLAMA: &str = "llama";
@@ -216,6 +217,27 @@ impl ChatFormat {
         }
     }
 }
+
+// Importance matrices (llama.cpp 2026's GGUF imatrix: tools/imatrix/imatrix.cpp,
+// common/imatrix-loader.h) and the keys llama-quantize records in a file quantized with one
+// (tools/quantize/quantize.cpp).
+pub const GENERAL_TYPE: &str = "general.type";
+/// `general.type` of an imatrix file.
+pub const GENERAL_TYPE_IMATRIX: &str = "imatrix";
+/// Array of strings: the calibration text files, in the order they were used.
+pub const IMATRIX_DATASETS: &str = "imatrix.datasets";
+/// u32: chunks of `imatrix.chunk_size` tokens collected (the largest token count / chunk size).
+pub const IMATRIX_CHUNK_COUNT: &str = "imatrix.chunk_count";
+/// u32: tokens per chunk (llama-imatrix's `-c`).
+pub const IMATRIX_CHUNK_SIZE: &str = "imatrix.chunk_size";
+/// Tensor `NAME.in_sum2`: Σ x² per input column of matrix NAME (f32, `[columns, matrices]`).
+pub const IMATRIX_SUMS_SUFFIX: &str = ".in_sum2";
+/// Tensor `NAME.counts`: tokens behind those sums (f32, `[1, matrices]`).
+pub const IMATRIX_COUNTS_SUFFIX: &str = ".counts";
+pub const QUANTIZE_IMATRIX_FILE: &str = "quantize.imatrix.file";
+pub const QUANTIZE_IMATRIX_DATASET: &str = "quantize.imatrix.dataset";
+pub const QUANTIZE_IMATRIX_ENTRIES: &str = "quantize.imatrix.entries_count";
+pub const QUANTIZE_IMATRIX_CHUNKS: &str = "quantize.imatrix.chunks_count";
 
 // Tensor names.
 pub const TOKEN_EMBD: &str = "token_embd.weight";

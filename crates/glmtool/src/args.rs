@@ -420,6 +420,38 @@ pub struct TypeArgs {
     pub quiet: bool,
 }
 
+/// Importance-matrix flags of `convert` and `quantize` (llama-quantize's).
+#[derive(Args, Clone, Debug)]
+pub struct ImatrixArgs {
+    /// Importance matrix for the quantizers: llama.cpp's GGUF imatrix (`glmtool imatrix`,
+    /// `llama-imatrix`) or its legacy .dat
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// Use the importance matrix only for tensors whose name contains NAME (repeatable)
+    #[arg(
+        long = "include-weights",
+        value_name = "NAME",
+        requires = "imatrix",
+        conflicts_with = "exclude_weights"
+    )]
+    pub include_weights: Vec<String>,
+    /// Do not use the importance matrix for tensors whose name contains NAME (repeatable)
+    #[arg(long = "exclude-weights", value_name = "NAME", requires = "imatrix")]
+    pub exclude_weights: Vec<String>,
+}
+
+impl ImatrixArgs {
+    pub fn spec(&self) -> Option<glm_convert::quant::imatrix::ImatrixSpec> {
+        self.imatrix
+            .as_ref()
+            .map(|path| glm_convert::quant::imatrix::ImatrixSpec {
+                path: path.clone(),
+                include: self.include_weights.clone(),
+                exclude: self.exclude_weights.clone(),
+            })
+    }
+}
+
 /// A file type: llama-quantize's name in any case (`Q4_K_M`, `q4_k`), or its number (15).
 pub fn parse_file_type(s: &str) -> Result<glm_convert::FileType, String> {
     let writable = |ft: glm_convert::FileType| glm_convert::quant::can_quantize(ft.default_type());

@@ -23,7 +23,8 @@ use Compat::{Missing, Noop, Rename};
 /// that are not already glmtool's own: spellings, then what glmtool does with them. Flags that
 /// glmtool declares itself with llama.cpp's meaning (`-m -t -c -b -n -p -f -i -s -r -e -o
 /// --temp --top-k --top-p --repeat-penalty --repeat-last-n --host --port --api-key --alias
-/// --chunks --kl-divergence[-base] --pure --imatrix --allow-requantize --output-tensor-type
+/// --chunks --kl-divergence[-base] --pure --imatrix --include-weights --exclude-weights
+/// --process-output --in-file --no-ppl --output-frequency --allow-requantize --output-tensor-type
 /// --token-embedding-type`) are not listed.
 pub const FLAGS: &[(&[&str], Compat)] = &[
     (&["-ngl", "--n-gpu-layers"], Rename("--gpu-layers")),

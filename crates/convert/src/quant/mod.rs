@@ -8,7 +8,9 @@
 //! * `classic_imatrix`: the importance-matrix paths of q4_0 … q5_1 (`quantize_row_*_impl`);
 //! * `k`: the k-quants q2_K … q6_K (256-element super-blocks), with and without an importance
 //!   matrix;
-//! * `iq`: iq4_nl (32) and iq4_xs (256), with and without an importance matrix.
+//! * `iq`: iq4_nl (32) and iq4_xs (256), with and without an importance matrix;
+//! * [`imatrix`]: the importance-matrix files (llama.cpp 2026's GGUF form, the legacy `.dat`)
+//!   and how llama-quantize derives the per-column weights from them.
 //!
 //! Every entry point takes whole rows of `ncols` elements. An importance matrix (llama.cpp's
 //! `quant_weights`) is one non-negative weight per column, the same for every row; a type that
@@ -17,6 +19,7 @@
 
 mod classic;
 mod classic_imatrix;
+pub mod imatrix;
 mod iq;
 mod k;
 

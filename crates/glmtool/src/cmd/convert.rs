@@ -1,6 +1,6 @@
-//! `glmtool convert HF_DIR -o OUT.gguf --type T`
+//! `glmtool convert HF_DIR -o OUT.gguf --type T [--imatrix FILE]`
 
-use crate::args::TypeArgs;
+use crate::args::{ImatrixArgs, TypeArgs};
 use crate::progress;
 use anyhow::Result;
 use glm_convert::ConvertOptions;
@@ -15,6 +15,8 @@ pub struct Args {
     pub output: PathBuf,
     #[command(flatten)]
     pub types: TypeArgs,
+    #[command(flatten)]
+    pub imatrix: ImatrixArgs,
     /// The model family, when the checkpoint's name does not tell: chatglm3, chatglm3-base,
     /// chatglm2, codegeex2, glm4, glm4-base (default: detected from the tokenizer and
     /// config.json)
@@ -44,7 +46,7 @@ pub fn run(a: Args) -> Result<()> {
         progress: &on_progress,
         family: a.family,
     };
-    let s = glm_convert::convert(&a.input, &a.output, &opts)?;
+    let s = glm_convert::convert_with(&a.input, &a.output, &opts, a.imatrix.spec().as_ref())?;
     pb.finish_and_clear();
     progress::print_summary(&a.output, &s);
     Ok(())

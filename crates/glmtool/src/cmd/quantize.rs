@@ -1,6 +1,7 @@
-//! `glmtool quantize IN.gguf OUT.gguf TYPE` (llama-quantize's order) or `... --type TYPE`
+//! `glmtool quantize IN.gguf OUT.gguf TYPE` (llama-quantize's order) or `... --type TYPE`,
+//! optionally `--imatrix FILE` with `--include-weights` / `--exclude-weights`
 
-use crate::args::TypeArgs;
+use crate::args::{ImatrixArgs, TypeArgs};
 use crate::progress;
 use anyhow::{bail, Result};
 use glm_convert::RequantizeOptions;
@@ -17,6 +18,8 @@ pub struct Args {
     pub ty_positional: Option<glm_convert::FileType>,
     #[command(flatten)]
     pub types: TypeArgs,
+    #[command(flatten)]
+    pub imatrix: ImatrixArgs,
     /// Accept already-quantized input tensors
     #[arg(long)]
     pub allow_requantize: bool,
@@ -40,7 +43,7 @@ pub fn run(a: Args) -> Result<()> {
         cancel: Some(&crate::INTERRUPTED),
         progress: &on_progress,
     };
-    let s = glm_convert::requantize(&a.input, &a.output, &opts)?;
+    let s = glm_convert::requantize_with(&a.input, &a.output, &opts, a.imatrix.spec().as_ref())?;
     pb.finish_and_clear();
     progress::print_summary(&a.output, &s);
     Ok(())
