@@ -456,6 +456,20 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         self.wrap(unsafe { crate::exact::swiglu(ctx, gate, up)? })
     }
 
+    /// `x` unchanged (a view), adding Σ x² per column of the f32 `[k, T]` activations `x` and
+    /// T rows to `acc` when the graph runs (llama-imatrix's statistics; observe.rs). CPU only:
+    /// a custom op.
+    pub fn observe_squares(
+        &self,
+        x: Tensor<'g>,
+        acc: &'g crate::SquareSums,
+    ) -> Result<Tensor<'g>, GgmlError> {
+        let ctx = self.room()?;
+        // SAFETY: live graph context with room (checked); `acc` is borrowed for 'g, which no
+        // graph computation outlives; shapes are checked inside.
+        self.wrap(unsafe { crate::observe::observe_squares(ctx, x, acc)? })
+    }
+
     /// [`Self::mul_mat`] accumulated in f32 on every backend. CUDA's batched f16 GEMM (used for
     /// attention over an f16 cache) otherwise accumulates and stores the result in f16.
     pub fn mul_mat_f32(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {

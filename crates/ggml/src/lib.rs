@@ -7,6 +7,7 @@
 //! - [`TensorStore`]: a ggml context plus the buffer holding its tensors (weights, KV cache);
 //! - [`GraphCtx`]: a graph being built, confined to [`Scheduler::with_graph`], with checked ops;
 //! - [`Tensor<'a>`]: a handle that cannot outlive its owner;
+//! - [`SquareSums`]: activation statistics gathered by [`GraphCtx::observe_squares`];
 //! - [`quant`]: ggml's quantizers, as a test oracle.
 //!
 //! Each `unsafe` block carries a `// SAFETY:` line saying why the call is sound.
@@ -17,6 +18,7 @@ mod exact;
 mod ffi;
 pub mod graph;
 mod host_buffer;
+mod observe;
 pub mod packed;
 pub mod quant;
 pub mod tensor;
@@ -26,6 +28,7 @@ pub use backend::{
 };
 pub use ggml_sys_bleedingedge as sys;
 pub use graph::{GraphCtx, TYPE_F16, TYPE_F32, TYPE_I32};
+pub use observe::SquareSums;
 pub use packed::{Isa, PackSource, Packed, PackedStore, WeightType};
 pub use tensor::{Tensor, TensorSpec, TensorStore};
 

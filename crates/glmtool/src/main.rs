@@ -36,6 +36,8 @@ enum Command {
     Convert(cmd::convert::Args),
     /// Requantize a GGUF file to another type
     Quantize(cmd::quantize::Args),
+    /// Compute an importance matrix for the quantizers (llama-imatrix's method and format)
+    Imatrix(cmd::imatrix::Args),
     /// Show a GGUF file's metadata and tensors
     Info(cmd::info::Args),
     /// Print the token ids of a text or a chat
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(a) => cmd::convert::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
+        Command::Imatrix(a) => cmd::imatrix::run(a),
         Command::Info(a) => cmd::info::run(a),
         Command::Tokenize(a) => cmd::tokenize::run(a),
         Command::Run(a) => cmd::run::run(a),

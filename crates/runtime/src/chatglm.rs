@@ -21,7 +21,7 @@
 use crate::RuntimeError;
 use gguf::names::{self, LayerTensor};
 use gguf::{GgmlType, GgufFile};
-use glm_ggml::{GgmlError, GraphCtx, Packed, Tensor, TYPE_F32, TYPE_I32};
+use glm_ggml::{GgmlError, GraphCtx, Packed, SquareSums, Tensor, TYPE_F32, TYPE_I32};
 
 /// Model hyperparameters, from the `chatglm.*` GGUF keys.
 #[derive(Clone, Debug, PartialEq)]
@@ -187,11 +187,13 @@ pub fn matmul_type_supported(t: GgmlType) -> bool {
     )
 }
 
-/// A weight matrix: ggml's tensor, and its repacked copy where our CPU kernels run it.
+/// A weight matrix: ggml's tensor, its repacked copy where our CPU kernels run it, and where
+/// the statistics of its input go when an importance matrix is being collected.
 #[derive(Clone, Copy)]
 pub struct Linear<'w> {
     pub w: Tensor<'w>,
     pub packed: Option<Packed<'w>>,
+    pub observe: Option<&'w SquareSums>,
 }
 
 impl<'w> Linear<'w> {
@@ -200,6 +202,10 @@ impl<'w> Linear<'w> {
     where
         'w: 'g,
     {
+        let x = match self.observe {
+            Some(acc) => g.observe_squares(x, acc)?, // Σ x² per column, for an imatrix
+            None => x,
+        };
         match self.packed {
             Some(p) => g.mul_mat_packed(p, x),
             None => g.mul_mat(self.w, x),
@@ -242,6 +248,7 @@ impl<'w> Weights<'w> {
         let lin = |i: usize| Linear {
             w: t[i],
             packed: packed.get(i).copied().flatten(),
+            observe: None,
         };
         let layers = slots
             .layers
@@ -263,6 +270,21 @@ impl<'w> Weights<'w> {
             output: lin(slots.output),
             cpu_only,
         }
+    }
+}
+
+impl<'w> Weights<'w> {
+    /// The same weights, with the input of every matrix observed into `obs` (the statistics
+    /// of an importance matrix); `output.weight` only if `obs` has sums for it.
+    pub fn observed(mut self, obs: &'w crate::imatrix::Observers) -> Self {
+        for (l, o) in self.layers.iter_mut().zip(&obs.layers) {
+            l.qkv.observe = Some(&o[0]);
+            l.attn_output.observe = Some(&o[1]);
+            l.ffn_up.observe = Some(&o[2]);
+            l.ffn_down.observe = Some(&o[3]);
+        }
+        self.output.observe = obs.output.as_ref();
+        self
     }
 }
 

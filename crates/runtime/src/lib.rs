@@ -1,6 +1,7 @@
 //! ChatGLM inference on ggml: the model graph (`chatglm`), model loading (`model`), sessions with
 //! a KV cache (`session`), the GPU offload planner (`plan`), tokenizer and chat format
-//! (`tokenizer`, `chat`), sampling (`sampler`), and perplexity (`perplexity`).
+//! (`tokenizer`, `chat`), sampling (`sampler`), perplexity (`perplexity`), and importance-matrix
+//! collection (`imatrix`).
 
 pub mod agent;
 pub mod chat;
@@ -8,6 +9,7 @@ pub mod chatglm;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod generate;
+pub mod imatrix;
 pub mod model;
 pub mod perplexity;
 pub mod plan;

@@ -220,6 +220,22 @@ impl<'m> Session<'m> {
     /// Feeds `tokens` after the cached ones. Returns the logits of the last token, or with
     /// `all_logits` of every token (row-major, `tokens.len() × n_vocab`).
     pub fn eval(&mut self, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>, RuntimeError> {
+        self.eval_observed(tokens, all_logits, None)
+    }
+
+    /// [`Self::eval`], adding the statistics of every matrix's input to `observe` (importance
+    /// matrices, CPU only).
+    pub fn eval_observed(
+        &mut self,
+        tokens: &[u32],
+        all_logits: bool,
+        observe: Option<&crate::imatrix::Observers>,
+    ) -> Result<Vec<f32>, RuntimeError> {
+        if observe.is_some() && self.model.plan.uses_gpu() {
+            return Err(RuntimeError::Input(
+                "importance matrices are collected on the CPU only (--device cpu)".into(),
+            ));
+        }
         if tokens.is_empty() {
             return Err(RuntimeError::Input("no tokens to evaluate".into()));
         }
@@ -253,7 +269,7 @@ impl<'m> Session<'m> {
                 self.reserve_compute(true)?;
                 self.reserved_all_logits = true;
             }
-            let logits = self.run_step(chunk, step)?;
+            let logits = self.run_step(chunk, step, observe)?;
             if all_logits {
                 out.extend_from_slice(&logits);
             } else {
@@ -264,10 +280,18 @@ impl<'m> Session<'m> {
         Ok(out)
     }
 
-    fn run_step(&mut self, tokens: &[u32], step: Step) -> Result<Vec<f32>, RuntimeError> {
+    fn run_step(
+        &mut self,
+        tokens: &[u32],
+        step: Step,
+        observe: Option<&crate::imatrix::Observers>,
+    ) -> Result<Vec<f32>, RuntimeError> {
         let model = self.model;
         let hp = &model.hparams;
-        let weights = model.weights();
+        let weights = match observe {
+            Some(obs) => model.weights().observed(obs),
+            None => model.weights(),
+        };
         let cache = layer_caches(&self.cache_at, &self.cache_cpu, &self.cache_gpu);
         let on_gpu = model.plan.uses_gpu();
         self.sched

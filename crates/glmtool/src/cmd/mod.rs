@@ -2,6 +2,7 @@
 pub mod bench;
 pub mod completions;
 pub mod convert;
+pub mod imatrix;
 pub mod info;
 pub mod perplexity;
 pub mod quantize;
