@@ -1216,3 +1216,173 @@ fn llama_cpp_flags_work_or_are_refused_in_one_line() {
         "{cut_text:?} vs {text:?}"
     );
 }
+
+#[test]
+fn imatrix_then_quantize_with_it_and_every_bad_imatrix_is_one_line() {
+    use glm_convert::quant::imatrix::{Entry, Imatrix};
+    let dir = tempfile::tempdir().unwrap();
+    let f32m = model("f32");
+    let m = f32m.to_str().unwrap();
+    let out = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let text = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/imatrix/calibration.txt"
+    );
+    let args = |o: &str| {
+        vec![
+            "imatrix".to_string(),
+            "-m".into(),
+            m.into(),
+            "-f".into(),
+            text.into(),
+            "-c".into(),
+            "128".into(),
+            "--chunks".into(),
+            "3".into(),
+            "-t".into(),
+            "1".into(),
+            "-o".into(),
+            out(o),
+            "-q".into(),
+            "--process-output".into(),
+        ]
+    };
+    let o = bin().args(args("im.gguf")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("Final estimate: PPL"), "{}", stderr(&o));
+    let im = Imatrix::load(Path::new(&out("im.gguf"))).unwrap();
+    assert_eq!(
+        (im.entries.len(), im.chunk_count, im.chunk_size),
+        (9, 3, 128)
+    );
+    assert_eq!(im.datasets, [text]);
+    // the output exists: --force is needed
+    let o = bin().args(args("im.gguf")).output().unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("already exists"),
+        "{}",
+        stderr(&o)
+    );
+    // two files combined, no text: sums and counts add up
+    let o = run(&[
+        "imatrix",
+        "--in-file",
+        &format!("{},{}", out("im.gguf"), out("im.gguf")),
+        "-o",
+        &out("two.gguf"),
+        "-c",
+        "128",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let two = Imatrix::load(Path::new(&out("two.gguf"))).unwrap();
+    assert_eq!(two.chunk_count, 6);
+    assert_eq!(two.entries["output.weight"].counts, [2 * 3 * 128]);
+
+    let o = run(&[
+        "quantize",
+        m,
+        &out("q.gguf"),
+        "q4_0",
+        "--imatrix",
+        &out("im.gguf"),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let q = gguf::GgufFile::open(out("q.gguf")).unwrap();
+    assert_eq!(q.get_u64("quantize.imatrix.entries_count").unwrap(), 9);
+    assert_eq!(q.get_u64("quantize.imatrix.chunks_count").unwrap(), 3);
+    assert_eq!(q.get_str("quantize.imatrix.file").unwrap(), out("im.gguf"));
+
+    // bad importance matrices: one line naming the file and the tensor, no output
+    let with = |name: &str, f: &dyn Fn(&mut Imatrix)| {
+        let mut bad = im.clone();
+        f(&mut bad);
+        bad.save(Path::new(&out(name)), true, &[]).unwrap();
+        out(name)
+    };
+    let entry = |n: usize, v: f32| Entry {
+        sums: vec![v; n],
+        counts: vec![384],
+    };
+    let mut bytes = std::fs::read(out("im.gguf")).unwrap();
+    bytes.truncate(bytes.len() - 100);
+    std::fs::write(out("cut.gguf"), &bytes).unwrap();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            with("other.gguf", &|i| {
+                i.entries
+                    .insert("blk.7.ffn_up.weight".into(), entry(128, 1.0));
+            }),
+            vec!["other.gguf", "blk.7.ffn_up.weight is not in the model"],
+        ),
+        (
+            with("width.gguf", &|i| {
+                i.entries
+                    .insert("blk.0.ffn_up.weight".into(), entry(64, 1.0));
+            }),
+            vec![
+                "width.gguf",
+                "blk.0.ffn_up.weight has 64 importance values",
+                "128 columns",
+            ],
+        ),
+        (
+            with("nan.gguf", &|i| {
+                i.entries
+                    .insert("blk.1.ffn_down.weight".into(), entry(352, f32::NAN));
+            }),
+            vec!["nan.gguf", "blk.1.ffn_down.weight", "NaN"],
+        ),
+        (
+            with("neg.gguf", &|i| {
+                i.entries
+                    .insert("blk.1.attn_qkv.weight".into(), entry(128, -2.0));
+            }),
+            vec!["neg.gguf", "blk.1.attn_qkv.weight", "-2"],
+        ),
+        (
+            out("cut.gguf"),
+            vec!["cut.gguf", "truncated", "output.weight"],
+        ),
+        (
+            m.to_string(),
+            vec![
+                "tiny-f32.gguf",
+                "token_embd.weight is neither",
+                "a model file?",
+            ],
+        ),
+    ];
+    for (file, want) in cases {
+        let o = run(&["quantize", m, &out("bad.gguf"), "q4_0", "--imatrix", &file]);
+        let e = stderr(&o);
+        assert!(!o.status.success(), "{file}: {e}");
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        for w in want {
+            assert!(e.contains(w), "{file}: {e:?} lacks {w:?}");
+        }
+        assert!(
+            !dir.path().join("bad.gguf").exists(),
+            "{file}: output written"
+        );
+    }
+    fails_with(
+        &[
+            "quantize",
+            m,
+            &out("bad.gguf"),
+            "q4_0",
+            "--imatrix",
+            &out("im.gguf"),
+            "--include-weights",
+            "ffn",
+            "--exclude-weights",
+            "attn",
+        ],
+        &["--include-weights", "--exclude-weights"],
+    );
+    fails_with(
+        &["imatrix", "-m", m, "-o", &out("x.gguf")],
+        &["nothing to do", "-f"],
+    );
+}
