@@ -1,7 +1,7 @@
-//! `quantize`: GGUF -> GGUF with other tensor types, keeping all metadata. As llama-quantize,
-//! `general.quantization_version` and `general.file_type` are set (moved to the end of the
-//! keys, as ggml's `gguf_set_val_*` moves a key it replaces), then, with an importance matrix,
-//! the `quantize.imatrix.*` keys. Works on files from our converter and from llama.cpp's.
+//! `quantize`: GGUF -> GGUF with other tensor types, keeping all metadata: only
+//! `general.file_type` and `general.quantization_version` change, and with an importance matrix
+//! llama-quantize's `quantize.imatrix.*` keys are added at the end. Works on files from our
+//! converter and from llama.cpp's.
 
 use crate::policy::TypePolicy;
 use crate::quant::imatrix::{set_key, ImatrixSpec, ImatrixUse};
@@ -130,18 +130,21 @@ pub fn requantize_with(
         return Err(bad(text));
     }
 
-    // llama-quantize's order: the input's keys, then the ones it sets (each moved to the end)
+    // the file type in place (so that quantizing a converted file gives the file a direct
+    // conversion gives); the imatrix keys at the end, in llama-quantize's order
     let mut metadata: Vec<(String, Value)> = src.metadata.clone();
-    set_key(
-        &mut metadata,
-        names::GENERAL_QUANTIZATION_VERSION,
-        Value::U32(names::QUANTIZATION_VERSION),
-    );
-    set_key(
-        &mut metadata,
-        names::GENERAL_FILE_TYPE,
-        Value::U32(policy.file_type()),
-    );
+    for (key, value) in [
+        (names::GENERAL_FILE_TYPE, Value::U32(policy.file_type())),
+        (
+            names::GENERAL_QUANTIZATION_VERSION,
+            Value::U32(names::QUANTIZATION_VERSION),
+        ),
+    ] {
+        match metadata.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value,
+            None => metadata.push((key.to_string(), value)),
+        }
+    }
     for (key, value) in &im.metadata {
         set_key(&mut metadata, key, value.clone());
     }

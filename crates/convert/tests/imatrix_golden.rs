@@ -181,6 +181,61 @@ fn llama_imatrix_files_read_and_write_back_exactly() {
         im.entries.keys().collect::<Vec<_>>()
     );
     assert_eq!(ours.chunk_count, 24);
+    assert_eq!(
+        (&ours.datasets, ours.chunk_size),
+        (&im.datasets, im.chunk_size)
+    );
+    // and is laid out exactly as llama-imatrix lays out its own: only the sums differ
+    let theirs_with_our_sums = Imatrix {
+        entries: ours.entries.clone(),
+        ..im.clone()
+    };
+    assert_eq!(
+        theirs_with_our_sums.write_gguf(Vec::new()).unwrap(),
+        std::fs::read(fixture("glmtool.imatrix.gguf")).unwrap()
+    );
+}
+
+/// `convert --imatrix` weights the quantizers as `quantize --imatrix` does: converting the
+/// checkpoint (f16 values, exact in f32) gives llama-quantize's bytes of the f32 file.
+#[test]
+fn convert_with_an_imatrix_gives_the_same_bytes() {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.imatrix == "llama.imatrix.gguf" && c.ftype == "Q4_0" && c.opts == ["--pure"])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c.gguf");
+    let opts = ConvertOptions {
+        family: None,
+        policy: TypePolicy {
+            pure: true,
+            ..TypePolicy::of(FileType::Q4_0)
+        },
+        overwrite: false,
+        cancel: None,
+        progress: &|_| {},
+    };
+    let spec = ImatrixSpec {
+        path: fixture("llama.imatrix.gguf"),
+        ..Default::default()
+    };
+    glm_convert::convert_with(
+        &Path::new(ROOT).join("tests/fixtures/tiny-chatglm3"),
+        &out,
+        &opts,
+        Some(&spec),
+    )
+    .unwrap();
+    let (kv, tensors) = summary(&out);
+    assert_eq!(tensors, case.tensors);
+    assert_eq!(kv.len(), case.kv.len());
+    for ((k, t, v), (k2, t2, v2)) in kv.iter().zip(&case.kv) {
+        assert_eq!((k, t), (k2, t2));
+        if k != names::QUANTIZE_IMATRIX_FILE {
+            assert_eq!(v, v2, "{k}");
+        }
+    }
 }
 
 #[test]

@@ -1256,6 +1256,15 @@ fn imatrix_then_quantize_with_it_and_every_bad_imatrix_is_one_line() {
         (9, 3, 128)
     );
     assert_eq!(im.datasets, [text]);
+    // written after every chunk too: the same file in the end
+    let mut every = args("every.gguf");
+    every.extend(["--output-frequency".into(), "1".into()]);
+    let o = bin().args(&every).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(out("every.gguf")).unwrap(),
+        std::fs::read(out("im.gguf")).unwrap()
+    );
     // the output exists: --force is needed
     let o = bin().args(args("im.gguf")).output().unwrap();
     assert!(
