@@ -36,7 +36,9 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
     (&["-ctv", "--cache-type-v"], Rename("--cache-type")),
     (
         &["--no-mmap"],
-        Noop("glmtool copies the weights into its own buffers at load; the file is not kept mapped"),
+        Noop(
+            "glmtool copies the weights into its own buffers at load; the file is not kept mapped",
+        ),
     ),
     (
         &["-fa", "--flash-attn"],
@@ -75,7 +77,10 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
     ),
     (
         &["-mg", "--main-gpu"],
-        Missing("llama.cpp's main GPU index", "choose the GPU with --device cuda:N"),
+        Missing(
+            "llama.cpp's main GPU index",
+            "choose the GPU with --device cuda:N",
+        ),
     ),
     (
         &["-ts", "--tensor-split"],
@@ -155,7 +160,14 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
         ),
     ),
     (
-        &["-jf", "--json-schema-file", "-j", "--json-schema", "--grammar", "--grammar-file"],
+        &[
+            "-jf",
+            "--json-schema-file",
+            "-j",
+            "--json-schema",
+            "--grammar",
+            "--grammar-file",
+        ],
         Missing(
             "constrained (grammar / JSON schema) sampling",
             "not in glmtool yet",
@@ -169,17 +181,45 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
         ),
     ),
     (
-        &["--min-p", "--typical", "--mirostat", "--dry-multiplier", "--xtc-probability"],
+        &[
+            "--min-p",
+            "--typical",
+            "--mirostat",
+            "--dry-multiplier",
+            "--xtc-probability",
+        ],
         Missing(
             "a sampler glmtool lacks",
             "glmtool samples with --temp, --top-k, --top-p and --repeat-penalty",
         ),
     ),
     (
-        &["--leave-output-tensor", "--tensor-type", "--keep-split", "--override-kv", "--dry-run", "--prune-layers"],
+        &[
+            "--leave-output-tensor",
+            "--tensor-type",
+            "--keep-split",
+            "--override-kv",
+            "--dry-run",
+            "--prune-layers",
+        ],
         Missing(
             "a llama-quantize option glmtool lacks",
-            "glmtool quantize takes --pure, --imatrix, --output-tensor-type and --token-embedding-type",
+            "glmtool quantize takes --pure, --imatrix, --include-weights, --exclude-weights, \
+             --output-tensor-type and --token-embedding-type",
+        ),
+    ),
+    (
+        &[
+            "--chunk",
+            "--save-frequency",
+            "--output-format",
+            "--show-statistics",
+            "--parse-special",
+        ],
+        Missing(
+            "a llama-imatrix option glmtool lacks",
+            "glmtool imatrix takes -c, -b, --chunks, --process-output, --in-file, --no-ppl and \
+             --output-frequency, and writes the GGUF format",
         ),
     ),
 ];
