@@ -116,6 +116,8 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {v}"));
         b.session = format!("{base}/session/{id}");
+        // Scripts may run for a while (the Markdown fuzz batches), under ureq's 60 s.
+        b.post("/timeouts", json!({"script": 50_000}));
         b
     }
 
@@ -391,6 +393,8 @@ fn the_chat_page_in_chromium() {
         "HTML is shown as text: {text}"
     );
 
+    markdown_limits_and_fuzz(&b);
+
     // 1. A message, sent with Enter, streams in. The browser's network is throttled so that
     // the (very fast) demo model's reply arrives over a few seconds.
     let throttle = |bytes_per_s: u64| {
@@ -608,6 +612,8 @@ fn the_chat_page_in_chromium() {
     );
     b.clear("#tools");
 
+    scripted_replies(&b);
+
     // 6. A server with --api-key: the page asks for the key, keeps it, and sends it.
     b.goto(&format!("{}/", keyed.base));
     b.wait(
@@ -665,4 +671,242 @@ fn the_chat_page_in_chromium() {
     let log = s.log.lock().unwrap().clone();
     assert!(log.contains("request: "), "{log}");
     eprintln!("browser test: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------- the Markdown renderer
+
+/// tests/browser/markdown.js: pathological inputs and the fuzz loop, run in the page.
+const MARKDOWN_JS: &str = include_str!("browser/markdown.js");
+
+/// The deepest the renderer's tree may be below its container: a quote per nesting level or a
+/// list and its item, then a table cell (table, tbody, tr, td), emphasis, and a link or code.
+fn depth_bound(b: &Browser) -> u64 {
+    let limits = b.js("return glmtoolChat.limits;");
+    let nest = limits["nest"].as_u64().expect("glmtoolChat.limits.nest");
+    let inline = limits["inline"]
+        .as_u64()
+        .expect("glmtoolChat.limits.inline");
+    2 * nest + 4 + inline + 1
+}
+
+/// Issue 19: inputs that overflowed the stack or took seconds per render, each rendered at once
+/// and streamed in 100-character pieces (timings printed, not asserted); then
+/// `GLMTOOL_CHAT_FUZZ_DOCS` (300) generated documents from `GLMTOOL_CHAT_FUZZ_SEED` (a fixed
+/// default; "random" picks one), each checked by `fuzz` in markdown.js.
+fn markdown_limits_and_fuzz(b: &Browser) {
+    let names = b.js(&format!(
+        "{MARKDOWN_JS}\nreturn Object.keys(pathologicalInputs());"
+    ));
+    let names: Vec<String> = serde_json::from_value(names).unwrap();
+    assert_eq!(names.len(), 9);
+    let mut results = vec![];
+    for name in &names {
+        let r = b.js(&format!(
+            "{MARKDOWN_JS}\nreturn pathological({}, 100);",
+            json!(name)
+        ));
+        eprintln!(
+            "markdown {name:<45} {:>6} chars: once {:>7.1} ms, streamed {:>4} frames {:>7.1} ms \
+             (slowest frame {:>6.1} ms), DOM depth {} {}{}",
+            r["chars"],
+            r["once_ms"].as_f64().unwrap_or(f64::NAN),
+            r["frames"],
+            r["streamed_ms"].as_f64().unwrap_or(f64::NAN),
+            r["max_frame_ms"].as_f64().unwrap_or(f64::NAN),
+            r["depth"],
+            r["error"].as_str().unwrap_or(""),
+            r["stream_error"].as_str().unwrap_or(""),
+        );
+        results.push((name, r));
+    }
+    let bound = depth_bound(b);
+    for (name, r) in results {
+        assert!(
+            r.get("error").is_none() && r.get("stream_error").is_none(),
+            "{name}: {r}"
+        );
+        assert_eq!(
+            r["ends_visible"], true,
+            "{name}: the text after the nesting is lost"
+        );
+        let depth = r["depth"].as_u64().unwrap();
+        assert!(depth <= bound, "{name}: DOM depth {depth} > {bound}");
+    }
+
+    let seed: u64 = match std::env::var("GLMTOOL_CHAT_FUZZ_SEED").ok().as_deref() {
+        None | Some("") => 194,
+        Some("random") => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                % 1_000_000_000
+        }
+        Some(s) => s
+            .parse()
+            .expect("GLMTOOL_CHAT_FUZZ_SEED: a number or \"random\""),
+    };
+    let docs: u64 = std::env::var("GLMTOOL_CHAT_FUZZ_DOCS")
+        .ok()
+        .map(|s| s.parse().expect("GLMTOOL_CHAT_FUZZ_DOCS: a number"))
+        .unwrap_or(300);
+    eprintln!(
+        "markdown fuzz: {docs} documents from seed {seed} \
+         (GLMTOOL_CHAT_FUZZ_SEED={seed} GLMTOOL_CHAT_FUZZ_DOCS={docs} to repeat)"
+    );
+    let t = Instant::now();
+    let (mut chars, mut pieces) = (0, 0);
+    let batch = 50;
+    for first in (0..docs).step_by(batch as usize) {
+        let n = batch.min(docs - first);
+        let r = b.js(&format!(
+            "{MARKDOWN_JS}\nreturn fuzz({}, {n}, {bound});",
+            seed + first
+        ));
+        let failures = r["failures"].as_array().expect("fuzz() results");
+        if let Some(f) = failures.first() {
+            panic!(
+                "markdown fuzz: document of seed {} (GLMTOOL_CHAT_FUZZ_SEED={} \
+                 GLMTOOL_CHAT_FUZZ_DOCS=1 repeats it): {}\nsource: {:?}",
+                f["seed"],
+                f["seed"],
+                f["what"].as_str().unwrap_or(""),
+                f["src"].as_str().unwrap_or("")
+            );
+        }
+        chars += r["chars"].as_u64().unwrap();
+        pieces += r["pieces"].as_u64().unwrap();
+    }
+    eprintln!(
+        "markdown fuzz: {docs} documents, {chars} chars, {pieces} streamed prefixes compared, \
+         no failure ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// Replies played by a stand-in for `fetch` (the demo model writes none of these): each entry
+/// of `window.scripted` is one streamed response, its SSE events sent `delay` ms apart.
+const SCRIPTED_FETCH: &str = r#"
+    const real = window.fetch;
+    window.scripted = [];
+    window.fetch = async (url, init) => {
+      if (!String(url).endsWith('/v1/chat/completions') || !window.scripted.length) return real(url, init);
+      const { events, delay } = window.scripted.shift();
+      const enc = new TextEncoder();
+      const body = new ReadableStream({ async start(ctl) {
+        for (const e of events) {
+          ctl.enqueue(enc.encode('data: ' + (typeof e === 'string' ? e : JSON.stringify(e)) + '\n\n'));
+          if (delay) await new Promise((r) => setTimeout(r, delay));
+        }
+        ctl.close();
+      } });
+      return new Response(body, { headers: { 'Content-Type': 'text/event-stream' } });
+    };
+    // Content deltas of `text` in `size`-character pieces, then the end of the reply.
+    window.reply = (text, size, tail) => {
+      const d = (delta, finish) => ({ choices: [{ index: 0, delta, finish_reason: finish || null }] });
+      const events = [d({ role: 'assistant', content: '' })];
+      for (let k = 0; k < text.length; k += size) events.push(d({ content: text.slice(k, k + size) }));
+      return events.concat(tail || [d({}, 'stop'), '[DONE]']);
+    };
+    window.frames = (n) => { window.framesSeen = 0;
+      const tick = () => { if (++window.framesSeen < n) requestAnimationFrame(tick); };
+      requestAnimationFrame(tick); };
+    return true;"#;
+
+/// What the last reply shows, its DOM depth, and what the conversation holds.
+const LAST_REPLY_DEEP: &str = "const a = [...document.querySelectorAll('.msg.assistant')].pop(); \
+     const b = a.querySelector('.body'); let max = 0; const st = [[b, 0]]; \
+     while (st.length) { const [n, d] = st.pop(); max = Math.max(max, d); \
+       for (const c of n.children) st.push([c, d + 1]); } \
+     const h = glmtoolChat.history(); \
+     return {classes: a.className, stats: a.querySelector('.stats').textContent, \
+             end: b.textContent.slice(-12), depth: max, \
+             status: document.getElementById('status').textContent, \
+             history: h.length && h[h.length - 1].content, \
+             cards: a.querySelectorAll('details.tool-call').length, \
+             error: (a.querySelector('.body > p:last-child') || {}).textContent, \
+             retry: !!a.querySelector('button.retry')};";
+
+/// Issue 19 on the page itself: replies that froze it, and what the last render used to erase.
+fn scripted_replies(b: &Browser) {
+    b.js(SCRIPTED_FETCH);
+    let bound = depth_bound(b);
+    // Replies that threw "Maximum call stack size exceeded" and left the page "Generating…",
+    // streamed over many frames.
+    for (what, text, size) in [
+        ("5,000 '>'", "'>'.repeat(5000) + ' deep'", 250),
+        (
+            "a 20 KB list nested 1,000 deep",
+            "Array.from({length: 10}, () => '- '.repeat(1000) + 'deep').join('\\n')",
+            500,
+        ),
+    ] {
+        b.js(&format!(
+            "window.expected = {text}; \
+             window.scripted.push({{events: window.reply(window.expected, {size}), delay: 4}}); \
+             return true;"
+        ));
+        b.keys("#input", &format!("{what}{ENTER}"));
+        b.wait(what, REPLY_DONE, 30);
+        let r = b.js(LAST_REPLY_DEEP);
+        assert!(
+            !r["classes"].as_str().unwrap().contains("error") && r["stats"] != "",
+            "{what}: {r}"
+        );
+        assert_eq!(r["status"], "", "{what}");
+        assert!(r["end"].as_str().unwrap().ends_with("deep"), "{what}: {r}");
+        assert!(r["depth"].as_u64().unwrap() <= bound, "{what}: {r}");
+        assert_eq!(
+            r["history"],
+            b.js("return window.expected;"),
+            "{what}: the reply is in the conversation"
+        );
+    }
+
+    // A tool call after some text, and a stream's error after some text, all in one network
+    // read: the render queued for the next frame must not erase the card or the error that
+    // the final render's caller appends.
+    b.js(
+        "const d = (delta, finish) => ({choices: [{index: 0, delta, finish_reason: finish || null}]}); \
+         window.scripted.push({events: window.reply('Let me look **that** up.', 7, [ \
+           d({tool_calls: [{index: 0, id: 'call_x', type: 'function', \
+             function: {name: 'lookup', arguments: '{\"q\": 1}'}}]}), d({}, 'tool_calls'), '[DONE]'])}); \
+         window.scripted.push({events: window.reply('Half a', 3, \
+           [{error: {message: 'boom: the model failed'}}])}); \
+         return true;",
+    );
+    b.keys("#input", &format!("look it up{ENTER}"));
+    b.wait("the tool-call reply", REPLY_DONE, 20);
+    b.js("window.frames(5); return true;");
+    b.wait(
+        "five animation frames",
+        "return window.framesSeen >= 5;",
+        10,
+    );
+    let r = b.js(LAST_REPLY_DEEP);
+    assert_eq!(r["cards"], 1, "the tool-call card is kept: {r}");
+    assert!(
+        b.js("return [...document.querySelectorAll('.msg.assistant .body')].pop().textContent;")
+            .as_str()
+            .unwrap()
+            .starts_with("Let me look that up."),
+        "{r}"
+    );
+    b.keys("#input", &format!("and now fail{ENTER}"));
+    b.wait("the failed reply", REPLY_DONE, 20);
+    b.js("window.frames(5); return true;");
+    b.wait(
+        "five animation frames",
+        "return window.framesSeen >= 5;",
+        10,
+    );
+    let r = b.js(LAST_REPLY_DEEP);
+    assert!(r["classes"].as_str().unwrap().contains("error"), "{r}");
+    assert_eq!(
+        r["error"], "boom: the model failed",
+        "the error is kept: {r}"
+    );
+    assert_eq!(r["retry"], true, "{r}");
+    assert_eq!(r["status"], "boom: the model failed");
 }
