@@ -1,7 +1,9 @@
 //! The chat page of `glmtool serve` in a real browser: headless Chromium driven over the
 //! WebDriver protocol (chromedriver, plain HTTP + JSON through ureq), against a real server on
-//! the bundled demo model. It types, presses Enter and Stop, checks what the page shows, and
-//! takes a screenshot (`GLMTOOL_UPDATE_SCREENSHOT=1` writes it to docs/img/chat.png).
+//! the bundled demo model. It types, presses Enter and Stop, checks what the page shows, fuzzes
+//! the Markdown renderer, reloads, edits, regenerates, manages saved conversations, lays the page
+//! out as a phone, and takes screenshots (`GLMTOOL_UPDATE_SCREENSHOT=1` writes them to
+//! docs/img/chat.png and docs/img/chat-mobile.png).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`);
 //! `CHROMIUM` / `CHROMEDRIVER` name other binaries. Without a Chromium binary the test prints
@@ -613,6 +615,7 @@ fn the_chat_page_in_chromium() {
     b.clear("#tools");
 
     scripted_replies(&b);
+    let shown_before = b.js(SHOWN);
 
     // 6. A server with --api-key: the page asks for the key, keeps it, and sends it.
     b.goto(&format!("{}/", keyed.base));
@@ -651,6 +654,21 @@ fn the_chat_page_in_chromium() {
            && document.getElementById('api-key').value === 'sk-browser-test';",
         20,
     );
+
+    // 7. Back on the first server: the conversation is still there; saved conversations.
+    b.goto(&format!("{}/", s.base));
+    b.wait(
+        "the model name after coming back",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+    assert_eq!(
+        b.js(SHOWN),
+        shown_before,
+        "the conversation after leaving and reloading the page"
+    );
+    conversations(&b, &s);
+    mobile_layout(&b);
 
     // Nothing went wrong in the page (the 401s above were expected).
     if let Ok(resp) = agent()
@@ -909,4 +927,266 @@ fn scripted_replies(b: &Browser) {
     );
     assert_eq!(r["retry"], true, "{r}");
     assert_eq!(r["status"], "boom: the model failed");
+}
+
+// ---------------------------------------------------------------- saved conversations
+
+/// The messages on the page (a failed reply, never part of the conversation, left out): class,
+/// text, stats line; and the conversation as the API gets it.
+const SHOWN: &str = "return {messages: [...document.querySelectorAll('.msg:not(.error)')].map(m => \
+       [m.className, m.querySelector('.body').textContent, (m.querySelector('.stats') || {}).textContent || '']), \
+     history: glmtoolChat.history()};";
+
+/// The saved conversations in the sidebar: titles, and which one is open.
+const CHAT_LIST: &str = "return {titles: [...document.querySelectorAll('#chat-list li .open')].map(b => b.textContent), \
+       current: (document.querySelector('#chat-list li.current .open') || {}).textContent || null, \
+       marked: document.querySelectorAll('#chat-list [aria-current=\"true\"]').length};";
+
+/// How many requests the server has logged.
+fn requests(s: &common::Server) -> usize {
+    s.log.lock().unwrap().matches("request: ").count()
+}
+
+/// Issue 23: a reload keeps the conversation; the list of conversations (open, rename, export,
+/// delete); per message: copy, edit and send again, regenerate.
+fn conversations(b: &Browser, s: &common::Server) {
+    b.click("#new-chat");
+    assert_eq!(b.js(COUNTS), json!([0, 0]));
+    b.keys("#input", &format!("Hello there{ENTER}"));
+    b.wait("the reply to Hello there", REPLY_DONE, 20);
+    let shown = b.js(SHOWN);
+    assert_eq!(shown["history"].as_array().unwrap().len(), 2, "{shown}");
+    assert!(
+        shown["messages"][1][2]
+            .as_str()
+            .unwrap()
+            .contains("tokens/s"),
+        "{shown}"
+    );
+    let list = b.js(CHAT_LIST);
+    assert_eq!(list["current"], "Hello there", "{list}");
+    assert_eq!(list["marked"], 1, "{list}");
+    let n_chats = list["titles"].as_array().unwrap().len();
+    assert!(n_chats >= 3, "the earlier conversations are listed: {list}");
+
+    // A reload shows the same messages, stats lines included, and sends the same history.
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the model name after a reload",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+    assert_eq!(b.js(SHOWN), shown, "after a reload");
+    assert_eq!(b.js(CHAT_LIST), list, "after a reload");
+
+    // Rename (Enter keeps the name; it survives a reload).
+    b.click("#chat-list li.current .rename");
+    assert_eq!(
+        b.js("return document.activeElement.className;"),
+        "rename-input"
+    );
+    b.keys("#chat-list .rename-input", &format!("Greetings{ENTER}"));
+    assert_eq!(b.js(CHAT_LIST)["current"], "Greetings");
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the renamed conversation after a reload",
+        "return (document.querySelector('#chat-list li.current .open') || {}).textContent === 'Greetings';",
+        20,
+    );
+
+    // Open another conversation and come back.
+    b.click("#chat-list li:not(.current) .open");
+    let other = b.js(SHOWN);
+    assert_ne!(other["history"], shown["history"], "another conversation");
+    assert_ne!(b.js(CHAT_LIST)["current"], "Greetings");
+    b.click("#chat-list li[data-id] .open[title='Greetings']");
+    assert_eq!(b.js(SHOWN), shown, "back to the first");
+
+    // Export: the JSON file the button offers (its download caught in the page).
+    b.js("window.exportedText = null; \
+          URL.createObjectURL = (blob) => { blob.text().then(t => { window.exportedText = t; }); return 'blob:test'; }; \
+          URL.revokeObjectURL = () => {}; \
+          HTMLAnchorElement.prototype.click = function () { window.downloadName = this.download; }; \
+          return true;");
+    b.click("#export-chat");
+    let text = b.wait("the exported file", "return window.exportedText;", 10);
+    let exported: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+    assert_eq!(exported["format"], "glmtool-chat");
+    assert_eq!(exported["title"], "Greetings");
+    assert_eq!(exported["model"], "tiny-chatglm3");
+    assert_eq!(exported["messages"][0]["content"], "Hello there");
+    assert_eq!(
+        exported["messages"][1]["content"],
+        shown["history"][1]["content"]
+    );
+    assert!(
+        exported["messages"][1]["view"]["stats"]
+            .as_str()
+            .unwrap()
+            .contains("tokens/s"),
+        "{exported}"
+    );
+    assert_eq!(b.js("return window.downloadName;"), "Greetings.json");
+
+    // Copy a reply.
+    b.js(
+        "Object.defineProperty(navigator, 'clipboard', {configurable: true, \
+            value: {writeText: async (t) => { window.copied = t; }}}); return true;",
+    );
+    b.click(".msg.assistant .copy-msg");
+    b.wait(
+        "the copied reply",
+        "return window.copied !== undefined;",
+        10,
+    );
+    assert_eq!(
+        b.js("return window.copied;"),
+        shown["history"][1]["content"]
+    );
+
+    // Regenerate the last reply: a new request, the same (greedy) text in its place.
+    let before = requests(s);
+    b.js("document.querySelector('.msg.assistant').dataset.old = '1'; return true;");
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('.msg')].map(m => !!m.querySelector('.regen') \
+                && getComputedStyle(m.querySelector('.regen')).display !== 'none');"
+        ),
+        json!([false, true]),
+        "Regenerate is offered on the last reply only"
+    );
+    b.click(".msg.assistant .regen");
+    b.wait(
+        "the regenerated reply",
+        &format!(
+            "return !document.querySelector('.msg.assistant[data-old]') && (() => {{ {REPLY_DONE} }})();"
+        ),
+        20,
+    );
+    let regenerated = b.js(SHOWN);
+    assert_eq!(
+        regenerated["history"], shown["history"],
+        "--temp 0: the same reply"
+    );
+    assert_eq!(b.js(COUNTS), json!([1, 1]));
+    assert_eq!(requests(s), before + 1);
+
+    // Edit the user message and send it again: everything after it is replaced.
+    b.click(".msg.user .edit");
+    assert_eq!(
+        b.js("return document.activeElement.className;"),
+        "edit",
+        "the edit box has the focus"
+    );
+    b.clear(".msg.user .edit-box textarea");
+    b.keys(
+        ".msg.user .edit-box textarea",
+        &format!("Hello again{ENTER}"),
+    );
+    b.wait("the reply to the edited message", REPLY_DONE, 20);
+    let edited = b.js(SHOWN);
+    assert_eq!(b.js(COUNTS), json!([1, 1]));
+    assert_eq!(
+        edited["history"][0],
+        json!({"role": "user", "content": "Hello again"})
+    );
+    assert_eq!(edited["messages"][0][1], "Hello again");
+    assert_eq!(requests(s), before + 2);
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the edited conversation after a reload",
+        "return document.querySelectorAll('.msg').length === 2;",
+        20,
+    );
+    assert_eq!(b.js(SHOWN), edited, "the edit is saved");
+    assert_eq!(b.js(CHAT_LIST)["current"], "Greetings");
+
+    // Delete: the first click arms the button, the second deletes; deleting the open one opens
+    // an empty conversation.
+    let id = b.js("return document.querySelector('#chat-list li:not(.current)').dataset.id;");
+    let id = id.as_str().unwrap();
+    b.click(&format!("#chat-list li[data-id='{id}'] .delete"));
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"#chat-list li[data-id='{id}'] .delete\").textContent;"
+        )),
+        "Delete?"
+    );
+    b.click(&format!("#chat-list li[data-id='{id}'] .delete"));
+    assert_eq!(
+        b.js(CHAT_LIST)["titles"].as_array().unwrap().len(),
+        n_chats - 1
+    );
+    assert_eq!(
+        b.js(&format!(
+            "return localStorage.getItem('glmtool.chat.{id}');"
+        )),
+        Value::Null,
+        "the deleted conversation is gone from storage"
+    );
+    b.click("#chat-list li.current .delete");
+    b.click("#chat-list li.current .delete");
+    assert_eq!(b.js(COUNTS), json!([0, 0]));
+    let list = b.js(CHAT_LIST);
+    assert_eq!(
+        list["titles"].as_array().unwrap().len(),
+        n_chats - 2,
+        "{list}"
+    );
+    assert_eq!(list["current"], Value::Null, "{list}");
+}
+
+/// Issue 23: a phone (390 × 844): after a reply longer than the screen, the message box is
+/// still on screen (the conversation scrolls, not the page) and the model's name is whole.
+fn mobile_layout(b: &Browser) {
+    b.post(
+        "/goog/cdp/execute",
+        json!({"cmd": "Emulation.setDeviceMetricsOverride",
+               "params": {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}}),
+    );
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the model name on a phone",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+    b.js("const s = document.getElementById('settings'); \
+          if (s.hidden) document.getElementById('toggle-settings').click(); return true;");
+    b.clear("#max-tokens");
+    b.keys("#max-tokens", "300");
+    // Panels are closed, as on a phone one would.
+    b.js("for (const id of ['toggle-settings', 'toggle-chats']) { \
+            const t = document.getElementById(id); \
+            if (t.getAttribute('aria-expanded') === 'true') t.click(); } return true;");
+    b.keys("#input", &format!("Tell me a long story{ENTER}"));
+    b.wait("the long reply on a phone", REPLY_DONE, 30);
+    let layout = b.js(
+        "const r = (id) => document.getElementById(id).getBoundingClientRect(); \
+         const m = document.getElementById('model'), d = document.documentElement, \
+               msgs = document.getElementById('messages'); \
+         return {width: innerWidth, height: innerHeight, \
+           page_fits: d.scrollWidth <= innerWidth && d.scrollHeight <= innerHeight, \
+           composer_on_screen: r('composer').bottom <= innerHeight && r('input').top >= 0, \
+           model_whole: m.scrollWidth <= m.clientWidth && r('model').right <= innerWidth && r('model').left >= 0, \
+           reply_longer_than_screen: msgs.scrollHeight > msgs.clientHeight, \
+           panels_open: !document.getElementById('settings').hidden || !document.getElementById('chats').hidden};",
+    );
+    assert_eq!(
+        layout,
+        json!({"width": 390, "height": 844, "page_fits": true, "composer_on_screen": true,
+               "model_whole": true, "reply_longer_than_screen": true, "panels_open": false}),
+    );
+    let shot = b.screenshot();
+    assert!(shot.starts_with(b"\x89PNG"), "not a PNG");
+    let path = if std::env::var_os("GLMTOOL_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img/chat-mobile.png")
+    } else {
+        std::env::temp_dir().join("glmtool-chat-mobile.png")
+    };
+    std::fs::write(&path, &shot).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    b.post(
+        "/goog/cdp/execute",
+        json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}}),
+    );
 }

@@ -8,6 +8,8 @@
     messages: $("messages"), empty: $("empty"), form: $("composer"), input: $("input"),
     send: $("send"), stop: $("stop"), status: $("status"), model: $("model"),
     newChat: $("new-chat"), toggle: $("toggle-settings"), settings: $("settings"),
+    toggleChats: $("toggle-chats"), chats: $("chats"), chatList: $("chat-list"),
+    noChats: $("no-chats"), exportChat: $("export-chat"),
     system: $("system"), temperature: $("temperature"), topP: $("top-p"),
     maxTokens: $("max-tokens"), tools: $("tools"), apiKey: $("api-key"),
   };
@@ -527,14 +529,20 @@
   // Enter in a settings field must not submit anything (the CSP forbids it anyway).
   $("settings-form").addEventListener("submit", (e) => { e.preventDefault(); loadModel(); });
 
-  function showSettings(open) {
-    els.settings.hidden = !open;
-    els.toggle.setAttribute("aria-expanded", String(open));
-    store.set("settings_open", open ? "1" : "0");
+  // The side panels: open on wide screens until closed by hand (a choice kept in the browser).
+  function panel(key, box, button) {
+    const show = (open, remember) => {
+      box.hidden = !open;
+      button.setAttribute("aria-expanded", String(open));
+      if (remember) store.set(key, open ? "1" : "0");
+    };
+    const saved = store.get(key);
+    show(saved ? saved === "1" : window.innerWidth >= 1000, false);
+    button.addEventListener("click", () => show(box.hidden, true));
+    return show;
   }
-  const savedOpen = store.get("settings_open");
-  showSettings(savedOpen ? savedOpen === "1" : window.innerWidth >= 1000);
-  els.toggle.addEventListener("click", () => showSettings(els.settings.hidden));
+  const showSettings = panel("settings_open", els.settings, els.toggle);
+  panel("chats_open", els.chats, els.toggleChats);
 
   function number(el, name, lo, hi, integer) {
     const v = el.value.trim();
@@ -600,10 +608,21 @@
 
   // ------------------------------------------------------------ the conversation
 
-  let history = []; // OpenAI messages, without the system prompt (added at each request)
+  // The open conversation: {id, title, named (renamed by hand), created, updated, messages}.
+  // `messages` are OpenAI messages as sent, without the system prompt (added at each request);
+  // an assistant message may carry `view: {stats, stopped}` (the line under it), never sent.
+  let chat = blankChat();
   let controller = null; // the running request's AbortController
   let pendingTools = null; // the tool calls of the last reply, waiting for results
-  let epoch = 0; // bumped by "New chat": a reply of an older chat does not touch the new one
+  let epoch = 0; // bumped when another conversation opens: an older reply does not touch it
+
+  function blankChat() {
+    const now = Date.now();
+    const id = now.toString(36) + "-" + Math.random().toString(36).slice(2, 8);
+    return { id, title: "", named: false, created: now, updated: now, messages: [] };
+  }
+  /** A message as the API takes it. */
+  const apiMessage = ({ view, ...m }) => m;
 
   function nearBottom() {
     const m = els.messages;
@@ -714,11 +733,12 @@
     const messages = [];
     const sys = els.system.value.trim();
     if (sys) messages.push({ role: "system", content: sys });
-    messages.push(...history);
+    messages.push(...chat.messages.map(apiMessage));
     const body = { messages, stream: true, stream_options: { include_usage: true }, ...opts };
     if (modelName) body.model = modelName;
 
     const { art, body: out } = addMessage("assistant", "Assistant");
+    const conv = chat;
     art.setAttribute("aria-busy", "true");
     const statsEl = h("p", { class: "stats" });
     art.append(statsEl);
@@ -813,9 +833,12 @@
     if (r.text || toolCalls.length) {
       const msg = { role: "assistant", content: r.text || (toolCalls.length ? null : "") };
       if (toolCalls.length) msg.tool_calls = toolCalls;
-      history.push(msg);
+      msg.view = { stats: statsEl.textContent, stopped: r.stopped };
+      conv.messages.push(msg);
+      addActions(art, conv, conv.messages.length - 1);
+      persist();
     }
-    if (toolCalls.length) showToolCalls(out, toolCalls);
+    if (toolCalls.length) showToolCalls(out, toolCalls, { pending: true, focus: true });
   }
 
   // ------------------------------------------------------------ tool calls
@@ -828,7 +851,11 @@
     pendingTools = null;
   }
 
-  function showToolCalls(out, calls) {
+  /**
+   * Cards for a reply's tool calls. `results` (id → content): the calls were answered (a saved
+   * conversation); else `pending`: they wait for results, or were left unanswered.
+   */
+  function showToolCalls(out, calls, { results, pending, focus }) {
     const group = { cards: [] };
     for (const call of calls) {
       const name = call.function.name || "(unnamed)";
@@ -845,6 +872,17 @@
         if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !e.isComposing) { e.preventDefault(); submit(); }
       });
       group.cards.push(card);
+      if (results) {
+        ta.value = results.get(call.id) ?? "";
+        ta.readOnly = true;
+        btn.disabled = true;
+        note.textContent = "Sent";
+        card.done = true;
+      } else if (!pending) {
+        ta.disabled = true;
+        btn.disabled = true;
+        note.textContent = "Not answered";
+      }
       out.append(h("details", { class: "tool-call", open: true },
         h("summary", null, "Tool call ", h("code", null, name)),
         h("div", { class: "inner" },
@@ -852,8 +890,9 @@
           h("label", { for: id }, `Result of ${name}`), ta,
           h("div", { class: "actions" }, btn, note))));
     }
+    if (!pending || results) return;
     pendingTools = group;
-    group.cards[0].ta.focus();
+    if (focus) group.cards[0].ta.focus();
   }
 
   function submitToolResult(group, card) {
@@ -870,11 +909,266 @@
       return;
     }
     for (const c of group.cards) {
-      history.push({ role: "tool", tool_call_id: c.call.id, content: c.result });
+      chat.messages.push({ role: "tool", tool_call_id: c.call.id, content: c.result });
       c.note.textContent = "Sent";
     }
     pendingTools = null;
+    persist();
     generate();
+  }
+
+  // ------------------------------------------------------------ saved conversations
+  //
+  // In this origin's localStorage (about 5 MB): "glmtool.chats" lists {id, title, updated},
+  // newest first; "glmtool.chat.<id>" holds one conversation; "glmtool.current" the open one.
+
+  const saved = {
+    list() {
+      try {
+        const v = JSON.parse(store.get("chats") || "[]");
+        return Array.isArray(v) ? v.filter((e) => e && typeof e.id === "string") : [];
+      } catch { return []; }
+    },
+    load(id) {
+      try {
+        const c = JSON.parse(store.get("chat." + id) || "null");
+        if (!c || typeof c.id !== "string" || !Array.isArray(c.messages)) return null;
+        c.messages = c.messages.filter((m) => m && typeof m === "object" && typeof m.role === "string");
+        return c;
+      } catch { return null; }
+    },
+    /** Writes a conversation and its entry in the list; false when storage is full or off. */
+    save(c) {
+      try {
+        localStorage.setItem("glmtool.chat." + c.id, JSON.stringify(c));
+        const list = saved.list().filter((e) => e.id !== c.id);
+        list.push({ id: c.id, title: c.title, updated: c.updated });
+        list.sort((a, b) => b.updated - a.updated);
+        localStorage.setItem("glmtool.chats", JSON.stringify(list));
+        return true;
+      } catch (e) {
+        setStatus(`This conversation could not be saved (${e.name}): delete old ones under Chats.`, true);
+        return false;
+      }
+    },
+    remove(id) {
+      store.set("chat." + id, null);
+      const list = saved.list().filter((e) => e.id !== id);
+      store.set("chats", list.length ? JSON.stringify(list) : null);
+    },
+  };
+
+  /** A conversation's name: given by hand, or its first line. */
+  function titleOf(c) {
+    if (c.named && c.title) return c.title;
+    const first = c.messages.find((m) => m.role === "user");
+    const t = first ? String(first.content).trim().split("\n")[0] : "";
+    return t.length > 60 ? t.slice(0, 59) + "…" : t || "New chat";
+  }
+
+  /** Saves the open conversation (once it has a message) and redraws the list. */
+  function persist() {
+    if (!chat.messages.length) return;
+    chat.updated = Date.now();
+    chat.title = titleOf(chat);
+    saved.save(chat);
+    renderChatList();
+  }
+
+  /** Makes `c` the open conversation and shows it. */
+  function openChat(c) {
+    stop();
+    epoch++;
+    closePendingTools("");
+    chat = c;
+    store.set("current", c.id);
+    showMessages();
+    renderChatList();
+  }
+
+  /** Puts the open conversation's messages on the page. */
+  function showMessages() {
+    pendingTools = null;
+    els.messages.replaceChildren(els.empty);
+    els.empty.hidden = chat.messages.length > 0;
+    const ms = chat.messages;
+    const results = new Map(ms.filter((m) => m.role === "tool").map((m) => [m.tool_call_id, m.content]));
+    ms.forEach((m, k) => {
+      if (m.role === "user") { showUser(k); return; }
+      if (m.role !== "assistant") return; // tool results are shown in their call's card
+      const { art, body } = addMessage("assistant", "Assistant");
+      if (m.content) {
+        try { renderMarkdown(String(m.content), body); } catch (e) {
+          console.error("Markdown renderer:", e);
+          body.replaceChildren(h("p", { class: "plain" }, String(m.content)));
+        }
+      }
+      const calls = Array.isArray(m.tool_calls) ? m.tool_calls : [];
+      if (calls.length) {
+        const answered = calls.every((c) => results.has(c.id));
+        showToolCalls(body, calls, { results: answered ? results : null, pending: k === ms.length - 1 });
+      }
+      art.append(h("p", { class: "stats" }, (m.view && m.view.stats) || ""));
+      if (m.view && m.view.stopped) art.classList.add("stopped");
+      addActions(art, chat, k);
+    });
+    scrollDown();
+  }
+
+  /** Shows the user message chat.messages[k]. */
+  function showUser(k) {
+    const { art, body } = addMessage("user", "You");
+    body.textContent = String(chat.messages[k].content ?? "");
+    addActions(art, chat, k);
+  }
+
+  /** Copy for every message; Edit for the user's; Regenerate for the last reply (see CSS). */
+  function addActions(art, c, k) {
+    const m = c.messages[k];
+    const btn = (cls, label, aria, fn) => {
+      const b = h("button", { type: "button", class: cls, "aria-label": aria }, label);
+      b.addEventListener("click", () => { if (chat === c) fn(b); });
+      return b;
+    };
+    const who = m.role === "user" ? "your message" : "this reply";
+    const bar = h("div", { class: "msg-actions" },
+      btn("copy-msg", "Copy", `Copy ${who}`, (b) =>
+        copyText(m.content != null ? String(m.content) : JSON.stringify(m.tool_calls || [], null, 2), b)));
+    if (m.role === "user") bar.append(btn("edit", "Edit", "Edit and send again", () => editUser(art, k)));
+    else bar.append(btn("regen", "Regenerate", "Write this reply again", regenerate));
+    art.append(bar);
+  }
+
+  /** Replaces the last reply (everything after the last user message) by a new one. */
+  function regenerate() {
+    if (controller) return;
+    let u = chat.messages.length - 1;
+    while (u >= 0 && chat.messages[u].role !== "user") u--;
+    if (u < 0) return;
+    chat.messages.length = u + 1;
+    showMessages();
+    persist();
+    generate();
+  }
+
+  /** Edits the user message chat.messages[k] in place; sending drops everything after it. */
+  function editUser(art, k) {
+    if (controller || art.querySelector(".edit-box")) return;
+    const c = chat;
+    const body = art.querySelector(".body"), bar = art.querySelector(".msg-actions");
+    const ta = h("textarea", { class: "edit", rows: 3, "aria-label": "Edit your message" });
+    ta.value = c.messages[k].content;
+    const sendBtn = h("button", { type: "button", class: "primary" }, "Send");
+    const cancel = h("button", { type: "button" }, "Cancel");
+    const box = h("div", { class: "edit-box" }, ta, h("div", { class: "edit-actions" }, sendBtn, cancel));
+    body.hidden = bar.hidden = true;
+    body.after(box);
+    ta.focus();
+    const close = () => { box.remove(); body.hidden = bar.hidden = false; };
+    const submit = () => {
+      if (!ta.value.trim() || controller || chat !== c) return;
+      closePendingTools("");
+      c.messages.length = k;
+      c.messages.push({ role: "user", content: ta.value });
+      showMessages();
+      persist();
+      generate();
+    };
+    sendBtn.addEventListener("click", submit);
+    cancel.addEventListener("click", close);
+    ta.addEventListener("keydown", (e) => {
+      if (e.key === "Escape") { e.preventDefault(); close(); return; }
+      if (e.key !== "Enter" || e.shiftKey || e.altKey || e.isComposing || e.keyCode === 229) return;
+      e.preventDefault();
+      submit();
+    });
+  }
+
+  /** The list of saved conversations, the open one marked. */
+  function renderChatList() {
+    const list = saved.list();
+    const items = list.map((e) => {
+      const title = e.title || "New chat";
+      const current = e.id === chat.id;
+      const li = h("li", { class: current ? "current" : null, "data-id": e.id });
+      const open = h("button", { type: "button", class: "open", title, "aria-current": current ? "true" : null }, title);
+      open.addEventListener("click", () => {
+        if (e.id === chat.id) return;
+        const c = saved.load(e.id);
+        if (c) { openChat(c); setStatus(""); } else { setStatus("That conversation is gone.", true); renderChatList(); }
+      });
+      const rename = h("button", { type: "button", class: "icon rename", title: "Rename", "aria-label": `Rename “${title}”` }, "✎");
+      rename.addEventListener("click", () => startRename(li, e));
+      const del = h("button", { type: "button", class: "icon delete", title: "Delete", "aria-label": `Delete “${title}”` }, "✕");
+      del.addEventListener("click", () => {
+        // Two clicks: the first arms the button for a few seconds.
+        if (!del.classList.contains("armed")) {
+          del.classList.add("armed");
+          del.textContent = "Delete?";
+          del.setAttribute("aria-label", `Delete “${title}”: press again to confirm`);
+          setTimeout(() => { if (del.isConnected) renderChatList(); }, 4000);
+          return;
+        }
+        saved.remove(e.id);
+        if (e.id === chat.id) openChat(blankChat());
+        else renderChatList();
+        setStatus(`Deleted “${title}”.`);
+      });
+      return appendAll(li, [open, rename, del]);
+    });
+    els.chatList.replaceChildren();
+    appendAll(els.chatList, items);
+    els.noChats.hidden = items.length > 0;
+  }
+
+  function startRename(li, e) {
+    const input = h("input", { type: "text", class: "rename-input", "aria-label": "New name", maxlength: "200" });
+    input.value = e.title || "";
+    li.replaceChildren(input);
+    input.focus();
+    input.select();
+    let finished = false;
+    const finish = (keep) => {
+      if (finished) return;
+      finished = true;
+      const title = input.value.trim();
+      const c = keep && title ? (e.id === chat.id ? chat : saved.load(e.id)) : null;
+      if (c) {
+        c.title = title;
+        c.named = true;
+        saved.save(c);
+      }
+      renderChatList();
+    };
+    input.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && !ev.isComposing) { ev.preventDefault(); finish(true); }
+      else if (ev.key === "Escape") { ev.preventDefault(); finish(false); }
+    });
+    input.addEventListener("blur", () => finish(true));
+  }
+
+  /** The open conversation as a JSON document. */
+  function exportData() {
+    return {
+      format: "glmtool-chat", version: 1, title: titleOf(chat), model: modelName || null,
+      system: els.system.value.trim() || null,
+      created: new Date(chat.created).toISOString(), updated: new Date(chat.updated).toISOString(),
+      messages: chat.messages,
+    };
+  }
+
+  function downloadChat() {
+    if (!chat.messages.length) { setStatus("Nothing to export yet."); return; }
+    const data = exportData();
+    const blob = new Blob([JSON.stringify(data, null, 2) + "\n"], { type: "application/json" });
+    const url = URL.createObjectURL(blob);
+    const name = data.title.replace(/[\\/:*?"<>|\u0000-\u001f]+/g, "_").slice(0, 80) || "chat";
+    const a = h("a", { href: url, download: name + ".json", hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    setStatus(`Exported “${data.title}”.`);
   }
 
   // ------------------------------------------------------------ input
@@ -888,8 +1182,9 @@
       return;
     }
     closePendingTools("Not answered");
-    history.push({ role: "user", content });
-    addMessage("user", "You").body.textContent = content;
+    chat.messages.push({ role: "user", content });
+    showUser(chat.messages.length - 1);
+    persist();
     els.input.value = "";
     autosize();
     generate();
@@ -918,15 +1213,11 @@
     if (e.key === "Escape" && controller && !e.isComposing) { e.preventDefault(); stop(); }
   });
   els.newChat.addEventListener("click", () => {
-    stop();
-    epoch++;
-    closePendingTools("");
-    history = [];
-    els.messages.replaceChildren(els.empty);
-    els.empty.hidden = false;
+    openChat(blankChat());
     setStatus("New chat.");
     els.input.focus();
   });
+  els.exportChat.addEventListener("click", downloadChat);
 
   // For tests and the curious: the Markdown renderer on its own.
   window.glmtoolChat = {
@@ -938,9 +1229,22 @@
       const el = h("div"), md = markdownStream(el);
       return { el, update(src, final) { md.update(src, final); return el; } };
     },
-    history: () => JSON.parse(JSON.stringify(history)),
+    history: () => JSON.parse(JSON.stringify(chat.messages.map(apiMessage))),
+    /** The open conversation as "Export" writes it. */
+    exported: () => exportData(),
   };
 
+  // The conversation open before a reload (or a new one).
+  const current = store.get("current");
+  try {
+    openChat((current && saved.load(current)) || blankChat());
+  } catch (e) {
+    console.error("saved conversation:", e);
+    openChat(blankChat());
+    setStatus("The last conversation could not be shown; a new one is open.", true);
+  }
+  // Another tab changed the list.
+  window.addEventListener("storage", (e) => { if (e.key === "glmtool.chats") renderChatList(); });
   setBusy(false);
   loadModel();
   els.input.focus();
