@@ -1,7 +1,9 @@
 //! The chat page of `glmtool serve` in a real browser: headless Chromium driven over the
 //! WebDriver protocol (chromedriver, plain HTTP + JSON through ureq), against a real server on
-//! the bundled demo model. It types, presses Enter and Stop, checks what the page shows, and
-//! takes a screenshot (`GLMTOOL_UPDATE_SCREENSHOT=1` writes it to docs/img/chat.png).
+//! the bundled demo model. It types, presses Enter and Stop, checks what the page shows, fuzzes
+//! the Markdown renderer, reloads, edits, regenerates, manages saved conversations, lays the page
+//! out as a phone, and takes screenshots (`GLMTOOL_UPDATE_SCREENSHOT=1` writes them to
+//! docs/img/chat.png and docs/img/chat-mobile.png).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`);
 //! `CHROMIUM` / `CHROMEDRIVER` name other binaries. Without a Chromium binary the test prints
@@ -116,6 +118,8 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no session: {v}"));
         b.session = format!("{base}/session/{id}");
+        // Scripts may run for a while (the Markdown fuzz batches), under ureq's 60 s.
+        b.post("/timeouts", json!({"script": 50_000}));
         b
     }
 
@@ -391,6 +395,8 @@ fn the_chat_page_in_chromium() {
         "HTML is shown as text: {text}"
     );
 
+    markdown_limits_and_fuzz(&b);
+
     // 1. A message, sent with Enter, streams in. The browser's network is throttled so that
     // the (very fast) demo model's reply arrives over a few seconds.
     let throttle = |bytes_per_s: u64| {
@@ -608,6 +614,9 @@ fn the_chat_page_in_chromium() {
     );
     b.clear("#tools");
 
+    scripted_replies(&b);
+    let shown_before = b.js(SHOWN);
+
     // 6. A server with --api-key: the page asks for the key, keeps it, and sends it.
     b.goto(&format!("{}/", keyed.base));
     b.wait(
@@ -646,6 +655,21 @@ fn the_chat_page_in_chromium() {
         20,
     );
 
+    // 7. Back on the first server: the conversation is still there; saved conversations.
+    b.goto(&format!("{}/", s.base));
+    b.wait(
+        "the model name after coming back",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+    assert_eq!(
+        b.js(SHOWN),
+        shown_before,
+        "the conversation after leaving and reloading the page"
+    );
+    conversations(&b, &s);
+    mobile_layout(&b);
+
     // Nothing went wrong in the page (the 401s above were expected).
     if let Ok(resp) = agent()
         .post(&format!("{}/se/log", b.session))
@@ -665,4 +689,504 @@ fn the_chat_page_in_chromium() {
     let log = s.log.lock().unwrap().clone();
     assert!(log.contains("request: "), "{log}");
     eprintln!("browser test: {:.1} s", t0.elapsed().as_secs_f64());
+}
+
+// ---------------------------------------------------------------- the Markdown renderer
+
+/// tests/browser/markdown.js: pathological inputs and the fuzz loop, run in the page.
+const MARKDOWN_JS: &str = include_str!("browser/markdown.js");
+
+/// The deepest the renderer's tree may be below its container: a quote per nesting level or a
+/// list and its item, then a table cell (table, tbody, tr, td), emphasis, and a link or code.
+fn depth_bound(b: &Browser) -> u64 {
+    let limits = b.js("return glmtoolChat.limits;");
+    let nest = limits["nest"].as_u64().expect("glmtoolChat.limits.nest");
+    let inline = limits["inline"]
+        .as_u64()
+        .expect("glmtoolChat.limits.inline");
+    2 * nest + 4 + inline + 1
+}
+
+/// Issue 19: inputs that overflowed the stack or took seconds per render, each rendered at once
+/// and streamed in 100-character pieces (timings printed, not asserted); then
+/// `GLMTOOL_CHAT_FUZZ_DOCS` (300) generated documents from `GLMTOOL_CHAT_FUZZ_SEED` (a fixed
+/// default; "random" picks one), each checked by `fuzz` in markdown.js.
+fn markdown_limits_and_fuzz(b: &Browser) {
+    let names = b.js(&format!(
+        "{MARKDOWN_JS}\nreturn Object.keys(pathologicalInputs());"
+    ));
+    let names: Vec<String> = serde_json::from_value(names).unwrap();
+    assert_eq!(names.len(), 9);
+    let mut results = vec![];
+    for name in &names {
+        let r = b.js(&format!(
+            "{MARKDOWN_JS}\nreturn pathological({}, 100);",
+            json!(name)
+        ));
+        eprintln!(
+            "markdown {name:<45} {:>6} chars: once {:>7.1} ms, streamed {:>4} frames {:>7.1} ms \
+             (slowest frame {:>6.1} ms), DOM depth {} {}{}",
+            r["chars"],
+            r["once_ms"].as_f64().unwrap_or(f64::NAN),
+            r["frames"],
+            r["streamed_ms"].as_f64().unwrap_or(f64::NAN),
+            r["max_frame_ms"].as_f64().unwrap_or(f64::NAN),
+            r["depth"],
+            r["error"].as_str().unwrap_or(""),
+            r["stream_error"].as_str().unwrap_or(""),
+        );
+        results.push((name, r));
+    }
+    let bound = depth_bound(b);
+    for (name, r) in results {
+        assert!(
+            r.get("error").is_none() && r.get("stream_error").is_none(),
+            "{name}: {r}"
+        );
+        assert_eq!(
+            r["ends_visible"], true,
+            "{name}: the text after the nesting is lost"
+        );
+        let depth = r["depth"].as_u64().unwrap();
+        assert!(depth <= bound, "{name}: DOM depth {depth} > {bound}");
+    }
+
+    let seed: u64 = match std::env::var("GLMTOOL_CHAT_FUZZ_SEED").ok().as_deref() {
+        None | Some("") => 194,
+        Some("random") => {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                % 1_000_000_000
+        }
+        Some(s) => s
+            .parse()
+            .expect("GLMTOOL_CHAT_FUZZ_SEED: a number or \"random\""),
+    };
+    let docs: u64 = std::env::var("GLMTOOL_CHAT_FUZZ_DOCS")
+        .ok()
+        .map(|s| s.parse().expect("GLMTOOL_CHAT_FUZZ_DOCS: a number"))
+        .unwrap_or(300);
+    eprintln!(
+        "markdown fuzz: {docs} documents from seed {seed} \
+         (GLMTOOL_CHAT_FUZZ_SEED={seed} GLMTOOL_CHAT_FUZZ_DOCS={docs} to repeat)"
+    );
+    let t = Instant::now();
+    let (mut chars, mut pieces) = (0, 0);
+    let batch = 50;
+    for first in (0..docs).step_by(batch as usize) {
+        let n = batch.min(docs - first);
+        let r = b.js(&format!(
+            "{MARKDOWN_JS}\nreturn fuzz({}, {n}, {bound});",
+            seed + first
+        ));
+        let failures = r["failures"].as_array().expect("fuzz() results");
+        if let Some(f) = failures.first() {
+            panic!(
+                "markdown fuzz: document of seed {} (GLMTOOL_CHAT_FUZZ_SEED={} \
+                 GLMTOOL_CHAT_FUZZ_DOCS=1 repeats it): {}\nsource: {:?}",
+                f["seed"],
+                f["seed"],
+                f["what"].as_str().unwrap_or(""),
+                f["src"].as_str().unwrap_or("")
+            );
+        }
+        chars += r["chars"].as_u64().unwrap();
+        pieces += r["pieces"].as_u64().unwrap();
+    }
+    eprintln!(
+        "markdown fuzz: {docs} documents, {chars} chars, {pieces} streamed prefixes compared, \
+         no failure ({:.1} s)",
+        t.elapsed().as_secs_f64()
+    );
+}
+
+/// Replies played by a stand-in for `fetch` (the demo model writes none of these): each entry
+/// of `window.scripted` is one streamed response, its SSE events sent `delay` ms apart.
+const SCRIPTED_FETCH: &str = r#"
+    const real = window.fetch;
+    window.scripted = [];
+    window.fetch = async (url, init) => {
+      if (!String(url).endsWith('/v1/chat/completions') || !window.scripted.length) return real(url, init);
+      const { events, delay } = window.scripted.shift();
+      const enc = new TextEncoder();
+      const body = new ReadableStream({ async start(ctl) {
+        for (const e of events) {
+          ctl.enqueue(enc.encode('data: ' + (typeof e === 'string' ? e : JSON.stringify(e)) + '\n\n'));
+          if (delay) await new Promise((r) => setTimeout(r, delay));
+        }
+        ctl.close();
+      } });
+      return new Response(body, { headers: { 'Content-Type': 'text/event-stream' } });
+    };
+    // Content deltas of `text` in `size`-character pieces, then the end of the reply.
+    window.reply = (text, size, tail) => {
+      const d = (delta, finish) => ({ choices: [{ index: 0, delta, finish_reason: finish || null }] });
+      const events = [d({ role: 'assistant', content: '' })];
+      for (let k = 0; k < text.length; k += size) events.push(d({ content: text.slice(k, k + size) }));
+      return events.concat(tail || [d({}, 'stop'), '[DONE]']);
+    };
+    window.frames = (n) => { window.framesSeen = 0;
+      const tick = () => { if (++window.framesSeen < n) requestAnimationFrame(tick); };
+      requestAnimationFrame(tick); };
+    return true;"#;
+
+/// What the last reply shows, its DOM depth, and what the conversation holds.
+const LAST_REPLY_DEEP: &str = "const a = [...document.querySelectorAll('.msg.assistant')].pop(); \
+     const b = a.querySelector('.body'); let max = 0; const st = [[b, 0]]; \
+     while (st.length) { const [n, d] = st.pop(); max = Math.max(max, d); \
+       for (const c of n.children) st.push([c, d + 1]); } \
+     const h = glmtoolChat.history(); \
+     return {classes: a.className, stats: a.querySelector('.stats').textContent, \
+             end: b.textContent.slice(-12), depth: max, \
+             status: document.getElementById('status').textContent, \
+             history: h.length && h[h.length - 1].content, \
+             cards: a.querySelectorAll('details.tool-call').length, \
+             error: (a.querySelector('.body > p:last-child') || {}).textContent, \
+             retry: !!a.querySelector('button.retry')};";
+
+/// Issue 19 on the page itself: replies that froze it, and what the last render used to erase.
+fn scripted_replies(b: &Browser) {
+    b.js(SCRIPTED_FETCH);
+    let bound = depth_bound(b);
+    // Replies that threw "Maximum call stack size exceeded" and left the page "Generating…",
+    // streamed over many frames.
+    for (what, text, size) in [
+        ("5,000 '>'", "'>'.repeat(5000) + ' deep'", 250),
+        (
+            "a 20 KB list nested 1,000 deep",
+            "Array.from({length: 10}, () => '- '.repeat(1000) + 'deep').join('\\n')",
+            500,
+        ),
+    ] {
+        b.js(&format!(
+            "window.expected = {text}; \
+             window.scripted.push({{events: window.reply(window.expected, {size}), delay: 4}}); \
+             return true;"
+        ));
+        b.keys("#input", &format!("{what}{ENTER}"));
+        b.wait(what, REPLY_DONE, 30);
+        let r = b.js(LAST_REPLY_DEEP);
+        assert!(
+            !r["classes"].as_str().unwrap().contains("error") && r["stats"] != "",
+            "{what}: {r}"
+        );
+        assert_eq!(r["status"], "", "{what}");
+        assert!(r["end"].as_str().unwrap().ends_with("deep"), "{what}: {r}");
+        assert!(r["depth"].as_u64().unwrap() <= bound, "{what}: {r}");
+        assert_eq!(
+            r["history"],
+            b.js("return window.expected;"),
+            "{what}: the reply is in the conversation"
+        );
+    }
+
+    // A tool call after some text, and a stream's error after some text, all in one network
+    // read: the render queued for the next frame must not erase the card or the error that
+    // the final render's caller appends.
+    b.js(
+        "const d = (delta, finish) => ({choices: [{index: 0, delta, finish_reason: finish || null}]}); \
+         window.scripted.push({events: window.reply('Let me look **that** up.', 7, [ \
+           d({tool_calls: [{index: 0, id: 'call_x', type: 'function', \
+             function: {name: 'lookup', arguments: '{\"q\": 1}'}}]}), d({}, 'tool_calls'), '[DONE]'])}); \
+         window.scripted.push({events: window.reply('Half a', 3, \
+           [{error: {message: 'boom: the model failed'}}])}); \
+         return true;",
+    );
+    b.keys("#input", &format!("look it up{ENTER}"));
+    b.wait("the tool-call reply", REPLY_DONE, 20);
+    b.js("window.frames(5); return true;");
+    b.wait(
+        "five animation frames",
+        "return window.framesSeen >= 5;",
+        10,
+    );
+    let r = b.js(LAST_REPLY_DEEP);
+    assert_eq!(r["cards"], 1, "the tool-call card is kept: {r}");
+    assert!(
+        b.js("return [...document.querySelectorAll('.msg.assistant .body')].pop().textContent;")
+            .as_str()
+            .unwrap()
+            .starts_with("Let me look that up."),
+        "{r}"
+    );
+    b.keys("#input", &format!("and now fail{ENTER}"));
+    b.wait("the failed reply", REPLY_DONE, 20);
+    b.js("window.frames(5); return true;");
+    b.wait(
+        "five animation frames",
+        "return window.framesSeen >= 5;",
+        10,
+    );
+    let r = b.js(LAST_REPLY_DEEP);
+    assert!(r["classes"].as_str().unwrap().contains("error"), "{r}");
+    assert_eq!(
+        r["error"], "boom: the model failed",
+        "the error is kept: {r}"
+    );
+    assert_eq!(r["retry"], true, "{r}");
+    assert_eq!(r["status"], "boom: the model failed");
+}
+
+// ---------------------------------------------------------------- saved conversations
+
+/// The messages on the page (a failed reply, never part of the conversation, left out): class,
+/// text, stats line; and the conversation as the API gets it.
+const SHOWN: &str = "return {messages: [...document.querySelectorAll('.msg:not(.error)')].map(m => \
+       [m.className, m.querySelector('.body').textContent, (m.querySelector('.stats') || {}).textContent || '']), \
+     history: glmtoolChat.history()};";
+
+/// The saved conversations in the sidebar: titles, and which one is open.
+const CHAT_LIST: &str = "return {titles: [...document.querySelectorAll('#chat-list li .open')].map(b => b.textContent), \
+       current: (document.querySelector('#chat-list li.current .open') || {}).textContent || null, \
+       marked: document.querySelectorAll('#chat-list [aria-current=\"true\"]').length};";
+
+/// How many requests the server has logged.
+fn requests(s: &common::Server) -> usize {
+    s.log.lock().unwrap().matches("request: ").count()
+}
+
+/// Issue 23: a reload keeps the conversation; the list of conversations (open, rename, export,
+/// delete); per message: copy, edit and send again, regenerate.
+fn conversations(b: &Browser, s: &common::Server) {
+    b.click("#new-chat");
+    assert_eq!(b.js(COUNTS), json!([0, 0]));
+    b.keys("#input", &format!("Hello there{ENTER}"));
+    b.wait("the reply to Hello there", REPLY_DONE, 20);
+    let shown = b.js(SHOWN);
+    assert_eq!(shown["history"].as_array().unwrap().len(), 2, "{shown}");
+    assert!(
+        shown["messages"][1][2]
+            .as_str()
+            .unwrap()
+            .contains("tokens/s"),
+        "{shown}"
+    );
+    let list = b.js(CHAT_LIST);
+    assert_eq!(list["current"], "Hello there", "{list}");
+    assert_eq!(list["marked"], 1, "{list}");
+    let n_chats = list["titles"].as_array().unwrap().len();
+    assert!(n_chats >= 3, "the earlier conversations are listed: {list}");
+
+    // A reload shows the same messages, stats lines included, and sends the same history.
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the model name after a reload",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+    assert_eq!(b.js(SHOWN), shown, "after a reload");
+    assert_eq!(b.js(CHAT_LIST), list, "after a reload");
+
+    // Rename (Enter keeps the name; it survives a reload).
+    b.click("#chat-list li.current .rename");
+    assert_eq!(
+        b.js("return document.activeElement.className;"),
+        "rename-input"
+    );
+    b.keys("#chat-list .rename-input", &format!("Greetings{ENTER}"));
+    assert_eq!(b.js(CHAT_LIST)["current"], "Greetings");
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the renamed conversation after a reload",
+        "return (document.querySelector('#chat-list li.current .open') || {}).textContent === 'Greetings';",
+        20,
+    );
+
+    // Open another conversation and come back.
+    b.click("#chat-list li:not(.current) .open");
+    let other = b.js(SHOWN);
+    assert_ne!(other["history"], shown["history"], "another conversation");
+    assert_ne!(b.js(CHAT_LIST)["current"], "Greetings");
+    b.click("#chat-list li[data-id] .open[title='Greetings']");
+    assert_eq!(b.js(SHOWN), shown, "back to the first");
+
+    // Export: the JSON file the button offers (its download caught in the page).
+    b.js("window.exportedText = null; \
+          URL.createObjectURL = (blob) => { blob.text().then(t => { window.exportedText = t; }); return 'blob:test'; }; \
+          URL.revokeObjectURL = () => {}; \
+          HTMLAnchorElement.prototype.click = function () { window.downloadName = this.download; }; \
+          return true;");
+    b.click("#export-chat");
+    let text = b.wait("the exported file", "return window.exportedText;", 10);
+    let exported: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+    assert_eq!(exported["format"], "glmtool-chat");
+    assert_eq!(exported["title"], "Greetings");
+    assert_eq!(exported["model"], "tiny-chatglm3");
+    assert_eq!(exported["messages"][0]["content"], "Hello there");
+    assert_eq!(
+        exported["messages"][1]["content"],
+        shown["history"][1]["content"]
+    );
+    assert!(
+        exported["messages"][1]["view"]["stats"]
+            .as_str()
+            .unwrap()
+            .contains("tokens/s"),
+        "{exported}"
+    );
+    assert_eq!(b.js("return window.downloadName;"), "Greetings.json");
+
+    // Copy a reply.
+    b.js(
+        "Object.defineProperty(navigator, 'clipboard', {configurable: true, \
+            value: {writeText: async (t) => { window.copied = t; }}}); return true;",
+    );
+    b.click(".msg.assistant .copy-msg");
+    b.wait(
+        "the copied reply",
+        "return window.copied !== undefined;",
+        10,
+    );
+    assert_eq!(
+        b.js("return window.copied;"),
+        shown["history"][1]["content"]
+    );
+
+    // Regenerate the last reply: a new request, the same (greedy) text in its place.
+    let before = requests(s);
+    b.js("document.querySelector('.msg.assistant').dataset.old = '1'; return true;");
+    assert_eq!(
+        b.js(
+            "return [...document.querySelectorAll('.msg')].map(m => !!m.querySelector('.regen') \
+                && getComputedStyle(m.querySelector('.regen')).display !== 'none');"
+        ),
+        json!([false, true]),
+        "Regenerate is offered on the last reply only"
+    );
+    b.click(".msg.assistant .regen");
+    b.wait(
+        "the regenerated reply",
+        &format!(
+            "return !document.querySelector('.msg.assistant[data-old]') && (() => {{ {REPLY_DONE} }})();"
+        ),
+        20,
+    );
+    let regenerated = b.js(SHOWN);
+    assert_eq!(
+        regenerated["history"], shown["history"],
+        "--temp 0: the same reply"
+    );
+    assert_eq!(b.js(COUNTS), json!([1, 1]));
+    assert_eq!(requests(s), before + 1);
+
+    // Edit the user message and send it again: everything after it is replaced.
+    b.click(".msg.user .edit");
+    assert_eq!(
+        b.js("return document.activeElement.className;"),
+        "edit",
+        "the edit box has the focus"
+    );
+    b.clear(".msg.user .edit-box textarea");
+    b.keys(
+        ".msg.user .edit-box textarea",
+        &format!("Hello again{ENTER}"),
+    );
+    b.wait("the reply to the edited message", REPLY_DONE, 20);
+    let edited = b.js(SHOWN);
+    assert_eq!(b.js(COUNTS), json!([1, 1]));
+    assert_eq!(
+        edited["history"][0],
+        json!({"role": "user", "content": "Hello again"})
+    );
+    assert_eq!(edited["messages"][0][1], "Hello again");
+    assert_eq!(requests(s), before + 2);
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the edited conversation after a reload",
+        "return document.querySelectorAll('.msg').length === 2;",
+        20,
+    );
+    assert_eq!(b.js(SHOWN), edited, "the edit is saved");
+    assert_eq!(b.js(CHAT_LIST)["current"], "Greetings");
+
+    // Delete: the first click arms the button, the second deletes; deleting the open one opens
+    // an empty conversation.
+    let id = b.js("return document.querySelector('#chat-list li:not(.current)').dataset.id;");
+    let id = id.as_str().unwrap();
+    b.click(&format!("#chat-list li[data-id='{id}'] .delete"));
+    assert_eq!(
+        b.js(&format!(
+            "return document.querySelector(\"#chat-list li[data-id='{id}'] .delete\").textContent;"
+        )),
+        "Delete?"
+    );
+    b.click(&format!("#chat-list li[data-id='{id}'] .delete"));
+    assert_eq!(
+        b.js(CHAT_LIST)["titles"].as_array().unwrap().len(),
+        n_chats - 1
+    );
+    assert_eq!(
+        b.js(&format!(
+            "return localStorage.getItem('glmtool.chat.{id}');"
+        )),
+        Value::Null,
+        "the deleted conversation is gone from storage"
+    );
+    b.click("#chat-list li.current .delete");
+    b.click("#chat-list li.current .delete");
+    assert_eq!(b.js(COUNTS), json!([0, 0]));
+    let list = b.js(CHAT_LIST);
+    assert_eq!(
+        list["titles"].as_array().unwrap().len(),
+        n_chats - 2,
+        "{list}"
+    );
+    assert_eq!(list["current"], Value::Null, "{list}");
+}
+
+/// Issue 23: a phone (390 × 844): after a reply longer than the screen, the message box is
+/// still on screen (the conversation scrolls, not the page) and the model's name is whole.
+fn mobile_layout(b: &Browser) {
+    b.post(
+        "/goog/cdp/execute",
+        json!({"cmd": "Emulation.setDeviceMetricsOverride",
+               "params": {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true}}),
+    );
+    b.post("/refresh", json!({}));
+    b.wait(
+        "the model name on a phone",
+        "return document.getElementById('model').textContent === 'tiny-chatglm3';",
+        20,
+    );
+    b.js("const s = document.getElementById('settings'); \
+          if (s.hidden) document.getElementById('toggle-settings').click(); return true;");
+    b.clear("#max-tokens");
+    b.keys("#max-tokens", "300");
+    // Panels are closed, as on a phone one would.
+    b.js("for (const id of ['toggle-settings', 'toggle-chats']) { \
+            const t = document.getElementById(id); \
+            if (t.getAttribute('aria-expanded') === 'true') t.click(); } return true;");
+    b.keys("#input", &format!("Tell me a long story{ENTER}"));
+    b.wait("the long reply on a phone", REPLY_DONE, 30);
+    let layout = b.js(
+        "const r = (id) => document.getElementById(id).getBoundingClientRect(); \
+         const m = document.getElementById('model'), d = document.documentElement, \
+               msgs = document.getElementById('messages'); \
+         return {width: innerWidth, height: innerHeight, \
+           page_fits: d.scrollWidth <= innerWidth && d.scrollHeight <= innerHeight, \
+           composer_on_screen: r('composer').bottom <= innerHeight && r('input').top >= 0, \
+           model_whole: m.scrollWidth <= m.clientWidth && r('model').right <= innerWidth && r('model').left >= 0, \
+           reply_longer_than_screen: msgs.scrollHeight > msgs.clientHeight, \
+           panels_open: !document.getElementById('settings').hidden || !document.getElementById('chats').hidden};",
+    );
+    assert_eq!(
+        layout,
+        json!({"width": 390, "height": 844, "page_fits": true, "composer_on_screen": true,
+               "model_whole": true, "reply_longer_than_screen": true, "panels_open": false}),
+    );
+    let shot = b.screenshot();
+    assert!(shot.starts_with(b"\x89PNG"), "not a PNG");
+    let path = if std::env::var_os("GLMTOOL_UPDATE_SCREENSHOT").is_some_and(|v| v == "1") {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/img/chat-mobile.png")
+    } else {
+        std::env::temp_dir().join("glmtool-chat-mobile.png")
+    };
+    std::fs::write(&path, &shot).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    b.post(
+        "/goog/cdp/execute",
+        json!({"cmd": "Emulation.clearDeviceMetricsOverride", "params": {}}),
+    );
 }
