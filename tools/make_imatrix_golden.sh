@@ -8,8 +8,9 @@
 #   llama.imatrix.gguf    llama-imatrix's GGUF imatrix (24 chunks of 128 tokens, --process-output)
 #   llama.imatrix.dat     the same in the legacy format (--output-format dat)
 #   glmtool.imatrix.gguf  `glmtool imatrix` with the same flags (llama-quantize's input below)
-#   quantized.txt         per case (imatrix, file type, options): the quantize.imatrix.* keys
-#                         llama-quantize wrote and every tensor's type and FNV-1a-64 digest
+#   quantized.txt         per case (imatrix, file type, options): the order of all keys and
+#                         tensors in the file, the quantize.imatrix.* keys llama-quantize wrote
+#                         and every tensor's type and FNV-1a-64 digest
 #
 # crates/convert/tests/imatrix_golden.rs checks glmtool's reader, writer and quantizer against
 # these (no llama.cpp needed there); crates/runtime/tests/imatrix.rs checks `glmtool imatrix`'s
@@ -112,6 +113,9 @@ TYPES = {0: ("f32", 1, 4), 1: ("f16", 1, 2), 2: ("q4_0", 32, 18), 3: ("q4_1", 32
          11: ("q3_K", 256, 110), 12: ("q4_K", 256, 144), 13: ("q5_K", 256, 176),
          14: ("q6_K", 256, 210), 20: ("iq4_nl", 32, 18), 23: ("iq4_xs", 256, 136),
          30: ("bf16", 1, 2)}
+# the layout: every key and every tensor in file order (llama-quantize's, see layout.rs)
+print("keys", " ".join(kv))
+print("order", " ".join(t[0] for t in tensors))
 for k in sorted(kv):
     if k.startswith("quantize.imatrix."):
         t, v = kv[k]
@@ -130,7 +134,8 @@ golden=$out/quantized.txt
 {
     echo "# llama-quantize with an importance matrix, on tests/fixtures/tiny-chatglm3 as f32 (tools/make_imatrix_golden.sh;"
     echo "# llama.cpp $(git -C "$bin/../src/vendor/llama.cpp" rev-parse --short HEAD 2>/dev/null || echo unknown))"
-    echo "# case <imatrix file> <file type> <options or ->, then its quantize.imatrix.* keys (kv <key> <type> <value>)"
+    echo "# case <imatrix file> <file type> <options or ->, then every key and tensor name in file order (keys, order),"
+    echo "# its quantize.imatrix.* keys (kv <key> <type> <value>)"
     echo "# and every tensor, by name: tensor <name> <type> <FNV-1a-64 of its data>"
 } >"$golden"
 for im in llama.imatrix.gguf llama.imatrix.dat glmtool.imatrix.gguf; do

@@ -4,6 +4,7 @@
 use crate::checkpoint::{Checkpoint, SrcDtype, SrcTensor};
 use crate::config::GlmConfig;
 use crate::family::Family;
+use crate::layout;
 use crate::policy::TypePolicy;
 use crate::quant::imatrix::{ImatrixSpec, ImatrixUse};
 use crate::spm::{spm_vocab, GgufVocab, SpmModel};
@@ -362,7 +363,16 @@ pub fn convert_with(
         })
         .collect();
     let mut metadata = model_metadata(&cfg, family, &vocab, &policy);
-    metadata.extend(im.metadata.iter().cloned());
+    // Types convert_hf_to_gguf.py does not write come from llama-quantize: its layout (layout.rs)
+    let order: Vec<usize> = if layout::written_by_converter(policy.ftype) {
+        metadata.extend(im.metadata.iter().cloned());
+        (0..decls.len()).collect()
+    } else {
+        metadata = layout::quantized_metadata(metadata, policy.file_type(), &im.metadata);
+        layout::quantized_tensor_order(decls.iter().map(|d| d.name.as_str()))
+    };
+    let expected: Vec<_> = order.iter().map(|&i| expected[i].clone()).collect();
+    let decls: Vec<TensorDecl> = order.iter().map(|&i| decls[i].clone()).collect();
 
     // every file read is an input the output must not replace
     let side_files = [

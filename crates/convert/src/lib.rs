@@ -8,6 +8,7 @@ pub mod config;
 pub mod convert;
 pub mod family;
 pub mod fuzz;
+pub mod layout;
 pub mod policy;
 pub mod quant;
 pub mod requantize;
@@ -18,7 +19,9 @@ pub use config::GlmConfig;
 pub use convert::{convert, convert_with, ConvertOptions};
 pub use family::Family;
 pub use policy::{FileType, TypePolicy};
-pub use requantize::{requantize, requantize_with, RequantizeOptions};
+pub use requantize::{
+    plan_requantize, requantize, requantize_with, PlannedTensor, QuantizePlan, RequantizeOptions,
+};
 
 use gguf::GgmlType;
 use std::path::{Path, PathBuf};

@@ -1,12 +1,14 @@
 //! `quantize`: GGUF -> GGUF with other tensor types, keeping all metadata: only
 //! `general.file_type` and `general.quantization_version` change, and with an importance matrix
-//! llama-quantize's `quantize.imatrix.*` keys are added at the end. Works on files from our
-//! converter and from llama.cpp's.
+//! llama-quantize's `quantize.imatrix.*` keys are added. Keys and tensors are laid out as
+//! llama-quantize lays them out (layout.rs), so the whole file is byte-identical to its output.
+//! Works on files from our converter and from llama.cpp's.
 
+use crate::layout;
 use crate::policy::TypePolicy;
-use crate::quant::imatrix::{set_key, ImatrixSpec, ImatrixUse};
+use crate::quant::imatrix::{ImatrixSpec, ImatrixUse};
 use crate::{quant, ConvertError, Progress, Summary};
-use gguf::{names, AtomicFile, GgmlType, GgufFile, GgufWriter, TensorDecl, Value};
+use gguf::{names, AtomicFile, GgmlType, GgufFile, GgufWriter, TensorDecl};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
@@ -20,26 +22,20 @@ pub struct RequantizeOptions<'a> {
     pub progress: &'a dyn Fn(Progress),
 }
 
-/// Rewrites `input` as `out` with the types chosen by `opts.policy`.
-pub fn requantize(
-    input: &Path,
-    out: &Path,
-    opts: &RequantizeOptions,
-) -> Result<Summary, ConvertError> {
-    requantize_with(input, out, opts, None)
+/// The input, the policy and imatrix as they apply to it, and each tensor's output type (input
+/// order): everything checked, nothing written.
+struct Prepared {
+    src: GgufFile,
+    policy: TypePolicy,
+    im: ImatrixUse,
+    decls: Vec<TensorDecl>,
 }
 
-/// [`requantize`] with an importance matrix (llama-quantize's `--imatrix`, with its
-/// `--include-weights` / `--exclude-weights`): checked against the model before anything is
-/// written, it sets the policy's `has_imatrix` and weights the quantization of every tensor it
-/// has an entry for.
-pub fn requantize_with(
+fn prepare(
     input: &Path,
-    out: &Path,
     opts: &RequantizeOptions,
     imatrix: Option<&ImatrixSpec>,
-) -> Result<Summary, ConvertError> {
-    let t0 = Instant::now();
+) -> Result<Prepared, ConvertError> {
     let src = GgufFile::open(input)?;
     let bad = |what: String| ConvertError::Input {
         path: input.to_path_buf(),
@@ -129,25 +125,103 @@ pub fn requantize_with(
         }
         return Err(bad(text));
     }
+    Ok(Prepared {
+        src,
+        policy,
+        im,
+        decls,
+    })
+}
 
-    // the file type in place (so that quantizing a converted file gives the file a direct
-    // conversion gives); the imatrix keys at the end, in llama-quantize's order
-    let mut metadata: Vec<(String, Value)> = src.metadata.clone();
-    for (key, value) in [
-        (names::GENERAL_FILE_TYPE, Value::U32(policy.file_type())),
-        (
-            names::GENERAL_QUANTIZATION_VERSION,
-            Value::U32(names::QUANTIZATION_VERSION),
-        ),
-    ] {
-        match metadata.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = value,
-            None => metadata.push((key.to_string(), value)),
-        }
+/// One tensor of a [`QuantizePlan`].
+#[derive(Clone, Debug)]
+pub struct PlannedTensor {
+    pub name: String,
+    /// ggml order: the row length first.
+    pub dims: Vec<u64>,
+    pub from: GgmlType,
+    pub to: GgmlType,
+}
+
+/// What `quantize` would write (llama-quantize's `--dry-run`): every tensor's type, in the
+/// output's order, after every check `quantize` makes.
+#[derive(Clone, Debug)]
+pub struct QuantizePlan {
+    pub tensors: Vec<PlannedTensor>,
+}
+
+impl QuantizePlan {
+    /// Parameters of all tensors.
+    pub fn n_params(&self) -> u64 {
+        self.tensors
+            .iter()
+            .map(|t| t.dims.iter().product::<u64>())
+            .sum()
     }
-    for (key, value) in &im.metadata {
-        set_key(&mut metadata, key, value.clone());
+    /// Bytes of tensor data in the input and in the output.
+    pub fn data_bytes(&self) -> (u64, u64) {
+        let size = |ty: GgmlType, dims: &[u64]| {
+            let row = ty.row_bytes(dims[0]).unwrap_or(0);
+            row * dims[1..].iter().product::<u64>()
+        };
+        self.tensors.iter().fold((0, 0), |(a, b), t| {
+            (a + size(t.from, &t.dims), b + size(t.to, &t.dims))
+        })
     }
+}
+
+/// The plan of [`requantize_with`] without writing anything.
+pub fn plan_requantize(
+    input: &Path,
+    opts: &RequantizeOptions,
+    imatrix: Option<&ImatrixSpec>,
+) -> Result<QuantizePlan, ConvertError> {
+    let p = prepare(input, opts, imatrix)?;
+    let order = layout::quantized_tensor_order(p.src.tensors.iter().map(|t| t.name.as_str()));
+    let tensors = order
+        .iter()
+        .map(|&i| PlannedTensor {
+            name: p.decls[i].name.clone(),
+            dims: p.decls[i].dims.clone(),
+            from: p.src.tensors[i].ty,
+            to: p.decls[i].ty,
+        })
+        .collect();
+    Ok(QuantizePlan { tensors })
+}
+
+/// Rewrites `input` as `out` with the types chosen by `opts.policy`.
+pub fn requantize(
+    input: &Path,
+    out: &Path,
+    opts: &RequantizeOptions,
+) -> Result<Summary, ConvertError> {
+    requantize_with(input, out, opts, None)
+}
+
+/// [`requantize`] with an importance matrix (llama-quantize's `--imatrix`, with its
+/// `--include-weights` / `--exclude-weights`): checked against the model before anything is
+/// written, it sets the policy's `has_imatrix` and weights the quantization of every tensor it
+/// has an entry for.
+pub fn requantize_with(
+    input: &Path,
+    out: &Path,
+    opts: &RequantizeOptions,
+    imatrix: Option<&ImatrixSpec>,
+) -> Result<Summary, ConvertError> {
+    let t0 = Instant::now();
+    let Prepared {
+        src,
+        policy,
+        im,
+        decls,
+    } = prepare(input, opts, imatrix)?;
+
+    // llama-quantize's layout (layout.rs): file type keys last, tensors in its weight-map order
+    let metadata =
+        layout::quantized_metadata(src.metadata.clone(), policy.file_type(), &im.metadata);
+    let order = layout::quantized_tensor_order(src.tensors.iter().map(|t| t.name.as_str()));
+    let decls: Vec<TensorDecl> = order.iter().map(|&i| decls[i].clone()).collect();
 
     let mut file = AtomicFile::create_from(out, opts.overwrite, &[input])?;
     let mut w = GgufWriter::new(file.writer(), &metadata, decls.clone())?;
@@ -158,7 +232,7 @@ pub fn requantize_with(
     });
     let (mut deq, mut q) = (Vec::new(), Vec::new());
     let mut n_params = 0u64;
-    for (t, d) in src.tensors.iter().zip(&decls) {
+    for (t, d) in order.iter().map(|&i| &src.tensors[i]).zip(&decls) {
         let data = src.tensor_data(t);
         w.start_tensor(&t.name)?;
         if d.ty == t.ty {

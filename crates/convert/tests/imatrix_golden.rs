@@ -69,6 +69,10 @@ struct Case {
     kv: Vec<Triple>,
     /// (name, type, digest), by name.
     tensors: Vec<Triple>,
+    /// Every key, in file order.
+    key_order: Vec<String>,
+    /// Every tensor name, in file order.
+    tensor_order: Vec<String>,
 }
 
 fn cases() -> Vec<Case> {
@@ -88,8 +92,12 @@ fn cases() -> Vec<Case> {
                     opts,
                     kv: Vec::new(),
                     tensors: Vec::new(),
+                    key_order: Vec::new(),
+                    tensor_order: Vec::new(),
                 });
             }
+            Some("keys") => out.last_mut().unwrap().key_order = w.map(String::from).collect(),
+            Some("order") => out.last_mut().unwrap().tensor_order = w.map(String::from).collect(),
             Some("kv") => {
                 let (k, t) = (w.next().unwrap(), w.next().unwrap());
                 let v = w.collect::<Vec<_>>().join(" ");
@@ -281,6 +289,16 @@ fn quantize_with_an_imatrix_gives_llama_quantizes_bytes() {
             }
         }
         let label = format!("{} {} {}", c.imatrix, c.ftype, c.opts.join(" "));
+        // the layout: llama-quantize's key and tensor order (layout.rs)
+        let f = GgufFile::open(&out).unwrap();
+        let keys: Vec<&str> = f.metadata.iter().map(|(k, _)| k.as_str()).collect();
+        let order: Vec<&str> = f.tensors.iter().map(|t| t.name.as_str()).collect();
+        if keys != c.key_order || order != c.tensor_order {
+            failures.push(format!(
+                "{label}: keys {keys:?} and tensors {order:?}, llama-quantize {:?} and {:?}",
+                c.key_order, c.tensor_order
+            ));
+        }
         if kv != c.kv {
             failures.push(format!("{label}: keys {kv:?}, llama-quantize {:?}", c.kv));
         }

@@ -199,13 +199,12 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
             "--tensor-type",
             "--keep-split",
             "--override-kv",
-            "--dry-run",
             "--prune-layers",
         ],
         Missing(
             "a llama-quantize option glmtool lacks",
             "glmtool quantize takes --pure, --imatrix, --include-weights, --exclude-weights, \
-             --output-tensor-type and --token-embedding-type",
+             --output-tensor-type, --token-embedding-type and --dry-run",
         ),
     ),
     (

@@ -66,7 +66,12 @@ fn matrices_are_repacked_only_when_asked() {
 fn mean_kl(p: &[f32], q: &[f32], n_vocab: usize) -> f64 {
     fn log_softmax(row: &[f32]) -> impl Iterator<Item = f64> + '_ {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-        let z = row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln() + max;
+        let z = row
+            .iter()
+            .map(|&v| (v as f64 - max).exp())
+            .sum::<f64>()
+            .ln()
+            + max;
         row.iter().map(move |&v| v as f64 - z)
     }
     let rows = p.len() / n_vocab;
@@ -99,7 +104,12 @@ fn every_instruction_set_matches_ggml_on_the_whole_model() {
     let toks = tokens(&f16);
     let prompt = &toks[..100];
     let n_vocab = f16.hparams.n_vocab as usize;
-    let eval = |m: &Model| Session::new(m, &opts()).unwrap().eval(prompt, true).unwrap();
+    let eval = |m: &Model| {
+        Session::new(m, &opts())
+            .unwrap()
+            .eval(prompt, true)
+            .unwrap()
+    };
     let reference = eval(&f16);
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         let base = load(ty, None);

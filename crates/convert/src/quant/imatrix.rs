@@ -734,13 +734,6 @@ fn c_string(s: &str) -> String {
     s[..end].to_string()
 }
 
-/// Sets `key` as ggml's `gguf_set_val_*` does: an existing key is removed and the new value
-/// appended, so the keys llama-quantize sets come last, in the order it sets them.
-pub fn set_key(metadata: &mut Vec<(String, Value)>, key: &str, value: Value) {
-    metadata.retain(|(k, _)| k != key);
-    metadata.push((key.to_string(), value));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1188,7 +1181,7 @@ mod tests {
             ("a".to_string(), Value::U32(1)),
             ("b".to_string(), Value::U32(2)),
         ];
-        set_key(&mut md, "a", Value::U32(3));
+        crate::layout::set_key(&mut md, "a", Value::U32(3));
         assert_eq!(md[0].0, "b");
         assert_eq!(md[1], ("a".to_string(), Value::U32(3)));
     }
