@@ -226,17 +226,6 @@ impl ModelArgs {
         Ok(model)
     }
 
-    /// Loads the model on the CPU only, with ggml's kernels (no repacking: for its tokenizer,
-    /// say).
-    pub fn load_cpu(&self) -> Result<Model> {
-        let path = self.path()?;
-        let opts = LoadOptions {
-            cpu_kernels: None,
-            ..LoadOptions::cpu(self.shape.plan_shape(1))
-        };
-        Model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()))
-    }
-
     /// Session options for `model`.
     pub fn session_options(&self, model: &Model) -> Result<SessionOptions> {
         let n_ctx = self
@@ -262,10 +251,13 @@ impl ModelArgs {
 
     /// `-t`, checked: ggml's threads spin while they wait, so more threads than cores slows
     /// everything down (minutes for a few tokens at 10× the cores): warn above the logical CPU
-    /// count, refuse above MAX_THREADS.
+    /// count, refuse above MAX_THREADS; without -t, warn when other work keeps the CPUs busy
+    /// (busy.rs).
     pub fn n_threads(&self) -> Result<usize> {
         let Some(t) = self.threads else {
-            return Ok(glm_runtime::default_threads());
+            let t = glm_runtime::default_threads();
+            crate::busy::warn_if_busy(t);
+            return Ok(t);
         };
         if t == 0 || t > MAX_THREADS {
             bail!("-t {t}: the thread count must be between 1 and {MAX_THREADS}");

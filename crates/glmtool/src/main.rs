@@ -3,6 +3,7 @@
 //! One module per subcommand under `cmd/`; flags shared by several subcommands live in `args`.
 
 mod args;
+mod busy;
 mod cmd;
 mod compat;
 mod models;

@@ -130,6 +130,9 @@ fn cached_conversion(dir: &Path, ty: FileType, quiet: bool) -> Result<PathBuf> {
         }
         return Ok(out);
     }
+    // everything is checked (config.json, the tensors, the tokenizer) before the conversion
+    // is announced: a folder that is not a checkpoint gets one line saying why, nothing more
+    glm_convert::convert::prepare(dir)?;
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     eprintln!(
         "{} is a Hugging Face checkpoint: converting it to {} once, into {} \

@@ -1216,3 +1216,86 @@ fn llama_cpp_flags_work_or_are_refused_in_one_line() {
         "{cut_text:?} vs {text:?}"
     );
 }
+
+#[test]
+fn a_folder_that_is_not_a_checkpoint_is_refused_before_any_conversion_is_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("emptydir");
+    std::fs::create_dir(&empty).unwrap();
+    let o = run(&["run", "-m", empty.to_str().unwrap(), "-p", "hi"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("emptydir: has no config.json"), "{e}");
+    assert!(!e.contains("converting"), "announced before checking: {e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
+
+#[test]
+fn tokenize_takes_llama_tokenize_p_and_lists_only_its_own_flags() {
+    let with_p = run(&["tokenize", "-p", "Hello world"]);
+    assert!(with_p.status.success(), "{}", stderr(&with_p));
+    let positional = run(&["tokenize", "Hello world"]);
+    assert_eq!(stdout(&with_p), stdout(&positional));
+    let ids: Vec<u32> = serde_json::from_str(&stdout(&with_p)).unwrap();
+    assert!(!ids.is_empty());
+    fails_with(&["tokenize", "-p", "a", "b"], &["cannot be used with"]);
+    let help = stdout(&run(&["tokenize", "--help"]));
+    assert!(help.contains("-p, --prompt"), "{help}");
+    for flag in [
+        "--ctx-size",
+        "--batch-size",
+        "--device",
+        "--threads",
+        "--gpu-layers",
+    ] {
+        assert!(!help.contains(flag), "tokenize --help lists {flag}: {help}");
+    }
+}
+
+#[test]
+fn perplexity_without_a_file_asks_for_f_not_m() {
+    let o = run(&["perplexity"]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("--file <FILE>"), "{e}");
+    assert!(!e.contains("--model"), "-m is optional: {e}");
+}
+
+/// `run` on the demo model with GLMTOOL_LOADAVG set to `load`, plus `extra` flags.
+fn run_with_load(load: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "-p", "hi", "-n", "1", "--temp", "0"];
+    args.extend(extra);
+    bin()
+        .args(&args)
+        .env("GLMTOOL_CACHE", cache())
+        .env("GLMTOOL_LOADAVG", load)
+        .env_remove("GLMTOOL_MODEL")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn busy_cpus_get_one_warning_with_the_t_hint() {
+    if glm_runtime::default_threads() < 2 {
+        eprintln!("skipping: one core, -t 1 is already the default");
+        return;
+    }
+    let busy = "1000.00 900.00 800.00 1001/2000 4242";
+    let o = run_with_load(busy, &[]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert_eq!(e.matches("warning: the CPUs are busy").count(), 1, "{e}");
+    assert!(
+        e.contains("load average 1000.00, 1001 tasks running"),
+        "{e}"
+    );
+    assert!(e.contains("; try -t 1"), "{e}");
+    // -t given: the user chose
+    let e = stderr(&run_with_load(busy, &["-t", "2"]));
+    assert!(!e.contains("CPUs are busy"), "{e}");
+    // idle, or busy a minute ago but not now (our own last run, say)
+    for load in ["0.00 0.00 0.00 1/100 1", "3000.00 10.00 10.00 1/100 1"] {
+        let e = stderr(&run_with_load(load, &[]));
+        assert!(!e.contains("CPUs are busy"), "{load}: {e}");
+    }
+}
