@@ -218,8 +218,15 @@ impl ModelArgs {
             shape,
             cpu_kernels: self.cpu_kernels.0,
         };
-        let model = Model::load_with(&path, &opts)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let name = path
+            .file_name()
+            .unwrap_or(path.as_os_str())
+            .to_string_lossy();
+        let spinner = crate::progress::Spinner::start(format!("loading {name}"));
+        let model =
+            Model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()));
+        drop(spinner);
+        let model = model?;
         if verbose || model.plan.device.is_some() {
             eprintln!("{}", model.plan.describe());
         }
@@ -342,7 +349,7 @@ fn number(s: &str) -> Result<f32, String> {
     }
 }
 
-fn non_negative(s: &str) -> Result<f32, String> {
+pub(crate) fn non_negative(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if v >= 0.0 {
             Ok(v)
@@ -352,7 +359,7 @@ fn non_negative(s: &str) -> Result<f32, String> {
     })
 }
 
-fn unit_interval(s: &str) -> Result<f32, String> {
+pub(crate) fn unit_interval(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if (0.0..=1.0).contains(&v) {
             Ok(v)
@@ -362,7 +369,7 @@ fn unit_interval(s: &str) -> Result<f32, String> {
     })
 }
 
-fn positive(s: &str) -> Result<f32, String> {
+pub(crate) fn positive(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if v > 0.0 {
             Ok(v)

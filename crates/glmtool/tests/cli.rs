@@ -1299,3 +1299,66 @@ fn busy_cpus_get_one_warning_with_the_t_hint() {
         assert!(!e.contains("CPUs are busy"), "{load}: {e}");
     }
 }
+
+#[test]
+fn the_demo_model_gives_a_short_reply_by_default() {
+    let demo = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["run", "-p", "Tell me a fortune", "--json", "-t", "1"];
+        args.extend(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    for seed in ["1", "2", "3", "4", "5"] {
+        let v = demo(&["-s", seed]);
+        let n = v["ids"].as_array().unwrap().len();
+        let stop = v["stop"].as_str().unwrap();
+        assert!(n <= 96, "seed {seed}: {n} tokens");
+        // the reply ends in whitespace holding two newlines (a blank line), or one after
+        // 32 tokens (the end of a line)
+        let text = v["text"].as_str().unwrap();
+        let newlines = text[text.trim_end().len()..].matches('\n').count();
+        match stop {
+            "blank line" => assert!(newlines >= 2, "{v}"),
+            "end of line" => assert!(n >= 32 && newlines == 1, "{v}"),
+            _ => assert!(stop == "length" || stop == "</s>", "seed {seed}: {v}"),
+        }
+    }
+    // printed: whole lines, no trailing blank line
+    let o = run(&["run", "-p", "Tell me a fortune", "--temp", "0", "-t", "1"]);
+    let text = stdout(&o);
+    assert!(text.ends_with('\n') && !text.ends_with("\n\n"), "{text:?}");
+    assert!(text.lines().count() <= 4, "{text:?}");
+    // -n: the plain behaviour
+    let v = demo(&["--temp", "0", "-n", "120"]);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 120, "{v}");
+    assert_eq!(v["stop"], "length");
+    // another model (here the demo's GGUF, named by GLMTOOL_MODEL) is not shaped
+    let gguf = std::fs::read_dir(cache())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("tiny-chatglm3-"))
+                && p.extension().is_some_and(|x| x == "gguf")
+        })
+        .expect("the demo model's cache entry");
+    let o = bin()
+        .args([
+            "run",
+            "-p",
+            "Tell me a fortune",
+            "--json",
+            "-t",
+            "1",
+            "--temp",
+            "0",
+        ])
+        .env("GLMTOOL_CACHE", cache())
+        .env("GLMTOOL_MODEL", &gguf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["ids"].as_array().unwrap().len() > 96, "{v}");
+}
