@@ -218,23 +218,19 @@ impl ModelArgs {
             shape,
             cpu_kernels: self.cpu_kernels.0,
         };
-        let model = Model::load_with(&path, &opts)
-            .with_context(|| format!("loading {}", path.display()))?;
+        let name = path
+            .file_name()
+            .unwrap_or(path.as_os_str())
+            .to_string_lossy();
+        let spinner = crate::progress::Spinner::start(format!("loading {name}"));
+        let model =
+            Model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()));
+        drop(spinner);
+        let model = model?;
         if verbose || model.plan.device.is_some() {
             eprintln!("{}", model.plan.describe());
         }
         Ok(model)
-    }
-
-    /// Loads the model on the CPU only, with ggml's kernels (no repacking: for its tokenizer,
-    /// say).
-    pub fn load_cpu(&self) -> Result<Model> {
-        let path = self.path()?;
-        let opts = LoadOptions {
-            cpu_kernels: None,
-            ..LoadOptions::cpu(self.shape.plan_shape(1))
-        };
-        Model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()))
     }
 
     /// Session options for `model`.
@@ -262,10 +258,13 @@ impl ModelArgs {
 
     /// `-t`, checked: ggml's threads spin while they wait, so more threads than cores slows
     /// everything down (minutes for a few tokens at 10× the cores): warn above the logical CPU
-    /// count, refuse above MAX_THREADS.
+    /// count, refuse above MAX_THREADS; without -t, warn when other work keeps the CPUs busy
+    /// (busy.rs).
     pub fn n_threads(&self) -> Result<usize> {
         let Some(t) = self.threads else {
-            return Ok(glm_runtime::default_threads());
+            let t = glm_runtime::default_threads();
+            crate::busy::warn_if_busy(t);
+            return Ok(t);
         };
         if t == 0 || t > MAX_THREADS {
             bail!("-t {t}: the thread count must be between 1 and {MAX_THREADS}");
@@ -350,7 +349,7 @@ fn number(s: &str) -> Result<f32, String> {
     }
 }
 
-fn non_negative(s: &str) -> Result<f32, String> {
+pub(crate) fn non_negative(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if v >= 0.0 {
             Ok(v)
@@ -360,7 +359,7 @@ fn non_negative(s: &str) -> Result<f32, String> {
     })
 }
 
-fn unit_interval(s: &str) -> Result<f32, String> {
+pub(crate) fn unit_interval(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if (0.0..=1.0).contains(&v) {
             Ok(v)
@@ -370,7 +369,7 @@ fn unit_interval(s: &str) -> Result<f32, String> {
     })
 }
 
-fn positive(s: &str) -> Result<f32, String> {
+pub(crate) fn positive(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if v > 0.0 {
             Ok(v)

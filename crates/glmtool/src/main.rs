@@ -3,6 +3,7 @@
 //! One module per subcommand under `cmd/`; flags shared by several subcommands live in `args`.
 
 mod args;
+mod busy;
 mod cmd;
 mod compat;
 mod models;
@@ -11,6 +12,7 @@ mod progress;
 mod sandbox;
 #[cfg(feature = "server")]
 mod server;
+mod term;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use std::process::ExitCode;
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
     let _ = ctrlc::set_handler(|| {
         if INTERRUPTED.swap(true, Ordering::SeqCst) {
             // Second Ctrl-C: give up at once (temporary files are removed by the first one's unwinding).
+            term::restore();
             std::process::exit(130);
         }
     });

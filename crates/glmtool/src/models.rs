@@ -24,14 +24,25 @@ pub fn cache_dir() -> PathBuf {
     std::env::temp_dir().join("glmtool")
 }
 
+/// The model `-m` names, else `GLMTOOL_MODEL`'s; None: the demo model.
+fn given_model(model: Option<&Path>) -> Option<PathBuf> {
+    match model {
+        Some(p) => Some(p.to_path_buf()),
+        None => std::env::var_os(MODEL_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+    }
+}
+
+/// Whether `-m` (or its absence) means the bundled demo model.
+pub fn uses_demo(model: Option<&Path>) -> bool {
+    given_model(model).is_none()
+}
+
 /// The GGUF file to load for `-m` (or its absence), converting a checkpoint to `ty` if needed.
 pub fn resolve(model: Option<&Path>, ty: FileType, quiet: bool) -> Result<PathBuf> {
-    let given = match model {
-        Some(p) => p.to_path_buf(),
-        None => match std::env::var_os(MODEL_ENV).filter(|v| !v.is_empty()) {
-            Some(p) => PathBuf::from(p),
-            None => return demo_model_path(),
-        },
+    let Some(given) = given_model(model) else {
+        return demo_model_path();
     };
     match checkpoint_dir(&given) {
         Some(dir) => cached_conversion(&dir, ty, quiet),
@@ -130,6 +141,9 @@ fn cached_conversion(dir: &Path, ty: FileType, quiet: bool) -> Result<PathBuf> {
         }
         return Ok(out);
     }
+    // everything is checked (config.json, the tensors, the tokenizer) before the conversion
+    // is announced: a folder that is not a checkpoint gets one line saying why, nothing more
+    glm_convert::convert::prepare(dir)?;
     std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
     eprintln!(
         "{} is a Hugging Face checkpoint: converting it to {} once, into {} \

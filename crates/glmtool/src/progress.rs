@@ -1,8 +1,9 @@
-//! Progress bars for convert/quantize/perplexity: shown only on a terminal and without --quiet.
+//! Progress bars for convert/quantize/perplexity, and spinners for loading a model or reading a
+//! prompt: shown only on a terminal (the bars also not with --quiet).
 
 use glm_convert::{Progress, Summary};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 /// A bar over `len` units, hidden when stderr is not a terminal or `quiet`.
 pub fn bar(len: u64, quiet: bool, template: &str) -> ProgressBar {
@@ -58,4 +59,93 @@ pub fn print_summary(out: &std::path::Path, s: &Summary) {
         s.bits_per_weight(),
         s.seconds
     );
+}
+
+/// How long an operation runs before its spinner shows (`GLMTOOL_PROGRESS_DELAY_MS` sets
+/// another, in milliseconds): quick ones print nothing.
+const SPINNER_DELAY: std::time::Duration = std::time::Duration::from_millis(300);
+const SPINNER_TICK: std::time::Duration = std::time::Duration::from_millis(100);
+const SPINNER_FRAMES: [char; 10] = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/// A one-line activity indicator on stderr ("⠙ loading model.gguf (3 s)") for what has no
+/// measurable progress, such as loading a model or reading a prompt. Drawn only when stderr is
+/// a terminal, and only once the operation has taken [`SPINNER_DELAY`]; [`Spinner::stop`] (or
+/// dropping it) erases the line before anything else is printed.
+pub struct Spinner {
+    message: std::sync::Arc<std::sync::Mutex<String>>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Spinner {
+    pub fn start(message: impl Into<String>) -> Spinner {
+        let message = std::sync::Arc::new(std::sync::Mutex::new(message.into()));
+        let mut s = Spinner {
+            message: message.clone(),
+            stop: None,
+            thread: None,
+        };
+        if !std::io::stderr().is_terminal() {
+            return s;
+        }
+        let delay = std::env::var("GLMTOOL_PROGRESS_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(SPINNER_DELAY, std::time::Duration::from_millis);
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let t0 = std::time::Instant::now();
+        let draw = move |frame: usize| {
+            let text = message.lock().map(|m| m.clone()).unwrap_or_default();
+            // (write!, not eprint!: a closed terminal is no reason to panic)
+            let _ = write!(
+                std::io::stderr(),
+                "\r\x1b[2K{} {text} ({} s)",
+                SPINNER_FRAMES[frame % SPINNER_FRAMES.len()],
+                t0.elapsed().as_secs()
+            );
+        };
+        // no delay: the first frame is drawn before start returns
+        let mut frame = 0;
+        if delay.is_zero() {
+            draw(frame);
+            frame += 1;
+        }
+        s.stop = Some(tx);
+        s.thread = Some(std::thread::spawn(move || {
+            use std::sync::mpsc::RecvTimeoutError::Timeout;
+            if frame == 0 && rx.recv_timeout(delay) != Err(Timeout) {
+                return; // done before it was worth showing
+            }
+            loop {
+                if frame > 0 && rx.recv_timeout(SPINNER_TICK) != Err(Timeout) {
+                    let _ = write!(std::io::stderr(), "\r\x1b[2K");
+                    return;
+                }
+                draw(frame);
+                frame += 1;
+            }
+        }));
+        s
+    }
+
+    /// Replaces the text shown.
+    pub fn set_message(&self, text: impl Into<String>) {
+        if let Ok(mut m) = self.message.lock() {
+            *m = text.into();
+        }
+    }
+
+    /// Erases the line (if it was drawn) and stops; later calls do nothing.
+    pub fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

@@ -1395,3 +1395,149 @@ fn imatrix_then_quantize_with_it_and_every_bad_imatrix_is_one_line() {
         &["nothing to do", "-f"],
     );
 }
+
+#[test]
+fn a_folder_that_is_not_a_checkpoint_is_refused_before_any_conversion_is_announced() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("emptydir");
+    std::fs::create_dir(&empty).unwrap();
+    let o = run(&["run", "-m", empty.to_str().unwrap(), "-p", "hi"]);
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(e.contains("emptydir: has no config.json"), "{e}");
+    assert!(!e.contains("converting"), "announced before checking: {e}");
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+}
+
+#[test]
+fn tokenize_takes_llama_tokenize_p_and_lists_only_its_own_flags() {
+    let with_p = run(&["tokenize", "-p", "Hello world"]);
+    assert!(with_p.status.success(), "{}", stderr(&with_p));
+    let positional = run(&["tokenize", "Hello world"]);
+    assert_eq!(stdout(&with_p), stdout(&positional));
+    let ids: Vec<u32> = serde_json::from_str(&stdout(&with_p)).unwrap();
+    assert!(!ids.is_empty());
+    fails_with(&["tokenize", "-p", "a", "b"], &["cannot be used with"]);
+    let help = stdout(&run(&["tokenize", "--help"]));
+    assert!(help.contains("-p, --prompt"), "{help}");
+    for flag in [
+        "--ctx-size",
+        "--batch-size",
+        "--device",
+        "--threads",
+        "--gpu-layers",
+    ] {
+        assert!(!help.contains(flag), "tokenize --help lists {flag}: {help}");
+    }
+}
+
+#[test]
+fn perplexity_without_a_file_asks_for_f_not_m() {
+    let o = run(&["perplexity"]);
+    let e = stderr(&o);
+    assert!(!o.status.success());
+    assert!(e.contains("--file <FILE>"), "{e}");
+    assert!(!e.contains("--model"), "-m is optional: {e}");
+}
+
+/// `run` on the demo model with GLMTOOL_LOADAVG set to `load`, plus `extra` flags.
+fn run_with_load(load: &str, extra: &[&str]) -> Output {
+    let mut args = vec!["run", "-p", "hi", "-n", "1", "--temp", "0"];
+    args.extend(extra);
+    bin()
+        .args(&args)
+        .env("GLMTOOL_CACHE", cache())
+        .env("GLMTOOL_LOADAVG", load)
+        .env_remove("GLMTOOL_MODEL")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn busy_cpus_get_one_warning_with_the_t_hint() {
+    if glm_runtime::default_threads() < 2 {
+        eprintln!("skipping: one core, -t 1 is already the default");
+        return;
+    }
+    let busy = "1000.00 900.00 800.00 1001/2000 4242";
+    let o = run_with_load(busy, &[]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert_eq!(e.matches("warning: the CPUs are busy").count(), 1, "{e}");
+    assert!(
+        e.contains("load average 1000.00, 1001 tasks running"),
+        "{e}"
+    );
+    assert!(e.contains("; try -t 1"), "{e}");
+    // -t given: the user chose
+    let e = stderr(&run_with_load(busy, &["-t", "2"]));
+    assert!(!e.contains("CPUs are busy"), "{e}");
+    // idle, or busy a minute ago but not now (our own last run, say)
+    for load in ["0.00 0.00 0.00 1/100 1", "3000.00 10.00 10.00 1/100 1"] {
+        let e = stderr(&run_with_load(load, &[]));
+        assert!(!e.contains("CPUs are busy"), "{load}: {e}");
+    }
+}
+
+#[test]
+fn the_demo_model_gives_a_short_reply_by_default() {
+    let demo = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["run", "-p", "Tell me a fortune", "--json", "-t", "1"];
+        args.extend(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    for seed in ["1", "2", "3", "4", "5"] {
+        let v = demo(&["-s", seed]);
+        let n = v["ids"].as_array().unwrap().len();
+        let stop = v["stop"].as_str().unwrap();
+        assert!(n <= 96, "seed {seed}: {n} tokens");
+        // the reply ends in whitespace holding two newlines (a blank line), or one after
+        // 32 tokens (the end of a line)
+        let text = v["text"].as_str().unwrap();
+        let newlines = text[text.trim_end().len()..].matches('\n').count();
+        match stop {
+            "blank line" => assert!(newlines >= 2, "{v}"),
+            "end of line" => assert!(n >= 32 && newlines == 1, "{v}"),
+            _ => assert!(stop == "length" || stop == "</s>", "seed {seed}: {v}"),
+        }
+    }
+    // printed: whole lines, no trailing blank line
+    let o = run(&["run", "-p", "Tell me a fortune", "--temp", "0", "-t", "1"]);
+    let text = stdout(&o);
+    assert!(text.ends_with('\n') && !text.ends_with("\n\n"), "{text:?}");
+    assert!(text.lines().count() <= 4, "{text:?}");
+    // -n: the plain behaviour
+    let v = demo(&["--temp", "0", "-n", "120"]);
+    assert_eq!(v["ids"].as_array().unwrap().len(), 120, "{v}");
+    assert_eq!(v["stop"], "length");
+    // another model (here the demo's GGUF, named by GLMTOOL_MODEL) is not shaped
+    let gguf = std::fs::read_dir(cache())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("tiny-chatglm3-"))
+                && p.extension().is_some_and(|x| x == "gguf")
+        })
+        .expect("the demo model's cache entry");
+    let o = bin()
+        .args([
+            "run",
+            "-p",
+            "Tell me a fortune",
+            "--json",
+            "-t",
+            "1",
+            "--temp",
+            "0",
+        ])
+        .env("GLMTOOL_CACHE", cache())
+        .env("GLMTOOL_MODEL", &gguf)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["ids"].as_array().unwrap().len() > 96, "{v}");
+}

@@ -44,6 +44,19 @@ impl Sampler {
         Sampler { opts, rng }
     }
 
+    /// The options in use.
+    pub fn options(&self) -> &SamplerOptions {
+        &self.opts
+    }
+
+    /// Changes the options; the random stream starts again only when the seed changes.
+    pub fn set_options(&mut self, opts: SamplerOptions) {
+        if opts.seed != self.opts.seed {
+            self.rng = StdRng::seed_from_u64(opts.seed);
+        }
+        self.opts = opts;
+    }
+
     /// Picks the next token from `logits` given the `history` of tokens so far.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let mut logits = logits.to_vec();
@@ -168,6 +181,34 @@ mod tests {
             a.iter().any(|&t| t != a[0]),
             "temperature 1 should not be deterministic across draws"
         );
+    }
+
+    #[test]
+    fn set_options_keeps_the_random_stream_unless_the_seed_changes() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 100) as f32 / 10.0).collect();
+        let opts = SamplerOptions {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: 42,
+            ..Default::default()
+        };
+        let draw =
+            |s: &mut Sampler, n| -> Vec<u32> { (0..n).map(|_| s.sample(&logits, &[])).collect() };
+        let whole = draw(&mut Sampler::new(opts.clone()), 20);
+        // the same options set halfway: the stream goes on
+        let mut s = Sampler::new(opts.clone());
+        let mut halves = draw(&mut s, 10);
+        s.set_options(opts.clone());
+        halves.extend(draw(&mut s, 10));
+        assert_eq!(halves, whole);
+        // a new seed starts that seed's stream
+        s.set_options(SamplerOptions {
+            seed: 7,
+            ..opts.clone()
+        });
+        let fresh = draw(&mut Sampler::new(SamplerOptions { seed: 7, ..opts }), 10);
+        assert_eq!(draw(&mut s, 10), fresh);
+        assert_eq!(s.options().seed, 7);
     }
 
     #[test]

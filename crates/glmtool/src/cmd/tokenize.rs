@@ -1,30 +1,62 @@
-//! `glmtool tokenize -m MODEL [--chat FILE.json | TEXT | < stdin] [--show-pieces]`: token ids
-//! as a JSON array, or one `id piece` line per token.
+//! `glmtool tokenize -m MODEL [--chat FILE.json | TEXT | -p TEXT | < stdin] [--show-pieces]`:
+//! token ids as a JSON array, or one `id piece` line per token.
 
-use crate::args::ModelArgs;
 use anyhow::{bail, Context, Result};
 use glm_runtime::chat::{build_chat_ids, Message};
+use glm_runtime::{CacheType, LoadOptions, Model, PlanShape};
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub model: ModelArgs,
+    /// GGUF model file, or a Hugging Face checkpoint folder (converted once into the cache and
+    /// reused). Default: $GLMTOOL_MODEL, else the bundled tiny demo model. Only its vocabulary
+    /// is used
+    #[arg(short = 'm', long = "model")]
+    pub model: Option<PathBuf>,
+    /// File type to convert a checkpoint given to -m to (as `convert --type`) [default: Q4_0]
+    #[arg(long = "type", value_parser = crate::args::parse_file_type)]
+    pub convert_type: Option<glm_convert::FileType>,
     /// A JSON array of ChatGLM3 messages {role, content, metadata?, tools?}; prints the prompt ids
-    #[arg(long, conflicts_with = "text")]
+    #[arg(long, conflicts_with_all = ["text", "prompt"])]
     pub chat: Option<PathBuf>,
     /// Text to encode as plain SentencePiece ids (no special tokens); '-' or none reads
     /// standard input
     pub text: Option<String>,
+    /// The text to encode, as llama-tokenize's -p (the same as giving TEXT)
+    #[arg(short = 'p', long = "prompt", conflicts_with = "text")]
+    pub prompt: Option<String>,
     /// Print one line per token: its id and its piece (as JSON strings, so spaces and control
     /// characters show)
     #[arg(long)]
     pub show_pieces: bool,
 }
 
-pub fn run(a: Args) -> Result<()> {
-    let model = a.model.load_cpu()?;
+/// Loads the model on the CPU with ggml's kernels (no repacking): only its tokenizer is used.
+fn load(a: &Args) -> Result<Model> {
+    let path = crate::models::resolve(
+        a.model.as_deref(),
+        a.convert_type.unwrap_or(glm_convert::FileType::Q4_0),
+        false,
+    )?;
+    let shape = PlanShape {
+        n_ctx: 0,
+        n_batch: 512,
+        cache_type: CacheType::F16,
+        logits_rows: 1,
+    };
+    let opts = LoadOptions {
+        cpu_kernels: None,
+        ..LoadOptions::cpu(shape)
+    };
+    Model::load_with(&path, &opts).with_context(|| format!("loading {}", path.display()))
+}
+
+pub fn run(mut a: Args) -> Result<()> {
+    if a.prompt.is_some() {
+        a.text = a.prompt.take();
+    }
+    let model = load(&a)?;
     let ids = match (&a.chat, &a.text) {
         (Some(path), _) => {
             let messages = read_messages(path)?;

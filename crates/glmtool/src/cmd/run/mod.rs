@@ -37,9 +37,11 @@ pub struct Args {
     /// Color the chat prompt and the statistics on a terminal (llama.cpp's --color)
     #[arg(long)]
     pub color: bool,
-    /// Maximum new tokens (-1 = until the context is full)
-    #[arg(short = 'n', long = "n-predict", default_value_t = -1, allow_negative_numbers = true)]
-    pub n_predict: i64,
+    /// Maximum new tokens (-1 = until the context is full). Default: -1, in the chat 1024; on
+    /// the bundled demo model a short reply (to a blank line, or to the end of a line after 32
+    /// tokens; 96 at most)
+    #[arg(short = 'n', long = "n-predict", allow_negative_numbers = true)]
+    pub n_predict: Option<i64>,
     /// Continue plain text, without the chat format
     #[arg(long)]
     pub raw: bool,
@@ -131,13 +133,104 @@ impl ReplyPrinter {
     }
 }
 
-fn max_new(a: &Args, session: &Session, prompt_len: usize) -> usize {
-    let room = session.n_ctx().saturating_sub(prompt_len);
-    if a.n_predict < 0 {
-        room
-    } else {
-        (a.n_predict as usize).min(room)
+/// How long a reply may get.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReplyLength {
+    /// `-n N`.
+    Tokens(usize),
+    /// `-n -1` (or a one-shot run without -n): until the context is full.
+    Unlimited,
+    /// The chat without -n: [`repl::DEFAULT_REPLY_TOKENS`].
+    ChatDefault,
+    /// The demo model without -n: a short reply ([`Shaper`]).
+    Demo,
+}
+
+impl ReplyLength {
+    /// `-n`'s value (None: not given) in a chat or not, on the demo model or not.
+    pub(super) fn of(n_predict: Option<i64>, chat: bool, demo: bool) -> Self {
+        match n_predict {
+            Some(n) if n < 0 => ReplyLength::Unlimited,
+            Some(n) => ReplyLength::Tokens(n as usize),
+            None if demo => ReplyLength::Demo,
+            None if chat => ReplyLength::ChatDefault,
+            None => ReplyLength::Unlimited,
+        }
     }
+
+    /// The most new tokens whatever the room in the context (None: no limit).
+    pub(super) fn limit(self) -> Option<usize> {
+        match self {
+            ReplyLength::Tokens(n) => Some(n),
+            ReplyLength::Unlimited => None,
+            ReplyLength::ChatDefault => Some(repl::DEFAULT_REPLY_TOKENS),
+            ReplyLength::Demo => Some(DEMO_MAX_TOKENS),
+        }
+    }
+
+    /// The most new tokens with `room` left in the context.
+    pub(super) fn cap(self, room: usize) -> usize {
+        self.limit().map_or(room, |n| n.min(room))
+    }
+}
+
+/// The demo model's replies without -n end at a blank line, or at the end of the first line
+/// that ends after this many tokens...
+pub(super) const DEMO_LINE_TOKENS: usize = 32;
+/// ...and have at most this many tokens. The demo model was trained on fortune cookies only
+/// (tests/fixtures/tiny-chatglm3), so left alone it rambles until the context is full.
+pub(super) const DEMO_MAX_TOKENS: usize = 96;
+
+/// Shapes the shown text of a demo-model reply ([`ReplyLength::Demo`]): whitespace is held
+/// back until text follows it, so a reply never ends in blank space on screen, and the reply
+/// ends at a blank line or, after [`DEMO_LINE_TOKENS`] tokens, at the end of a line. Other
+/// replies pass through unchanged.
+pub(super) struct Shaper {
+    active: bool,
+    tokens: usize,
+    held: String,
+    /// Why the reply ended, once it has.
+    pub(super) stop: Option<&'static str>,
+}
+
+impl Shaper {
+    pub(super) fn new(length: ReplyLength) -> Self {
+        Shaper {
+            active: length == ReplyLength::Demo,
+            tokens: 0,
+            held: String::new(),
+            stop: None,
+        }
+    }
+
+    /// The shown text of one more token; returns what to print now (nothing once stopped).
+    pub(super) fn feed(&mut self, shown: &str) -> String {
+        if !self.active {
+            return shown.to_string();
+        }
+        if self.stop.is_some() {
+            return String::new();
+        }
+        self.tokens += 1;
+        let body = shown.trim_end();
+        let mut out = String::new();
+        if !body.is_empty() {
+            out = std::mem::take(&mut self.held);
+            out.push_str(body);
+        }
+        self.held.push_str(&shown[body.len()..]);
+        let newlines = self.held.matches('\n').count();
+        if newlines >= 2 {
+            self.stop = Some("blank line");
+        } else if newlines == 1 && self.tokens >= DEMO_LINE_TOKENS {
+            self.stop = Some("end of line");
+        }
+        out
+    }
+}
+
+fn max_new(length: ReplyLength, session: &Session, prompt_len: usize) -> usize {
+    length.cap(session.n_ctx().saturating_sub(prompt_len))
 }
 
 pub fn run(mut a: Args) -> Result<()> {
@@ -287,7 +380,13 @@ fn one_shot(
         } else {
             stop_ids(&model.tokenizer)
         };
-        let n = max_new(a, session, ids.len());
+        let length = ReplyLength::of(
+            a.n_predict,
+            false,
+            crate::models::uses_demo(a.model.model.as_deref()),
+        );
+        let n = max_new(length, session, ids.len());
+        let mut shaper = Shaper::new(length);
         let mut out = std::io::stdout().lock();
         let mut dec = model.tokenizer.stream_decoder();
         let mut printer = ReplyPrinter::new(plain);
@@ -296,12 +395,15 @@ fn one_shot(
         let keep = a.reverse_prompt.iter().map(String::len).max().unwrap_or(0);
         let mut tail = String::new();
         let mut reversed = false;
+        let mut spinner =
+            crate::progress::Spinner::start(format!("reading the prompt ({} tokens)", ids.len()));
         let Some((pre_tokens, pre_seconds)) =
-            repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1))?
+            repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1), &spinner)?
         else {
             bail!("interrupted");
         };
         let mut g = generate(session, &ids, n, sampler, &stops, |id| {
+            spinner.stop();
             let piece = dec.push(id);
             let go_on = !INTERRUPTED.load(Ordering::Relaxed);
             if keep > 0 {
@@ -317,16 +419,18 @@ fn one_shot(
                     tail.drain(..cut);
                 }
             }
+            let shown = shaper.feed(printer.feed(&piece));
+            let go_on = go_on && !reversed && shaper.stop.is_none();
             if a.json {
-                return go_on && !reversed;
+                return go_on;
             }
-            let shown = printer.feed(&piece);
             if let Err(e) = out.write_all(shown.as_bytes()).and_then(|_| out.flush()) {
                 write_err = Some(e);
                 return false;
             }
-            go_on && !reversed
+            go_on
         })?;
+        spinner.stop();
 
         g.stats.prompt_evaluated += pre_tokens;
         g.stats.prompt_seconds += pre_seconds;
@@ -347,7 +451,11 @@ fn one_shot(
                 "text": text,
                 "metadata": metadata,
                 "content": content,
-                "stop": if reversed { "reverse prompt".to_string() } else { stop_name(&g, model) },
+                "stop": match (reversed, shaper.stop) {
+                    (true, _) => "reverse prompt".to_string(),
+                    (false, Some(why)) => why.to_string(),
+                    (false, None) => stop_name(&g, model),
+                },
                 "tool_call": tool_call.as_ref().map(|c| serde_json::json!({"name": c.name, "arguments": c.arguments})),
                 "messages": history,
                 "timings": g.stats,
@@ -357,8 +465,10 @@ fn one_shot(
             return Ok(());
         }
         let tail = dec.finish();
-        out.write_all(printer.feed(&tail).as_bytes())?;
-        out.write_all(printer.finish().as_bytes())?;
+        let tail = shaper.feed(printer.feed(&tail));
+        out.write_all(tail.as_bytes())?;
+        let held = shaper.feed(&printer.finish());
+        out.write_all(held.as_bytes())?;
         writeln!(out)?;
         if let Some(c) = &tool_call {
             let call = serde_json::json!({"tool_call": {"name": c.name, "arguments": c.arguments}});
@@ -378,7 +488,7 @@ fn one_shot(
                 b(model.plan.gpu.compute)
             );
         }
-        match next_observation(a, tool_call.is_some(), &history)? {
+        match next_observation(a, tool_call.is_some(), &history, &mut ask_stdin)? {
             Some(obs) => {
                 messages = history;
                 messages.push(obs);
@@ -392,27 +502,33 @@ fn one_shot(
 /// Tool or interpreter rounds one `run -p` may take before giving up.
 pub(super) const MAX_AGENT_ROUNDS: usize = 8;
 
-/// What to feed back after a reply: the user's tool result (asked on a terminal), the output of
-/// the model's code (`--allow-exec`), or nothing (the run ends).
+/// A one-shot run's question for a tool's or the code's result: a line of standard input when
+/// it is a terminal (None: an empty line, or no terminal).
+fn ask_stdin(what: &str) -> Result<Option<String>> {
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    eprint!("{what} (empty line to stop)> ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\n', '\r']);
+    Ok((!line.is_empty()).then(|| line.to_string()))
+}
+
+/// What to feed back after a reply: the user's tool result (asked with `ask_line`), the output
+/// of the model's code (`--allow-exec`), or nothing (the run ends).
 pub(super) fn next_observation(
     a: &Args,
     is_tool_call: bool,
     history: &[Message],
+    ask_line: &mut dyn FnMut(&str) -> Result<Option<String>>,
 ) -> Result<Option<Message>> {
     let code = history
         .last()
         .filter(|m| m.role == Role::Assistant && m.metadata == "interpreter")
         .and_then(|m| agent::extract_code(&m.content));
-    let ask = |what: &str| -> Result<Option<Message>> {
-        if !std::io::stdin().is_terminal() {
-            return Ok(None);
-        }
-        eprint!("{what} (empty line to stop)> ");
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        let line = line.trim_end_matches(['\n', '\r']);
-        Ok((!line.is_empty()).then(|| Message::observation(line.to_string())))
-    };
+    let mut ask =
+        |what: &str| -> Result<Option<Message>> { Ok(ask_line(what)?.map(Message::observation)) };
     if is_tool_call {
         return ask("tool result");
     }
@@ -542,6 +658,56 @@ fn print_stats(model: &Model, g: &Generated) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a shaper prints of `pieces`, and why it stopped.
+    fn shape(length: ReplyLength, pieces: &[&str]) -> (String, Option<&'static str>) {
+        let mut s = Shaper::new(length);
+        let shown: String = pieces.iter().map(|p| s.feed(p)).collect();
+        (shown, s.stop)
+    }
+
+    #[test]
+    fn demo_replies_end_at_a_blank_line_or_a_late_line_end() {
+        // a blank line (even with spaces on it) ends the reply; the whitespace is not shown
+        assert_eq!(
+            shape(ReplyLength::Demo, &["a", " b", "\n", " \n", "c"]),
+            ("a b".to_string(), Some("blank line"))
+        );
+        // a line end before DEMO_LINE_TOKENS goes on; whitespace inside is shown
+        assert_eq!(
+            shape(ReplyLength::Demo, &["a", "\n", "\tb"]),
+            ("a\n\tb".to_string(), None)
+        );
+        // after DEMO_LINE_TOKENS, the end of the line ends it
+        let mut pieces = vec!["w"; DEMO_LINE_TOKENS];
+        pieces.extend(["x\n", "y"]);
+        let (shown, stop) = shape(ReplyLength::Demo, &pieces);
+        assert_eq!(stop, Some("end of line"));
+        assert_eq!(shown, "w".repeat(DEMO_LINE_TOKENS) + "x");
+        // other lengths pass everything through
+        assert_eq!(
+            shape(ReplyLength::Tokens(5), &["a", "\n\n", "b "]),
+            ("a\n\nb ".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn reply_lengths() {
+        assert_eq!(ReplyLength::of(None, false, true), ReplyLength::Demo);
+        assert_eq!(ReplyLength::of(None, true, false), ReplyLength::ChatDefault);
+        assert_eq!(ReplyLength::of(None, false, false), ReplyLength::Unlimited);
+        assert_eq!(
+            ReplyLength::of(Some(-1), true, true),
+            ReplyLength::Unlimited
+        );
+        assert_eq!(
+            ReplyLength::of(Some(7), false, true),
+            ReplyLength::Tokens(7)
+        );
+        assert_eq!(ReplyLength::Tokens(7).cap(5), 5);
+        assert_eq!(ReplyLength::Unlimited.cap(5), 5);
+        assert_eq!(ReplyLength::Demo.cap(500), DEMO_MAX_TOKENS);
+    }
 
     #[test]
     fn printer_hides_metadata_line_and_leading_space() {

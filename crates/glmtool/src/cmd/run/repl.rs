@@ -1,15 +1,25 @@
-//! `glmtool run`'s interactive chat on a terminal: slash commands, multi-line input, a persistent
-//! input history, statistics, saving and loading the conversation.
+//! `glmtool run`'s interactive chat on a terminal: slash commands (ollama's `/set` and `/show`
+//! among them), multi-line input, a persistent input history, statistics, saving and loading
+//! the conversation.
+//!
+//! Input: rustyline reads the lines at the prompt. While a reply streams, the terminal is in
+//! reply mode (`crate::term`): what is typed then is neither echoed nor lost but queued, and
+//! the next prompts read it in order, as if typed there (ollama's type-ahead).
 
-use super::{agent_reply, base_messages, next_observation, Args, ReplyPrinter, MAX_AGENT_ROUNDS};
+use super::{
+    agent_reply, base_messages, next_observation, Args, ReplyLength, ReplyPrinter, Shaper,
+    MAX_AGENT_ROUNDS,
+};
+use crate::progress::Spinner;
 use crate::INTERRUPTED;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
 use glm_runtime::generate::{generate, GenerateStats, StopReason};
 use glm_runtime::sampler::Sampler;
 use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::{Model, Session};
 use rustyline::error::ReadlineError;
+use rustyline::DefaultEditor;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -29,10 +39,10 @@ const STATS_COLOR: &str = "\x1b[36m";
 const RESET: &str = "\x1b[0m";
 
 /// The chat: `first` (`-i -p TEXT`) is the first user turn.
-pub fn interactive(
-    a: &Args,
-    model: &Model,
-    session: &mut Session,
+pub fn interactive<'a>(
+    a: &'a Args,
+    model: &'a Model,
+    session: &mut Session<'a>,
     sampler: &mut Sampler,
     first: Option<&str>,
 ) -> Result<()> {
@@ -40,7 +50,7 @@ pub fn interactive(
         .max_history_size(1000)?
         .auto_add_history(false)
         .build();
-    let mut rl = rustyline::DefaultEditor::with_config(config)?;
+    let mut rl = DefaultEditor::with_config(config)?;
     let history = history_path();
     if let Some(h) = &history {
         let _ = rl.load_history(h);
@@ -55,6 +65,12 @@ pub fn interactive(
         stops: stop_ids(&model.tokenizer),
         last: None,
         stats_color: a.color && std::io::stderr().is_terminal(),
+        length: ReplyLength::of(
+            a.n_predict,
+            true,
+            crate::models::uses_demo(a.model.model.as_deref()),
+        ),
+        verbose: a.verbose,
     };
     let (prompt, more) = if a.color && std::io::stdout().is_terminal() {
         (
@@ -69,7 +85,7 @@ pub fn interactive(
         model.name
     );
     if let Some(text) = first {
-        chat.turn(session, sampler, text);
+        chat.turn(session, sampler, text, &mut |what| ask_line(&mut rl, what));
     }
     let mut input = Collector::default();
     loop {
@@ -101,15 +117,26 @@ pub fn interactive(
         }
         if single_line {
             if let Some((name, arg)) = command(&text) {
-                if chat.command(name, arg) == Flow::Quit {
+                if chat.command(session, sampler, name, arg) == Flow::Quit {
                     break;
                 }
                 continue;
             }
         }
-        chat.turn(session, sampler, &text);
+        chat.turn(session, sampler, &text, &mut |what| ask_line(&mut rl, what));
     }
     Ok(())
+}
+
+/// Asks for a tool's or the code's result at its own prompt; None (stop) on an empty line,
+/// Ctrl-C or Ctrl-D.
+fn ask_line(rl: &mut DefaultEditor, what: &str) -> Result<Option<String>> {
+    match rl.readline(&format!("{what} (empty line to stop)> ")) {
+        Ok(l) if l.trim().is_empty() => Ok(None),
+        Ok(l) => Ok(Some(l)),
+        Err(ReadlineError::Interrupted | ReadlineError::Eof) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Where the input history lives: `$XDG_DATA_HOME/glmtool/history.txt`, else
@@ -218,6 +245,24 @@ struct ReplyStats {
     n_ctx: usize,
 }
 
+/// ollama's `/set parameter` names: the flag each one is, and what its value means.
+const PARAMETERS: &[(&str, &str)] = &[
+    ("temperature", "--temp: 0 = greedy"),
+    ("top_k", "--top-k: 0 = off"),
+    ("top_p", "--top-p: 1 = off"),
+    ("repeat_penalty", "--repeat-penalty: 1 = off"),
+    ("repeat_last_n", "--repeat-last-n"),
+    ("seed", "-s"),
+    (
+        "num_ctx",
+        "-c: context tokens (a new cache; the conversation stays)",
+    ),
+    (
+        "num_predict",
+        "-n: most tokens of a reply, -1 = until the context is full",
+    ),
+];
+
 struct Chat<'a> {
     a: &'a Args,
     model: &'a Model,
@@ -228,9 +273,16 @@ struct Chat<'a> {
     stops: Vec<u32>,
     last: Option<ReplyStats>,
     stats_color: bool,
+    /// `-n`, or `/set parameter num_predict`.
+    length: ReplyLength,
+    /// Statistics after each reply (`-v`, `/set verbose`).
+    verbose: bool,
 }
 
-impl Chat<'_> {
+/// A tool's or the code's result, asked for at its own prompt (None: stop).
+type Ask<'x> = dyn FnMut(&str) -> Result<Option<String>> + 'x;
+
+impl<'a> Chat<'a> {
     fn agent_mode(&self) -> bool {
         self.base.iter().any(|m| m.tools.is_some()) || self.a.interpreter
     }
@@ -241,39 +293,60 @@ impl Chat<'_> {
         m
     }
 
-    /// The most new tokens of a reply: `-n`, or the chat's default.
-    fn reply_cap(&self) -> usize {
-        if self.a.n_predict < 0 {
-            DEFAULT_REPLY_TOKENS
-        } else {
-            self.a.n_predict as usize
+    /// The reply length, in words.
+    fn length_text(&self) -> String {
+        match self.length {
+            ReplyLength::Tokens(n) => format!("{n} tokens (-n)"),
+            ReplyLength::Unlimited => "until the context is full (-n -1)".into(),
+            ReplyLength::ChatDefault => format!(
+                "{} tokens (the chat's default; -n N sets another)",
+                DEFAULT_REPLY_TOKENS
+            ),
+            ReplyLength::Demo => format!(
+                "{} tokens, ending at a blank line or at the end of a line after {} (the demo \
+                 model's default; -n N sets another)",
+                super::DEMO_MAX_TOKENS,
+                super::DEMO_LINE_TOKENS
+            ),
         }
     }
 
     fn help(&self) {
-        let cap = if self.a.n_predict < 0 {
-            format!("{DEFAULT_REPLY_TOKENS} tokens (the chat's default; -n N sets another)")
-        } else {
-            format!("{} tokens (-n)", self.a.n_predict)
-        };
+        let names: Vec<&str> = PARAMETERS.iter().map(|(n, _)| *n).collect();
         eprintln!(
             "commands:
-  /help          this list (also /?)
-  /clear         forget the conversation (the system message stays)
-  /system TEXT   set the system message (no TEXT: remove it) and clear the conversation
-  /stats         tokens, speed and KV cache use of the last reply (-v prints them after each)
-  /save FILE     write the conversation as JSON (what `glmtool run --chat FILE` reads)
-  /load FILE     replace the conversation with FILE's
-  /exit          quit (also /quit or Ctrl-D)
+  /help                     this list (also /?)
+  /clear                    forget the conversation (the system message stays)
+  /system TEXT              set the system message (no TEXT: remove it) and clear the conversation
+  /set system TEXT          the same (ollama's spelling)
+  /set parameter NAME VALUE sampling and length, as ollama names them: {}
+  /set verbose, /set quiet  statistics after each reply, or not
+  /show info                the model: name, size, context, prompt format
+  /show parameters          the values of those parameters
+  /show template            the prompt the model reads, with the system message
+  /show system              the system message
+  /stats                    tokens, speed and KV cache use of the last reply (-v prints them after each)
+  /save FILE                write the conversation as JSON (what `glmtool run --chat FILE` reads)
+  /load FILE                replace the conversation with FILE's
+  /exit                     quit (also /quit or Ctrl-D)
 input:
   a line {BLOCK} starts a multi-line message, the next line {BLOCK} ends it
   a line ending in \\ continues on the next line
+  what you type while a reply streams waits for the next prompt, then runs in order
   Ctrl-C stops a reply; at the prompt it discards the line
-replies: at most {cap}, or the room left in the context"
+replies: at most {}, or the room left in the context",
+            names.join(", "),
+            self.length_text()
         );
     }
 
-    fn command(&mut self, name: &str, arg: &str) -> Flow {
+    fn command(
+        &mut self,
+        session: &mut Session<'a>,
+        sampler: &mut Sampler,
+        name: &str,
+        arg: &str,
+    ) -> Flow {
         match name {
             "/exit" | "/quit" => return Flow::Quit,
             "/help" | "/?" => self.help(),
@@ -281,21 +354,44 @@ replies: at most {cap}, or the room left in the context"
                 self.turns.clear();
                 eprintln!("(history cleared)");
             }
-            "/system" if self.agent_mode() => {
-                eprintln!("(/system is not available with --tools or --interpreter)");
-            }
-            "/system" => {
-                self.base.retain(|m| m.role != Role::System);
-                if !arg.is_empty() {
-                    self.base
-                        .insert(0, Message::new(Role::System, arg.to_string()));
+            "/system" => self.set_system(arg),
+            "/set" => {
+                let (what, rest) = split_word(arg);
+                match what {
+                    "system" => self.set_system(rest),
+                    "parameter" => {
+                        let (pname, value) = split_word(rest);
+                        match self.set_parameter(session, sampler, pname, value) {
+                            Ok(done) => eprintln!("({done})"),
+                            Err(e) => eprintln!("error: {e:#}"),
+                        }
+                    }
+                    "verbose" | "quiet" => {
+                        self.verbose = what == "verbose";
+                        eprintln!(
+                            "(statistics after each reply: {})",
+                            if self.verbose { "on" } else { "off" }
+                        );
+                    }
+                    _ => eprintln!(
+                        "usage: /set parameter NAME VALUE | /set system TEXT | /set verbose | \
+                         /set quiet (/help lists the parameters)"
+                    ),
                 }
-                self.turns.clear();
-                eprintln!(
-                    "(system message {}; history cleared)",
-                    if arg.is_empty() { "removed" } else { "set" }
-                );
             }
+            "/show" => match arg {
+                "info" => self.show_info(session),
+                "parameters" => self.show_parameters(session, sampler),
+                "template" => match self.template() {
+                    Ok(t) => eprintln!("{t}"),
+                    Err(e) => eprintln!("error: {e:#}"),
+                },
+                "system" => match self.base.iter().find(|m| m.role == Role::System) {
+                    Some(m) if !m.content.is_empty() => eprintln!("{}", m.content),
+                    _ => eprintln!("(no system message)"),
+                },
+                _ => eprintln!("usage: /show info | parameters | template | system"),
+            },
             "/stats" => match &self.last {
                 Some(s) => self.print_stats(s),
                 None => eprintln!("(no reply yet)"),
@@ -312,6 +408,163 @@ replies: at most {cap}, or the room left in the context"
             _ => eprintln!("unknown command {name}; /help lists the commands"),
         }
         Flow::Continue
+    }
+
+    /// `/system TEXT` and `/set system TEXT`.
+    fn set_system(&mut self, text: &str) {
+        if self.agent_mode() {
+            eprintln!("(/system is not available with --tools or --interpreter)");
+            return;
+        }
+        self.base.retain(|m| m.role != Role::System);
+        if !text.is_empty() {
+            self.base
+                .insert(0, Message::new(Role::System, text.to_string()));
+        }
+        self.turns.clear();
+        eprintln!(
+            "(system message {}; history cleared)",
+            if text.is_empty() { "removed" } else { "set" }
+        );
+    }
+
+    /// `/set parameter NAME VALUE`: what was set, in words.
+    fn set_parameter(
+        &mut self,
+        session: &mut Session<'a>,
+        sampler: &mut Sampler,
+        name: &str,
+        value: &str,
+    ) -> Result<String> {
+        if name.is_empty() || value.is_empty() {
+            bail!(
+                "usage: /set parameter NAME VALUE, NAME one of: {}",
+                PARAMETERS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        fn parse<T: std::str::FromStr>(name: &str, value: &str) -> Result<T> {
+            value
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{name}: {value:?} is not a valid value"))
+        }
+        let checked = |f: fn(&str) -> Result<f32, String>| {
+            f(value).map_err(|e| anyhow::anyhow!("{name} {value}: {e}"))
+        };
+        let mut opts = sampler.options().clone();
+        match name {
+            "temperature" => opts.temperature = checked(crate::args::non_negative)?,
+            "top_k" => opts.top_k = parse(name, value)?,
+            "top_p" => opts.top_p = checked(crate::args::unit_interval)?,
+            "repeat_penalty" => opts.repeat_penalty = checked(crate::args::positive)?,
+            "repeat_last_n" => opts.repeat_last_n = parse(name, value)?,
+            "seed" => {
+                // a seed set again starts its stream again: the same replies as before
+                opts.seed = parse(name, value)?;
+                *sampler = Sampler::new(opts);
+                return Ok(format!("{name} = {value}"));
+            }
+            "num_predict" => {
+                self.length = ReplyLength::of(Some(parse(name, value)?), true, false);
+                return Ok(format!("replies: at most {}", self.length_text()));
+            }
+            "num_ctx" => {
+                let n: usize = parse(name, value)?;
+                let train = self.model.hparams.n_ctx_train;
+                if n == 0 || n > train {
+                    bail!("num_ctx {n}: the context must be between 1 and the model's {train}");
+                }
+                let mut sopts = self.a.model.session_options(self.model)?;
+                sopts.n_ctx = n;
+                *session = Session::new(self.model, &sopts)?;
+                return Ok(format!("context: {n} tokens"));
+            }
+            _ => bail!(
+                "unknown parameter {name:?}; /set parameter takes {}",
+                PARAMETERS
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        sampler.set_options(opts);
+        Ok(format!("{name} = {value}"))
+    }
+
+    fn show_parameters(&self, session: &Session, sampler: &Sampler) {
+        let o = sampler.options();
+        let num_predict = match self.length {
+            ReplyLength::Tokens(n) => n.to_string(),
+            ReplyLength::Unlimited => "-1".into(),
+            ReplyLength::ChatDefault => DEFAULT_REPLY_TOKENS.to_string(),
+            ReplyLength::Demo => super::DEMO_MAX_TOKENS.to_string(),
+        };
+        for (name, what) in PARAMETERS {
+            let value = match *name {
+                "temperature" => o.temperature.to_string(),
+                "top_k" => o.top_k.to_string(),
+                "top_p" => o.top_p.to_string(),
+                "repeat_penalty" => o.repeat_penalty.to_string(),
+                "repeat_last_n" => o.repeat_last_n.to_string(),
+                "seed" => o.seed.to_string(),
+                "num_ctx" => session.n_ctx().to_string(),
+                _ => num_predict.clone(),
+            };
+            eprintln!("{name:<15} {value:<22} {what}");
+        }
+    }
+
+    fn show_info(&self, session: &Session) {
+        let m = self.model;
+        let h = &m.hparams;
+        let format = match m.tokenizer.chat_format() {
+            ChatFormat::Chatglm3 => "ChatGLM3",
+            ChatFormat::Glm4 => "GLM-4",
+            ChatFormat::Chatglm2 => "ChatGLM2",
+            ChatFormat::Completion => "completion (base or code model)",
+        };
+        let rows = [
+            ("model", m.name.clone()),
+            ("prompt format", format.to_string()),
+            ("parameters", count(m.n_params)),
+            ("file size", crate::progress::size(m.file_size)),
+            (
+                "context",
+                format!("{} tokens (trained on {})", session.n_ctx(), h.n_ctx_train),
+            ),
+            (
+                "layers",
+                format!(
+                    "{} (embedding {}, {} heads, {} KV groups, feed-forward {})",
+                    h.n_layer, h.n_embd, h.n_head, h.n_head_kv, h.n_ff
+                ),
+            ),
+            ("vocabulary", h.n_vocab.to_string()),
+            (
+                "placement",
+                m.plan.describe().lines().next().unwrap_or("").to_string(),
+            ),
+        ];
+        for (k, v) in rows {
+            eprintln!("{k:<14} {v}");
+        }
+    }
+
+    /// The prompt of a first turn as the model reads it (special tokens by name), with the
+    /// system message in use or a `{system}` placeholder.
+    fn template(&self) -> Result<String> {
+        let mut messages = if self.base.is_empty() {
+            vec![Message::system("{system}")]
+        } else {
+            self.base.clone()
+        };
+        messages.push(Message::user("{prompt}"));
+        let ids = build_chat_ids(&self.model.tokenizer, &messages)?;
+        Ok(self.model.tokenizer.decode(&ids)?)
     }
 
     fn save(&self, path: &Path) -> Result<usize> {
@@ -369,10 +622,10 @@ replies: at most {cap}, or the room left in the context"
 
     /// One user message and its reply (with any tool rounds). Errors are reported; the chat
     /// goes on.
-    fn turn(&mut self, session: &mut Session, sampler: &mut Sampler, text: &str) {
+    fn turn(&mut self, session: &mut Session, sampler: &mut Sampler, text: &str, ask: &mut Ask) {
         let mut current = vec![Message::new(Role::User, text.to_string())];
         INTERRUPTED.store(false, Ordering::SeqCst);
-        if let Err(e) = self.rounds(session, sampler, &mut current) {
+        if let Err(e) = self.rounds(session, sampler, &mut current, ask) {
             eprintln!("error: {e:#}");
         }
         INTERRUPTED.store(false, Ordering::SeqCst);
@@ -387,6 +640,7 @@ replies: at most {cap}, or the room left in the context"
         session: &mut Session,
         sampler: &mut Sampler,
         current: &mut Vec<Message>,
+        ask: &mut Ask,
     ) -> Result<()> {
         let a = self.a;
         let model = self.model;
@@ -394,27 +648,33 @@ replies: at most {cap}, or the room left in the context"
             let Some((messages, ids)) = self.fit_history(session, current)? else {
                 return Ok(());
             };
+            // keys typed from here to the end of the reply wait for the next prompt
+            let reply_mode = crate::term::ReplyMode::enter();
+            let mut spinner = Spinner::start(format!("reading the prompt ({} tokens)", ids.len()));
             let Some((pre_tokens, pre_seconds)) =
-                eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1))?
+                eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1), &spinner)?
             else {
-                // after the "^C" the terminal echoed on the input line
-                eprintln!("\n(stopped)");
+                spinner.stop();
+                eprintln!("(stopped)");
                 return Ok(());
             };
             let room = session.n_ctx().saturating_sub(ids.len());
-            let cap = self.reply_cap();
+            let cap = self.length.cap(room);
             let mut dec = model.tokenizer.stream_decoder();
             let mut printer =
                 ReplyPrinter::new(model.tokenizer.chat_format() == ChatFormat::Chatglm2);
+            let mut shaper = Shaper::new(self.length);
             let mut out = std::io::stdout().lock();
-            let mut g = generate(session, &ids, cap.min(room), sampler, &self.stops, |id| {
+            let mut g = generate(session, &ids, cap, sampler, &self.stops, |id| {
+                spinner.stop();
                 let piece = dec.push(id);
-                let _ = out.write_all(printer.feed(&piece).as_bytes());
+                let _ = out.write_all(shaper.feed(printer.feed(&piece)).as_bytes());
                 let _ = out.flush();
-                !INTERRUPTED.load(Ordering::Relaxed)
+                !INTERRUPTED.load(Ordering::Relaxed) && shaper.stop.is_none()
             })?;
-            let _ = out.write_all(printer.feed(&dec.finish()).as_bytes());
-            let _ = out.write_all(printer.finish().as_bytes());
+            spinner.stop();
+            let _ = out.write_all(shaper.feed(printer.feed(&dec.finish())).as_bytes());
+            let _ = out.write_all(shaper.feed(&printer.finish()).as_bytes());
             let _ = writeln!(out);
             let (call, history) = agent_reply(
                 a,
@@ -434,17 +694,19 @@ replies: at most {cap}, or the room left in the context"
             g.stats.prompt_evaluated += pre_tokens;
             g.stats.prompt_seconds += pre_seconds;
             current.extend_from_slice(&history[messages.len()..]);
-            match g.stop {
-                StopReason::Length if cap <= room && g.ids.len() >= cap => {
-                    if a.n_predict < 0 {
-                        eprintln!(
+            match (g.stop, self.length.limit()) {
+                (StopReason::Length, Some(limit)) if limit <= room && g.ids.len() >= limit => {
+                    match self.length {
+                        ReplyLength::Tokens(_) => eprintln!("(reply cut at -n {cap} tokens)"),
+                        ReplyLength::Demo => eprintln!(
+                            "(reply cut at {cap} tokens, the demo model's default; -n N sets another)"
+                        ),
+                        _ => eprintln!(
                             "(reply cut at {cap} tokens, the chat's default; -n N sets another)"
-                        );
-                    } else {
-                        eprintln!("(reply cut at -n {cap} tokens)");
+                        ),
                     }
                 }
-                StopReason::Length => {
+                (StopReason::Length, _) => {
                     eprintln!(
                         "(reply cut: the context of {} tokens is full)",
                         session.n_ctx()
@@ -457,15 +719,16 @@ replies: at most {cap}, or the room left in the context"
                 kv_used: session.n_past(),
                 n_ctx: session.n_ctx(),
             };
-            if a.verbose {
+            if self.verbose {
                 self.print_stats(&stats);
             }
             self.last = Some(stats);
-            if g.stop == StopReason::Cancelled {
+            if g.stop == StopReason::Cancelled && shaper.stop.is_none() {
                 eprintln!("(stopped)");
                 return Ok(());
             }
-            match next_observation(a, call.is_some(), &history)? {
+            drop(reply_mode);
+            match next_observation(a, call.is_some(), &history, ask)? {
                 Some(obs) => current.push(obs),
                 None => return Ok(()),
             }
@@ -481,10 +744,12 @@ replies: at most {cap}, or the room left in the context"
         session: &Session,
         current: &[Message],
     ) -> Result<Option<(Vec<Message>, Vec<u32>)>> {
-        let reserve = if self.a.n_predict < 0 {
-            DEFAULT_REPLY_TOKENS.min(session.n_ctx() / 4)
-        } else {
-            self.a.n_predict as usize
+        let reserve = match self.length {
+            ReplyLength::Tokens(n) => n,
+            other => other
+                .limit()
+                .unwrap_or(DEFAULT_REPLY_TOKENS)
+                .min(session.n_ctx() / 4),
         };
         let mut dropped = 0;
         let (messages, ids) = loop {
@@ -515,14 +780,32 @@ replies: at most {cap}, or the room left in the context"
     }
 }
 
+/// The first word of `s` and the rest, trimmed.
+fn split_word(s: &str) -> (&str, &str) {
+    let s = s.trim();
+    s.split_once(char::is_whitespace)
+        .map_or((s, ""), |(w, rest)| (w, rest.trim()))
+}
+
+/// 1.16M, 6.24B.
+fn count(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2}M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}
+
 /// Evaluates all of `ids` but its last batch (which `generate` then evaluates) one batch at a
 /// time after the cached prefix, checking Ctrl-C between batches: a long prompt stops within a
-/// batch. A prompt that takes more than 2 s gets a progress bar with rate and ETA (on a
-/// terminal). Returns the tokens evaluated and the seconds taken, or None when interrupted.
+/// batch. The spinner's line shows the progress, with rate and ETA. Returns the tokens
+/// evaluated and the seconds taken, or None when interrupted.
 pub(super) fn eval_prompt_interruptible(
     session: &mut Session,
     ids: &[u32],
     n_batch: usize,
+    spinner: &Spinner,
 ) -> Result<Option<(usize, f64)>> {
     let t0 = Instant::now();
     if ids.len() >= session.n_ctx() {
@@ -532,33 +815,23 @@ pub(super) fn eval_prompt_interruptible(
     let common = session.reusable_prefix(ids);
     session.truncate(common);
     let mut pos = common;
-    let mut bar: Option<indicatif::ProgressBar> = None;
-    let result = loop {
+    let total = ids.len() - common;
+    loop {
         if INTERRUPTED.load(Ordering::Relaxed) {
-            break None;
+            return Ok(None);
         }
         if ids.len() - pos <= n_batch {
-            break Some((pos - common, t0.elapsed().as_secs_f64()));
+            return Ok(Some((pos - common, t0.elapsed().as_secs_f64())));
         }
         session.eval(&ids[pos..pos + n_batch], false)?;
         pos += n_batch;
-        if bar.is_none() && t0.elapsed().as_secs_f64() > 2.0 {
-            let b = crate::progress::bar(
-                (ids.len() - common) as u64,
-                false,
-                "prompt [{elapsed_precise}] {wide_bar} {pos}/{len} tokens {per_sec} ETA {eta}",
-            );
-            b.set_position((pos - common) as u64);
-            bar = Some(b);
-        }
-        if let Some(b) = &bar {
-            b.set_position((pos - common) as u64);
-        }
-    };
-    if let Some(b) = bar {
-        b.finish_and_clear();
+        let done = pos - common;
+        let rate = done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+        spinner.set_message(format!(
+            "reading the prompt: {done}/{total} tokens, {rate:.0} tokens/s, ETA {:.0} s",
+            (total - done) as f64 / rate
+        ));
     }
-    Ok(result)
 }
 
 #[cfg(test)]
