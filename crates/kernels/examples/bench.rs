@@ -1,7 +1,8 @@
 //! Micro benchmark of the matmul kernels on ChatGLM3-6B shapes.
 //!
 //! ```text
-//! cargo run --release -p glm-kernels --example bench -- [--threads 2] [--isa avx2] [TYPE ...]
+//! cargo run --release -p glm-kernels --example bench -- [--threads 2] [--isa avx2]
+//!     [--tokens 1,512] [--shapes qkv,up,down] [TYPE ...]
 //! ```
 //!
 //! For each weight type and kernel it times `out = W · x` for 1 token (decoding: the weights
@@ -11,10 +12,11 @@
 //! 4096 → 4608, ffn_up 4096 → 27392 and, for the 32-column types, ffn_down 13696 → 4096 (13696 is
 //! not a multiple of 256). The activations are quantized outside the timed loop.
 //!
-//! Two times are reported, the best of at least 10 runs each: `wall`, and `cpu`, the on-CPU
-//! time of the slowest thread (from /proc/thread-self/schedstat; Linux only). On a machine
-//! shared with other jobs `cpu` is what the kernels would take on idle cores (memory bandwidth
-//! is still shared); the GB/s and GFLOP/s columns use it.
+//! Two times are reported, the best of 5 passes of ≥ 0.3 s each: `wall`, and `cpu`, the on-CPU
+//! time of the slowest thread (from /proc/thread-self/schedstat; Linux only). GB/s and GFLOP/s
+//! are from the wall time; `cpu GF/s` from the CPU time, which on a machine shared with other
+//! jobs is what the kernels would do on idle cores (for compute-bound prompts; decoding shares
+//! the memory bus, so only its wall time means something).
 
 use glm_kernels::*;
 use half::f16;
@@ -66,6 +68,7 @@ fn main() {
         .collect();
     let mut types = Vec::new();
     let mut tokens = vec![1usize, 512];
+    let mut only_shapes: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -83,6 +86,14 @@ fn main() {
                     .collect();
                 assert!(!isas.is_empty(), "{name}: not available here");
             }
+            "--shapes" => {
+                only_shapes = args
+                    .next()
+                    .expect("--shapes qkv,up,down")
+                    .split(',')
+                    .map(String::from)
+                    .collect()
+            }
             "--tokens" => {
                 tokens = args
                     .next()
@@ -99,8 +110,8 @@ fn main() {
     }
     println!("threads {threads}");
     println!(
-        "{:<8} {:<12} {:<16} {:>6} {:>9} {:>9} {:>7} {:>8}",
-        "type", "isa", "shape", "tokens", "wall ms", "cpu ms", "GB/s", "GFLOP/s"
+        "{:<8} {:<12} {:<16} {:>6} {:>9} {:>9} {:>7} {:>8} {:>8}",
+        "type", "isa", "shape", "tokens", "wall ms", "cpu ms", "GB/s", "GFLOP/s", "cpu GF/s"
     );
     for &ty in &types {
         let shapes: &[(&str, usize, usize)] = &[
@@ -109,7 +120,10 @@ fn main() {
             ("down 4096x13696", 4096, 13696),
         ];
         for &(name, rows, k) in shapes {
-            if k % ty.block_cols() != 0 {
+            let short = name.split(' ').next().unwrap_or(name);
+            if k % ty.block_cols() != 0
+                || (!only_shapes.is_empty() && !only_shapes.iter().any(|s| s == short))
+            {
                 continue;
             }
             let mut rng = Rng(7);
@@ -181,16 +195,18 @@ fn main() {
                         best_cpu = best_cpu.min(c);
                     }
                     let t = if best_cpu > 0.0 { best_cpu } else { best };
+                    let flop = 2.0 * (rows * k * n) as f64;
                     println!(
-                        "{:<8} {:<12} {:<16} {:>6} {:>9.3} {:>9.3} {:>7.1} {:>8.1}",
+                        "{:<8} {:<12} {:<16} {:>6} {:>9.3} {:>9.3} {:>7.1} {:>8.1} {:>8.1}",
                         ty.name(),
                         isa.name(),
                         name,
                         n,
                         best * 1e3,
                         best_cpu * 1e3,
-                        plen as f64 / t / 1e9,
-                        2.0 * (rows * k * n) as f64 / t / 1e9
+                        plen as f64 / best / 1e9,
+                        flop / best / 1e9,
+                        flop / t / 1e9
                     );
                 }
             }

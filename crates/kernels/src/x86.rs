@@ -1,7 +1,7 @@
 //! x86_64: feature detection, the AVX-512 VNNI and AVX2 tile drivers, and the small SIMD helpers
 //! every format's kernels share (nibble unpacking, activation broadcasts, dot-product chains).
 //!
-//! A tile is up to [`TILE`] tokens against one group of 16 rows: for each block along `k` the
+//! A tile is up to 8 (AVX-512) or 4 (AVX2) tokens against one group of 16 rows: for each block along `k` the
 //! format unpacks the group's weights once and uses them for every token of the tile. AVX-512
 //! holds the 16 rows in one register (one i32/f32 lane per row); AVX2 holds 8, so its driver runs
 //! the two halves of the group one after the other.
@@ -10,10 +10,12 @@ use crate::driver::{for_tiles, Format, Strides};
 use crate::{MatMul, Out, GROUP};
 use std::arch::x86_64::*;
 
-/// Tokens per tile.
-pub(crate) const TILE: usize = 4;
+/// Tokens per tile: AVX-512 has 32 registers (16 rows' weights of one block, and one
+/// accumulator per token), AVX2 16.
+const TILE512: usize = 8;
+const TILE256: usize = 4;
 
-type Tile = [[f32; GROUP]; TILE];
+type Tile = [[f32; GROUP]; TILE512];
 
 pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -27,8 +29,8 @@ pub(crate) fn has_avx512_vnni() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
-/// `$f::<n, ..>(args)` for a tile of `n` (1..=TILE) tokens.
-macro_rules! by_n {
+/// `$f::<n, ..>(args)` for a tile of `n` (1..=4) tokens.
+macro_rules! by_n4 {
     ($n:expr, $f:ident::<$($g:ty),*>($($arg:expr),*)) => {
         match $n {
             1 => $f::<1, $($g),*>($($arg),*),
@@ -39,22 +41,42 @@ macro_rules! by_n {
     };
 }
 
-/// Runs `tile(group weights, the tile's activation rows, n tokens)` over the groups and tokens
-/// and stores the results.
+/// `$f::<n, ..>(args)` for a tile of `n` (1..=8) tokens.
+macro_rules! by_n8 {
+    ($n:expr, $f:ident::<$($g:ty),*>($($arg:expr),*)) => {
+        match $n {
+            1 => $f::<1, $($g),*>($($arg),*),
+            2 => $f::<2, $($g),*>($($arg),*),
+            3 => $f::<3, $($g),*>($($arg),*),
+            4 => $f::<4, $($g),*>($($arg),*),
+            5 => $f::<5, $($g),*>($($arg),*),
+            6 => $f::<6, $($g),*>($($arg),*),
+            7 => $f::<7, $($g),*>($($arg),*),
+            _ => $f::<8, $($g),*>($($arg),*),
+        }
+    };
+}
+
+/// Runs `tile(group weights, the tile's activation rows, n tokens, prefetch distance)` over the
+/// groups and tokens and stores the results. Only the first tile of tokens of a chunk streams the
+/// weights from memory (the others find them in L2), so only it prefetches.
 fn run(
     m: MatMul,
     w: &[u8],
     acts: &[u8],
     groups: std::ops::Range<usize>,
     out: Out,
-    tile: impl Fn(&[u8], &[u8], usize) -> Tile,
+    tile_tokens: usize,
+    tile: impl Fn(&[u8], &[u8], usize, usize) -> Tile,
 ) {
     let s = Strides::of(&m);
-    for_tiles(&m, groups, TILE, |g, t0, n| {
+    let dist = prefetch_distance();
+    for_tiles(&m, groups, tile_tokens, |g, t0, n| {
         let res = tile(
             &w[g * s.nb * s.gbb..][..s.nb * s.gbb],
             &acts[t0 * s.arb..][..n * s.arb],
             n,
+            if t0 == 0 { dist } else { 0 },
         );
         let valid = GROUP.min(m.rows - g * GROUP);
         for (i, r) in res.iter().enumerate().take(n) {
@@ -71,22 +93,58 @@ pub(crate) fn matmul_avx512<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
-    run(m, w, acts, groups, out, |wg, a, n| {
+    run(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
         // SAFETY: AVX-512 F/BW/VNNI were detected (matmul checks availability); `wg` holds the
-        // group's nb blocks and `a` n ≤ TILE activation rows (sliced by `run`, sizes checked by
-        // MatMul::check), which is all the tile reads.
-        unsafe { by_n!(n, tile512::<F>(wg.as_ptr(), a.as_ptr(), s)) }
+        // group's nb blocks and `a` n ≤ TILE512 activation rows (sliced by `run`, sizes checked
+        // by MatMul::check), which is all the tile reads.
+        unsafe { by_n8!(n, tile512::<F>(wg.as_ptr(), a.as_ptr(), s, dist)) }
     });
 }
 
+/// How far ahead of the block being multiplied the weights are prefetched into L2 (bytes):
+/// what a core must have in flight to stream from DRAM (latency × bandwidth ≈ 100 ns ×
+/// 20 GB/s = 2 KB), with margin. Without it the formats with more arithmetic per byte (q6_K,
+/// q5_K, q5_0) decoded at half the bandwidth here; with it every format streams at about the
+/// machine's bandwidth (docs/cpu-kernels.md). `GLM_KERNELS_PREFETCH=<bytes>` overrides it for
+/// tuning (0: off).
+fn prefetch_distance() -> usize {
+    static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *D.get_or_init(|| {
+        std::env::var("GLM_KERNELS_PREFETCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(8192)
+    })
+}
+
+/// Prefetches the `len` bytes at `p + dist` into L2 (the address may lie past the weights:
+/// prefetches never fault, and `wrapping_add` computes it without claiming it is in bounds).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, dist: usize, len: usize) {
+    if dist == 0 {
+        return;
+    }
+    let mut off = 0;
+    while off < len {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(dist + off).cast());
+        off += 64;
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile512<const N: usize, F: Format>(wg: *const u8, a: *const u8, s: Strides) -> Tile {
+unsafe fn tile512<const N: usize, F: Format>(
+    wg: *const u8,
+    a: *const u8,
+    s: Strides,
+    dist: usize,
+) -> Tile {
     let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..s.nb {
         let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+        prefetch(wg.add(b * s.gbb), dist, s.gbb);
         F::avx512::<N>(wg.add(b * s.gbb), &ab, &mut acc);
     }
-    let mut res = [[0f32; GROUP]; TILE];
+    let mut res = [[0f32; GROUP]; TILE512];
     for (r, acc) in res.iter_mut().zip(&acc) {
         _mm512_storeu_ps(r.as_mut_ptr(), *acc);
     }
@@ -101,12 +159,19 @@ pub(crate) fn matmul_avx2<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
-    run(m, w, acts, groups, out, |wg, a, n| {
-        let mut res = [[0f32; GROUP]; TILE];
+    run(m, w, acts, groups, out, TILE256, |wg, a, n, dist| {
+        let mut res = [[0f32; GROUP]; TILE512];
         for half in 0..2 {
+            // the first half streams the weights in, the second finds them in L2
+            let dist = if half == 0 { dist } else { 0 };
             // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
-            // `a` (n activation rows), as for the AVX-512 tile.
-            unsafe { by_n!(n, tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, &mut res)) }
+            // `a` (n ≤ TILE256 activation rows), as for the AVX-512 tile.
+            unsafe {
+                by_n4!(
+                    n,
+                    tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                )
+            }
         }
         res
     });
@@ -119,11 +184,13 @@ unsafe fn tile256<const N: usize, F: Format>(
     a: *const u8,
     s: Strides,
     half: usize,
+    dist: usize,
     res: &mut Tile,
 ) {
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..s.nb {
         let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+        prefetch(wg.add(b * s.gbb), dist, s.gbb);
         F::avx2::<N>(wg.add(b * s.gbb), &ab, half, &mut acc);
     }
     for (r, acc) in res.iter_mut().zip(&acc) {

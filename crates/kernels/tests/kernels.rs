@@ -1,6 +1,6 @@
 //! Every weight type × every kernel this CPU can run against the reference on ggml's own blocks,
 //! on odd shapes: rows not a multiple of the 16-row group (1, 7, 17, 33, 100), one to several
-//! blocks of columns, 1–5 tokens and long tiles, thread-style splits of the groups, adversarial
+//! blocks of columns, 1–9 tokens (every tile size) and long runs of tiles, thread-style splits of the groups, adversarial
 //! values (q8 −128, zero scales, q6_K scale −128, all-zero activation blocks).
 //!
 //! Two bounds: with random scales the results must agree within f32 rounding, derived from the
@@ -146,7 +146,8 @@ fn every_kernel_matches_the_reference_on_odd_shapes() {
     for ty in WeightType::ALL {
         let qk = ty.block_cols();
         for (rows, blocks) in [(1, 1), (7, 2), (16, 1), (17, 3), (33, 1), (100, 5)] {
-            for n in [1, 2, 3, 4, 5] {
+            for n in 1..=9 {
+                // every tile size of AVX-512 (8) and AVX2 (4), and a tile plus one
                 let k = blocks * qk;
                 check(ty, rows, k, n, (rows * 1000 + k + n) as u64, false);
             }

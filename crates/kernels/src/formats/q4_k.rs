@@ -12,8 +12,8 @@
 //!         (low nibbles: columns 64c+4v+i, high nibbles: 64c+32+4v+i)
 //! ```
 //!
-//! Activations q8_K. AVX-512: 8 `vpdpbusd` per sub-block and token, one `vpmulld` by the rows'
-//! sub-block scales; the mins are 4 `vpdpwssd` (min pairs × activation sums of 32) per
+//! Activations q8_K. AVX-512 (one sub-block at a time, so that 8 tokens fit the registers): 8
+//! `vpdpbusd` per sub-block and token, one `vpmulld` by the rows' sub-block scales; the mins are 4 `vpdpwssd` (min pairs × activation sums of 32) per
 //! super-block. AVX2: `vpmaddubsw` of 8 vectors into i16 (at most 8·2·15·128 = 30720), then
 //! `vpmaddwd` by the scale.
 
@@ -123,14 +123,21 @@ impl Format for Q4K {
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use std::arch::x86_64::*;
+        let m4 = _mm512_set1_epi8(0x0f);
         let mut sumi = [_mm512_setzero_si512(); N];
-        for c in 0..4 {
-            let mut lo = [_mm512_setzero_si512(); 8];
-            let mut hi = [_mm512_setzero_si512(); 8];
-            for v in 0..8 {
-                (lo[v], hi[v]) = crate::x86::nibbles512(p.add(QS + 64 * (8 * c + v)));
+        // one sub-block at a time: 8 registers of weights, the rest for up to 8 tokens
+        for j in 0..8 {
+            let mut u = [_mm512_setzero_si512(); 8];
+            for (v, u) in u.iter_mut().enumerate() {
+                let x = _mm512_loadu_si512(p.add(QS + 64 * (8 * (j / 2) + v)).cast());
+                let x = if j % 2 == 1 {
+                    _mm512_srli_epi16::<4>(x)
+                } else {
+                    x
+                };
+                *u = _mm512_and_si512(x, m4);
             }
-            k_sub_blocks_512(p, a, c, &lo, &hi, &mut sumi);
+            k_sub_block_512(p, a, j, &u, &mut sumi);
         }
         k_finish_512(p, a, &sumi, acc);
     }
@@ -166,31 +173,25 @@ impl Format for Q4K {
     }
 }
 
-/// Sub-blocks 2c (`lo`) and 2c+1 (`hi`) of a q4_K/q5_K super-block, 8 vectors of 4 columns
-/// each, into `sumi` (× the rows' scales). Shared with q5_K.
+/// Sub-block `j` (32 columns, `u`: 8 vectors of 4 columns) of a q4_K/q5_K super-block into
+/// `sumi`, times the rows' scales. Shared with q5_K.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
-pub(crate) unsafe fn k_sub_blocks_512<const N: usize>(
+pub(crate) unsafe fn k_sub_block_512<const N: usize>(
     p: *const u8,
     a: &[*const u8; N],
-    c: usize,
-    lo: &[std::arch::x86_64::__m512i; 8],
-    hi: &[std::arch::x86_64::__m512i; 8],
+    j: usize,
+    u: &[std::arch::x86_64::__m512i; 8],
     sumi: &mut [std::arch::x86_64::__m512i; N],
 ) {
     use crate::act::A_QS;
     use crate::x86::*;
     use std::arch::x86_64::*;
-    let sc_lo = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SC + 32 * c).cast()));
-    let sc_hi = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SC + 32 * c + 16).cast()));
-    let zero = _mm512_setzero_si512();
+    let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SC + 16 * j).cast()));
     for (sumi, &at) in sumi.iter_mut().zip(a) {
-        let q = at.add(A_QS + 64 * c);
-        let sl = dot512(zero, lo, q);
-        let sh = dot512(zero, hi, q.add(32));
-        *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(sl, sc_lo));
-        *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(sh, sc_hi));
+        let s = dot512(_mm512_setzero_si512(), u, at.add(A_QS + 32 * j));
+        *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(s, sc));
     }
 }
 

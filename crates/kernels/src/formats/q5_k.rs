@@ -81,17 +81,22 @@ impl Format for Q5K {
     ) {
         use crate::x86::*;
         use std::arch::x86_64::*;
+        let m4 = _mm512_set1_epi8(0x0f);
         let mut sumi = [_mm512_setzero_si512(); N];
-        for c in 0..4 {
-            let mut lo = [_mm512_setzero_si512(); 8];
-            let mut hi = [_mm512_setzero_si512(); 8];
-            for v in 0..8 {
+        for j in 0..8 {
+            // sub-block j: nibbles of vectors 8(j/2) .., fifth bits = bit j of the qh vectors
+            let mut u = [_mm512_setzero_si512(); 8];
+            for (v, u) in u.iter_mut().enumerate() {
+                let x = _mm512_loadu_si512(p.add(QS + 64 * (8 * (j / 2) + v)).cast());
+                let x = if j % 2 == 1 {
+                    _mm512_srli_epi16::<4>(x)
+                } else {
+                    x
+                };
                 let h = _mm512_loadu_si512(p.add(QH + 64 * v).cast());
-                let (l, u) = nibbles512(p.add(QS + 64 * (8 * c + v)));
-                lo[v] = _mm512_or_si512(l, bit_to_4_512(h, 2 * c));
-                hi[v] = _mm512_or_si512(u, bit_to_4_512(h, 2 * c + 1));
+                *u = _mm512_or_si512(_mm512_and_si512(x, m4), bit_to_4_512(h, j));
             }
-            q4_k::k_sub_blocks_512(p, a, c, &lo, &hi, &mut sumi);
+            q4_k::k_sub_block_512(p, a, j, &u, &mut sumi);
         }
         q4_k::k_finish_512(p, a, &sumi, acc);
     }

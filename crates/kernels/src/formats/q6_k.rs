@@ -82,7 +82,6 @@ impl Format for Q6K {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    #[allow(clippy::needless_range_loop)] // u[s][i] is indexed by two loops
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
@@ -94,42 +93,35 @@ impl Format for Q6K {
         let m4 = _mm512_set1_epi8(0x0f);
         let m30 = _mm512_set1_epi8(0x30);
         let mut sumi = [_mm512_setzero_si512(); N];
-        for n in 0..2 {
-            for h4 in 0..2 {
-                // u[s][i]: columns 128n + 32s + 4(4h4 + i) .. +3, s = 0..3
-                let mut u = [[_mm512_setzero_si512(); 4]; 4];
-                for i in 0..4 {
-                    let w = 4 * h4 + i;
-                    let xa = _mm512_loadu_si512(p.add(QL + 64 * (16 * n + w)).cast());
-                    let xb = _mm512_loadu_si512(p.add(QL + 64 * (16 * n + 8 + w)).cast());
-                    let qh = _mm512_loadu_si512(p.add(QH + 64 * (8 * n + w)).cast());
-                    let hb = |x: __m512i| _mm512_and_si512(x, m30);
-                    u[0][i] =
-                        _mm512_or_si512(_mm512_and_si512(xa, m4), hb(_mm512_slli_epi16::<4>(qh)));
-                    u[1][i] =
-                        _mm512_or_si512(_mm512_and_si512(xb, m4), hb(_mm512_slli_epi16::<2>(qh)));
-                    u[2][i] =
-                        _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16::<4>(xa), m4), hb(qh));
-                    u[3][i] = _mm512_or_si512(
-                        _mm512_and_si512(_mm512_srli_epi16::<4>(xb), m4),
-                        hb(_mm512_srli_epi16::<2>(qh)),
-                    );
-                }
-                let mut sc = [_mm512_setzero_si512(); 4];
-                for (s, sc) in sc.iter_mut().enumerate() {
-                    let j = 8 * n + 2 * s + h4;
-                    *sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(SC + 16 * j).cast()));
-                }
-                for (sumi, &at) in sumi.iter_mut().zip(a) {
-                    for s in 0..4 {
-                        let j = 8 * n + 2 * s + h4;
-                        let q = at.add(A_QS + 128 * n + 32 * s + 16 * h4);
-                        let init =
-                            _mm512_set1_epi32(-32 * half_word(at.add(A_BS16 + 2 * j)) as i32);
-                        let x = dot512(init, &u[s], q);
-                        *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(x, sc[s]));
-                    }
-                }
+        // one sub-block of 16 columns at a time (4 registers of weights): j = 8n + 2s + h,
+        // columns 128n + 32s + 16h + 4i .. (i = 0..3)
+        for j in 0..16 {
+            let (n, s, h) = (j / 8, (j % 8) / 2, j % 2);
+            let mut u = [_mm512_setzero_si512(); 4];
+            for (i, u) in u.iter_mut().enumerate() {
+                let w = 4 * h + i;
+                let ql = _mm512_loadu_si512(p.add(QL + 64 * (16 * n + 8 * (s % 2) + w)).cast());
+                let ql = if s >= 2 {
+                    _mm512_srli_epi16::<4>(ql)
+                } else {
+                    ql
+                };
+                let qh = _mm512_loadu_si512(p.add(QH + 64 * (8 * n + w)).cast());
+                // bits 2s, 2s+1 of qh to bits 4, 5
+                let hb = match s {
+                    0 => _mm512_slli_epi16::<4>(qh),
+                    1 => _mm512_slli_epi16::<2>(qh),
+                    2 => qh,
+                    _ => _mm512_srli_epi16::<2>(qh),
+                };
+                *u = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(hb, m30));
+            }
+            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(SC + 16 * j).cast()));
+            for (sumi, &at) in sumi.iter_mut().zip(a) {
+                let q = at.add(A_QS + 16 * j);
+                let init = _mm512_set1_epi32(-32 * half_word(at.add(A_BS16 + 2 * j)) as i32);
+                let x = dot512(init, &u, q);
+                *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(x, sc));
             }
         }
         let dw = f16x16(p);
