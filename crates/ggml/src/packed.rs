@@ -64,6 +64,7 @@ impl PackedStore {
             })
             .collect();
         let mut store = TensorStore::allocate_weights(&Backend::cpu(1)?, &specs)?;
+        store.advise_huge_pages();
         for (i, s) in sources.iter().enumerate() {
             let dst = store.host_bytes_mut(i)?;
             repack_parallel(s, dst, n_threads.max(1))?;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p glm-kernels --example bench -- [--threads 2] [--isa avx2]
-//!     [--tokens 1,512] [--shapes qkv,up,down] [TYPE ...]
+//!     [--tokens 1,512] [--shapes qkv,up,down,small] [--resident] [TYPE ...]
 //! ```
 //!
 //! For each weight type and kernel it times `out = W · x` for 1 token (decoding: the weights
@@ -69,6 +69,9 @@ fn main() {
     let mut types = Vec::new();
     let mut tokens = vec![1usize, 512];
     let mut only_shapes: Vec<String> = Vec::new();
+    // --resident: one copy of the weights (they stay in the caches if small enough), to tell
+    // memory-bound from compute-bound
+    let mut resident = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -86,6 +89,7 @@ fn main() {
                     .collect();
                 assert!(!isas.is_empty(), "{name}: not available here");
             }
+            "--resident" => resident = true,
             "--shapes" => {
                 only_shapes = args
                     .next()
@@ -115,22 +119,26 @@ fn main() {
     );
     for &ty in &types {
         let shapes: &[(&str, usize, usize)] = &[
+            ("small 512x4096", 512, 4096),
             ("qkv 4608x4096", 4608, 4096),
             ("up 27392x4096", 27392, 4096),
             ("down 4096x13696", 4096, 13696),
         ];
         for &(name, rows, k) in shapes {
             let short = name.split(' ').next().unwrap_or(name);
-            if k % ty.block_cols() != 0
-                || (!only_shapes.is_empty() && !only_shapes.iter().any(|s| s == short))
-            {
+            let wanted = if only_shapes.is_empty() {
+                short != "small"
+            } else {
+                only_shapes.iter().any(|s| s == short)
+            };
+            if k % ty.block_cols() != 0 || !wanted {
                 continue;
             }
             let mut rng = Rng(7);
             let src = weights(ty, rows, k, &mut rng);
             let plen = packed_len(ty, rows, k);
             // enough copies to leave the 32 MiB L3 behind for decoding
-            let copies = (256 << 20) / plen + 1;
+            let copies = if resident { 1 } else { (256 << 20) / plen + 1 };
             let mut packed = vec![vec![0u8; plen]; copies.max(1)];
             repack(ty, &src, rows, k, &mut packed[0]).unwrap();
             for i in 1..packed.len() {

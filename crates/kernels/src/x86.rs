@@ -60,7 +60,7 @@ macro_rules! by_n8 {
 /// Runs `tile(group weights, the tile's activation rows, n tokens, prefetch distance)` over the
 /// groups and tokens and stores the results. Only the first tile of tokens of a chunk streams the
 /// weights from memory (the others find them in L2), so only it prefetches.
-fn run(
+fn run<F: Format>(
     m: MatMul,
     w: &[u8],
     acts: &[u8],
@@ -70,7 +70,7 @@ fn run(
     tile: impl Fn(&[u8], &[u8], usize, usize) -> Tile,
 ) {
     let s = Strides::of(&m);
-    let dist = prefetch_distance();
+    let dist = if F::PREFETCH { prefetch_distance() } else { 0 };
     for_tiles(&m, groups, tile_tokens, |g, t0, n| {
         let res = tile(
             &w[g * s.nb * s.gbb..][..s.nb * s.gbb],
@@ -93,7 +93,7 @@ pub(crate) fn matmul_avx512<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
-    run(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
+    run::<F>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
         // SAFETY: AVX-512 F/BW/VNNI were detected (matmul checks availability); `wg` holds the
         // group's nb blocks and `a` n ≤ TILE512 activation rows (sliced by `run`, sizes checked
         // by MatMul::check), which is all the tile reads.
@@ -103,10 +103,8 @@ pub(crate) fn matmul_avx512<F: Format>(
 
 /// How far ahead of the block being multiplied the weights are prefetched into L2 (bytes):
 /// what a core must have in flight to stream from DRAM (latency × bandwidth ≈ 100 ns ×
-/// 20 GB/s = 2 KB), with margin. Without it the formats with more arithmetic per byte (q6_K,
-/// q5_K, q5_0) decoded at half the bandwidth here; with it every format streams at about the
-/// machine's bandwidth (docs/cpu-kernels.md). `GLM_KERNELS_PREFETCH=<bytes>` overrides it for
-/// tuning (0: off).
+/// 20 GB/s = 2 KB), with margin, for the formats that ask for it (`Format::PREFETCH`).
+/// `GLM_KERNELS_PREFETCH=<bytes>` overrides it for tuning (0: off).
 fn prefetch_distance() -> usize {
     static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *D.get_or_init(|| {
@@ -159,7 +157,7 @@ pub(crate) fn matmul_avx2<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
-    run(m, w, acts, groups, out, TILE256, |wg, a, n, dist| {
+    run::<F>(m, w, acts, groups, out, TILE256, |wg, a, n, dist| {
         let mut res = [[0f32; GROUP]; TILE512];
         for half in 0..2 {
             // the first half streams the weights in, the second finds them in L2

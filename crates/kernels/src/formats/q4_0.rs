@@ -21,6 +21,7 @@ pub(crate) const QS: usize = 2 * GROUP;
 
 impl Format for Q4_0 {
     const TY: WeightType = WeightType::Q4_0;
+    const PREFETCH: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);

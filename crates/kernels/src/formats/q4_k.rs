@@ -79,6 +79,7 @@ pub(crate) fn finish_scalar(p: &[u8], a: &[u8], r: usize, sumi: i32, acc: &mut f
 
 impl Format for Q4K {
     const TY: WeightType = WeightType::Q4K;
+    const PREFETCH: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         repack_header(blk, r, out);
