@@ -70,7 +70,7 @@ fn run<F: Format>(
     tile: impl Fn(&[u8], &[u8], usize, usize) -> Tile,
 ) {
     let s = Strides::of(&m);
-    let dist = if F::PREFETCH { prefetch_distance() } else { 0 };
+    let dist = prefetch_distance::<F>();
     for_tiles(&m, groups, tile_tokens, |g, t0, n| {
         let res = tile(
             &w[g * s.nb * s.gbb..][..s.nb * s.gbb],
@@ -101,18 +101,18 @@ pub(crate) fn matmul_avx512<F: Format>(
     });
 }
 
-/// How far ahead of the block being multiplied the weights are prefetched into L2 (bytes):
+/// How far ahead of the block being multiplied `F`'s weights are prefetched into L2 (bytes):
 /// what a core must have in flight to stream from DRAM (latency × bandwidth ≈ 100 ns ×
 /// 20 GB/s = 2 KB), with margin, for the formats that ask for it (`Format::PREFETCH`).
-/// `GLM_KERNELS_PREFETCH=<bytes>` overrides it for tuning (0: off).
-fn prefetch_distance() -> usize {
-    static D: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *D.get_or_init(|| {
+/// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format, for tuning (0: off).
+fn prefetch_distance<F: Format>() -> usize {
+    static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let env = *ENV.get_or_init(|| {
         std::env::var("GLM_KERNELS_PREFETCH")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(8192)
-    })
+    });
+    env.unwrap_or(if F::PREFETCH { 8192 } else { 0 })
 }
 
 /// Prefetches the `len` bytes at `p + dist` into L2 (the address may lie past the weights:
