@@ -1,7 +1,8 @@
 //! Our own CPU matrix kernels (crate `glm-kernels`) wired into ggml graphs.
 //!
-//! q4_0/q8_0/q4_K/q6_K weights that stay on the CPU are repacked once, at load, into a [`PackedStore`]
-//! (16-row interleaved groups, see glm-kernels). In a graph, [`GraphCtx::mul_mat_packed`]
+//! Quantized weights that stay on the CPU (q4_0, q8_0, q5_0, q5_1, iq4_nl, q4_K, q5_K, q6_K,
+//! iq4_xs: every [`WeightType`]) are repacked once, at load, into a [`PackedStore`] (16-row
+//! interleaved groups, see glm-kernels). In a graph, [`GraphCtx::mul_mat_packed`]
 //! (graph.rs) adds two custom ops in place of ggml's `mul_mat`: one quantizes the activations
 //! (once per op, each thread a share of the tokens), the next multiplies (each thread a share of
 //! the row groups). ggml runs custom ops on all its threads and puts a barrier between ops.
@@ -9,7 +10,7 @@
 use crate::backend::Backend;
 use crate::tensor::{Tensor, TensorSpec, TensorStore};
 use crate::{sys, GgmlError};
-pub use glm_kernels::{Isa, WeightType};
+pub use glm_kernels::{Activation, Isa, WeightType};
 use std::ffi::{c_int, c_void};
 
 /// A repacked weight matrix (`rows × k`), as the graph uses it.
@@ -63,6 +64,7 @@ impl PackedStore {
             })
             .collect();
         let mut store = TensorStore::allocate_weights(&Backend::cpu(1)?, &specs)?;
+        store.advise_huge_pages();
         for (i, s) in sources.iter().enumerate() {
             let dst = store.host_bytes_mut(i)?;
             repack_parallel(s, dst, n_threads.max(1))?;
@@ -90,6 +92,14 @@ impl PackedStore {
     /// The instruction set the matrices are run with.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The names of the packed matrices and their types, in `build`'s order.
+    pub fn matrices(&self) -> impl Iterator<Item = (&str, WeightType)> {
+        self.store
+            .tensors()
+            .map(|(name, _)| name)
+            .zip(self.shapes.iter().map(|s| s.0))
     }
 
     /// Bytes of packed weights.
@@ -137,21 +147,46 @@ fn repack_parallel(s: &PackSource<'_>, dst: &mut [u8], n_threads: usize) -> Resu
 /// ggml.h's GGML_N_TASKS_MAX (a macro the bindings lack): run on every thread.
 const N_TASKS_MAX: c_int = -1;
 
-fn isa_to_ptr(isa: Isa) -> *mut c_void {
-    (match isa {
+/// The matmul op's user data: the weight type (index in `WeightType::ALL`) and the kernel.
+fn op_to_ptr(ty: WeightType, isa: Isa) -> *mut c_void {
+    let t = WeightType::ALL.iter().position(|&t| t == ty).unwrap_or(0);
+    let i = match isa {
         Isa::Scalar => 0usize,
         Isa::Avx2 => 1,
         Isa::Avx512Vnni => 2,
         Isa::Neon => 3,
-    }) as *mut c_void
+    };
+    (t << 8 | i) as *mut c_void
 }
 
-fn isa_from_ptr(p: *mut c_void) -> Isa {
-    match p as usize {
+fn op_from_ptr(p: *mut c_void) -> (WeightType, Isa) {
+    let p = p as usize;
+    let isa = match p & 0xff {
         1 => Isa::Avx2,
         2 => Isa::Avx512Vnni,
         3 => Isa::Neon,
         _ => Isa::Scalar,
+    };
+    (
+        WeightType::ALL[(p >> 8).min(WeightType::ALL.len() - 1)],
+        isa,
+    )
+}
+
+/// The quantize op's user data: how the activations are quantized.
+fn act_to_ptr(a: Activation) -> *mut c_void {
+    (match a {
+        Activation::Q8_0 => 0usize,
+        Activation::Q8_1 => 1,
+        Activation::Q8K => 2,
+    }) as *mut c_void
+}
+
+fn act_from_ptr(p: *mut c_void) -> Activation {
+    match p as usize {
+        1 => Activation::Q8_1,
+        2 => Activation::Q8K,
+        _ => Activation::Q8_0,
     }
 }
 
@@ -185,7 +220,8 @@ pub(crate) unsafe fn mul_mat_packed(
         ));
     }
     // The quantized activations are written into the op's f32-shaped [k, T] output: a block of
-    // 32 values takes 40 bytes there instead of 128 (q8_0), one of 256 takes 292 (q8_K).
+    // 32 values takes 40 bytes there instead of 128 (q8_0, q8_1), one of 256 takes 320 instead
+    // of 1024 (q8_K).
     if p.ty.act_row_bytes(p.k) > 4 * p.k {
         return Err(GgmlError::Shape(
             "mul_mat_packed: activations do not fit their buffer".into(),
@@ -196,15 +232,16 @@ pub(crate) unsafe fn mul_mat_packed(
         x.raw(),
         Some(quantize_op),
         N_TASKS_MAX,
-        usize::from(p.ty.uses_q8k()) as *mut c_void,
+        act_to_ptr(p.ty.activation()),
     );
-    let fun: sys::ggml_custom2_op_t = match p.ty {
-        WeightType::Q4_0 => Some(matmul_op_q4_0),
-        WeightType::Q8_0 => Some(matmul_op_q8_0),
-        WeightType::Q4K => Some(matmul_op_q4_k),
-        WeightType::Q6K => Some(matmul_op_q6_k),
-    };
-    let r = sys::ggml_map_custom2(ctx, p.data.raw(), q, fun, N_TASKS_MAX, isa_to_ptr(p.isa));
+    let r = sys::ggml_map_custom2(
+        ctx,
+        p.data.raw(),
+        q,
+        Some(matmul_op),
+        N_TASKS_MAX,
+        op_to_ptr(p.ty, p.isa),
+    );
     if q.is_null() || r.is_null() {
         return Err(GgmlError::Backend("ggml_map_custom failed".into()));
     }
@@ -223,24 +260,19 @@ pub(crate) unsafe fn mul_mat_packed(
     Ok(r)
 }
 
-/// Quantizes the activations (q8_0, or q8_K when `q8k` is non-null: the k-quant kernels'),
+/// Quantizes the activations as ggml does for the weight type (q8_0, q8_1 or q8_K: `act`),
 /// tokens split between threads.
 unsafe extern "C" fn quantize_op(
     dst: *mut sys::ggml_tensor,
     x: *const sys::ggml_tensor,
     ith: c_int,
     nth: c_int,
-    q8k: *mut c_void,
+    act: *mut c_void,
 ) {
     let (dst, x) = (&*dst, &*x);
     let (k, t) = (x.ne[0] as usize, x.ne[1] as usize);
-    // any weight type with these activations: they are all one needs here
-    let ty = if q8k.is_null() {
-        WeightType::Q8_0
-    } else {
-        WeightType::Q4K
-    };
-    let arb = ty.act_row_bytes(k);
+    let act = act_from_ptr(act);
+    let arb = act.row_bytes(k);
     for i in (ith.max(0) as usize..t).step_by(nth.max(1) as usize) {
         // SAFETY: x holds t rows of k f32 at stride nb[1] (checked when the op was made); dst is
         // this op's allocated [k, t] f32 output (4·k·t bytes), of which row i's act bytes
@@ -248,64 +280,20 @@ unsafe extern "C" fn quantize_op(
         let src =
             std::slice::from_raw_parts((x.data as *const u8).add(i * x.nb[1]).cast::<f32>(), k);
         let out = std::slice::from_raw_parts_mut((dst.data as *mut u8).add(i * arb), arb);
-        let _ = ty.quantize_activations(src, out); // shapes match by construction
+        let _ = act.quantize(src, out); // shapes match by construction
     }
 }
 
-unsafe extern "C" fn matmul_op_q4_0(
+/// The product, row groups split between threads (`op`: the weight type and kernel).
+unsafe extern "C" fn matmul_op(
     dst: *mut sys::ggml_tensor,
     w: *const sys::ggml_tensor,
     a: *const sys::ggml_tensor,
     ith: c_int,
     nth: c_int,
-    isa: *mut c_void,
+    op: *mut c_void,
 ) {
-    matmul_op(WeightType::Q4_0, dst, w, a, ith, nth, isa)
-}
-
-unsafe extern "C" fn matmul_op_q8_0(
-    dst: *mut sys::ggml_tensor,
-    w: *const sys::ggml_tensor,
-    a: *const sys::ggml_tensor,
-    ith: c_int,
-    nth: c_int,
-    isa: *mut c_void,
-) {
-    matmul_op(WeightType::Q8_0, dst, w, a, ith, nth, isa)
-}
-
-unsafe extern "C" fn matmul_op_q4_k(
-    dst: *mut sys::ggml_tensor,
-    w: *const sys::ggml_tensor,
-    a: *const sys::ggml_tensor,
-    ith: c_int,
-    nth: c_int,
-    isa: *mut c_void,
-) {
-    matmul_op(WeightType::Q4K, dst, w, a, ith, nth, isa)
-}
-
-unsafe extern "C" fn matmul_op_q6_k(
-    dst: *mut sys::ggml_tensor,
-    w: *const sys::ggml_tensor,
-    a: *const sys::ggml_tensor,
-    ith: c_int,
-    nth: c_int,
-    isa: *mut c_void,
-) {
-    matmul_op(WeightType::Q6K, dst, w, a, ith, nth, isa)
-}
-
-/// The product, row groups split between threads.
-unsafe fn matmul_op(
-    ty: WeightType,
-    dst: *mut sys::ggml_tensor,
-    w: *const sys::ggml_tensor,
-    a: *const sys::ggml_tensor,
-    ith: c_int,
-    nth: c_int,
-    isa: *mut c_void,
-) {
+    let (ty, isa) = op_from_ptr(op);
     let (dst, w, a) = (&*dst, &*w, &*a);
     let (rows, k, t) = (dst.ne[0] as usize, a.ne[0] as usize, a.ne[1] as usize);
     let m = glm_kernels::MatMul {
@@ -323,7 +311,7 @@ unsafe fn matmul_op(
     let wb = std::slice::from_raw_parts(w.data as *const u8, glm_kernels::packed_len(ty, rows, k));
     let ab = std::slice::from_raw_parts(a.data as *const u8, t * ty.act_row_bytes(k));
     let out = glm_kernels::Out::new(dst.data as *mut f32, rows);
-    if glm_kernels::matmul(isa_from_ptr(isa), m, wb, ab, part.clone(), out).is_err() {
+    if glm_kernels::matmul(isa, m, wb, ab, part.clone(), out).is_err() {
         // Unreachable (shapes were checked when the op was made); never leave garbage behind.
         for tok in 0..t {
             for r in part.start * glm_kernels::GROUP..(part.end * glm_kernels::GROUP).min(rows) {

@@ -1,119 +1,162 @@
-//! CPU matrix kernels for q4_0 and q8_0 weights: `out[t][r] = Σ_k W[r][k] · x[t][k]`.
+//! CPU matrix kernels for ggml's quantized weights: `out[t][r] = Σ_k W[r][k] · x[t][k]`.
 //!
-//! ggml b2757 multiplies one weight row at a time against one token (`ggml_vec_dot_q4_0_q8_0`),
-//! so every pass over the weights serves one row and one activation block is reloaded per row.
-//! Here the weights are repacked once, at load, into groups of [`GROUP`] rows whose blocks sit
-//! side by side, so one pass over memory serves 16 rows and each activation block is loaded once
-//! per group:
+//! ggml b2757 multiplies one weight row at a time against one token (`ggml_vec_dot_*`), so every
+//! pass over the weights serves one row and each activation block is reloaded per row. Here the
+//! weights are repacked once, at load, into groups of [`GROUP`] rows whose blocks sit side by
+//! side, so one pass over memory serves 16 rows and each activation block is loaded once per
+//! group. Within a group block every 32-bit lane holds 4 consecutive columns of one row, which is
+//! what `vpdpbusd` (AVX-512 VNNI: u8 × i8, 4 products summed per 32-bit lane) and `vpmaddubsw`
+//! (AVX2) want: the weights are the unsigned side, the activations the signed side, broadcast 4
+//! bytes at a time. Offsets (q4_0's −8, q8_0's +128, …) come back as one integer term per block
+//! and token from the activations' sums.
 //!
-//! ```text
-//! group g (rows 16g .. 16g+15), for each block b of 32 columns:
-//!   16 × f16 scales                      (row r's d)
-//!   q4_0: 4 × 64 bytes: vector v, lane r (4 bytes) = row r's quant bytes 4v .. 4v+3
-//!         (low nibbles are columns 4v+j, high nibbles 16+4v+j: ggml's own nibble order)
-//!   q8_0: 8 × 64 bytes: vector s, lane r (4 bytes) = row r's quants 4s .. 4s+3, each XOR 0x80
-//!         (= q + 128 as an unsigned byte)
-//! ```
+//! Where to read what:
 //!
-//! Each 32-bit lane holds 4 consecutive columns of one row, which is what `vpdpbusd` (AVX-512
-//! VNNI: u8 × s8, 4 products summed per 32-bit lane) and `pmaddubsw` (AVX2) want: the unsigned
-//! side is the weights (nibbles 0..15, or q8 + 128), the signed side is the activations broadcast
-//! 4 bytes at a time. The offsets come back in one integer term per block and token:
-//! `Σ (q−8)·a = Σ q·a − 8·Σa` (q4_0), `Σ q·a = Σ (q+128)·a − 128·Σa` (q8_0).
+//! - `formats/<type>.rs`: one file per weight type (q4_0, q8_0, q5_0, q5_1, iq4_nl, q4_K, q5_K,
+//!   q6_K, iq4_xs): ggml's block, the packed group block, the reference product on ggml's own
+//!   blocks and the kernels for each instruction set;
+//! - `driver.rs`: the shared tile driver (chunks of groups in L2, tiles of tokens in L1) and the
+//!   [`driver::Format`] trait every format implements;
+//! - `act.rs`: the activations, quantized as ggml does for each weight type (q8_0, q8_1, q8_K),
+//!   so the integer dot products are exactly ggml's and only the float accumulation differs;
+//! - `x86.rs`, `neon.rs`: the per-ISA drivers and shared SIMD helpers.
 //!
-//! Activations are quantized once per op into [`ACT_BLOCK`]-byte blocks exactly as ggml
-//! quantizes them to q8_0 on x86 (scale `f16(amax/127)`, values `round_ties_even(x·127/amax)`),
-//! plus the block's sum, so the integer dot products are exactly ggml's and only the float
-//! accumulation order differs.
-//!
-//! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64, and a scalar
-//! one everywhere. All of them read the same layout.
+//! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64 (the
+//! 32-column formats; the K formats run the portable kernel there), and a portable one
+//! everywhere. All of them read the same layout.
 
-pub mod kquants;
+mod act;
+mod driver;
+mod formats;
 #[cfg(target_arch = "aarch64")]
 mod neon;
-mod scalar;
+mod ops;
 #[cfg(target_arch = "x86_64")]
 mod x86;
-#[cfg(target_arch = "x86_64")]
-mod x86_k;
 
-use half::f16;
+pub use act::{Activation, ACT_BLOCK, Q8K_BLOCK, QK, QK_K};
+pub use ops::{softmax_row, swiglu};
 
 /// Rows per interleaved group.
 pub const GROUP: usize = 16;
-/// Columns per block (q4_0, q8_0 and the activation blocks).
-pub const QK: usize = 32;
-/// Bytes of one quantized activation block: f32 scale, i32 sum of the quants, 32 × i8.
-pub const ACT_BLOCK: usize = 40;
 
 /// The weight types these kernels take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightType {
     Q4_0,
     Q8_0,
+    /// 5-bit: `d · (q − 16)`.
+    Q5_0,
+    /// 5-bit with a min: `d · q + m`.
+    Q5_1,
+    /// 4-bit indices into a non-linear table: `d · KVALUES[q]`.
+    IQ4NL,
     /// llama.cpp's q4_K: 256-column super-blocks of 8 × 32 with 6-bit scales and mins.
     Q4K,
+    /// llama.cpp's q5_K: q4_K with a fifth bit.
+    Q5K,
     /// llama.cpp's q6_K: 256-column super-blocks of 16 × 16 with 8-bit scales.
     Q6K,
+    /// iq4_nl's table in 256-column super-blocks of 8 × 32 with 6-bit scales.
+    IQ4XS,
 }
 
+/// What the kernels need to know about a weight type.
+struct Spec {
+    ty: WeightType,
+    name: &'static str,
+    /// Columns per ggml block.
+    block_cols: usize,
+    /// Bytes of one ggml block.
+    ggml_bytes: usize,
+    /// Bytes of one packed group block (16 rows' blocks; see the type's file in `formats/`).
+    group_bytes: usize,
+    /// ggml's `vec_dot_type` for this type.
+    activation: Activation,
+    /// Byte offsets of the f16 fields (scales, mins) in ggml's block.
+    f16_offsets: &'static [usize],
+}
+
+/// One row per weight type, in the enum's order.
+#[rustfmt::skip]
+const SPECS: [Spec; 9] = {
+    use Activation as A;
+    use WeightType::*;
+    const fn s(ty: WeightType, name: &'static str, block_cols: usize, ggml_bytes: usize,
+               group_bytes: usize, activation: Activation, f16_offsets: &'static [usize]) -> Spec {
+        Spec { ty, name, block_cols, ggml_bytes, group_bytes, activation, f16_offsets }
+    }
+    [
+        //  type  name     cols  ggml  group  activations  f16 fields
+        s(Q4_0, "q4_0",   32,   18,   288, A::Q8_0, &[0]),
+        s(Q8_0, "q8_0",   32,   34,   544, A::Q8_0, &[0]),
+        s(Q5_0, "q5_0",   32,   22,   352, A::Q8_0, &[0]),
+        s(Q5_1, "q5_1",   32,   24,   384, A::Q8_1, &[0, 2]),
+        s(IQ4NL,"iq4_nl", 32,   18,   288, A::Q8_0, &[0]),
+        s(Q4K,  "q4_K",  256,  144,  2368, A::Q8K,  &[0, 2]),
+        s(Q5K,  "q5_K",  256,  176,  2880, A::Q8K,  &[0, 2]),
+        s(Q6K,  "q6_K",  256,  210,  3360, A::Q8K,  &[208]),
+        s(IQ4XS,"iq4_xs",256,  136,  2208, A::Q8K,  &[0]),
+    ]
+};
+
 impl WeightType {
-    /// Bytes of one ggml block (f16 scale + quants).
+    /// Every type.
+    pub const ALL: [WeightType; SPECS.len()] = {
+        let mut all = [WeightType::Q4_0; SPECS.len()];
+        let mut i = 0;
+        while i < SPECS.len() {
+            all[i] = SPECS[i].ty;
+            i += 1;
+        }
+        all
+    };
+
+    fn spec(self) -> &'static Spec {
+        let s = &SPECS[self as usize];
+        debug_assert_eq!(s.ty, self);
+        s
+    }
+
+    /// ggml's name of the type.
+    pub fn name(self) -> &'static str {
+        self.spec().name
+    }
+
+    /// Bytes of one ggml block.
     pub fn ggml_block_bytes(self) -> usize {
-        match self {
-            WeightType::Q4_0 => 18,
-            WeightType::Q8_0 => 34,
-            WeightType::Q4K => kquants::Q4K_BLOCK,
-            WeightType::Q6K => kquants::Q6K_BLOCK,
-        }
+        self.spec().ggml_bytes
     }
-    /// Columns of one ggml block (32, or 256 for the K types).
+
+    /// Columns of one ggml block (32, or 256 for the K types and iq4_xs).
     pub fn block_cols(self) -> usize {
-        match self {
-            WeightType::Q4_0 | WeightType::Q8_0 => QK,
-            WeightType::Q4K | WeightType::Q6K => kquants::QK_K,
-        }
+        self.spec().block_cols
     }
-    /// Whether the activations are quantized as ggml's q8_K (256-value blocks, for the K types)
-    /// rather than q8_0.
-    pub fn uses_q8k(self) -> bool {
-        matches!(self, WeightType::Q4K | WeightType::Q6K)
-    }
-    /// Quant bytes of one row's block.
-    fn quant_bytes(self) -> usize {
-        self.ggml_block_bytes() - 2
-    }
+
     /// Bytes of one group's block in the packed layout.
     pub fn group_block_bytes(self) -> usize {
-        match self {
-            WeightType::Q4K => kquants::Q4K_GROUP_BLOCK,
-            _ => GROUP * self.ggml_block_bytes(),
-        }
+        self.spec().group_bytes
     }
+
+    /// Byte offsets of the f16 fields (scales, mins) in one ggml block.
+    pub fn f16_offsets(self) -> &'static [usize] {
+        self.spec().f16_offsets
+    }
+
+    /// How the activations are quantized for this type (ggml's `vec_dot_type`).
+    pub fn activation(self) -> Activation {
+        self.spec().activation
+    }
+
     /// Bytes of one token's quantized activations (`k` columns) for this weight type.
     pub fn act_row_bytes(self, k: usize) -> usize {
-        if self.uses_q8k() {
-            kquants::q8k_row_bytes(k)
-        } else {
-            act_row_bytes(k)
-        }
+        self.activation().row_bytes(k)
     }
-    /// Quantizes one token's activations the way ggml does for this weight type (q8_0 or
-    /// q8_K) into `out` (`act_row_bytes(x.len())` bytes).
+
+    /// Quantizes one token's activations the way ggml does for this weight type into `out`
+    /// (`act_row_bytes(x.len())` bytes).
     pub fn quantize_activations(self, x: &[f32], out: &mut [u8]) -> Result<(), ShapeError> {
-        if self.uses_q8k() {
-            kquants::quantize_q8k(x, out)
-        } else {
-            quantize_activations(x, out)
-        }
-    }
-    /// What each activation sum is multiplied by in the offset term (−8 for q4_0, −128 for q8_0).
-    fn offset(self) -> i32 {
-        match self {
-            WeightType::Q4_0 => -8,
-            _ => -128,
-        }
+        self.activation().quantize(x, out)
     }
 }
 
@@ -220,13 +263,8 @@ pub fn packed_len(ty: WeightType, rows: usize, k: usize) -> usize {
     n_groups(rows) * (k / ty.block_cols()) * ty.group_block_bytes()
 }
 
-/// Bytes of one token's quantized activations (`k` columns).
-pub fn act_row_bytes(k: usize) -> usize {
-    k / QK * ACT_BLOCK
-}
-
-/// Repacks a matrix stored the ggml way (`rows` rows of `k / 32` blocks) into `dst`
-/// (`packed_len` bytes). Padding rows get scale 0 and zero quants.
+/// Repacks a matrix stored the ggml way (`rows` rows of `k / block_cols` blocks) into `dst`
+/// (`packed_len` bytes). Padding rows are zero (scale 0).
 pub fn repack(
     ty: WeightType,
     src: &[u8],
@@ -235,16 +273,16 @@ pub fn repack(
     dst: &mut [u8],
 ) -> Result<(), ShapeError> {
     let qk = ty.block_cols();
-    let nb = k / qk;
     let bb = ty.ggml_block_bytes();
     check(k.is_multiple_of(qk) && k > 0 && rows > 0, || {
         format!("{rows} rows of {k} columns: columns must be whole blocks of {qk}")
     })?;
-    check(src.len() == rows * nb * bb, || {
+    check(src.len() == rows * (k / qk) * bb, || {
         format!(
-            "{} bytes for {rows} × {k} {ty:?}, expected {}",
+            "{} bytes for {rows} × {k} {}, expected {}",
             src.len(),
-            rows * nb * bb
+            ty.name(),
+            rows * (k / qk) * bb
         )
     })?;
     check(dst.len() == packed_len(ty, rows, k), || {
@@ -254,68 +292,7 @@ pub fn repack(
             packed_len(ty, rows, k)
         )
     })?;
-    if ty.uses_q8k() {
-        kquants::repack(ty, src, rows, k, dst);
-        return Ok(());
-    }
-    let gbb = ty.group_block_bytes();
-    let (zero_q, n_vec) = match ty {
-        WeightType::Q4_0 => (0x88u8, 4), // nibbles 8 and 8: value 0
-        _ => (0x80u8, 8),                // q8_0: 0 + 128
-    };
-    for (g, group) in dst.chunks_exact_mut(nb * gbb).enumerate() {
-        for (b, out) in group.chunks_exact_mut(gbb).enumerate() {
-            let (scales, quants) = out.split_at_mut(2 * GROUP);
-            for r in 0..GROUP {
-                let row = g * GROUP + r;
-                if row >= rows {
-                    scales[2 * r..2 * r + 2].fill(0);
-                    for v in 0..n_vec {
-                        quants[v * 64 + 4 * r..v * 64 + 4 * r + 4].fill(zero_q);
-                    }
-                    continue;
-                }
-                let blk = &src[(row * nb + b) * bb..][..bb];
-                scales[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
-                let qs = &blk[2..];
-                for v in 0..n_vec {
-                    let dst4 = &mut quants[v * 64 + 4 * r..v * 64 + 4 * r + 4];
-                    for j in 0..4 {
-                        dst4[j] = match ty {
-                            WeightType::Q4_0 => qs[4 * v + j],
-                            _ => qs[4 * v + j] ^ 0x80,
-                        };
-                    }
-                }
-            }
-        }
-    }
-    debug_assert_eq!(ty.quant_bytes() * GROUP, gbb - 2 * GROUP);
-    Ok(())
-}
-
-/// Quantizes one token's activations (`x.len()` a multiple of 32) into `out`
-/// (`act_row_bytes(x.len())` bytes), as ggml's x86 `quantize_row_q8_0`, plus each block's sum.
-pub fn quantize_activations(x: &[f32], out: &mut [u8]) -> Result<(), ShapeError> {
-    check(x.len().is_multiple_of(QK), || {
-        format!("{} activations are not whole blocks", x.len())
-    })?;
-    check(out.len() == act_row_bytes(x.len()), || {
-        format!("{} bytes for {} activations", out.len(), x.len())
-    })?;
-    for (xb, ob) in x.chunks_exact(QK).zip(out.chunks_exact_mut(ACT_BLOCK)) {
-        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = f16::from_f32(amax / 127.0).to_f32();
-        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for (o, &v) in ob[8..].iter_mut().zip(xb) {
-            let q = (v * id).round_ties_even() as i8;
-            sum += q as i32;
-            *o = q as u8;
-        }
-        ob[..4].copy_from_slice(&d.to_le_bytes());
-        ob[4..8].copy_from_slice(&sum.to_le_bytes());
-    }
+    driver::with_format!(ty, F => driver::repack::<F>(src, rows, k, dst));
     Ok(())
 }
 
@@ -334,10 +311,10 @@ impl MatMul {
             self.k.is_multiple_of(self.ty.block_cols()) && self.k > 0 && self.rows > 0,
             || {
                 format!(
-                    "{} rows of {} columns: {:?} needs whole blocks of {}",
+                    "{} rows of {} columns: {} needs whole blocks of {}",
                     self.rows,
                     self.k,
-                    self.ty,
+                    self.ty.name(),
                     self.ty.block_cols()
                 )
             },
@@ -369,6 +346,12 @@ pub struct Out {
     ptr: *mut f32,
     stride: usize,
 }
+
+// SAFETY: `Out::new`'s contract makes the caller guarantee that concurrent calls write disjoint
+// rows (threads given disjoint row groups), so sharing the pointer between threads is sound.
+unsafe impl Send for Out {}
+// SAFETY: as for Send: `Out` is only written through, at places its creator made disjoint.
+unsafe impl Sync for Out {}
 
 impl Out {
     /// # Safety
@@ -409,70 +392,8 @@ pub fn matmul(
     check(isa.runs_here(), || {
         format!("{} is not available on this CPU", isa.name())
     })?;
-    if m.ty.uses_q8k() {
-        match isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86_k::matmul_avx2(m, w, acts, groups, out),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512Vnni => x86_k::matmul_avx512(m, w, acts, groups, out),
-            // NEON: the portable kernel for now (docs/cpu-kernels.md)
-            _ => kquants::matmul_scalar(m, w, acts, groups, out),
-        }
-        return Ok(());
-    }
-    match isa {
-        Isa::Scalar => scalar::matmul(m, w, acts, groups, out),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => x86::matmul_avx2(m, w, acts, groups, out),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => x86::matmul_avx512(m, w, acts, groups, out),
-        #[cfg(target_arch = "aarch64")]
-        Isa::Neon => neon::matmul(m, w, acts, groups, out),
-        #[allow(unreachable_patterns)]
-        _ => unreachable!("availability checked above"),
-    }
+    driver::with_format!(m.ty, F => driver::matmul::<F>(isa, m, w, acts, groups, out));
     Ok(())
-}
-
-/// Groups per cache chunk: the kernels run a chunk of groups (≤ 256 KiB of weights, which stays
-/// in L2) against each tile of tokens (which stays in L1), so the activations are not streamed
-/// again for every group.
-fn chunk_groups(m: &MatMul) -> usize {
-    let group_bytes = (m.k / m.ty.block_cols()) * m.ty.group_block_bytes();
-    (256 * 1024 / group_bytes.max(1)).max(1)
-}
-
-/// Calls `f(group, first_token, n_tokens ≤ tile)` over `groups` × all tokens in cache-friendly
-/// order.
-fn for_tiles(
-    m: &MatMul,
-    groups: std::ops::Range<usize>,
-    tile: usize,
-    mut f: impl FnMut(usize, usize, usize),
-) {
-    let chunk = chunk_groups(m);
-    let mut g0 = groups.start;
-    while g0 < groups.end {
-        let g1 = (g0 + chunk).min(groups.end);
-        let mut t0 = 0;
-        while t0 < m.n_tokens {
-            let n = tile.min(m.n_tokens - t0);
-            for g in g0..g1 {
-                f(g, t0, n);
-            }
-            t0 += n;
-        }
-        g0 = g1;
-    }
-}
-
-/// Scale of block `b` of an activation row.
-#[inline(always)]
-fn act_scale(a: &[u8]) -> (f32, i32) {
-    (
-        f32::from_le_bytes([a[0], a[1], a[2], a[3]]),
-        i32::from_le_bytes([a[4], a[5], a[6], a[7]]),
-    )
 }
 
 /// Reference: the same product computed from ggml's own row-major blocks, one row and one token
@@ -488,9 +409,10 @@ pub fn reference(
     reference_terms(ty, src, rows, k, acts, n_tokens).0
 }
 
-/// [`reference`], and for each output the sum of the absolute values of its per-block terms
-/// (`|d_w·d_a·Σ|`, for q4_K also `|dmin·d_a·Σ m·bsum|`): the f32 rounding of every kernel's
-/// result is bounded by a few units of `f32::EPSILON` × (blocks + 4) × that sum.
+/// [`reference`], and for each output the sum of the absolute values of its per-block float
+/// terms (`|d_w·d_a·Σ|`, plus the min terms of q4_K/q5_K and q5_1): each kernel's f32 result
+/// differs from the exact one by at most a few units of `f32::EPSILON` × (terms + 3) × that sum
+/// (kernels.rs derives its bound from it).
 pub fn reference_terms(
     ty: WeightType,
     src: &[u8],
@@ -499,85 +421,5 @@ pub fn reference_terms(
     acts: &[u8],
     n_tokens: usize,
 ) -> (Vec<f32>, Vec<f32>) {
-    if ty.uses_q8k() {
-        return kquants::reference(ty, src, rows, k, acts, n_tokens);
-    }
-    let nb = k / QK;
-    let bb = ty.ggml_block_bytes();
-    let mut out = vec![0f32; rows * n_tokens];
-    let mut mag = vec![0f32; rows * n_tokens];
-    for t in 0..n_tokens {
-        let arow = &acts[t * act_row_bytes(k)..][..act_row_bytes(k)];
-        for r in 0..rows {
-            let mut acc = 0f32;
-            let mut abs = 0f32;
-            for b in 0..nb {
-                let blk = &src[(r * nb + b) * bb..][..bb];
-                let dw = f16::from_le_bytes([blk[0], blk[1]]).to_f32();
-                let ab = &arow[b * ACT_BLOCK..][..ACT_BLOCK];
-                let (da, _) = act_scale(ab);
-                let a = |i: usize| ab[8 + i] as i8 as i32;
-                let isum: i32 = match ty {
-                    WeightType::Q4_0 => (0..16)
-                        .map(|i| {
-                            let q = blk[2 + i];
-                            ((q & 15) as i32 - 8) * a(i) + ((q >> 4) as i32 - 8) * a(i + 16)
-                        })
-                        .sum(),
-                    _ => (0..32).map(|i| blk[2 + i] as i8 as i32 * a(i)).sum(),
-                };
-                acc += dw * da * isum as f32;
-                abs += (dw * da * isum as f32).abs();
-            }
-            out[t * rows + r] = acc;
-            mag[t * rows + r] = abs;
-        }
-    }
-    (out, mag)
-}
-
-/// `row = softmax(row · scale + mask)` in place, with `exp` in f32 and the sum in f64 (as
-/// ggml's CPU softmax, but without its f16 table of exp). `-inf` entries (masked) give 0.
-pub fn softmax_row(row: &mut [f32], mask: &[f32], scale: f32) -> Result<(), ShapeError> {
-    check(row.len() == mask.len() && !row.is_empty(), || {
-        format!(
-            "softmax over {} values with a mask of {}",
-            row.len(),
-            mask.len()
-        )
-    })?;
-    let mut max = f32::NEG_INFINITY;
-    for (o, &m) in row.iter_mut().zip(mask) {
-        *o = *o * scale + m;
-        max = max.max(*o);
-    }
-    let mut sum = 0f64;
-    for o in row.iter_mut() {
-        *o = if *o == f32::NEG_INFINITY {
-            0.0
-        } else {
-            (*o - max).exp()
-        };
-        sum += *o as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    row.iter_mut().for_each(|o| *o *= inv);
-    Ok(())
-}
-
-/// `out = silu(gate) ⊙ up` with `silu(x) = x / (1 + exp(−x))` in f32 (ggml's CPU SiLU reads a
-/// table indexed by x rounded to f16).
-pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) -> Result<(), ShapeError> {
-    check(gate.len() == up.len() && gate.len() == out.len(), || {
-        format!(
-            "swiglu of {} and {} values into {}",
-            gate.len(),
-            up.len(),
-            out.len()
-        )
-    })?;
-    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g / (1.0 + (-g).exp()) * u;
-    }
-    Ok(())
+    driver::with_format!(ty, F => driver::reference::<F>(src, rows, k, acts, n_tokens))
 }

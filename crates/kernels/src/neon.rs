@@ -1,79 +1,80 @@
-//! aarch64 kernel (NEON, which every aarch64 CPU has): 4 rows per register. The dot-product
-//! instructions (`sdot`) are not in stable Rust yet, so products are widened with `smull` and
-//! summed pairwise; the weights are made signed first (nibble − 8, q8 XOR 0x80), so no offset
-//! term is needed.
+//! aarch64 (NEON, which every aarch64 CPU has): the driver and the helpers of the 32-column
+//! formats' kernels, 4 rows per register. The dot-product instructions (`sdot`) are not in stable
+//! Rust yet, so products are widened with `smull` and summed pairwise; the formats make their
+//! weights signed first (nibble − 8, q8 XOR 0x80, the iq4_nl table), so no offset term is
+//! needed. The K formats run the portable kernel here (docs/cpu-kernels.md).
 
-use crate::{act_row_bytes, act_scale, for_tiles, MatMul, Out, WeightType, ACT_BLOCK, GROUP, QK};
-use half::f16;
+use crate::driver::{f16_at, for_tiles, Format, Strides};
+use crate::{MatMul, Out, GROUP};
 use std::arch::aarch64::*;
 
-pub(crate) fn matmul(m: MatMul, w: &[u8], acts: &[u8], groups: std::ops::Range<usize>, out: Out) {
-    let nb = m.k / QK;
-    let gbb = m.ty.group_block_bytes();
-    let arb = act_row_bytes(m.k);
+pub(crate) fn matmul<F: Format>(
+    m: MatMul,
+    w: &[u8],
+    acts: &[u8],
+    groups: std::ops::Range<usize>,
+    out: Out,
+) {
+    let s = Strides::of(&m);
     for_tiles(&m, groups, 1, |g, t, _| {
-        let wg = &w[g * nb * gbb..][..nb * gbb];
-        let arow = &acts[t * arb..][..arb];
+        let wg = &w[g * s.nb * s.gbb..][..s.nb * s.gbb];
+        let arow = &acts[t * s.arb..][..s.arb];
         let mut res = [0f32; GROUP];
-        for quarter in 0..4 {
-            // SAFETY: NEON is part of aarch64; the tile reads `wg` (nb group blocks) and `arow`
-            // (one activation row), whose sizes MatMul::check verified.
-            let r = unsafe { quarter_rows(m.ty, wg, nb, arow, quarter) };
-            res[4 * quarter..4 * quarter + 4].copy_from_slice(&r);
+        // SAFETY: NEON is part of aarch64; the loop reads `wg` (nb group blocks) and `arow` (one
+        // activation row), whose sizes MatMul::check verified.
+        unsafe {
+            let mut acc = [vdupq_n_f32(0.0); 4];
+            for b in 0..s.nb {
+                F::neon(
+                    wg.as_ptr().add(b * s.gbb),
+                    arow.as_ptr().add(b * s.abb),
+                    &mut acc,
+                );
+            }
+            for (q, acc) in acc.iter().enumerate() {
+                vst1q_f32(res.as_mut_ptr().add(4 * q), *acc);
+            }
         }
         out.put(t, g * GROUP, &res, GROUP.min(m.rows - g * GROUP));
     });
 }
 
-/// Rows 4·quarter .. 4·quarter+3 of the group against one token.
+/// The f32 at `p`.
+#[inline(always)]
+pub(crate) unsafe fn f32_at(p: *const u8) -> f32 {
+    p.cast::<f32>().read_unaligned()
+}
+
+/// `Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` for 4 rows: each `u[i]` holds 4 rows ×
+/// 4 consecutive columns (signed), the result one i32 per row.
 #[target_feature(enable = "neon")]
-unsafe fn quarter_rows(
-    ty: WeightType,
-    wg: &[u8],
-    nb: usize,
-    arow: &[u8],
-    quarter: usize,
-) -> [f32; 4] {
-    let gbb = ty.group_block_bytes();
-    let mut facc = vdupq_n_f32(0.0);
-    for b in 0..nb {
-        let blk = &wg[b * gbb..][..gbb];
-        let ab = &arow[b * ACT_BLOCK..][..ACT_BLOCK];
-        let (da, _) = act_scale(ab);
-        let mut dw = [0f32; 4];
-        for (i, d) in dw.iter_mut().enumerate() {
-            let r = 4 * quarter + i;
-            *d = f16::from_le_bytes([blk[2 * r], blk[2 * r + 1]]).to_f32() * da;
-        }
-        let q = blk[2 * GROUP + 16 * quarter..].as_ptr();
-        let mut u = [vdupq_n_s8(0); 8];
-        match ty {
-            WeightType::Q4_0 => {
-                let (m4, eight) = (vdupq_n_u8(0x0f), vdupq_n_s8(8));
-                for v in 0..4 {
-                    let x = vld1q_u8(q.add(64 * v));
-                    u[v] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(x, m4)), eight);
-                    u[v + 4] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(x)), eight);
-                }
-            }
-            _ => {
-                for (s, u) in u.iter_mut().enumerate() {
-                    *u = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(q.add(64 * s)), vdupq_n_u8(0x80)));
-                }
-            }
-        }
-        let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
-        for (i, &u) in u.iter().enumerate() {
-            let a4 =
-                i32::from_le_bytes([ab[8 + 4 * i], ab[9 + 4 * i], ab[10 + 4 * i], ab[11 + 4 * i]]);
-            let x = vreinterpretq_s8_s32(vdupq_n_s32(a4));
-            lo = vpadalq_s16(lo, vmull_s8(vget_low_s8(u), vget_low_s8(x)));
-            hi = vpadalq_s16(hi, vmull_high_s8(u, x));
-        }
-        let isum = vpaddq_s32(lo, hi); // rows 0..3 of the quarter
-        facc = vfmaq_f32(facc, vcvtq_f32_s32(isum), vld1q_f32(dw.as_ptr()));
+#[inline]
+pub(crate) unsafe fn dot32(u: &[int8x16_t; 8], q: *const u8) -> int32x4_t {
+    let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
+    for (i, &u) in u.iter().enumerate() {
+        let x = vreinterpretq_s8_s32(vdupq_n_s32(q.add(4 * i).cast::<i32>().read_unaligned()));
+        lo = vpadalq_s16(lo, vmull_s8(vget_low_s8(u), vget_low_s8(x))); // rows 0, 1
+        hi = vpadalq_s16(hi, vmull_high_s8(u, x)); // rows 2, 3
     }
-    let mut r = [0f32; 4];
-    vst1q_f32(r.as_mut_ptr(), facc);
-    r
+    vpaddq_s32(lo, hi)
+}
+
+/// 4 f16 at `p` as f32 lanes.
+#[inline(always)]
+pub(crate) unsafe fn f16x4(p: *const u8) -> float32x4_t {
+    let b = std::slice::from_raw_parts(p, 8);
+    let v = [f16_at(b, 0), f16_at(b, 2), f16_at(b, 4), f16_at(b, 6)];
+    vld1q_f32(v.as_ptr())
+}
+
+/// `acc + f32(isum) · (d · da)` with `d` the 4 rows' f16 scales at `d`.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn scale_add(
+    acc: float32x4_t,
+    isum: int32x4_t,
+    d: *const u8,
+    da: f32,
+) -> float32x4_t {
+    vfmaq_f32(acc, vcvtq_f32_s32(isum), vmulq_n_f32(f16x4(d), da))
 }

@@ -1,12 +1,21 @@
-//! x86_64 kernels: AVX-512 VNNI (`vpdpbusd`, 16 rows per register) and AVX2 (`vpmaddubsw`,
-//! 8 rows per register). Both run a tile of up to 4 tokens against one group of 16 rows, so each
-//! group's weights are unpacked once per block and used for every token of the tile.
+//! x86_64: feature detection, the AVX-512 VNNI and AVX2 tile drivers, and the small SIMD helpers
+//! every format's kernels share (nibble unpacking, activation broadcasts, dot-product chains).
+//!
+//! A tile is up to 8 (AVX-512) or 4 (AVX2) tokens against one group of 16 rows: for each block along `k` the
+//! format unpacks the group's weights once and uses them for every token of the tile. AVX-512
+//! holds the 16 rows in one register (one i32/f32 lane per row); AVX2 holds 8, so its driver runs
+//! the two halves of the group one after the other.
 
-use crate::{act_row_bytes, for_tiles, MatMul, Out, WeightType, ACT_BLOCK, GROUP, QK};
+use crate::driver::{for_tiles, Format, Strides};
+use crate::{MatMul, Out, GROUP};
 use std::arch::x86_64::*;
 
-/// Tokens per tile.
-const TILE: usize = 4;
+/// Tokens per tile: AVX-512 has 32 registers (16 rows' weights of one block, and one
+/// accumulator per token), AVX2 16.
+const TILE512: usize = 8;
+const TILE256: usize = 4;
+
+type Tile = [[f32; GROUP]; TILE512];
 
 pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
@@ -20,26 +29,54 @@ pub(crate) fn has_avx512_vnni() -> bool {
         && is_x86_feature_detected!("avx512vnni")
 }
 
-type Tile = [[f32; GROUP]; TILE];
+/// `$f::<n, ..>(args)` for a tile of `n` (1..=4) tokens.
+macro_rules! by_n4 {
+    ($n:expr, $f:ident::<$($g:ty),*>($($arg:expr),*)) => {
+        match $n {
+            1 => $f::<1, $($g),*>($($arg),*),
+            2 => $f::<2, $($g),*>($($arg),*),
+            3 => $f::<3, $($g),*>($($arg),*),
+            _ => $f::<4, $($g),*>($($arg),*),
+        }
+    };
+}
 
-/// Runs `tile(group weights, first activation block, n tokens)` over the groups and tokens and
-/// stores the results.
-fn run(
+/// `$f::<n, ..>(args)` for a tile of `n` (1..=8) tokens.
+macro_rules! by_n8 {
+    ($n:expr, $f:ident::<$($g:ty),*>($($arg:expr),*)) => {
+        match $n {
+            1 => $f::<1, $($g),*>($($arg),*),
+            2 => $f::<2, $($g),*>($($arg),*),
+            3 => $f::<3, $($g),*>($($arg),*),
+            4 => $f::<4, $($g),*>($($arg),*),
+            5 => $f::<5, $($g),*>($($arg),*),
+            6 => $f::<6, $($g),*>($($arg),*),
+            7 => $f::<7, $($g),*>($($arg),*),
+            _ => $f::<8, $($g),*>($($arg),*),
+        }
+    };
+}
+
+/// Runs `tile(group weights, the tile's activation rows, n tokens, prefetch distance)` over the
+/// groups and tokens and stores the results. Only the first tile of tokens of a chunk streams the
+/// weights from memory (the others find them in L2), so only it prefetches.
+fn run<F: Format>(
     m: MatMul,
     w: &[u8],
     acts: &[u8],
     groups: std::ops::Range<usize>,
     out: Out,
-    tile: impl Fn(&[u8], &[u8], usize) -> Tile,
+    tile_tokens: usize,
+    tile: impl Fn(&[u8], &[u8], usize, usize) -> Tile,
 ) {
-    let nb = m.k / QK;
-    let gbb = m.ty.group_block_bytes();
-    let arb = act_row_bytes(m.k);
-    for_tiles(&m, groups, TILE, |g, t0, n| {
+    let s = Strides::of(&m);
+    let dist = prefetch_distance::<F>();
+    for_tiles(&m, groups, tile_tokens, |g, t0, n| {
         let res = tile(
-            &w[g * nb * gbb..][..nb * gbb],
-            &acts[t0 * arb..][..n * arb],
+            &w[g * s.nb * s.gbb..][..s.nb * s.gbb],
+            &acts[t0 * s.arb..][..n * s.arb],
             n,
+            if t0 == 0 { dist } else { 0 },
         );
         let valid = GROUP.min(m.rows - g * GROUP);
         for (i, r) in res.iter().enumerate().take(n) {
@@ -48,207 +85,291 @@ fn run(
     });
 }
 
-/// Reads 4 activation bytes as one 32-bit lane value.
-#[inline(always)]
-unsafe fn word(p: *const u8) -> i32 {
-    p.cast::<i32>().read_unaligned()
-}
-
-pub(crate) fn matmul_avx512(
+pub(crate) fn matmul_avx512<F: Format>(
     m: MatMul,
     w: &[u8],
     acts: &[u8],
     groups: std::ops::Range<usize>,
     out: Out,
 ) {
-    let (nb, arb) = (m.k / QK, act_row_bytes(m.k));
-    run(m, w, acts, groups, out, |wg, a, n| {
-        macro_rules! go {
-            ($q8:expr) => {
-                // SAFETY: AVX-512 F/BW/VNNI were detected (matmul checks availability); `wg` holds
-                // the group's nb blocks and `a` n ≤ TILE activation rows of arb bytes (sliced
-                // above, sizes checked by MatMul::check), which is all the tile reads.
-                unsafe {
-                    match n {
-                        1 => tile512::<1, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb),
-                        2 => tile512::<2, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb),
-                        3 => tile512::<3, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb),
-                        _ => tile512::<4, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb),
-                    }
-                }
-            };
-        }
-        match m.ty {
-            WeightType::Q4_0 => go!(false),
-            _ => go!(true),
-        }
+    let s = Strides::of(&m);
+    run::<F>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
+        // SAFETY: AVX-512 F/BW/VNNI were detected (matmul checks availability); `wg` holds the
+        // group's nb blocks and `a` n ≤ TILE512 activation rows (sliced by `run`, sizes checked
+        // by MatMul::check), which is all the tile reads.
+        unsafe { by_n8!(n, tile512::<F>(wg.as_ptr(), a.as_ptr(), s, dist)) }
     });
 }
 
+/// How far ahead of the block being multiplied `F`'s weights are prefetched into L2 (bytes):
+/// what a core must have in flight to stream from DRAM (latency × bandwidth ≈ 100 ns ×
+/// 20 GB/s = 2 KB), with margin, for the formats that ask for it (`Format::PREFETCH`).
+/// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format, for tuning (0: off).
+fn prefetch_distance<F: Format>() -> usize {
+    static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let env = *ENV.get_or_init(|| {
+        std::env::var("GLM_KERNELS_PREFETCH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    env.unwrap_or(if F::PREFETCH { 8192 } else { 0 })
+}
+
+/// Prefetches the `len` bytes at `p + dist` into L2 (the address may lie past the weights:
+/// prefetches never fault, and `wrapping_add` computes it without claiming it is in bounds).
+#[inline(always)]
+unsafe fn prefetch(p: *const u8, dist: usize, len: usize) {
+    if dist == 0 {
+        return;
+    }
+    let mut off = 0;
+    while off < len {
+        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(dist + off).cast());
+        off += 64;
+    }
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile512<const N: usize, const Q8: bool>(
+unsafe fn tile512<const N: usize, F: Format>(
     wg: *const u8,
-    nb: usize,
     a: *const u8,
-    arb: usize,
+    s: Strides,
+    dist: usize,
 ) -> Tile {
-    let gbb = if Q8 {
-        WeightType::Q8_0
-    } else {
-        WeightType::Q4_0
-    }
-    .group_block_bytes();
-    let off = if Q8 { -128 } else { -8 };
-    let m4 = _mm512_set1_epi8(0x0f);
     let mut acc = [_mm512_setzero_ps(); N];
-    for b in 0..nb {
-        let p = wg.add(b * gbb);
-        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()));
-        let q = p.add(2 * GROUP);
-        let mut u = [_mm512_setzero_si512(); 8];
-        if Q8 {
-            for (s, u) in u.iter_mut().enumerate() {
-                *u = _mm512_loadu_si512(q.add(64 * s).cast());
-            }
-        } else {
-            for v in 0..4 {
-                let x = _mm512_loadu_si512(q.add(64 * v).cast());
-                u[v] = _mm512_and_si512(x, m4);
-                u[v + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4);
-            }
-        }
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let ab = a.add(t * arb + b * ACT_BLOCK);
-            let da = ab.cast::<f32>().read_unaligned();
-            let mut s = _mm512_set1_epi32(off * word(ab.add(4)));
-            for (i, &u) in u.iter().enumerate() {
-                s = _mm512_dpbusd_epi32(s, u, _mm512_set1_epi32(word(ab.add(8 + 4 * i))));
-            }
-            *acc = _mm512_fmadd_ps(
-                _mm512_cvtepi32_ps(s),
-                _mm512_mul_ps(dw, _mm512_set1_ps(da)),
-                *acc,
-            );
-        }
+    for b in 0..s.nb {
+        let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+        prefetch(wg.add(b * s.gbb), dist, s.gbb);
+        F::avx512::<N>(wg.add(b * s.gbb), &ab, &mut acc);
     }
-    let mut res = [[0f32; GROUP]; TILE];
+    let mut res = [[0f32; GROUP]; TILE512];
     for (r, acc) in res.iter_mut().zip(&acc) {
         _mm512_storeu_ps(r.as_mut_ptr(), *acc);
     }
     res
 }
 
-pub(crate) fn matmul_avx2(
+pub(crate) fn matmul_avx2<F: Format>(
     m: MatMul,
     w: &[u8],
     acts: &[u8],
     groups: std::ops::Range<usize>,
     out: Out,
 ) {
-    let (nb, arb) = (m.k / QK, act_row_bytes(m.k));
-    run(m, w, acts, groups, out, |wg, a, n| {
-        let mut res = [[0f32; GROUP]; TILE];
+    let s = Strides::of(&m);
+    run::<F>(m, w, acts, groups, out, TILE256, |wg, a, n, dist| {
+        let mut res = [[0f32; GROUP]; TILE512];
         for half in 0..2 {
-            macro_rules! go {
-                ($q8:expr) => {
-                    // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks)
-                    // and `a` (n activation rows), as for the AVX-512 tile.
-                    unsafe {
-                        match n {
-                            1 => {
-                                tile256::<1, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb, half, &mut res)
-                            }
-                            2 => {
-                                tile256::<2, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb, half, &mut res)
-                            }
-                            3 => {
-                                tile256::<3, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb, half, &mut res)
-                            }
-                            _ => {
-                                tile256::<4, $q8>(wg.as_ptr(), nb, a.as_ptr(), arb, half, &mut res)
-                            }
-                        }
-                    }
-                };
-            }
-            match m.ty {
-                WeightType::Q4_0 => go!(false),
-                _ => go!(true),
+            // the first half streams the weights in, the second finds them in L2
+            let dist = if half == 0 { dist } else { 0 };
+            // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
+            // `a` (n ≤ TILE256 activation rows), as for the AVX-512 tile.
+            unsafe {
+                by_n4!(
+                    n,
+                    tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                )
             }
         }
         res
     });
 }
 
-/// Rows 8·half .. 8·half+7 of the group (bytes 32·half .. of each 64-byte vector).
+/// Rows 8·half .. 8·half+7 of the group.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile256<const N: usize, const Q8: bool>(
+unsafe fn tile256<const N: usize, F: Format>(
     wg: *const u8,
-    nb: usize,
     a: *const u8,
-    arb: usize,
+    s: Strides,
     half: usize,
+    dist: usize,
     res: &mut Tile,
 ) {
-    let gbb = if Q8 {
-        WeightType::Q8_0
-    } else {
-        WeightType::Q4_0
-    }
-    .group_block_bytes();
-    let m4 = _mm256_set1_epi8(0x0f);
-    let ones = _mm256_set1_epi16(1);
-    let flip = _mm256_set1_epi8(-128);
     let mut acc = [_mm256_setzero_ps(); N];
-    for b in 0..nb {
-        let p = wg.add(b * gbb);
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(p.add(16 * half).cast()));
-        let q = p.add(2 * GROUP + 32 * half);
-        let mut u = [_mm256_setzero_si256(); 8];
-        if Q8 {
-            for (s, u) in u.iter_mut().enumerate() {
-                // back to the signed quants: pmaddubsw would saturate on q + 128
-                *u = _mm256_xor_si256(_mm256_loadu_si256(q.add(64 * s).cast()), flip);
-            }
-        } else {
-            for v in 0..4 {
-                let x = _mm256_loadu_si256(q.add(64 * v).cast());
-                u[v] = _mm256_and_si256(x, m4);
-                u[v + 4] = _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4);
-            }
-        }
-        for (t, acc) in acc.iter_mut().enumerate() {
-            let ab = a.add(t * arb + b * ACT_BLOCK);
-            let da = ab.cast::<f32>().read_unaligned();
-            let s = if Q8 {
-                // Σ q·a as Σ |q| · (a with q's sign): pairs stay below 2·128·127
-                let mut s = _mm256_setzero_si256();
-                for (i, &u) in u.iter().enumerate() {
-                    let x = _mm256_set1_epi32(word(ab.add(8 + 4 * i)));
-                    let p = _mm256_maddubs_epi16(_mm256_sign_epi8(u, u), _mm256_sign_epi8(x, u));
-                    s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
-                }
-                s
-            } else {
-                // nibble products: 8 pair sums of at most 2·15·127 each fit an i16
-                let mut s16 = _mm256_setzero_si256();
-                for (i, &u) in u.iter().enumerate() {
-                    let x = _mm256_set1_epi32(word(ab.add(8 + 4 * i)));
-                    s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u, x));
-                }
-                _mm256_add_epi32(
-                    _mm256_madd_epi16(s16, ones),
-                    _mm256_set1_epi32(-8 * word(ab.add(4))),
-                )
-            };
-            *acc = _mm256_fmadd_ps(
-                _mm256_cvtepi32_ps(s),
-                _mm256_mul_ps(dw, _mm256_set1_ps(da)),
-                *acc,
-            );
-        }
+    for b in 0..s.nb {
+        let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+        prefetch(wg.add(b * s.gbb), dist, s.gbb);
+        F::avx2::<N>(wg.add(b * s.gbb), &ab, half, &mut acc);
     }
     for (r, acc) in res.iter_mut().zip(&acc) {
         _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
     }
+}
+
+// ---- helpers shared by the formats ----
+
+/// 4 bytes at `p` as one i32 (a lane's worth of activations).
+#[inline(always)]
+pub(crate) unsafe fn word(p: *const u8) -> i32 {
+    p.cast::<i32>().read_unaligned()
+}
+
+/// 2 bytes at `p` as one i16.
+#[inline(always)]
+pub(crate) unsafe fn half_word(p: *const u8) -> i16 {
+    p.cast::<i16>().read_unaligned()
+}
+
+/// The f32 at `p`.
+#[inline(always)]
+pub(crate) unsafe fn f32_at(p: *const u8) -> f32 {
+    p.cast::<f32>().read_unaligned()
+}
+
+/// 16 f16 at `p` as f32 lanes (one per row of the group).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn f16x16(p: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p.cast()))
+}
+
+/// The low and high nibbles of each byte of the 64 bytes at `p`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn nibbles512(p: *const u8) -> (__m512i, __m512i) {
+    let m4 = _mm512_set1_epi8(0x0f);
+    let x = _mm512_loadu_si512(p.cast());
+    (
+        _mm512_and_si512(x, m4),
+        _mm512_and_si512(_mm512_srli_epi16::<4>(x), m4),
+    )
+}
+
+/// `init + Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` with `vpdpbusd` (u8 × i8, 4
+/// products summed into each i32 lane).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn dot512<const K: usize>(
+    init: __m512i,
+    u: &[__m512i; K],
+    q: *const u8,
+) -> __m512i {
+    let mut s = init;
+    for (i, &u) in u.iter().enumerate() {
+        s = _mm512_dpbusd_epi32(s, u, _mm512_set1_epi32(word(q.add(4 * i))));
+    }
+    s
+}
+
+/// `acc + f32(s) · (dw · da)`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn fma512(acc: __m512, s: __m512i, dw: __m512, da: f32) -> __m512 {
+    _mm512_fmadd_ps(
+        _mm512_cvtepi32_ps(s),
+        _mm512_mul_ps(dw, _mm512_set1_ps(da)),
+        acc,
+    )
+}
+
+/// 8 f16 at `p` as f32 lanes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn f16x8(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p.cast()))
+}
+
+/// The low and high nibbles of each byte of the 32 bytes at `p`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn nibbles256(p: *const u8) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let x = _mm256_loadu_si256(p.cast());
+    (
+        _mm256_and_si256(x, m4),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4),
+    )
+}
+
+/// `Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` as pairs summed in i16
+/// (`vpmaddubsw`): the caller guarantees that K·2·max(u)·128 stays below 32768.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn maddubs256<const K: usize>(u: &[__m256i], q: *const u8) -> __m256i {
+    let mut s16 = _mm256_setzero_si256();
+    for (i, &u) in u.iter().take(K).enumerate() {
+        let x = _mm256_set1_epi32(word(q.add(4 * i)));
+        s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(u, x));
+    }
+    s16
+}
+
+/// i16 pairs summed into i32 lanes (`vpmaddwd` by 1).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn pairs256(s16: __m256i) -> __m256i {
+    _mm256_madd_epi16(s16, _mm256_set1_epi16(1))
+}
+
+/// Signed weights `w` (|w| ≤ 127) · broadcast activations, as i16 pairs: `vpmaddubsw` takes
+/// |w| as the unsigned side and the activations with w's sign, so no pair exceeds 2·127·127.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn signed_pairs256(w_abs: __m256i, w: __m256i, q: *const u8) -> __m256i {
+    let x = _mm256_set1_epi32(word(q));
+    _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, w))
+}
+
+/// `acc + f32(s) · (dw · da)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn fma256(acc: __m256, s: __m256i, dw: __m256, da: f32) -> __m256 {
+    _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(s),
+        _mm256_mul_ps(dw, _mm256_set1_ps(da)),
+        acc,
+    )
+}
+
+/// 8 scales (u8 or i8 at `p`) as i32 lanes holding the scale in both 16-bit halves, for
+/// `vpmaddwd` of i16 pairs.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn scales16(p: *const u8, signed: bool) -> __m256i {
+    let b = _mm_loadl_epi64(p.cast());
+    let s = if signed {
+        _mm256_cvtepi8_epi32(b)
+    } else {
+        _mm256_cvtepu8_epi32(b)
+    };
+    _mm256_or_si256(
+        _mm256_slli_epi32::<16>(s),
+        _mm256_and_si256(s, _mm256_set1_epi32(0xffff)),
+    )
+}
+
+/// Bit `b` (0..=7) of each byte of `x` moved to bit 4 (value 16), every other bit cleared: the
+/// fifth bit of 5-bit quants stored as bit planes (q5_0, q5_1, q5_K). The 16-bit shifts never
+/// carry a bit from the neighbouring byte into bit 4 (shifts of at most 4 left or 3 right).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn bit_to_4_512(x: __m512i, b: usize) -> __m512i {
+    let s = match b {
+        0 => _mm512_slli_epi16::<4>(x),
+        1 => _mm512_slli_epi16::<3>(x),
+        2 => _mm512_slli_epi16::<2>(x),
+        3 => _mm512_slli_epi16::<1>(x),
+        4 => x,
+        5 => _mm512_srli_epi16::<1>(x),
+        6 => _mm512_srli_epi16::<2>(x),
+        _ => _mm512_srli_epi16::<3>(x),
+    };
+    _mm512_and_si512(s, _mm512_set1_epi8(0x10))
+}
+
+/// [`bit_to_4_512`] for AVX2.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn bit_to_4_256(x: __m256i, b: usize) -> __m256i {
+    let s = match b {
+        0 => _mm256_slli_epi16::<4>(x),
+        1 => _mm256_slli_epi16::<3>(x),
+        2 => _mm256_slli_epi16::<2>(x),
+        3 => _mm256_slli_epi16::<1>(x),
+        4 => x,
+        5 => _mm256_srli_epi16::<1>(x),
+        6 => _mm256_srli_epi16::<2>(x),
+        _ => _mm256_srli_epi16::<3>(x),
+    };
+    _mm256_and_si256(s, _mm256_set1_epi8(0x10))
 }

@@ -18,7 +18,9 @@ pub mod sampler;
 pub mod session;
 pub mod tokenizer;
 
-pub use glm_ggml::{device_memory, gpu_devices, gpu_kinds, DeviceInfo, DeviceKind, Isa};
+pub use glm_ggml::{
+    device_memory, gpu_devices, gpu_kinds, DeviceInfo, DeviceKind, Isa, WeightType,
+};
 pub use model::{LoadOptions, Model};
 pub use plan::{GpuLayers, Plan, PlanShape};
 pub use session::{CacheType, Session, SessionOptions};

@@ -36,7 +36,7 @@ pub struct Model {
     n_weight_tensors: usize,
     /// Where each weight sits in the store (found by GGUF name at load).
     slots: WeightSlots,
-    /// q4_0/q8_0 matrices repacked for our CPU kernels; `packed_index[i]` is tensor i's index
+    /// Quantized matrices repacked for our CPU kernels ([`kernel_type`]); `packed_index[i]` is tensor i's index
     /// in that store.
     packed: Option<PackedStore>,
     packed_index: Vec<Option<usize>>,
@@ -52,7 +52,7 @@ pub struct LoadOptions {
     pub budget: Option<u64>,
     /// The session the plan is sized for.
     pub shape: PlanShape,
-    /// The kernels for q4_0/q8_0 matrices on the CPU: ours for that instruction set (the
+    /// The kernels for quantized matrices ([`kernel_type`]) on the CPU: ours for that instruction set (the
     /// weights are repacked at load), or `None` for ggml's `mul_mat`. A model that uses a GPU
     /// runs ggml's everywhere.
     pub cpu_kernels: Option<Isa>,
@@ -271,6 +271,13 @@ impl Model {
         self.packed.as_ref().map(|p| p.isa())
     }
 
+    /// The matrices repacked for our CPU kernels: names and types.
+    pub fn packed_matrices(&self) -> Vec<(String, WeightType)> {
+        self.packed.as_ref().map_or(Vec::new(), |p| {
+            p.matrices().map(|(n, t)| (n.to_string(), t)).collect()
+        })
+    }
+
     /// Bytes of repacked weights (anonymous memory).
     pub fn packed_bytes(&self) -> usize {
         self.packed.as_ref().map_or(0, |p| p.size_bytes())
@@ -298,8 +305,25 @@ impl Model {
     }
 }
 
-/// Repacks the q4_0/q8_0/q4_K/q6_K matrices (everything but the embedding table, which is only gathered
-/// from) for our CPU kernels, and releases the mapped pages of each once it is copied, so the
+/// The weight types our CPU kernels multiply (everything else stays on ggml's `mul_mat`).
+fn kernel_type(ty: gguf::GgmlType) -> Option<WeightType> {
+    use gguf::GgmlType as G;
+    Some(match ty {
+        G::Q4_0 => WeightType::Q4_0,
+        G::Q8_0 => WeightType::Q8_0,
+        G::Q5_0 => WeightType::Q5_0,
+        G::Q5_1 => WeightType::Q5_1,
+        G::IQ4NL => WeightType::IQ4NL,
+        G::Q4K => WeightType::Q4K,
+        G::Q5K => WeightType::Q5K,
+        G::Q6K => WeightType::Q6K,
+        G::IQ4XS => WeightType::IQ4XS,
+        _ => return None,
+    })
+}
+
+/// Repacks the matrices of [`kernel_type`]s (everything but the embedding table, which is only
+/// gathered from) for our CPU kernels, and releases the mapped pages of each once it is copied, so the
 /// resident memory holds the model once.
 fn pack_matrices(
     file: &GgufFile,
@@ -311,12 +335,8 @@ fn pack_matrices(
     let mut ranges = Vec::new();
     for (i, s) in specs.iter().enumerate() {
         let info = file.tensor(&s.name).expect("validated");
-        let ty = match info.ty {
-            gguf::GgmlType::Q4_0 => WeightType::Q4_0,
-            gguf::GgmlType::Q8_0 => WeightType::Q8_0,
-            gguf::GgmlType::Q4K => WeightType::Q4K,
-            gguf::GgmlType::Q6K => WeightType::Q6K,
-            _ => continue,
+        let Some(ty) = kernel_type(info.ty) else {
+            continue;
         };
         if s.name == gguf::names::TOKEN_EMBD || info.dims.len() != 2 {
             continue;

@@ -89,7 +89,7 @@ pub fn run(a: Args) -> Result<()> {
         _ => "CPU".to_string(),
     };
     let ngl = model.plan.n_gpu_layers + usize::from(model.plan.output_on_gpu);
-    // whose kernels multiply the CPU's q4_0/q8_0 matrices (--cpu-kernels)
+    // whose kernels multiply the CPU's quantized matrices (--cpu-kernels)
     let kernels = model.cpu_kernels().map_or("ggml", |isa| isa.name());
     if a.output == "json" {
         let v: Vec<_> = rows

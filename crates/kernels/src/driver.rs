@@ -1,0 +1,276 @@
+//! The shared tile driver: what every block format plugs into.
+//!
+//! A format (one file in `formats/`) says how one ggml block becomes part of a packed group block
+//! ([`Format::repack_row`]), how ggml itself computes one block's product (the reference), and how
+//! to multiply one packed group block (16 rows) with one activation block of each token of a tile,
+//! for each instruction set. This file walks the matrix: chunks of groups that stay in L2, tiles
+//! of tokens that stay in L1, and for each group and tile every block along `k`.
+
+use crate::{Isa, MatMul, Out, WeightType, GROUP};
+use half::f16;
+
+/// One block format's kernels. Implemented by a unit struct in each file of `formats/`.
+pub(crate) trait Format {
+    /// The weight type.
+    const TY: WeightType;
+
+    /// Whether the x86 kernels prefetch the weights ahead (`x86::prefetch_distance`). Measured
+    /// per format, decoding one token on one thread: q5_K and q6_K stream twice as fast with it
+    /// (they read two regions of each group block, nibbles and high bits, in turn), q5_0, q5_1
+    /// and iq4_xs on AVX2 1.2–1.5× as fast; q4_0, q8_0 and q4_K, which read their group blocks
+    /// front to back, were as fast or slower with it (the hardware prefetcher already keeps up,
+    /// and the prefetch instructions cost issue slots).
+    const PREFETCH: bool = true;
+
+    /// Writes row `r`'s ggml block `blk` into the group block `out` (zero-filled beforehand;
+    /// padding rows stay zero, and a zero scale makes them contribute nothing).
+    fn repack_row(blk: &[u8], r: usize, out: &mut [u8]);
+
+    /// One row's ggml block against one activation block, computed as ggml's scalar code does
+    /// (integer sums, then its float terms): `(Σ terms, Σ |terms|)`.
+    fn reference(blk: &[u8], a: &[u8]) -> (f32, f32);
+
+    /// Adds the group block `p` × the activation block `a` (one token) to the 16 row sums.
+    fn scalar(p: &[u8], a: &[u8], acc: &mut [f32; GROUP]);
+
+    /// AVX-512 VNNI: adds the group block at `p` × each token's activation block `a[t]` to
+    /// `acc[t]` (16 rows, one per lane).
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI must be available; `p` must point at a whole group block and each
+    /// `a[t]` at a whole activation block.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx512<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        acc: &mut [std::arch::x86_64::__m512; N],
+    );
+
+    /// AVX2: as [`Format::avx512`] for rows `8·half .. 8·half + 7` of the group.
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C must be available; pointers as for [`Format::avx512`].
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn avx2<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    );
+
+    /// Whether [`Format::neon`] is a NEON kernel (otherwise aarch64 runs [`Format::scalar`]).
+    #[cfg(target_arch = "aarch64")]
+    const NEON: bool = false;
+
+    /// NEON: adds the group block at `p` × one token's activation block `a` to the 16 row sums
+    /// (4 registers of 4 rows).
+    ///
+    /// # Safety
+    /// Pointers as for [`Format::avx512`].
+    #[cfg(target_arch = "aarch64")]
+    unsafe fn neon(_p: *const u8, _a: *const u8, _acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
+        unreachable!("no NEON kernel: Format::NEON is false")
+    }
+}
+
+/// Bytes of one group block / activation block of `F`, and blocks per row.
+#[derive(Clone, Copy)]
+pub(crate) struct Strides {
+    /// Blocks along k.
+    pub nb: usize,
+    /// Bytes of one packed group block.
+    pub gbb: usize,
+    /// Bytes of one activation block.
+    pub abb: usize,
+    /// Bytes of one token's activations.
+    pub arb: usize,
+}
+
+impl Strides {
+    pub fn of(m: &MatMul) -> Strides {
+        let act = m.ty.activation();
+        Strides {
+            nb: m.k / m.ty.block_cols(),
+            gbb: m.ty.group_block_bytes(),
+            abb: act.block_bytes(),
+            arb: act.row_bytes(m.k),
+        }
+    }
+}
+
+/// Groups per cache chunk: the kernels run a chunk of groups (≤ 256 KiB of weights, which stays
+/// in L2) against each tile of tokens (which stays in L1), so the activations are not streamed
+/// again for every group.
+fn chunk_groups(m: &MatMul) -> usize {
+    let group_bytes = (m.k / m.ty.block_cols()) * m.ty.group_block_bytes();
+    (256 * 1024 / group_bytes.max(1)).max(1)
+}
+
+/// Calls `f(group, first_token, n_tokens ≤ tile)` over `groups` × all tokens in cache-friendly
+/// order.
+pub(crate) fn for_tiles(
+    m: &MatMul,
+    groups: std::ops::Range<usize>,
+    tile: usize,
+    mut f: impl FnMut(usize, usize, usize),
+) {
+    let chunk = chunk_groups(m);
+    let mut g0 = groups.start;
+    while g0 < groups.end {
+        let g1 = (g0 + chunk).min(groups.end);
+        let mut t0 = 0;
+        while t0 < m.n_tokens {
+            let n = tile.min(m.n_tokens - t0);
+            for g in g0..g1 {
+                f(g, t0, n);
+            }
+            t0 += n;
+        }
+        g0 = g1;
+    }
+}
+
+/// Repacks ggml's rows (shapes checked by the caller) into groups of 16, padding rows zero.
+pub(crate) fn repack<F: Format>(src: &[u8], rows: usize, k: usize, dst: &mut [u8]) {
+    let ty = F::TY;
+    let nb = k / ty.block_cols();
+    let (bb, gbb) = (ty.ggml_block_bytes(), ty.group_block_bytes());
+    for (g, group) in dst.chunks_exact_mut(nb * gbb).enumerate() {
+        for (b, out) in group.chunks_exact_mut(gbb).enumerate() {
+            out.fill(0);
+            for r in 0..GROUP.min(rows - g * GROUP) {
+                F::repack_row(&src[((g * GROUP + r) * nb + b) * bb..][..bb], r, out);
+            }
+        }
+    }
+}
+
+/// The reference product on ggml's row-major blocks: `(out, Σ|terms|)`, `[token][row]`.
+pub(crate) fn reference<F: Format>(
+    src: &[u8],
+    rows: usize,
+    k: usize,
+    acts: &[u8],
+    n_tokens: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let ty = F::TY;
+    let nb = k / ty.block_cols();
+    let bb = ty.ggml_block_bytes();
+    let act = ty.activation();
+    let (abb, arb) = (act.block_bytes(), act.row_bytes(k));
+    let mut out = vec![0f32; rows * n_tokens];
+    let mut mag = vec![0f32; rows * n_tokens];
+    for t in 0..n_tokens {
+        for r in 0..rows {
+            let (mut acc, mut abs) = (0f32, 0f32);
+            for b in 0..nb {
+                let blk = &src[(r * nb + b) * bb..][..bb];
+                let (v, m) = F::reference(blk, &acts[t * arb + b * abb..][..abb]);
+                acc += v;
+                abs += m;
+            }
+            out[t * rows + r] = acc;
+            mag[t * rows + r] = abs;
+        }
+    }
+    (out, mag)
+}
+
+/// The portable kernel: one token at a time, every block of the group.
+fn matmul_scalar<F: Format>(
+    m: MatMul,
+    w: &[u8],
+    acts: &[u8],
+    groups: std::ops::Range<usize>,
+    out: Out,
+) {
+    let s = Strides::of(&m);
+    for_tiles(&m, groups, 1, |g, t, _| {
+        let wg = &w[g * s.nb * s.gbb..][..s.nb * s.gbb];
+        let arow = &acts[t * s.arb..][..s.arb];
+        let mut acc = [0f32; GROUP];
+        for (p, a) in wg.chunks_exact(s.gbb).zip(arow.chunks_exact(s.abb)) {
+            F::scalar(p, a, &mut acc);
+        }
+        out.put(t, g * GROUP, &acc, GROUP.min(m.rows - g * GROUP));
+    });
+}
+
+/// Runs `F`'s kernel for `isa` (available: checked by the caller).
+pub(crate) fn matmul<F: Format>(
+    isa: Isa,
+    m: MatMul,
+    w: &[u8],
+    acts: &[u8],
+    groups: std::ops::Range<usize>,
+    out: Out,
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => crate::x86::matmul_avx512::<F>(m, w, acts, groups, out),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => crate::x86::matmul_avx2::<F>(m, w, acts, groups, out),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if F::NEON => crate::neon::matmul::<F>(m, w, acts, groups, out),
+        _ => matmul_scalar::<F>(m, w, acts, groups, out),
+    }
+}
+
+/// The f32 value of the f16 at byte `i`.
+#[inline(always)]
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Copies 4 bytes of row `r` into lane `r` of the 64-byte vector at `out[at..]`.
+#[inline(always)]
+pub(crate) fn put_lane(out: &mut [u8], at: usize, r: usize, src: &[u8]) {
+    out[at + 4 * r..at + 4 * r + 4].copy_from_slice(&src[..4]);
+}
+
+/// Calls `$body` with `$f` a type alias of the [`Format`] of weight type `$ty`.
+macro_rules! with_format {
+    ($ty:expr, $f:ident => $body:expr) => {{
+        use $crate::formats::*;
+        use $crate::WeightType as W;
+        match $ty {
+            W::Q4_0 => {
+                type $f = q4_0::Q4_0;
+                $body
+            }
+            W::Q8_0 => {
+                type $f = q8_0::Q8_0;
+                $body
+            }
+            W::Q5_0 => {
+                type $f = q5_0::Q5_0;
+                $body
+            }
+            W::Q5_1 => {
+                type $f = q5_1::Q5_1;
+                $body
+            }
+            W::IQ4NL => {
+                type $f = iq4_nl::IQ4NL;
+                $body
+            }
+            W::Q4K => {
+                type $f = q4_k::Q4K;
+                $body
+            }
+            W::Q5K => {
+                type $f = q5_k::Q5K;
+                $body
+            }
+            W::Q6K => {
+                type $f = q6_k::Q6K;
+                $body
+            }
+            W::IQ4XS => {
+                type $f = iq4_xs::IQ4XS;
+                $body
+            }
+        }
+    }};
+}
+pub(crate) use with_format;

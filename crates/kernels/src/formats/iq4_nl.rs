@@ -1,0 +1,187 @@
+//! iq4_nl: blocks of 32 columns, `value = d · KVALUES[q]` with q a nibble indexing a non-linear
+//! table (llama.cpp's `kvalues_iq4nl`, the same in b2757 and 2026).
+//!
+//! ```text
+//! ggml block (18 bytes):  f16 d, 16 bytes qs: byte j = column j (low nibble), 16+j (high)
+//! packed group block (288 bytes = 16 × 18), exactly q4_0's:
+//!   0    16 × f16 d
+//!   32   4 × 64 bytes: vector v, lane r = row r's qs[4v .. 4v+3]
+//! ```
+//!
+//! Activations q8_0 (ggml's `vec_dot_type` for iq4_nl). A nibble becomes its value with one byte
+//! shuffle (`vpshufb`, NEON `tbl`). AVX-512 looks up KVALUES + 128 (1..241, unsigned) for
+//! `vpdpbusd` and subtracts 128·Σa; AVX2's `vpmaddubsw` would saturate on those, so it looks up
+//! the signed values and multiplies |value| by the activations with the value's sign (pairs of at
+//! most 2·127·127), as ggml does.
+//!
+//! b2757's AVX2 `ggml_vec_dot_iq4_nl_q8_0` takes blocks two at a time with no tail, so on a row
+//! with an odd number of blocks (the fixture's ffn width 352 = 11 blocks) it reads one block past
+//! the row; llama.cpp 2026 finishes the odd block in scalar code. These kernels do what 2026 does.
+
+use crate::act::{q8, q8_0_scale_sum};
+use crate::driver::{f16_at, Format};
+use crate::formats::q4_0;
+use crate::{WeightType, GROUP};
+
+/// llama.cpp's `kvalues_iq4nl` (ggml-common.h), also iq4_xs's.
+pub(crate) const KVALUES: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
+#[cfg(target_arch = "x86_64")]
+/// KVALUES + 128, as unsigned bytes (the weights' side of `vpdpbusd`).
+pub(crate) const KVALUES_U8: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = (KVALUES[i] as i16 + 128) as u8;
+        i += 1;
+    }
+    t
+};
+
+pub(crate) struct IQ4NL;
+
+const QS: usize = 2 * GROUP;
+
+/// The table `t` in every 128-bit lane (AVX-512).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn table512(t: &[u8; 16]) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::*;
+    _mm512_broadcast_i32x4(_mm_loadu_si128(t.as_ptr().cast()))
+}
+
+/// The table `t` in both 128-bit lanes (AVX2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn table256(t: &[u8; 16]) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()))
+}
+
+#[cfg(target_arch = "x86_64")]
+/// KVALUES as bytes.
+pub(crate) const KVALUES_BYTES: [u8; 16] = {
+    let mut t = [0u8; 16];
+    let mut i = 0;
+    while i < 16 {
+        t[i] = KVALUES[i] as u8;
+        i += 1;
+    }
+    t
+};
+
+impl Format for IQ4NL {
+    const TY: WeightType = WeightType::IQ4NL;
+
+    fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
+        q4_0::Q4_0::repack_row(blk, r, out);
+    }
+
+    fn reference(blk: &[u8], a: &[u8]) -> (f32, f32) {
+        let (da, _) = q8_0_scale_sum(a);
+        let isum: i32 = (0..16)
+            .map(|j| {
+                let q = blk[2 + j];
+                KVALUES[(q & 15) as usize] as i32 * q8(a, j)
+                    + KVALUES[(q >> 4) as usize] as i32 * q8(a, j + 16)
+            })
+            .sum();
+        let t = f16_at(blk, 0) * da * isum as f32;
+        (t, t.abs())
+    }
+
+    fn scalar(p: &[u8], a: &[u8], acc: &mut [f32; GROUP]) {
+        let (da, _) = q8_0_scale_sum(a);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut isum = 0i32;
+            for v in 0..4 {
+                for i in 0..4 {
+                    let byte = p[QS + 64 * v + 4 * r + i];
+                    isum += KVALUES[(byte & 15) as usize] as i32 * q8(a, 4 * v + i);
+                    isum += KVALUES[(byte >> 4) as usize] as i32 * q8(a, 16 + 4 * v + i);
+                }
+            }
+            *acc += f16_at(p, 2 * r) * da * isum as f32;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn avx512<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let t = table512(&KVALUES_U8);
+        let dw = f16x16(p);
+        let mut u = [_mm512_setzero_si512(); 8];
+        for v in 0..4 {
+            let (lo, hi) = nibbles512(p.add(QS + 64 * v));
+            u[v] = _mm512_shuffle_epi8(t, lo);
+            u[v + 4] = _mm512_shuffle_epi8(t, hi);
+        }
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = dot512(_mm512_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
+            *acc = fma512(*acc, s, dw, f32_at(a));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn avx2<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let t = table256(&KVALUES_BYTES);
+        let dw = f16x8(p.add(16 * half));
+        let mut w = [_mm256_setzero_si256(); 8];
+        for v in 0..4 {
+            let (lo, hi) = nibbles256(p.add(QS + 64 * v + 32 * half));
+            w[v] = _mm256_shuffle_epi8(t, lo);
+            w[v + 4] = _mm256_shuffle_epi8(t, hi);
+        }
+        let w_abs = w.map(|w| _mm256_abs_epi8(w));
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let mut s = _mm256_setzero_si256();
+            for i in 0..8 {
+                let p16 = signed_pairs256(w_abs[i], w[i], a.add(8 + 4 * i));
+                s = _mm256_add_epi32(s, pairs256(p16));
+            }
+            *acc = fma256(*acc, s, dw, f32_at(a));
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    const NEON: bool = true;
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
+        use crate::neon::*;
+        use std::arch::aarch64::*;
+        let t = vld1q_s8(KVALUES.as_ptr());
+        let m4 = vdupq_n_u8(0x0f);
+        for (quarter, acc) in acc.iter_mut().enumerate() {
+            let q = p.add(QS + 16 * quarter);
+            let mut u = [vdupq_n_s8(0); 8];
+            for v in 0..4 {
+                let x = vld1q_u8(q.add(64 * v));
+                u[v] = vqtbl1q_s8(t, vandq_u8(x, m4));
+                u[v + 4] = vqtbl1q_s8(t, vshrq_n_u8::<4>(x));
+            }
+            *acc = scale_add(*acc, dot32(&u, a.add(8)), p.add(8 * quarter), f32_at(a));
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! q5_0: blocks of 32 columns, `value = d · (q − 16)` with q of 5 bits.
+//!
+//! ```text
+//! ggml block (22 bytes):  f16 d, u32 qh (bit i = fifth bit of column i), 16 bytes qs as q4_0
+//!                         (byte j: column j low nibble, column 16+j high nibble)
+//! packed group block (352 bytes = 16 × 22):
+//!   0    16 × f16 d
+//!   32   4 × 64 bytes: vector v, lane r = row r's qs[4v .. 4v+3] (as q4_0)
+//!   288  64 bytes of fifth bits: lane r, byte i: bit v (v = 0..3) = fifth bit of column 4v+i,
+//!        bit 4+v = fifth bit of column 16+4v+i
+//! ```
+//!
+//! The fifth bits are stored as bit planes matching the nibble vectors, so vector v's are one
+//! shift and one mask away (`x86::bit_to_4_*`): no shuffles, on every instruction set.
+//! Activations q8_0; `Σ (q−16)·a = Σ q·a − 16·Σa`. AVX2 sums 4 `vpmaddubsw` in i16 (at most
+//! 4·2·31·128 = 31744) before widening.
+
+use crate::act::{q8, q8_0_scale_sum};
+use crate::driver::{f16_at, put_lane, Format};
+use crate::{WeightType, GROUP};
+
+pub(crate) struct Q5_0;
+
+const QS: usize = 2 * GROUP;
+const QH: usize = QS + 256;
+
+/// Byte `i` of a row's fifth-bit lane (see the layout) from ggml's `qh`.
+pub(crate) fn bit_plane_byte(qh: u32, i: usize) -> u8 {
+    (0..4).fold(0u8, |b, v| {
+        b | ((((qh >> (4 * v + i)) & 1) as u8) << v)
+            | ((((qh >> (16 + 4 * v + i)) & 1) as u8) << (4 + v))
+    })
+}
+
+/// Writes row `r`'s nibbles (ggml's qs at `qs`) and fifth bits (ggml's qh) into the vectors at
+/// `at_qs` (4 × 64 bytes) and `at_qh` (64 bytes). Shared with q5_1.
+pub(crate) fn repack_5bit(
+    qh: &[u8],
+    qs: &[u8],
+    r: usize,
+    out: &mut [u8],
+    at_qs: usize,
+    at_qh: usize,
+) {
+    let qh = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    for v in 0..4 {
+        put_lane(out, at_qs + 64 * v, r, &qs[4 * v..]);
+    }
+    for i in 0..4 {
+        out[at_qh + 4 * r + i] = bit_plane_byte(qh, i);
+    }
+}
+
+/// The 5-bit q (0..31) of column `col` of ggml's block with `qh` at `blk[qh..]`, `qs` after it.
+pub(crate) fn ggml_q(blk: &[u8], qh: usize, col: usize) -> i32 {
+    let bits = u32::from_le_bytes([blk[qh], blk[qh + 1], blk[qh + 2], blk[qh + 3]]);
+    let byte = blk[qh + 4 + col % 16];
+    let nib = if col < 16 { byte & 15 } else { byte >> 4 };
+    (nib as i32) | ((((bits >> col) & 1) as i32) << 4)
+}
+
+/// The 5-bit q of column `col` of row `r` in the packed vectors at `at_qs` / `at_qh`.
+pub(crate) fn packed_q(p: &[u8], at_qs: usize, at_qh: usize, r: usize, col: usize) -> i32 {
+    let (hi, c) = (col / 16, col % 16);
+    let (v, i) = (c / 4, c % 4);
+    let byte = p[at_qs + 64 * v + 4 * r + i];
+    let nib = if hi == 0 { byte & 15 } else { byte >> 4 };
+    let bit = (p[at_qh + 4 * r + i] >> (4 * hi + v)) & 1;
+    (nib | (bit << 4)) as i32
+}
+
+/// The 8 vectors of 5-bit q (u8): lanes as the nibble vectors, low nibbles' columns first.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn unpack512(
+    p: *const u8,
+    at_qs: usize,
+    at_qh: usize,
+) -> [std::arch::x86_64::__m512i; 8] {
+    use crate::x86::*;
+    use std::arch::x86_64::*;
+    let h = _mm512_loadu_si512(p.add(at_qh).cast());
+    let mut u = [_mm512_setzero_si512(); 8];
+    for v in 0..4 {
+        let (lo, hi) = nibbles512(p.add(at_qs + 64 * v));
+        u[v] = _mm512_or_si512(lo, bit_to_4_512(h, v));
+        u[v + 4] = _mm512_or_si512(hi, bit_to_4_512(h, 4 + v));
+    }
+    u
+}
+
+/// [`unpack512`] for rows 8·half .. of the group (AVX2).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn unpack256(
+    p: *const u8,
+    at_qs: usize,
+    at_qh: usize,
+    half: usize,
+) -> [std::arch::x86_64::__m256i; 8] {
+    use crate::x86::*;
+    use std::arch::x86_64::*;
+    let h = _mm256_loadu_si256(p.add(at_qh + 32 * half).cast());
+    let mut u = [_mm256_setzero_si256(); 8];
+    for v in 0..4 {
+        let (lo, hi) = nibbles256(p.add(at_qs + 64 * v + 32 * half));
+        u[v] = _mm256_or_si256(lo, bit_to_4_256(h, v));
+        u[v + 4] = _mm256_or_si256(hi, bit_to_4_256(h, 4 + v));
+    }
+    u
+}
+
+/// `Σ q·a` of 8 vectors of 5-bit q with the block's activations at `q` (AVX2: two i16 partial
+/// sums of 4 vectors each).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn dot5_256(
+    u: &[std::arch::x86_64::__m256i; 8],
+    q: *const u8,
+) -> std::arch::x86_64::__m256i {
+    use crate::x86::*;
+    use std::arch::x86_64::*;
+    _mm256_add_epi32(
+        pairs256(maddubs256::<4>(&u[..4], q)),
+        pairs256(maddubs256::<4>(&u[4..], q.add(16))),
+    )
+}
+
+/// Quarter `quarter` (rows 4·quarter ..) of the 8 vectors of 5-bit q, as signed bytes (NEON).
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn unpack_neon(
+    p: *const u8,
+    at_qs: usize,
+    at_qh: usize,
+    quarter: usize,
+) -> [std::arch::aarch64::int8x16_t; 8] {
+    use std::arch::aarch64::*;
+    let m4 = vdupq_n_u8(0x0f);
+    let m10 = vdupq_n_u8(0x10);
+    let h = vld1q_u8(p.add(at_qh + 16 * quarter));
+    // bit b of each byte to bit 4 (byte shifts: nothing crosses bytes)
+    let bit = |b: usize| -> uint8x16_t {
+        let s = match b {
+            0 => vshlq_n_u8::<4>(h),
+            1 => vshlq_n_u8::<3>(h),
+            2 => vshlq_n_u8::<2>(h),
+            3 => vshlq_n_u8::<1>(h),
+            4 => h,
+            5 => vshrq_n_u8::<1>(h),
+            6 => vshrq_n_u8::<2>(h),
+            _ => vshrq_n_u8::<3>(h),
+        };
+        vandq_u8(s, m10)
+    };
+    let mut u = [vdupq_n_s8(0); 8];
+    for v in 0..4 {
+        let x = vld1q_u8(p.add(at_qs + 64 * v + 16 * quarter));
+        u[v] = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(x, m4), bit(v)));
+        u[v + 4] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8::<4>(x), bit(4 + v)));
+    }
+    u
+}
+
+impl Format for Q5_0 {
+    const TY: WeightType = WeightType::Q5_0;
+
+    fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
+        out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
+        repack_5bit(&blk[2..6], &blk[6..22], r, out, QS, QH);
+    }
+
+    fn reference(blk: &[u8], a: &[u8]) -> (f32, f32) {
+        let (da, _) = q8_0_scale_sum(a);
+        let isum: i32 = (0..32)
+            .map(|col| (ggml_q(blk, 2, col) - 16) * q8(a, col))
+            .sum();
+        let t = isum as f32 * f16_at(blk, 0) * da;
+        (t, t.abs())
+    }
+
+    fn scalar(p: &[u8], a: &[u8], acc: &mut [f32; GROUP]) {
+        let (da, sum) = q8_0_scale_sum(a);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let isum: i32 = (0..32)
+                .map(|col| packed_q(p, QS, QH, r, col) * q8(a, col))
+                .sum();
+            *acc += f16_at(p, 2 * r) * da * (isum - 16 * sum) as f32;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn avx512<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let dw = f16x16(p);
+        let u = unpack512(p, QS, QH);
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = dot512(_mm512_set1_epi32(-16 * word(a.add(4))), &u, a.add(8));
+            *acc = fma512(*acc, s, dw, f32_at(a));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn avx2<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let dw = f16x8(p.add(16 * half));
+        let u = unpack256(p, QS, QH, half);
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = _mm256_add_epi32(
+                dot5_256(&u, a.add(8)),
+                _mm256_set1_epi32(-16 * word(a.add(4))),
+            );
+            *acc = fma256(*acc, s, dw, f32_at(a));
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    const NEON: bool = true;
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
+        use crate::neon::*;
+        use std::arch::aarch64::*;
+        let sixteen = vdupq_n_s8(16);
+        for (quarter, acc) in acc.iter_mut().enumerate() {
+            let mut u = unpack_neon(p, QS, QH, quarter);
+            for u in &mut u {
+                *u = vsubq_s8(*u, sixteen);
+            }
+            *acc = scale_add(*acc, dot32(&u, a.add(8)), p.add(8 * quarter), f32_at(a));
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! q5_K: super-blocks of 256 columns = 8 sub-blocks of 32 with 6-bit scales and mins,
+//! `value = d·sc_j·q − dmin·m_j` with q of 5 bits: q4_K plus a fifth bit per column.
+//!
+//! ```text
+//! ggml block (176 bytes): f16 d, f16 dmin, 12 bytes of scales/mins (as q4_K), 32 bytes qh,
+//!                         128 bytes qs (as q4_K); the fifth bit of column 64c+l (l < 32) is
+//!                         bit 2c of qh[l], of column 64c+32+l bit 2c+1 of qh[l]
+//! packed group block (2880 bytes, 16 × 180): q4_K's 2368 bytes (header, unpacked scales and
+//! mins, nibble vectors), then
+//!   2368  8 × 64 bytes qh: vector v, lane r = row r's qh[4v .. 4v+3]
+//! ```
+//!
+//! Nibble vector 8c+v's fifth bits are bits 2c (low nibbles) and 2c+1 (high nibbles) of qh
+//! vector v: one shift and one mask each (`x86::bit_to_4_*`). Activations q8_K. AVX-512 runs
+//! q4_K's sub-block code on the 5-bit values; AVX2 sums 4 `vpmaddubsw` in i16 (at most
+//! 4·2·31·128 = 31744) and applies the scale with `vpmaddwd`, twice per sub-block.
+
+use crate::driver::{put_lane, Format};
+use crate::formats::q4_k::{self, finish_scalar, reference_k, repack_header};
+use crate::{WeightType, GROUP};
+
+pub(crate) struct Q5K;
+
+const QS: usize = q4_k::QS;
+const QH: usize = QS + 32 * 64;
+const SC: usize = q4_k::SC;
+
+impl Format for Q5K {
+    const TY: WeightType = WeightType::Q5K;
+
+    fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
+        repack_header(blk, r, out);
+        for v in 0..32 {
+            put_lane(out, QS + 64 * v, r, &blk[48 + 4 * v..]);
+        }
+        for v in 0..8 {
+            put_lane(out, QH + 64 * v, r, &blk[16 + 4 * v..]);
+        }
+    }
+
+    fn reference(blk: &[u8], a: &[u8]) -> (f32, f32) {
+        reference_k(blk, a, |col| {
+            let (c, l) = (col / 64, col % 64);
+            let byte = blk[48 + 32 * c + l % 32];
+            let nib = if l < 32 { byte & 15 } else { byte >> 4 };
+            let bit = (blk[16 + l % 32] >> (2 * c + l / 32)) & 1;
+            (nib | (bit << 4)) as i32
+        })
+    }
+
+    fn scalar(p: &[u8], a: &[u8], acc: &mut [f32; GROUP]) {
+        use crate::act::q8k;
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut sumi = 0i32;
+            for c in 0..4 {
+                let (mut lo, mut hi) = (0i32, 0i32);
+                for v in 0..8 {
+                    for i in 0..4 {
+                        let byte = p[QS + 64 * (8 * c + v) + 4 * r + i];
+                        let h = p[QH + 64 * v + 4 * r + i];
+                        let ql = (byte & 15) | (((h >> (2 * c)) & 1) << 4);
+                        let qh = (byte >> 4) | (((h >> (2 * c + 1)) & 1) << 4);
+                        lo += ql as i32 * q8k(a, 64 * c + 4 * v + i);
+                        hi += qh as i32 * q8k(a, 64 * c + 32 + 4 * v + i);
+                    }
+                }
+                sumi +=
+                    p[SC + 16 * (2 * c) + r] as i32 * lo + p[SC + 16 * (2 * c + 1) + r] as i32 * hi;
+            }
+            finish_scalar(p, a, r, sumi, acc);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn avx512<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let m4 = _mm512_set1_epi8(0x0f);
+        let mut sumi = [_mm512_setzero_si512(); N];
+        for j in 0..8 {
+            // sub-block j: nibbles of vectors 8(j/2) .., fifth bits = bit j of the qh vectors
+            let mut u = [_mm512_setzero_si512(); 8];
+            for (v, u) in u.iter_mut().enumerate() {
+                let x = _mm512_loadu_si512(p.add(QS + 64 * (8 * (j / 2) + v)).cast());
+                let x = if j % 2 == 1 {
+                    _mm512_srli_epi16::<4>(x)
+                } else {
+                    x
+                };
+                let h = _mm512_loadu_si512(p.add(QH + 64 * v).cast());
+                *u = _mm512_or_si512(_mm512_and_si512(x, m4), bit_to_4_512(h, j));
+            }
+            q4_k::k_sub_block_512(p, a, j, &u, &mut sumi);
+        }
+        q4_k::k_finish_512(p, a, &sumi, acc);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn avx2<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::act::A_QS;
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for c in 0..4 {
+            let mut lo = [_mm256_setzero_si256(); 8];
+            let mut hi = [_mm256_setzero_si256(); 8];
+            for v in 0..8 {
+                let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
+                let (l, u) = nibbles256(p.add(QS + 64 * (8 * c + v) + 32 * half));
+                lo[v] = _mm256_or_si256(l, bit_to_4_256(h, 2 * c));
+                hi[v] = _mm256_or_si256(u, bit_to_4_256(h, 2 * c + 1));
+            }
+            for (j, u) in [(2 * c, &lo), (2 * c + 1, &hi)] {
+                let sc = scales16(p.add(SC + 16 * j + 8 * half), false);
+                for (sumi, &at) in sumi.iter_mut().zip(a) {
+                    let q = at.add(A_QS + 32 * j);
+                    let s0 = _mm256_madd_epi16(maddubs256::<4>(&u[..4], q), sc);
+                    let s1 = _mm256_madd_epi16(maddubs256::<4>(&u[4..], q.add(16)), sc);
+                    *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(s0, s1));
+                }
+            }
+        }
+        q4_k::k_finish_256(p, a, half, &sumi, acc);
+    }
+}

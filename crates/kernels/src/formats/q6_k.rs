@@ -1,0 +1,192 @@
+//! q6_K: super-blocks of 256 columns = 16 sub-blocks of 16 with 8-bit scales,
+//! `value = d·sc_j·(q − 32)` with q of 6 bits.
+//!
+//! ```text
+//! ggml block (210 bytes): 128 bytes ql (low 4 bits), 64 bytes qh (high 2 bits), 16 × i8 scales,
+//!                         f16 d. Column 128n + 32s + l (s = 0..3, l < 32): low bits in
+//!                         ql[64n + 32(s%2) + l] (low nibble for s < 2, high for s ≥ 2), high
+//!                         bits (qh[32n + l] >> 2s) & 3
+//! packed group block (3360 bytes, exactly 16 × 210):
+//!   0     16 × f16 d
+//!   32    16 × 16 i8 scales: [j][r]
+//!   288   32 × 64 bytes ql: vector 16n+v, lane r = row r's ql[64n+4v .. +3]
+//!         (low nibbles: columns 128n+4v+i, high nibbles: 128n+64+4v+i)
+//!   2336  16 × 64 bytes qh: vector 8n+w, lane r = row r's qh[32n+4w .. +3]
+//!         (bits 0-1: column 128n+4w+i, 2-3: +32, 4-5: +64, 6-7: +96)
+//! ```
+//!
+//! Activations q8_K. AVX-512: the 6-bit q (unsigned) times the activations with `vpdpbusd`,
+//! starting each 16-column sum at −32·Σa, then one `vpmulld` by the sub-block scales. AVX2:
+//! `vpmaddubsw` of 2 vectors into i16 (at most 2·2·63·128 = 32256), `vpmaddwd` by the scale, and
+//! the −32 offset as one scaled sum per sub-block.
+
+use crate::act::{f32_le, q8k};
+use crate::driver::{f16_at, put_lane, Format};
+use crate::{WeightType, GROUP};
+
+pub(crate) struct Q6K;
+
+const SC: usize = 32;
+const QL: usize = 288;
+const QH: usize = 2336;
+
+impl Format for Q6K {
+    const TY: WeightType = WeightType::Q6K;
+
+    fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
+        out[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
+        for j in 0..16 {
+            out[SC + 16 * j + r] = blk[192 + j];
+        }
+        for v in 0..32 {
+            put_lane(out, QL + 64 * v, r, &blk[4 * v..]);
+        }
+        for w in 0..16 {
+            put_lane(out, QH + 64 * w, r, &blk[128 + 4 * w..]);
+        }
+    }
+
+    fn reference(blk: &[u8], a: &[u8]) -> (f32, f32) {
+        let mut sumi = 0i32;
+        for col in 0..256 {
+            let (n, l) = (col / 128, col % 128);
+            let (s, l32) = (l / 32, l % 32);
+            let qlb = blk[64 * n + 32 * (s % 2) + l32];
+            let lo = if s < 2 { qlb & 15 } else { qlb >> 4 };
+            let hi = (blk[128 + 32 * n + l32] >> (2 * s)) & 3;
+            let q = (lo | (hi << 4)) as i32 - 32;
+            sumi += blk[192 + col / 16] as i8 as i32 * q * q8k(a, col);
+        }
+        let t = f16_at(blk, 208) * f32_le(a, 0) * sumi as f32;
+        (t, t.abs())
+    }
+
+    fn scalar(p: &[u8], a: &[u8], acc: &mut [f32; GROUP]) {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut sumi = 0i32;
+            for col in 0..256 {
+                let (n, l) = (col / 128, col % 128);
+                let (s, l32) = (l / 32, l % 32);
+                let (v, i) = (l32 / 4, l32 % 4);
+                // ql vector: v for s = 0, 2 and 8 + v for s = 1, 3
+                let qlb = p[QL + 64 * (16 * n + 8 * (s % 2) + v) + 4 * r + i];
+                let lo = if s < 2 { qlb & 15 } else { qlb >> 4 };
+                let qh = p[QH + 64 * (8 * n + v) + 4 * r + i];
+                let q = (lo | (((qh >> (2 * s)) & 3) << 4)) as i32 - 32;
+                sumi += p[SC + 16 * (col / 16) + r] as i8 as i32 * q * q8k(a, col);
+            }
+            *acc += f16_at(p, 2 * r) * f32_le(a, 0) * sumi as f32;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn avx512<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use crate::act::{A_BS16, A_QS};
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let m4 = _mm512_set1_epi8(0x0f);
+        let m30 = _mm512_set1_epi8(0x30);
+        let mut sumi = [_mm512_setzero_si512(); N];
+        // one sub-block of 16 columns at a time (4 registers of weights): j = 8n + 2s + h,
+        // columns 128n + 32s + 16h + 4i .. (i = 0..3)
+        for j in 0..16 {
+            let (n, s, h) = (j / 8, (j % 8) / 2, j % 2);
+            let mut u = [_mm512_setzero_si512(); 4];
+            for (i, u) in u.iter_mut().enumerate() {
+                let w = 4 * h + i;
+                let ql = _mm512_loadu_si512(p.add(QL + 64 * (16 * n + 8 * (s % 2) + w)).cast());
+                let ql = if s >= 2 {
+                    _mm512_srli_epi16::<4>(ql)
+                } else {
+                    ql
+                };
+                let qh = _mm512_loadu_si512(p.add(QH + 64 * (8 * n + w)).cast());
+                // bits 2s, 2s+1 of qh to bits 4, 5
+                let hb = match s {
+                    0 => _mm512_slli_epi16::<4>(qh),
+                    1 => _mm512_slli_epi16::<2>(qh),
+                    2 => qh,
+                    _ => _mm512_srli_epi16::<2>(qh),
+                };
+                *u = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(hb, m30));
+            }
+            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(SC + 16 * j).cast()));
+            for (sumi, &at) in sumi.iter_mut().zip(a) {
+                let q = at.add(A_QS + 16 * j);
+                let init = _mm512_set1_epi32(-32 * half_word(at.add(A_BS16 + 2 * j)) as i32);
+                let x = dot512(init, &u, q);
+                *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(x, sc));
+            }
+        }
+        let dw = f16x16(p);
+        for ((acc, &at), &sumi) in acc.iter_mut().zip(a).zip(&sumi) {
+            *acc = fma512(*acc, sumi, dw, f32_at(at));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn avx2<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::act::{A_BS16, A_QS};
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m30 = _mm256_set1_epi8(0x30);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        let mut osum = [_mm256_setzero_si256(); N];
+        for n in 0..2 {
+            for s in 0..4 {
+                // columns 128n + 32s .. +31: sub-blocks 8n+2s (w 0..3) and 8n+2s+1 (w 4..7)
+                let mut u = [_mm256_setzero_si256(); 8];
+                for (w, u) in u.iter_mut().enumerate() {
+                    let ql = p.add(QL + 64 * (16 * n + 8 * (s % 2) + w) + 32 * half);
+                    let x = _mm256_loadu_si256(ql.cast());
+                    let x = if s >= 2 { _mm256_srli_epi16::<4>(x) } else { x };
+                    let qh = _mm256_loadu_si256(p.add(QH + 64 * (8 * n + w) + 32 * half).cast());
+                    let h = match s {
+                        0 => _mm256_slli_epi16::<4>(qh),
+                        1 => _mm256_slli_epi16::<2>(qh),
+                        2 => qh,
+                        _ => _mm256_srli_epi16::<2>(qh),
+                    };
+                    *u = _mm256_or_si256(_mm256_and_si256(x, m4), _mm256_and_si256(h, m30));
+                }
+                for sub in 0..2 {
+                    let j = 8 * n + 2 * s + sub;
+                    let sc = scales16(p.add(SC + 16 * j + 8 * half), true);
+                    for t in 0..N {
+                        let at = a[t];
+                        let q = at.add(A_QS + 16 * j);
+                        let mut s32 = _mm256_setzero_si256();
+                        for pair in 0..2 {
+                            let i = 4 * sub + 2 * pair;
+                            let s16 = maddubs256::<2>(&u[i..i + 2], q.add(8 * pair));
+                            s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(s16, sc));
+                        }
+                        sumi[t] = _mm256_add_epi32(sumi[t], s32);
+                        // 2·sc·Σa (|Σa| ≤ 16·128, so the i16 fits); −32·sc·Σa = −16 × this
+                        let bs = _mm256_set1_epi16(half_word(at.add(A_BS16 + 2 * j)));
+                        osum[t] = _mm256_add_epi32(osum[t], _mm256_madd_epi16(sc, bs));
+                    }
+                }
+            }
+        }
+        let dw = f16x8(p.add(16 * half));
+        for t in 0..N {
+            let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<4>(osum[t]));
+            acc[t] = fma256(acc[t], s, dw, f32_at(a[t]));
+        }
+    }
+}

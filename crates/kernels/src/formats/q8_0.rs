@@ -1,0 +1,125 @@
+//! q8_0: blocks of 32 columns, `value = d · q` with q an i8.
+//!
+//! ```text
+//! ggml block (34 bytes):  f16 d, 32 × i8 qs
+//! packed group block (544 bytes = 16 × 34):
+//!   0    16 × f16 d
+//!   32   8 × 64 bytes: vector s, lane r (4 bytes) = row r's qs[4s .. 4s+3], each XOR 0x80
+//!        (= q + 128 as an unsigned byte)
+//! ```
+//!
+//! Activations q8_0. AVX-512 takes q + 128 as the unsigned side of `vpdpbusd` and subtracts
+//! 128·Σa; AVX2's `vpmaddubsw` would saturate on q + 128, so it flips the bytes back and
+//! multiplies |q| by the activations with q's sign.
+
+use crate::act::{q8, q8_0_scale_sum};
+use crate::driver::{f16_at, Format};
+use crate::{WeightType, GROUP};
+
+pub(crate) struct Q8_0;
+
+const QS: usize = 2 * GROUP;
+
+impl Format for Q8_0 {
+    const TY: WeightType = WeightType::Q8_0;
+    const PREFETCH: bool = false;
+
+    fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
+        out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
+        for s in 0..8 {
+            for i in 0..4 {
+                out[QS + 64 * s + 4 * r + i] = blk[2 + 4 * s + i] ^ 0x80;
+            }
+        }
+    }
+
+    fn reference(blk: &[u8], a: &[u8]) -> (f32, f32) {
+        let (da, _) = q8_0_scale_sum(a);
+        let isum: i32 = (0..32).map(|i| blk[2 + i] as i8 as i32 * q8(a, i)).sum();
+        let t = isum as f32 * f16_at(blk, 0) * da;
+        (t, t.abs())
+    }
+
+    fn scalar(p: &[u8], a: &[u8], acc: &mut [f32; GROUP]) {
+        let (da, sum) = q8_0_scale_sum(a);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let mut isum = -128 * sum;
+            for s in 0..8 {
+                for i in 0..4 {
+                    isum += p[QS + 64 * s + 4 * r + i] as i32 * q8(a, 4 * s + i);
+                }
+            }
+            *acc += f16_at(p, 2 * r) * da * isum as f32;
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    #[inline]
+    unsafe fn avx512<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let dw = f16x16(p);
+        let mut u = [_mm512_setzero_si512(); 8];
+        for (s, u) in u.iter_mut().enumerate() {
+            *u = _mm512_loadu_si512(p.add(QS + 64 * s).cast());
+        }
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = dot512(_mm512_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
+            *acc = fma512(*acc, s, dw, f32_at(a));
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn avx2<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let dw = f16x8(p.add(16 * half));
+        let flip = _mm256_set1_epi8(-128);
+        let mut w = [_mm256_setzero_si256(); 8];
+        let mut w_abs = [_mm256_setzero_si256(); 8];
+        for s in 0..8 {
+            let x = _mm256_loadu_si256(p.add(QS + 64 * s + 32 * half).cast());
+            w[s] = _mm256_xor_si256(x, flip);
+            w_abs[s] = _mm256_abs_epi8(w[s]); // −128 stays 0x80: 128 unsigned
+        }
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            // each pair at most 2·128·127: one vpmaddwd per vector
+            let mut s = _mm256_setzero_si256();
+            for i in 0..8 {
+                let p16 = signed_pairs256(w_abs[i], w[i], a.add(8 + 4 * i));
+                s = _mm256_add_epi32(s, pairs256(p16));
+            }
+            *acc = fma256(*acc, s, dw, f32_at(a));
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    const NEON: bool = true;
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
+        use crate::neon::*;
+        use std::arch::aarch64::*;
+        for (quarter, acc) in acc.iter_mut().enumerate() {
+            let q = p.add(QS + 16 * quarter);
+            let mut u = [vdupq_n_s8(0); 8];
+            for (s, u) in u.iter_mut().enumerate() {
+                *u = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(q.add(64 * s)), vdupq_n_u8(0x80)));
+            }
+            *acc = scale_add(*acc, dot32(&u, a.add(8)), p.add(8 * quarter), f32_at(a));
+        }
+    }
+}
