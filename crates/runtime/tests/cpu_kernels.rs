@@ -103,7 +103,7 @@ fn every_instruction_set_matches_ggml_on_the_whole_model() {
     let f16 = load(GgmlType::F16, None);
     let toks = tokens(&f16);
     let prompt = &toks[..100];
-    let n_vocab = f16.hparams.n_vocab as usize;
+    let n_vocab = f16.hparams.n_vocab;
     let eval = |m: &Model| {
         Session::new(m, &opts())
             .unwrap()
