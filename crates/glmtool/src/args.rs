@@ -329,6 +329,15 @@ pub struct SamplingArgs {
     /// Top-p (1 = off)
     #[arg(long = "top-p", default_value_t = 0.8, allow_negative_numbers = true, value_parser = unit_interval)]
     pub top_p: f32,
+    /// Min-p: tokens less likely than MIN_P times the best one are dropped (0 = off)
+    #[arg(long = "min-p", default_value_t = 0.0, allow_negative_numbers = true, value_parser = unit_interval)]
+    pub min_p: f32,
+    /// OpenAI's frequency penalty over the reply so far, -2..2 (0 = off)
+    #[arg(long = "frequency-penalty", default_value_t = 0.0, allow_negative_numbers = true, value_parser = penalty)]
+    pub frequency_penalty: f32,
+    /// OpenAI's presence penalty over the reply so far, -2..2 (0 = off)
+    #[arg(long = "presence-penalty", default_value_t = 0.0, allow_negative_numbers = true, value_parser = penalty)]
+    pub presence_penalty: f32,
     /// Repetition penalty (1 = off)
     #[arg(long = "repeat-penalty", default_value_t = 1.0, allow_negative_numbers = true, value_parser = positive)]
     pub repeat_penalty: f32,
@@ -369,6 +378,16 @@ pub(crate) fn unit_interval(s: &str) -> Result<f32, String> {
     })
 }
 
+pub(crate) fn penalty(s: &str) -> Result<f32, String> {
+    number(s).and_then(|v| {
+        if (-2.0..=2.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err("must be between -2 and 2".into())
+        }
+    })
+}
+
 pub(crate) fn positive(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if v > 0.0 {
@@ -385,8 +404,12 @@ impl SamplingArgs {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
+            min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias: Vec::new(),
             seed: self.seed.unwrap_or_else(rand::random),
         })
     }

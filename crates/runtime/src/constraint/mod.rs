@@ -271,10 +271,18 @@ impl Grammars {
     }
 }
 
-/// llguidance's error text without the grammar dump it may append.
+/// llguidance's error text without the grammar dump it may append, and without its position
+/// in the Lark text we generated (`at 3(10): `), which means nothing to the user.
 fn clean_error(e: &str) -> String {
     let first = e.lines().next().unwrap_or(e).trim();
-    first.to_string()
+    let positioned = first
+        .strip_prefix("at ")
+        .and_then(|rest| rest.split_once("): "))
+        .filter(|(pos, _)| pos.chars().all(|c| c.is_ascii_digit() || c == '('));
+    match positioned {
+        Some((_, msg)) => msg.to_string(),
+        None => first.to_string(),
+    }
 }
 
 /// One generation's grammar state.
