@@ -344,6 +344,10 @@ pub struct SamplingArgs {
     /// Tokens the repetition penalty looks back on
     #[arg(long = "repeat-last-n", default_value_t = 64)]
     pub repeat_last_n: usize,
+    /// Bias one token's logit, llama.cpp's TOKEN_ID(+|-)BIAS: `15043+1`, `15043-inf` (or
+    /// -100 and less) bans the token (repeatable)
+    #[arg(short = 'l', long = "logit-bias", value_name = "ID(+|-)BIAS", value_parser = logit_bias_arg)]
+    pub logit_bias: Vec<(u32, f32)>,
     /// Random seed (default: random; printed with --verbose)
     #[arg(short = 's', long = "seed")]
     pub seed: Option<u64>,
@@ -378,6 +382,26 @@ pub(crate) fn unit_interval(s: &str) -> Result<f32, String> {
     })
 }
 
+/// llama.cpp's `--logit-bias` value: a token id, then a signed bias (`-inf` bans).
+fn logit_bias_arg(s: &str) -> Result<(u32, f32), String> {
+    let at = s
+        .find(['+', '-'])
+        .ok_or("expected TOKEN_ID+BIAS or TOKEN_ID-BIAS (e.g. 15043-inf)")?;
+    let id: u32 = s[..at]
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a token id", &s[..at]))?;
+    let bias = match &s[at..] {
+        "-inf" => f32::NEG_INFINITY,
+        b => b
+            .parse::<f32>()
+            .ok()
+            .filter(|b| b.is_finite())
+            .ok_or_else(|| format!("{b:?} is not a bias"))?,
+    };
+    Ok((id, bias))
+}
+
 pub(crate) fn penalty(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if (-2.0..=2.0).contains(&v) {
@@ -409,7 +433,7 @@ impl SamplingArgs {
             repeat_last_n: self.repeat_last_n,
             frequency_penalty: self.frequency_penalty,
             presence_penalty: self.presence_penalty,
-            logit_bias: Vec::new(),
+            logit_bias: self.logit_bias.clone(),
             seed: self.seed.unwrap_or_else(rand::random),
         })
     }

@@ -23,7 +23,7 @@ use Compat::{Missing, Noop, Rename};
 /// that are not already glmtool's own: spellings, then what glmtool does with them. Flags that
 /// glmtool declares itself with llama.cpp's meaning (`-m -t -c -b -n -p -f -i -s -r -e -o
 /// --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --frequency-penalty
-/// --presence-penalty -j --json-schema --json-schema-file --grammar --grammar-file --host --port
+/// --presence-penalty -l --logit-bias -j --json-schema --json-schema-file --grammar --grammar-file --host --port
 /// --api-key --alias
 /// --chunks --kl-divergence[-base] --pure --imatrix --include-weights --exclude-weights
 /// --process-output --in-file --no-ppl --output-frequency --allow-requantize --output-tensor-type
