@@ -359,4 +359,73 @@ mod tests {
         });
         assert!((0..50).all(|_| s.sample(&logits, &[]).unwrap() == 0));
     }
+
+    #[test]
+    fn logit_bias_bans_at_minus_100_and_shifts_otherwise() {
+        let logits = [1.0f32, 3.0, 2.0];
+        let greedy = |bias: Vec<(u32, f32)>| {
+            Sampler::new(SamplerOptions {
+                temperature: 0.0,
+                logit_bias: bias,
+                ..Default::default()
+            })
+            .sample(&logits, &[])
+            .unwrap()
+        };
+        assert_eq!(greedy(vec![]), 1);
+        assert_eq!(greedy(vec![(1, -100.0)]), 2);
+        assert_eq!(greedy(vec![(0, 2.5)]), 0);
+        assert_eq!(greedy(vec![(1, -1.5)]), 2);
+        // banned at any temperature; banning everything is an error, not a pick
+        let mut s = Sampler::new(SamplerOptions {
+            temperature: 2.0,
+            top_p: 1.0,
+            logit_bias: vec![(1, -100.0)],
+            ..Default::default()
+        });
+        assert!((0..200).all(|_| s.sample(&logits, &[]).unwrap() != 1));
+        let mut s = Sampler::new(SamplerOptions {
+            logit_bias: (0..3).map(|i| (i, -100.0)).collect(),
+            ..Default::default()
+        });
+        assert!(matches!(
+            s.sample(&logits, &[]),
+            Err(SampleError::NothingAllowed)
+        ));
+    }
+
+    #[test]
+    fn frequency_and_presence_penalties_count_the_output_since_begin() {
+        // token 0 leads by 1.0; each pick of it costs frequency 0.6 (+ presence 0.1 once)
+        let logits = [2.0f32, 1.0];
+        let mut s = Sampler::new(SamplerOptions {
+            temperature: 0.0,
+            frequency_penalty: 0.6,
+            presence_penalty: 0.1,
+            ..Default::default()
+        });
+        s.begin();
+        let picks: Vec<u32> = (0..4).map(|_| s.sample(&logits, &[]).unwrap()).collect();
+        // 0 (2.0 vs 1.0), 0 (1.3 vs 1.0), 1 (0.7 vs 1.0), 0 (0.7 vs 0.3)
+        assert_eq!(picks, [0, 0, 1, 0]);
+        // the history passed in does not count: only what was picked since begin()
+        s.begin();
+        assert_eq!(s.sample(&logits, &[0, 0, 0, 0]).unwrap(), 0);
+    }
+
+    #[test]
+    fn min_p_drops_the_unlikely_tail() {
+        // p ≈ [0.66, 0.24, 0.09, 0.00...]: min_p 0.2 keeps the first two only
+        let logits = [3.0f32, 2.0, 1.0, -4.0];
+        let mut s = Sampler::new(SamplerOptions {
+            temperature: 1.0,
+            top_p: 1.0,
+            min_p: 0.2,
+            seed: 3,
+            ..Default::default()
+        });
+        let picks: std::collections::HashSet<u32> =
+            (0..300).map(|_| s.sample(&logits, &[]).unwrap()).collect();
+        assert_eq!(picks, [0, 1].into_iter().collect());
+    }
 }

@@ -294,7 +294,7 @@ fn constraint_for(
         return Ok(None);
     }
     let shape = match shape {
-        Shape::Reply(f) if matches!(f, ChatFormat::Chatglm3 | ChatFormat::Glm4) => shape,
+        Shape::Reply(ChatFormat::Chatglm3 | ChatFormat::Glm4) => shape,
         _ => Shape::Text,
     };
     tok.grammars()?.compile(output, shape, stops).map(Some)
