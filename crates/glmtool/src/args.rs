@@ -330,12 +330,25 @@ pub struct SamplingArgs {
     /// Top-p (1 = off)
     #[arg(long = "top-p", default_value_t = 0.8, allow_negative_numbers = true, value_parser = unit_interval)]
     pub top_p: f32,
+    /// Min-p: tokens less likely than MIN_P times the best one are dropped (0 = off)
+    #[arg(long = "min-p", default_value_t = 0.0, allow_negative_numbers = true, value_parser = unit_interval)]
+    pub min_p: f32,
+    /// OpenAI's frequency penalty over the reply so far, -2..2 (0 = off)
+    #[arg(long = "frequency-penalty", default_value_t = 0.0, allow_negative_numbers = true, value_parser = penalty)]
+    pub frequency_penalty: f32,
+    /// OpenAI's presence penalty over the reply so far, -2..2 (0 = off)
+    #[arg(long = "presence-penalty", default_value_t = 0.0, allow_negative_numbers = true, value_parser = penalty)]
+    pub presence_penalty: f32,
     /// Repetition penalty (1 = off)
     #[arg(long = "repeat-penalty", default_value_t = 1.0, allow_negative_numbers = true, value_parser = positive)]
     pub repeat_penalty: f32,
     /// Tokens the repetition penalty looks back on
     #[arg(long = "repeat-last-n", default_value_t = 64)]
     pub repeat_last_n: usize,
+    /// Bias one token's logit, llama.cpp's TOKEN_ID(+|-)BIAS: `15043+1`, `15043-inf` (or
+    /// -100 and less) bans the token (repeatable)
+    #[arg(short = 'l', long = "logit-bias", value_name = "ID(+|-)BIAS", value_parser = logit_bias_arg)]
+    pub logit_bias: Vec<(u32, f32)>,
     /// Random seed (default: random; printed with --verbose)
     #[arg(short = 's', long = "seed")]
     pub seed: Option<u64>,
@@ -370,6 +383,36 @@ pub(crate) fn unit_interval(s: &str) -> Result<f32, String> {
     })
 }
 
+/// llama.cpp's `--logit-bias` value: a token id, then a signed bias (`-inf` bans).
+fn logit_bias_arg(s: &str) -> Result<(u32, f32), String> {
+    let at = s
+        .find(['+', '-'])
+        .ok_or("expected TOKEN_ID+BIAS or TOKEN_ID-BIAS (e.g. 15043-inf)")?;
+    let id: u32 = s[..at]
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a token id", &s[..at]))?;
+    let bias = match &s[at..] {
+        "-inf" => f32::NEG_INFINITY,
+        b => b
+            .parse::<f32>()
+            .ok()
+            .filter(|b| b.is_finite())
+            .ok_or_else(|| format!("{b:?} is not a bias"))?,
+    };
+    Ok((id, bias))
+}
+
+pub(crate) fn penalty(s: &str) -> Result<f32, String> {
+    number(s).and_then(|v| {
+        if (-2.0..=2.0).contains(&v) {
+            Ok(v)
+        } else {
+            Err("must be between -2 and 2".into())
+        }
+    })
+}
+
 pub(crate) fn positive(s: &str) -> Result<f32, String> {
     number(s).and_then(|v| {
         if v > 0.0 {
@@ -386,8 +429,12 @@ impl SamplingArgs {
             temperature: self.temp,
             top_k: self.top_k,
             top_p: self.top_p,
+            min_p: self.min_p,
             repeat_penalty: self.repeat_penalty,
             repeat_last_n: self.repeat_last_n,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            logit_bias: self.logit_bias.clone(),
             seed: self.seed.unwrap_or_else(rand::random),
         })
     }

@@ -22,7 +22,9 @@ use Compat::{Missing, Noop, Rename};
 /// llama.cpp flags (llama-cli, llama-server, llama-bench, llama-perplexity, llama-quantize)
 /// that are not already glmtool's own: spellings, then what glmtool does with them. Flags that
 /// glmtool declares itself with llama.cpp's meaning (`-m -t -c -b -n -p -f -i -s -r -e -o
-/// --temp --top-k --top-p --repeat-penalty --repeat-last-n --host --port --api-key --alias
+/// --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --frequency-penalty
+/// --presence-penalty -l --logit-bias -j --json-schema --json-schema-file --grammar --grammar-file --host --port
+/// --api-key --alias
 /// --chunks --kl-divergence[-base] --pure --imatrix --include-weights --exclude-weights
 /// --process-output --in-file --no-ppl --output-frequency --allow-requantize --output-tensor-type
 /// --token-embedding-type`) are not listed.
@@ -159,20 +161,7 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
             "--gpu-layers places whole layers",
         ),
     ),
-    (
-        &[
-            "-jf",
-            "--json-schema-file",
-            "-j",
-            "--json-schema",
-            "--grammar",
-            "--grammar-file",
-        ],
-        Missing(
-            "constrained (grammar / JSON schema) sampling",
-            "not in glmtool yet",
-        ),
-    ),
+    (&["-jf"], Rename("--json-schema-file")),
     (
         &["-sp", "--special"],
         Missing(
@@ -182,7 +171,6 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
     ),
     (
         &[
-            "--min-p",
             "--typical",
             "--mirostat",
             "--dry-multiplier",
@@ -190,7 +178,8 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
         ],
         Missing(
             "a sampler glmtool lacks",
-            "glmtool samples with --temp, --top-k, --top-p and --repeat-penalty",
+            "glmtool samples with --temp, --top-k, --top-p, --min-p, --repeat-penalty, \
+             --frequency-penalty and --presence-penalty",
         ),
     ),
     (

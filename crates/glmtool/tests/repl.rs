@@ -615,3 +615,28 @@ fn a_spinner_shows_while_the_model_loads_and_the_prompt_is_read() {
     assert!(!out.contains("reading the prompt"), "{out:?}");
     c.exit();
 }
+
+#[test]
+fn set_format_json_and_a_json_schema_constrain_the_replies() {
+    let schema = r#"{"type": "object", "properties": {"mood": {"enum": ["calm", "glad"]}, "n": {"type": "integer", "minimum": 0, "maximum": 9}}, "required": ["mood", "n"], "additionalProperties": false}"#;
+    let mut c = chat(&["-j", schema]);
+    c.say("How do you feel?");
+    let out = c.say("/set noformat");
+    assert!(out.contains("(replies are free text)"), "{out}");
+    let out = c.say("/set format json");
+    assert!(out.contains("(replies are JSON objects)"), "{out}");
+    c.say("And now?");
+    let (_, v) = c.save("json.json");
+    let m = roles_and_contents(&v);
+    assert_eq!(m.len(), 4, "{v}");
+    let first: serde_json::Value =
+        serde_json::from_str(&m[1].1).unwrap_or_else(|e| panic!("{e}: {v}"));
+    assert!(
+        matches!(first["mood"].as_str(), Some("calm" | "glad")),
+        "{first}"
+    );
+    assert!((0..=9).contains(&first["n"].as_i64().unwrap()), "{first}");
+    // greedy decoding may cut an open-ended object at the reply limit; it starts as one
+    assert!(m[3].1.starts_with('{'), "{v}");
+    c.exit();
+}

@@ -8,11 +8,13 @@ use serde_json::{Map, Value};
 /// How an OpenAI request's `tool_choice` is honoured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToolChoice {
-    /// Tools are registered; the model decides (`"auto"`, `"required"`, or absent).
+    /// Tools are registered; the model decides (`"auto"`, or absent).
     Auto,
+    /// Tools are registered and the reply must call one (`"required"`).
+    Required,
     /// Tools are not registered (`"none"`).
     None,
-    /// The reply is forced to call this function: its name is the start of the reply.
+    /// The reply must call this function.
     Function(String),
 }
 
@@ -21,7 +23,8 @@ impl ToolChoice {
         match v {
             None | Some(Value::Null) => Ok(ToolChoice::Auto),
             Some(Value::String(s)) => match s.as_str() {
-                "auto" | "required" => Ok(ToolChoice::Auto),
+                "auto" => Ok(ToolChoice::Auto),
+                "required" => Ok(ToolChoice::Required),
                 "none" => Ok(ToolChoice::None),
                 _ => Err(format!(
                     "tool_choice: unknown value {s:?} (expected \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}})"

@@ -1,8 +1,11 @@
 //! Request bodies of `/v1/chat/completions` and `/v1/completions`.
 
+use crate::fields::{check_fields, Endpoint};
 use crate::messages::{openai_messages_as, ToolChoice};
 use crate::wire::{LogprobsRequest, RequestBody};
+use glm_runtime::agent::normalize_tools;
 use glm_runtime::chat::Message;
+use glm_runtime::constraint::{Grammar, OutputSpec, ToolSpec};
 use glm_runtime::tokenizer::ChatFormat;
 use serde_json::Value;
 
@@ -33,6 +36,128 @@ pub struct Params {
     /// Log-probabilities asked for, with this many alternatives per token (chat: `logprobs:
     /// true` and `top_logprobs` 0..=20; completions: `logprobs` 0..=20).
     pub logprobs: Option<usize>,
+    /// In [-2, 2].
+    pub frequency_penalty: Option<f32>,
+    /// In [-2, 2].
+    pub presence_penalty: Option<f32>,
+    /// (token id, bias in [-100, 100]).
+    pub logit_bias: Vec<(u32, f32)>,
+    /// In [0, 1].
+    pub min_p: Option<f32>,
+    /// 0 = off.
+    pub top_k: Option<usize>,
+    /// > 0.
+    pub repeat_penalty: Option<f32>,
+    pub repeat_last_n: Option<usize>,
+    /// What the output must match (`response_format`, `grammar` or `json_schema`).
+    pub structured: Option<Structured>,
+}
+
+/// A grammar for the output and the field that asked for it (errors name it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Structured {
+    pub field: &'static str,
+    pub grammar: Grammar,
+}
+
+/// The output grammar of a request: at most one of `response_format` (OpenAI's, and
+/// llama-server's `json_object` with a `schema`), `grammar` (GBNF) and `json_schema`.
+fn structured(r: &RequestBody) -> Result<Option<Structured>, BadRequest> {
+    let mut found = Vec::new();
+    if let Some(rf) = r.response_format.as_ref().filter(|v| !v.is_null()) {
+        let kind = rf
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad("response_format: expected {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}"))?;
+        match kind {
+            "text" => {}
+            "json_object" => found.push(match rf.get("schema").filter(|s| !s.is_null()) {
+                Some(schema) => Structured {
+                    field: "response_format.schema",
+                    grammar: Grammar::JsonSchema(schema.clone()),
+                },
+                None => Structured {
+                    field: "response_format",
+                    grammar: Grammar::JsonObject,
+                },
+            }),
+            "json_schema" => {
+                let js = rf
+                    .get("json_schema")
+                    .filter(|j| j.is_object())
+                    .ok_or_else(|| bad("response_format.json_schema: expected {\"name\", \"schema\", \"strict\"}"))?;
+                if js.get("strict").is_some_and(|s| !s.is_boolean() && !s.is_null()) {
+                    return Err(bad("response_format.json_schema.strict: expected a boolean"));
+                }
+                let schema = js.get("schema").cloned().unwrap_or(Value::Bool(true));
+                found.push(Structured {
+                    field: "response_format.json_schema.schema",
+                    grammar: Grammar::JsonSchema(schema),
+                });
+            }
+            other => {
+                return Err(bad(format!(
+                    "response_format.type: {other:?} is not one of \"text\", \"json_object\", \"json_schema\""
+                )))
+            }
+        }
+    }
+    if let Some(g) = r.grammar.as_ref().filter(|g| !g.trim().is_empty()) {
+        found.push(Structured {
+            field: "grammar",
+            grammar: Grammar::Gbnf(g.clone()),
+        });
+    }
+    if let Some(schema) = r.json_schema.as_ref().filter(|v| !v.is_null()) {
+        found.push(Structured {
+            field: "json_schema",
+            grammar: Grammar::JsonSchema(schema.clone()),
+        });
+    }
+    if found.len() > 1 {
+        return Err(bad(format!(
+            "{} and {}: give one output format, not both",
+            found[0].field, found[1].field
+        )));
+    }
+    Ok(found.pop())
+}
+
+/// An optional number within `range`, as f32.
+fn ranged(
+    name: &str,
+    v: Option<f64>,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<Option<f32>, BadRequest> {
+    match v {
+        Some(x) if !range.contains(&x) => Err(bad(format!(
+            "{name}: must be between {} and {}",
+            range.start(),
+            range.end()
+        ))),
+        x => Ok(x.map(|x| x as f32)),
+    }
+}
+
+/// `logit_bias`: token ids (as strings) to biases in [-100, 100].
+fn logit_bias(m: Option<&serde_json::Map<String, Value>>) -> Result<Vec<(u32, f32)>, BadRequest> {
+    let mut out = Vec::new();
+    for (k, v) in m.into_iter().flatten() {
+        let id: u32 = k
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("logit_bias: the key {k:?} is not a token id")))?;
+        let b = v
+            .as_f64()
+            .filter(|b| (-100.0..=100.0).contains(b))
+            .ok_or_else(|| {
+                bad(format!(
+                    "logit_bias.{k}: expected a number from -100 to 100"
+                ))
+            })?;
+        out.push((id, b as f32));
+    }
+    Ok(out)
 }
 
 /// A `/v1/chat/completions` body mapped onto ChatGLM3.
@@ -43,8 +168,11 @@ pub struct ChatRequest {
     /// Tools are registered (given, non-empty, and `tool_choice` is not `"none"`): the reply
     /// is parsed for tool calls.
     pub tools: bool,
-    /// A function the reply is forced to call (`tool_choice` naming one): the start of the reply.
-    pub prefix: Option<String>,
+    /// What the reply may be: the content's grammar (`response_format`, `grammar`,
+    /// `json_schema`), and the tools it must call (`tool_choice` `"required"` or naming one).
+    pub output: OutputSpec,
+    /// `parallel_tool_calls` (default true): false keeps the first call of a reply only.
+    pub parallel_tool_calls: bool,
 }
 
 /// A `/v1/completions` body.
@@ -150,6 +278,16 @@ impl Params {
             Some(LogprobsRequest::Enabled(true)) => Some(top_logprobs.unwrap_or(0)),
             Some(LogprobsRequest::Count(n)) => Some(top("logprobs", n)?),
         };
+        let top_k = match r.top_k {
+            Some(k) if k < 0 => return Err(bad("top_k: expected an integer >= 0")),
+            k => k.map(|k| usize::try_from(k).unwrap_or(usize::MAX)),
+        };
+        let repeat_penalty = match r.repeat_penalty {
+            Some(p) if !(p > 0.0 && p.is_finite()) => {
+                return Err(bad("repeat_penalty: must be > 0"))
+            }
+            p => p.map(|p| p as f32),
+        };
         Ok(Params {
             stream: r.stream.unwrap_or(false),
             include_usage,
@@ -159,6 +297,16 @@ impl Params {
             seed,
             stops,
             logprobs,
+            frequency_penalty: ranged("frequency_penalty", r.frequency_penalty, -2.0..=2.0)?,
+            presence_penalty: ranged("presence_penalty", r.presence_penalty, -2.0..=2.0)?,
+            logit_bias: logit_bias(r.logit_bias.as_ref())?,
+            min_p: ranged("min_p", r.min_p, 0.0..=1.0)?,
+            top_k,
+            repeat_penalty,
+            repeat_last_n: r
+                .repeat_last_n
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            structured: structured(r)?,
         })
     }
 }
@@ -179,6 +327,7 @@ impl ChatRequest {
     }
 
     pub fn from_json_as(v: &Value, format: ChatFormat) -> Result<Self, BadRequest> {
+        check_fields(v, Endpoint::Chat)?;
         let params = Params::from_json(v)?;
         let messages = v.get("messages").ok_or_else(|| bad("messages: required"))?;
         let choice = ToolChoice::from_openai(v.get("tool_choice")).map_err(bad)?;
@@ -189,18 +338,49 @@ impl ChatRequest {
         let messages =
             openai_messages_as(format, messages, v.get("tools"), &choice).map_err(bad)?;
         let tools = tools_given && choice != ToolChoice::None;
-        let prefix = match choice {
-            ToolChoice::Function(name) if tools => Some(name),
-            ToolChoice::Function(_) => {
-                return Err(bad("tool_choice names a function but no tools are given"))
+        let specs = match v.get("tools").filter(|t| tools && !t.is_null()) {
+            Some(t) => ToolSpec::from_tools(&normalize_tools(t).map_err(bad)?),
+            None => Vec::new(),
+        };
+        let names = || {
+            specs
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (forced, call_required) = match &choice {
+            ToolChoice::Function(_) | ToolChoice::Required if !tools => {
+                return Err(bad(
+                    "tool_choice: asks for a tool call but no tools are given",
+                ))
             }
-            _ => None,
+            ToolChoice::Function(name) => {
+                let tool = specs.iter().find(|t| &t.name == name).ok_or_else(|| {
+                    bad(format!(
+                        "tool_choice: no function named {name:?} in tools (there are: {})",
+                        names()
+                    ))
+                })?;
+                (vec![tool.clone()], true)
+            }
+            ToolChoice::Required => (specs, true),
+            _ => (specs, false),
+        };
+        let output = OutputSpec {
+            content: params.structured.as_ref().map(|s| s.grammar.clone()),
+            tools: forced,
+            call_required,
         };
         Ok(ChatRequest {
             params,
             messages,
             tools,
-            prefix,
+            output,
+            parallel_tool_calls: v
+                .get("parallel_tool_calls")
+                .and_then(Value::as_bool)
+                .unwrap_or(true),
         })
     }
 }
@@ -211,6 +391,7 @@ impl CompletionRequest {
     }
 
     pub fn from_json(v: &Value) -> Result<Self, BadRequest> {
+        check_fields(v, Endpoint::Completions)?;
         let body = typed_body(v)?;
         let params = Params::from_body(&body)?;
         let prompt = match body.prompt.as_ref() {

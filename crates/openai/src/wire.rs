@@ -1,6 +1,6 @@
 //! The OpenAI API as `glmtool serve` speaks it: the request fields it reads and the objects it
-//! writes, as serde types. A request's unknown fields are ignored; a field of the wrong type is
-//! a 400 that names it (`temperature: invalid type: string "hot", expected f64`).
+//! writes, as serde types. A field of the wrong type is a 400 that names it (`temperature:
+//! invalid type: string "hot", expected f64`); fields not read here are checked by `fields`.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
@@ -43,6 +43,28 @@ pub struct RequestBody {
     pub logprobs: Option<LogprobsRequest>,
     /// Chat: alternatives per token, 0..=20 (needs `logprobs: true`).
     pub top_logprobs: Option<u64>,
+    /// -2..=2.
+    pub frequency_penalty: Option<f64>,
+    /// -2..=2.
+    pub presence_penalty: Option<f64>,
+    /// Token id (as a string) → bias in -100..=100.
+    pub logit_bias: Option<serde_json::Map<String, Value>>,
+    /// 0..=1 (llama-server's).
+    pub min_p: Option<f64>,
+    /// ≥ 0, 0 = off (llama-server's).
+    pub top_k: Option<i64>,
+    /// > 0, 1 = off (llama-server's).
+    pub repeat_penalty: Option<f64>,
+    /// ≥ 0 (llama-server's).
+    pub repeat_last_n: Option<u64>,
+    /// `{"type": "text" | "json_object" | "json_schema", ...}`.
+    pub response_format: Option<Value>,
+    /// llama-server's: a GBNF grammar.
+    pub grammar: Option<String>,
+    /// llama-server's: a JSON Schema.
+    pub json_schema: Option<Value>,
+    /// Chat: false keeps at most one tool call per reply.
+    pub parallel_tool_calls: Option<bool>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -5,6 +5,7 @@ use glm_convert::spm::{chatglm3_vocab, SpmModel};
 use glm_openai::*;
 use glm_runtime::agent::INTERPRETER_SYSTEM_PROMPT;
 use glm_runtime::chat::{build_chat_ids, Message};
+use glm_runtime::constraint::Grammar;
 use glm_runtime::Tokenizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -146,7 +147,7 @@ fn request_parameters_and_their_errors() {
     let r = ChatRequest::parse(
         br#"{"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "top_p": 0.9,
             "seed": -1, "max_completion_tokens": 7, "stop": "x", "stream": true,
-            "stream_options": {"include_usage": true}, "unknown_field": [1, 2]}"#,
+            "stream_options": {"include_usage": true}, "user": "u1"}"#,
     )
     .unwrap();
     assert_eq!(
@@ -160,18 +161,81 @@ fn request_parameters_and_their_errors() {
             seed: Some(u64::MAX),
             stops: vec!["x".into()],
             logprobs: None,
+            ..Default::default()
         }
     );
     assert_eq!(r.messages, vec![Message::user("hi")]);
-    assert!(!r.tools && r.prefix.is_none());
+    assert!(!r.tools && !r.output.is_constrained());
     let forced = ChatRequest::parse(
         br#"{"messages": [{"role": "user", "content": "hi"}],
-            "tools": [{"type": "function", "function": {"name": "f"}}],
+            "tools": [{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "g"}}],
             "tool_choice": {"type": "function", "function": {"name": "f"}}}"#,
     )
     .unwrap();
-    assert!(forced.tools);
-    assert_eq!(forced.prefix.as_deref(), Some("f"));
+    assert!(forced.tools && forced.output.call_required);
+    assert_eq!(forced.output.tools.len(), 1);
+    assert_eq!(forced.output.tools[0].name, "f");
+    let required = ChatRequest::parse(
+        br#"{"messages": [{"role": "user", "content": "hi"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}, {"type": "function", "function": {"name": "g"}}],
+            "tool_choice": "required", "parallel_tool_calls": false}"#,
+    )
+    .unwrap();
+    assert!(required.output.call_required && required.output.tools.len() == 2);
+    assert!(!required.parallel_tool_calls);
+
+    // every sampling field, and the output formats
+    let r = ChatRequest::parse(
+        br#"{"messages": [{"role": "user", "content": "hi"}], "frequency_penalty": 0.5,
+            "presence_penalty": -1, "logit_bias": {"42": -100, " 7": 2.5}, "min_p": 0.1,
+            "top_k": 40, "repeat_penalty": 1.1, "repeat_last_n": 32,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "x", "strict": true, "schema": {"type": "object"}}}}"#,
+    )
+    .unwrap();
+    let p = &r.params;
+    assert_eq!(
+        (p.frequency_penalty, p.presence_penalty),
+        (Some(0.5), Some(-1.0))
+    );
+    assert_eq!(p.logit_bias, vec![(42, -100.0), (7, 2.5)]);
+    assert_eq!(
+        (p.min_p, p.top_k, p.repeat_penalty, p.repeat_last_n),
+        (Some(0.1), Some(40), Some(1.1), Some(32))
+    );
+    let s = p.structured.as_ref().unwrap();
+    assert_eq!(s.field, "response_format.json_schema.schema");
+    assert_eq!(s.grammar, Grammar::JsonSchema(json!({"type": "object"})));
+    assert_eq!(r.output.content, Some(s.grammar.clone()));
+    let fmt = |body: &str| {
+        ChatRequest::parse(
+            format!(r#"{{"messages": [{{"role": "user", "content": "hi"}}], {body}}}"#).as_bytes(),
+        )
+        .map(|r| r.params.structured.map(|s| (s.field, s.grammar)))
+    };
+    assert_eq!(
+        fmt(r#""response_format": {"type": "json_object"}"#).unwrap(),
+        Some(("response_format", Grammar::JsonObject))
+    );
+    assert_eq!(fmt(r#""response_format": {"type": "text"}"#).unwrap(), None);
+    assert_eq!(
+        fmt(r#""grammar": "root ::= \"a\"""#).unwrap(),
+        Some(("grammar", Grammar::Gbnf("root ::= \"a\"".into())))
+    );
+    assert_eq!(
+        fmt(r#""json_schema": {"type": "integer"}"#).unwrap(),
+        Some((
+            "json_schema",
+            Grammar::JsonSchema(json!({"type": "integer"}))
+        ))
+    );
+    assert_eq!(
+        CompletionRequest::parse(br#"{"prompt": "x", "grammar": "root ::= \"a\""}"#)
+            .unwrap()
+            .params
+            .structured
+            .map(|s| s.field),
+        Some("grammar")
+    );
 
     let msgs = r#""messages": [{"role": "user", "content": "hi"}]"#;
     for (body, needle) in [
@@ -218,6 +282,70 @@ fn request_parameters_and_their_errors() {
                 r#"{{{msgs}, "tool_choice": {{"type": "function", "function": {{"name": "f"}}}}}}"#
             ),
             "no tools are given",
+        ),
+        (
+            format!(
+                r#"{{{msgs}, "tools": [{{"type": "function", "function": {{"name": "g"}}}}], "tool_choice": {{"type": "function", "function": {{"name": "f"}}}}}}"#
+            ),
+            "tool_choice: no function named \"f\" in tools (there are: g)",
+        ),
+        (
+            format!(r#"{{{msgs}, "tool_choice": "required"}}"#),
+            "no tools are given",
+        ),
+        (
+            format!(r#"{{{msgs}, "tempreature": 1}}"#),
+            "unknown field \"tempreature\" (did you mean \"temperature\"?)",
+        ),
+        (
+            format!(r#"{{{msgs}, "audio": {{"voice": "alloy"}}}}"#),
+            "audio: not supported by glmtool",
+        ),
+        (
+            format!(r#"{{{msgs}, "functions": []}}"#),
+            "functions: not supported by glmtool: use \"tools\"",
+        ),
+        (
+            format!(r#"{{{msgs}, "frequency_penalty": 3}}"#),
+            "frequency_penalty: must be between -2 and 2",
+        ),
+        (
+            format!(r#"{{{msgs}, "presence_penalty": -2.5}}"#),
+            "presence_penalty: must be between -2 and 2",
+        ),
+        (
+            format!(r#"{{{msgs}, "logit_bias": {{"x": 1}}}}"#),
+            "logit_bias: the key \"x\" is not a token id",
+        ),
+        (
+            format!(r#"{{{msgs}, "logit_bias": {{"5": -101}}}}"#),
+            "logit_bias.5: expected a number from -100 to 100",
+        ),
+        (
+            format!(r#"{{{msgs}, "min_p": 1.5}}"#),
+            "min_p: must be between 0 and 1",
+        ),
+        (
+            format!(r#"{{{msgs}, "top_k": -1}}"#),
+            "top_k: expected an integer >= 0",
+        ),
+        (
+            format!(r#"{{{msgs}, "repeat_penalty": 0}}"#),
+            "repeat_penalty: must be > 0",
+        ),
+        (
+            format!(r#"{{{msgs}, "response_format": {{"type": "yaml"}}}}"#),
+            "response_format.type: \"yaml\" is not one of",
+        ),
+        (
+            format!(r#"{{{msgs}, "response_format": {{"type": "json_schema"}}}}"#),
+            "response_format.json_schema: expected",
+        ),
+        (
+            format!(
+                r#"{{{msgs}, "response_format": {{"type": "json_object"}}, "grammar": "root ::= \"a\""}}"#
+            ),
+            "response_format and grammar: give one output format",
         ),
     ] {
         let e = ChatRequest::parse(body.as_bytes()).unwrap_err().to_string();

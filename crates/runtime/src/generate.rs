@@ -144,9 +144,10 @@ pub fn generate_with_logprobs(
     let mut ids = Vec::new();
     let mut logprobs = Vec::new();
     let mut stop = StopReason::Length;
+    sampler.begin();
     while ids.len() < max_new {
         session.model().tokenizer.mask_unsampleable(&mut logits);
-        let next = sampler.sample(&logits, &history);
+        let next = sampler.sample(&logits, &history)?;
         if stop_ids.contains(&next) {
             stop = StopReason::Stop(next);
             break;

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod chat;
 pub mod chatglm;
+pub mod constraint;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod generate;
@@ -35,6 +36,8 @@ pub enum RuntimeError {
     Ggml(#[from] glm_ggml::GgmlError),
     #[error(transparent)]
     Tokenizer(#[from] tokenizer::TokenizerError),
+    #[error(transparent)]
+    Sample(#[from] sampler::SampleError),
     #[error("{0}")]
     Model(String),
     #[error("{0}")]

@@ -10,7 +10,8 @@ pub(crate) async fn chat_completions(
         params: p,
         messages,
         tools,
-        prefix,
+        output,
+        parallel_tool_calls,
     } = ChatRequest::parse_as(&body_bytes(body)?, s.format)?;
     let format = s.format;
     if format == ChatFormat::Completion {
@@ -25,7 +26,15 @@ pub(crate) async fn chat_completions(
         )));
     }
     let p = params(&s, p);
-    let (prompt_tokens, mut rx) = submit(&s, Prompt::Chat { messages, prefix }, &p).await?;
+    let (prompt_tokens, mut rx) = submit(&s, Prompt::Chat(messages), output, &p).await?;
+    // parallel_tool_calls false: the first call of a reply only
+    let final_reply = move |text: &str, tools: bool, format: ChatFormat| {
+        let (content, mut calls) = final_reply(text, tools, format);
+        if !parallel_tool_calls {
+            calls.truncate(1);
+        }
+        (content, calls)
+    };
     let id = format!("chatcmpl-{}", random_hex(24));
     let created = now();
     if !p.stream {

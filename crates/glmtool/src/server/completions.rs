@@ -8,7 +8,11 @@ pub(crate) async fn completions(
 ) -> Result<Response, ApiError> {
     let CompletionRequest { params: p, prompt } = CompletionRequest::parse(&body_bytes(body)?)?;
     let p = params(&s, p);
-    let (prompt_tokens, mut rx) = submit(&s, Prompt::Raw(prompt), &p).await?;
+    let output = OutputSpec {
+        content: p.structured.as_ref().map(|s| s.grammar.clone()),
+        ..Default::default()
+    };
+    let (prompt_tokens, mut rx) = submit(&s, Prompt::Raw(prompt), output, &p).await?;
     let id = format!("cmpl-{}", random_hex(24));
     let created = now();
     let model = s.model.clone();

@@ -30,6 +30,7 @@ use axum::{Json, Router};
 use glm_openai::{wire, BadRequest, ChatRequest, CompletionRequest};
 use glm_runtime::agent::{parse_reply_as, split_segment, Segment, ToolCall};
 use glm_runtime::chat::{build_chat_ids, completion_ids, stop_ids, Message};
+use glm_runtime::constraint::{ConstraintError, OutputSpec, Shape};
 use glm_runtime::generate::{generate_with_logprobs, GenerateStats, StopReason, TokenLogprob};
 use glm_runtime::sampler::{Sampler, SamplerOptions};
 use glm_runtime::tokenizer::ChatFormat;
@@ -373,6 +374,8 @@ pub(crate) struct Params {
     pub(crate) max_tokens: Option<usize>,
     pub(crate) sampler: SamplerOptions,
     pub(crate) stops: Vec<String>,
+    /// The output's grammar and the field that gave it.
+    pub(crate) structured: Option<glm_openai::Structured>,
 }
 
 pub(crate) fn params(s: &AppState, p: glm_openai::Params) -> Params {
@@ -383,6 +386,25 @@ pub(crate) fn params(s: &AppState, p: glm_openai::Params) -> Params {
     if let Some(t) = p.top_p {
         sampler.top_p = t;
     }
+    if let Some(k) = p.top_k {
+        sampler.top_k = k;
+    }
+    if let Some(m) = p.min_p {
+        sampler.min_p = m;
+    }
+    if let Some(r) = p.repeat_penalty {
+        sampler.repeat_penalty = r;
+    }
+    if let Some(n) = p.repeat_last_n {
+        sampler.repeat_last_n = n;
+    }
+    if let Some(f) = p.frequency_penalty {
+        sampler.frequency_penalty = f;
+    }
+    if let Some(f) = p.presence_penalty {
+        sampler.presence_penalty = f;
+    }
+    sampler.logit_bias = p.logit_bias;
     sampler.seed = p
         .seed
         .unwrap_or_else(|| s.fixed_seed.unwrap_or_else(rand::random));
@@ -393,6 +415,7 @@ pub(crate) fn params(s: &AppState, p: glm_openai::Params) -> Params {
         max_tokens: p.max_tokens,
         sampler,
         stops: p.stops,
+        structured: p.structured,
     }
 }
 
@@ -413,6 +436,7 @@ pub(crate) fn queue_room(queued: usize, max: usize) -> Result<(), ApiError> {
 pub(crate) async fn submit(
     s: &AppState,
     prompt: Prompt,
+    output: OutputSpec,
     p: &Params,
 ) -> Result<(usize, mpsc::UnboundedReceiver<Event>), ApiError> {
     queue_room(s.queued.load(Ordering::SeqCst), s.max_queue)?;
@@ -420,6 +444,8 @@ pub(crate) async fn submit(
     let job = Job {
         logprobs: p.logprobs,
         prompt,
+        output,
+        structured_field: p.structured.as_ref().map(|s| s.field),
         max_tokens: p.max_tokens,
         sampler: p.sampler.clone(),
         stops: p.stops.clone(),

@@ -6,17 +6,19 @@ use super::*;
 // ---------------------------------------------------------------- the model worker
 
 pub(crate) enum Prompt {
-    /// A chat; `prefix` (a forced tool name) is appended as the start of the reply.
-    Chat {
-        messages: Vec<Message>,
-        prefix: Option<String>,
-    },
+    /// A chat.
+    Chat(Vec<Message>),
     /// Plain text to continue.
     Raw(String),
 }
 
 pub(crate) struct Job {
     pub(crate) prompt: Prompt,
+    /// What the reply may be (a grammar for the content, tool calls to force): compiled here
+    /// into a constraint for this job's sampler.
+    pub(crate) output: OutputSpec,
+    /// The request field that gave the content's grammar (named in errors).
+    pub(crate) structured_field: Option<&'static str>,
     pub(crate) max_tokens: Option<usize>,
     pub(crate) sampler: SamplerOptions,
     pub(crate) stops: Vec<String>,
@@ -118,32 +120,16 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
         return;
     }
     let tok = &model.tokenizer;
-    let (ids, stops, prefix) = match &job.prompt {
-        Prompt::Chat { messages, prefix } => {
-            let mut ids = match build_chat_ids(tok, messages) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    let _ = tx.send(Event::Rejected(format!(
-                        "cannot tokenize the messages: {e}"
-                    )));
-                    return;
-                }
-            };
-            if let Some(p) = prefix {
-                match tok.encode(&format!("{p}\n")) {
-                    Ok(x) => ids.extend(x),
-                    Err(e) => {
-                        let _ = tx.send(Event::Rejected(format!("tool_choice: {e}")));
-                        return;
-                    }
-                }
+    let (ids, stops, shape) = match &job.prompt {
+        Prompt::Chat(messages) => match build_chat_ids(tok, messages) {
+            Ok(ids) => (ids, stop_ids(tok), Shape::Reply(tok.chat_format())),
+            Err(e) => {
+                let _ = tx.send(Event::Rejected(format!(
+                    "cannot tokenize the messages: {e}"
+                )));
+                return;
             }
-            (
-                ids,
-                stop_ids(tok),
-                prefix.as_ref().map(|p| format!("{p}\n")),
-            )
-        }
+        },
         // a base or code model gets THUDM's `[gMASK] sop` prefix, as `run` gives it; a chat
         // model's raw completion is the text alone (as `run --raw`)
         Prompt::Raw(text) => match if tok.chat_format() == ChatFormat::Completion {
@@ -151,7 +137,7 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
         } else {
             tok.encode(text)
         } {
-            Ok(ids) if !ids.is_empty() => (ids, vec![tok.special().eos], None),
+            Ok(ids) if !ids.is_empty() => (ids, vec![tok.special().eos], Shape::Text),
             Ok(_) => {
                 let _ = tx.send(Event::Rejected("prompt: the prompt is empty".into()));
                 return;
@@ -172,18 +158,41 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
         )));
         return;
     }
+    if let Some(&(id, _)) = job
+        .sampler
+        .logit_bias
+        .iter()
+        .find(|(id, _)| *id as usize >= tok.vocab_size())
+    {
+        let _ = tx.send(Event::Rejected(format!(
+            "logit_bias: token id {id} is outside the vocabulary of {}",
+            tok.vocab_size()
+        )));
+        return;
+    }
+    let constraint = match constraint_for(tok, &job.output, shape, &stops) {
+        Ok(c) => c,
+        Err(ConstraintError::Unsupported(e)) => {
+            let _ = tx.send(Event::Rejected(match job.structured_field {
+                Some(field) if !e.starts_with("tools") => format!("{field}: {e}"),
+                _ => e,
+            }));
+            return;
+        }
+        Err(e) => {
+            let _ = tx.send(Event::Failed(e.to_string()));
+            return;
+        }
+    };
     let room = n_ctx - ids.len();
     let max_new = job.max_tokens.unwrap_or(room).min(room);
     let _ = tx.send(Event::Started {
         prompt_tokens: ids.len(),
     });
     let mut text = String::new();
-    if let Some(p) = prefix {
-        text.push_str(&p);
-        let _ = tx.send(Event::Piece(p));
-    }
     let mut dec = tok.stream_decoder();
     let mut sampler = Sampler::new(job.sampler);
+    sampler.set_constraint(constraint);
     let mut stopped_by_text = false;
     let t0 = Instant::now();
     let logprob_json = |lp: &TokenLogprob| {
@@ -272,6 +281,23 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
             let _ = tx.send(Event::Failed(e.to_string()));
         }
     }
+}
+
+/// The job's constraint (None when nothing is constrained).
+fn constraint_for(
+    tok: &glm_runtime::Tokenizer,
+    output: &OutputSpec,
+    shape: Shape,
+    stops: &[u32],
+) -> Result<Option<glm_runtime::constraint::Constraint>, ConstraintError> {
+    if !output.is_constrained() {
+        return Ok(None);
+    }
+    let shape = match shape {
+        Shape::Reply(ChatFormat::Chatglm3 | ChatFormat::Glm4) => shape,
+        _ => Shape::Text,
+    };
+    tok.grammars()?.compile(output, shape, stops).map(Some)
 }
 
 /// Byte offset of the earliest stop sequence in `text`.

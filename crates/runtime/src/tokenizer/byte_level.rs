@@ -114,6 +114,7 @@ impl Tokenizer {
             specials,
             chat_format: ChatFormat::Glm4,
             vocab_format: ChatFormat::Glm4,
+            grammars: Default::default(),
         })
     }
 }

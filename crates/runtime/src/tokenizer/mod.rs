@@ -158,6 +158,8 @@ pub struct Tokenizer {
     chat_format: ChatFormat,
     /// The prompt format the vocabulary supports (what `--chat` uses on a base model).
     vocab_format: ChatFormat,
+    /// The grammar compiler over this vocabulary, built on first use (constrained decoding).
+    grammars: std::sync::OnceLock<Result<std::sync::Arc<crate::constraint::Grammars>, String>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -391,6 +393,7 @@ impl Tokenizer {
             specials,
             chat_format: vocab_format,
             vocab_format,
+            grammars: Default::default(),
         })
     }
 
@@ -598,6 +601,52 @@ impl Tokenizer {
         }
     }
 
+    /// What each id stands for in generated text, for constrained decoding
+    /// ([`crate::constraint`]): a piece's bytes (`▁` as a space), a byte token's byte, GLM-4's
+    /// bytes; control, unknown and chat special tokens as `0xFF` + their name (llguidance's
+    /// mark of a special token, which grammar text never matches); padding rows (and the
+    /// `[PAD…]` ids past ChatGLM3's real vocabulary) as nothing, so no grammar allows them.
+    pub fn grammar_vocabulary(&self) -> Vec<Vec<u8>> {
+        let special = |name: &str| {
+            let mut b = vec![0xFF];
+            b.extend_from_slice(name.as_bytes());
+            b
+        };
+        self.pieces
+            .iter()
+            .zip(&self.tokens)
+            .map(|(piece, name)| match piece {
+                Piece::Text(t) => t.replace(SPACE_SYMBOL, " ").into_bytes(),
+                Piece::Byte(b) => vec![*b],
+                Piece::Bytes(b) => b.clone(),
+                Piece::Control | Piece::Unknown | Piece::ChatSpecial(_) => special(name),
+                Piece::Padding => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The grammar compiler over this vocabulary (built once, on first use: a token trie and
+    /// llguidance's tables, tens of milliseconds).
+    pub fn grammars(
+        &self,
+    ) -> Result<std::sync::Arc<crate::constraint::Grammars>, crate::constraint::ConstraintError>
+    {
+        self.grammars
+            .get_or_init(|| {
+                crate::constraint::Grammars::new(self)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(crate::constraint::ConstraintError::Engine)
+    }
+
+    /// Whether the vocabulary is SentencePiece's (ChatGLM2/3): the first piece of a decoded
+    /// run loses its leading `▁` (the dummy prefix).
+    pub fn is_sentencepiece(&self) -> bool {
+        matches!(self.encoder, Encoder::SentencePiece { .. })
+    }
+
     /// The GGUF name of an id.
     pub fn token(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
@@ -741,7 +790,7 @@ mod tests {
             ..Default::default()
         });
         for _ in 0..200 {
-            let id = s.sample(&logits, &[]);
+            let id = s.sample(&logits, &[]).unwrap();
             assert!(t.decode(&[id]).is_ok(), "sampled {id}");
         }
     }

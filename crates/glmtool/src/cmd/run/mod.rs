@@ -7,6 +7,7 @@ use crate::INTERRUPTED;
 use anyhow::{bail, Context, Result};
 use glm_runtime::agent;
 use glm_runtime::chat::{build_chat_ids_as, completion_ids, stop_ids, Message, Role};
+use glm_runtime::constraint::{Constraint, Grammar, OutputSpec, Shape, ToolSpec};
 use glm_runtime::generate::{generate, Generated, StopReason};
 use glm_runtime::sampler::Sampler;
 use glm_runtime::tokenizer::ChatFormat;
@@ -77,6 +78,113 @@ pub struct Args {
     /// Keep backslashes in -p, --system and -r as typed
     #[arg(long = "no-escape")]
     pub no_escape: bool,
+    /// The reply is JSON valid against this JSON Schema (the schema's text, or a file holding
+    /// it); constrained decoding, docs/server.md
+    #[arg(short = 'j', long = "json-schema", value_name = "SCHEMA|FILE",
+          conflicts_with_all = ["json_schema_file", "grammar", "grammar_file"])]
+    pub json_schema: Option<String>,
+    /// --json-schema from a file
+    #[arg(long = "json-schema-file", value_name = "FILE", conflicts_with_all = ["grammar", "grammar_file"])]
+    pub json_schema_file: Option<PathBuf>,
+    /// The reply is a sentence of this GBNF grammar (llama.cpp's format, `root` first)
+    #[arg(long = "grammar", value_name = "GBNF", conflicts_with = "grammar_file")]
+    pub grammar: Option<String>,
+    /// --grammar from a file
+    #[arg(long = "grammar-file", value_name = "FILE")]
+    pub grammar_file: Option<PathBuf>,
+}
+
+/// The reply's grammar from --json-schema, --json-schema-file, --grammar or --grammar-file.
+pub(super) fn output_grammar(a: &Args) -> Result<Option<Grammar>> {
+    let read = |flag: &str, path: &std::path::Path| -> Result<String> {
+        std::fs::read_to_string(path).with_context(|| format!("{flag}: reading {}", path.display()))
+    };
+    let schema = |flag: &str, text: &str, from: &str| -> Result<Grammar> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{flag}: {from} is not JSON: {e}"))?;
+        Ok(Grammar::JsonSchema(v))
+    };
+    Ok(
+        match (
+            &a.json_schema,
+            &a.json_schema_file,
+            &a.grammar,
+            &a.grammar_file,
+        ) {
+            (Some(s), ..) => {
+                let t = s.trim_start();
+                if t.starts_with('{') || t == "true" || t == "false" {
+                    Some(schema("--json-schema", s, "the schema")?)
+                } else {
+                    let path = std::path::Path::new(s);
+                    if !path.exists() {
+                        bail!(
+                            "--json-schema: {s:?} is neither a JSON Schema (an object) nor a file"
+                        );
+                    }
+                    Some(schema(
+                        "--json-schema",
+                        &read("--json-schema", path)?,
+                        &path.display().to_string(),
+                    )?)
+                }
+            }
+            (_, Some(f), ..) => Some(schema(
+                "--json-schema-file",
+                &read("--json-schema-file", f)?,
+                &f.display().to_string(),
+            )?),
+            (_, _, Some(g), _) => Some(Grammar::Gbnf(g.clone())),
+            (_, _, _, Some(f)) => Some(Grammar::Gbnf(read("--grammar-file", f)?)),
+            _ => None,
+        },
+    )
+}
+
+/// The flag that gave the grammar (errors name it).
+pub(super) fn grammar_flag(a: &Args) -> &'static str {
+    match (&a.json_schema, &a.json_schema_file, &a.grammar) {
+        (Some(_), ..) => "--json-schema",
+        (_, Some(_), _) => "--json-schema-file",
+        (_, _, Some(_)) => "--grammar",
+        _ => "--grammar-file",
+    }
+}
+
+/// The constraint of one reply: `grammar` for the content (None: free text); a chat with
+/// tools may also call one of them.
+pub(super) fn reply_constraint(
+    model: &Model,
+    grammar: Option<&Grammar>,
+    chat: Option<ChatFormat>,
+    messages: &[Message],
+    stops: &[u32],
+    flag: &str,
+) -> Result<Option<Constraint>> {
+    let Some(grammar) = grammar else {
+        return Ok(None);
+    };
+    let tools = messages
+        .iter()
+        .find_map(|m| m.tools.as_ref())
+        .and_then(|t| agent::normalize_tools(t).ok())
+        .map(|t| ToolSpec::from_tools(&t))
+        .unwrap_or_default();
+    let (shape, tools) = match chat {
+        Some(f @ (ChatFormat::Chatglm3 | ChatFormat::Glm4)) => (Shape::Reply(f), tools),
+        _ => (Shape::Text, Vec::new()),
+    };
+    let spec = OutputSpec {
+        content: Some(grammar.clone()),
+        tools,
+        call_required: false,
+    };
+    model
+        .tokenizer
+        .grammars()?
+        .compile(&spec, shape, stops)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 /// Prints a ChatGLM3 reply as it streams: the metadata line (empty for plain answers) is held
@@ -380,11 +488,28 @@ fn one_shot(
         } else {
             stop_ids(&model.tokenizer)
         };
-        let length = ReplyLength::of(
+        let grammar = output_grammar(a)?;
+        let mut length = ReplyLength::of(
             a.n_predict,
             false,
             crate::models::uses_demo(a.model.model.as_deref()),
         );
+        if grammar.is_some() && length == ReplyLength::Demo {
+            // the grammar decides where the reply ends, not the demo's line rule
+            length = ReplyLength::Unlimited;
+        }
+        let chat = match mode(a, model) {
+            Mode::Chat(f) => Some(f),
+            _ => None,
+        };
+        sampler.set_constraint(reply_constraint(
+            model,
+            grammar.as_ref(),
+            chat,
+            &messages,
+            &stops,
+            grammar_flag(a),
+        )?);
         let n = max_new(length, session, ids.len());
         let mut shaper = Shaper::new(length);
         let mut out = std::io::stdout().lock();

@@ -14,6 +14,7 @@ use crate::progress::Spinner;
 use crate::INTERRUPTED;
 use anyhow::{bail, Result};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
+use glm_runtime::constraint::Grammar;
 use glm_runtime::generate::{generate, GenerateStats, StopReason};
 use glm_runtime::sampler::Sampler;
 use glm_runtime::tokenizer::ChatFormat;
@@ -71,6 +72,7 @@ pub fn interactive<'a>(
             crate::models::uses_demo(a.model.model.as_deref()),
         ),
         verbose: a.verbose,
+        format: super::output_grammar(a)?,
     };
     let (prompt, more) = if a.color && std::io::stdout().is_terminal() {
         (
@@ -277,6 +279,8 @@ struct Chat<'a> {
     length: ReplyLength,
     /// Statistics after each reply (`-v`, `/set verbose`).
     verbose: bool,
+    /// The replies' grammar (`--json-schema`, `--grammar`, `/set format json`).
+    format: Option<Grammar>,
 }
 
 /// A tool's or the code's result, asked for at its own prompt (None: stop).
@@ -320,6 +324,7 @@ impl<'a> Chat<'a> {
   /system TEXT              set the system message (no TEXT: remove it) and clear the conversation
   /set system TEXT          the same (ollama's spelling)
   /set parameter NAME VALUE sampling and length, as ollama names them: {}
+  /set format json          replies are JSON objects (constrained decoding); /set noformat: free text
   /set verbose, /set quiet  statistics after each reply, or not
   /show info                the model: name, size, context, prompt format
   /show parameters          the values of those parameters
@@ -366,6 +371,14 @@ replies: at most {}, or the room left in the context",
                             Err(e) => eprintln!("error: {e:#}"),
                         }
                     }
+                    "format" if rest == "json" => {
+                        self.format = Some(Grammar::JsonObject);
+                        eprintln!("(replies are JSON objects)");
+                    }
+                    "noformat" => {
+                        self.format = None;
+                        eprintln!("(replies are free text)");
+                    }
                     "verbose" | "quiet" => {
                         self.verbose = what == "verbose";
                         eprintln!(
@@ -374,8 +387,8 @@ replies: at most {}, or the room left in the context",
                         );
                     }
                     _ => eprintln!(
-                        "usage: /set parameter NAME VALUE | /set system TEXT | /set verbose | \
-                         /set quiet (/help lists the parameters)"
+                        "usage: /set parameter NAME VALUE | /set system TEXT | /set format json | \
+                         /set noformat | /set verbose | /set quiet (/help lists the parameters)"
                     ),
                 }
             }
@@ -663,7 +676,25 @@ replies: at most {}, or the room left in the context",
             let mut dec = model.tokenizer.stream_decoder();
             let mut printer =
                 ReplyPrinter::new(model.tokenizer.chat_format() == ChatFormat::Chatglm2);
-            let mut shaper = Shaper::new(self.length);
+            let length = match (&self.format, self.length) {
+                // the grammar decides where a reply ends, not the demo's line rule
+                (Some(_), ReplyLength::Demo) => ReplyLength::ChatDefault,
+                (_, l) => l,
+            };
+            let cap = if length == self.length {
+                cap
+            } else {
+                length.cap(room)
+            };
+            sampler.set_constraint(super::reply_constraint(
+                model,
+                self.format.as_ref(),
+                Some(model.tokenizer.chat_format()),
+                &messages,
+                &self.stops,
+                "format",
+            )?);
+            let mut shaper = Shaper::new(length);
             let mut out = std::io::stdout().lock();
             let mut g = generate(session, &ids, cap, sampler, &self.stops, |id| {
                 spinner.stop();
