@@ -57,7 +57,8 @@ for model in "$@"; do
   "$GLMTOOL" info "$model" --tensors --json | python3 -c '
 import json, sys
 per = {"f32": 4, "f16": 2, "bf16": 2, "q8_0": 34 / 32, "q4_0": 18 / 32, "q4_1": 20 / 32, "q5_0": 22 / 32,
-       "q5_1": 24 / 32, "q2_K": 84 / 256, "q3_K": 110 / 256, "q4_K": 144 / 256, "q5_K": 176 / 256, "q6_K": 210 / 256}
+       "q5_1": 24 / 32, "q2_K": 84 / 256, "q3_K": 110 / 256, "q4_K": 144 / 256, "q5_K": 176 / 256, "q6_K": 210 / 256,
+       "iq4_nl": 18 / 32, "iq4_xs": 136 / 256}
 d = json.load(sys.stdin)
 n = 0
 for t in d["tensors"]:
