@@ -1146,7 +1146,7 @@ fn a_damaged_cache_entry_is_rebuilt_with_a_message() {
 #[test]
 fn llama_cpp_flags_work_or_are_refused_in_one_line() {
     // refused: exit 2, one line, no misparse into bundled short flags
-    for flag in ["-fa", "-np", "-cb", "-ub", "-mli", "--mlock", "-ts"] {
+    for flag in ["-np", "-cb", "-ub", "-mli", "--mlock", "-ts"] {
         let o = run(&["run", flag, "4", "-p", "hi", "-n", "1"]);
         assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
         let e = stderr(&o);
@@ -1180,9 +1180,25 @@ fn llama_cpp_flags_work_or_are_refused_in_one_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     let renamed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plain["ids"], renamed["ids"]);
+    // -fa (bare or with a value) and K and V cache types of their own
+    for extra in [
+        &["-fa", "-ctk", "f32", "-ctv", "f16"][..],
+        &["-fa", "off", "-ctk", "q8_0"],
+        &["-fa", "on", "-ctk", "q8_0", "-ctv", "q4_0"],
+        &["--flash-attn=auto", "--cache-type", "q8_0"],
+    ] {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    }
     fails_with(
-        &["run", "-p", "hi", "-ctk", "f32", "-ctv", "f16"],
-        &["one type for keys and values"],
+        &["run", "-p", "hi", "-fa", "off", "-ctv", "q8_0"],
+        &["-ctv q8_0", "needs flash attention", "-fa off"],
+    );
+    fails_with(
+        &["run", "-p", "hi", "-ctk", "q5_k"],
+        &["unknown cache type"],
     );
     // -e is on by default: "\n" in -p is a newline, as in llama.cpp; --no-escape keeps it
     let ids = |extra: &[&str], p: &str| {
