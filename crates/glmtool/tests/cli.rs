@@ -2,6 +2,7 @@
 //! subcommand's happy path on the tiny fixture, and every bad input as a clear error with a
 //! non-zero exit.
 
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -218,6 +219,67 @@ fn info_tokenize_quantize_perplexity_bench() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert!(v[0]["tokens_per_second"].as_f64().unwrap() > 0.0);
+
+    // at depth (llama-bench's -d), with llama.cpp's -fa/-ctk/-ctv
+    let o = run(&[
+        "bench",
+        "-m",
+        q.to_str().unwrap(),
+        "-p",
+        "32",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-d",
+        "0,40",
+        "-fa",
+        "on",
+        "-ctk",
+        "q8_0",
+        "-ctv",
+        "q4_0",
+        "-o",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tests: Vec<(&str, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["test"].as_str().unwrap(), r["n_depth"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            ("pp32", 0),
+            ("tg4", 0),
+            ("pp32 @ d40", 40),
+            ("tg4 @ d40", 40)
+        ]
+    );
+    assert_eq!(
+        (&v[0]["flash_attn"], &v[0]["type_k"], &v[0]["type_v"]),
+        (&json!(true), &json!("q8_0"), &json!("q4_0"))
+    );
+    assert_eq!(v[0]["n_ctx"], json!(72));
+    fails_with(
+        &[
+            "bench",
+            "-m",
+            q.to_str().unwrap(),
+            "-p",
+            "32",
+            "-n",
+            "4",
+            "-d",
+            "500",
+            "-t",
+            "1",
+        ],
+        &["the tests need 532 tokens of context", "512"],
+    );
 }
 
 /// Edits a model's metadata and tensor table.
