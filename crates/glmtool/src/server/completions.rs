@@ -8,7 +8,7 @@ pub(crate) async fn completions(
 ) -> Result<Response, ApiError> {
     let CompletionRequest { params: p, prompt } = CompletionRequest::parse(&body_bytes(body)?)?;
     let p = params(&s, p);
-    let (prompt_tokens, mut rx) = submit(&s, Prompt::Raw(prompt), &p).await?;
+    let (prompt_tokens, _, mut rx) = submit(&s, Prompt::Raw(prompt), &p).await?;
     let id = format!("cmpl-{}", random_hex(24));
     let created = now();
     let model = s.model.clone();
