@@ -6,12 +6,17 @@
 # usage: bash tools/bench-cpu.sh MODEL.gguf [MODEL2.gguf ...]
 #   env: THREADS (2)  PP (512)  TG (128)  REPS (2, per run)  ROUNDS (2, alternations)
 #        KERNELS ("native ggml": glmtool's --cpu-kernels values to measure)
+#        DEPTHS ("0 2048 8192": tokens already cached when each test starts, llama-bench's -d;
+#                depth + PP must fit the model's context: 8192 needs a 32k model)
+#        FA (on: -fa for both tools)  CACHE (f16: -ctk and -ctv for both tools)
 #        LLAMA_DIR (~/.cache/llama-anchor: built by ../shared/tools/build-llama-cpp.sh if absent)
-# Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel.
+# Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel at depth 0, and
+# tens of minutes with the deep rows (each depth's prefix is evaluated once per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2} PP=${PP:-512} TG=${TG:-128} REPS=${REPS:-2} ROUNDS=${ROUNDS:-2}
-KERNELS=${KERNELS:-"native ggml"}
+KERNELS=${KERNELS:-"native ggml"} DEPTHS=${DEPTHS:-"0 2048 8192"} FA=${FA:-on} CACHE=${CACHE:-f16}
+depths=$(echo $DEPTHS | tr ' ' ,)
 LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/llama-anchor}
 [ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
 
@@ -30,25 +35,30 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|amx_int8)$' | tr '\n' ' ')
 
 # one run: tool, model, kernels -> appends "tool kernels model test t/s rss_kb load_s" lines
+# (test: pp512, or pp512@d2048 at depth)
 run() {
   local tool=$1 model=$2 k=$3 out="$work/out.json"
   if [ "$tool" = llama.cpp ]; then
     /usr/bin/time -f '%M %e' -o "$work/time" "$LLAMA_DIR/bin/llama-bench" -m "$model" -t "$THREADS" \
-      -p "$PP" -n "$TG" -r "$REPS" -o json >"$out" 2>/dev/null
+      -p "$PP" -n "$TG" -r "$REPS" -d "$depths" -fa "$FA" -ctk "$CACHE" -ctv "$CACHE" \
+      -o json >"$out" 2>/dev/null
   else
     /usr/bin/time -f '%M %e' -o "$work/time" "$GLMTOOL" bench -m "$model" -t "$THREADS" \
-      -p "$PP" -n "$TG" -r "$REPS" --cpu-kernels "$k" -o json >"$out" 2>/dev/null
+      -p "$PP" -n "$TG" -r "$REPS" -d "$depths" -fa "$FA" -ctk "$CACHE" -ctv "$CACHE" \
+      --cpu-kernels "$k" -o json >"$out" 2>/dev/null
   fi
   python3 - "$tool" "$k" "$model" "$out" "$work/time" >>"$work/rows" <<'EOF'
 import json, sys
 tool, k, model, out, tm = sys.argv[1:6]
 rss = open(tm).read().split()[0]
 for r in json.load(open(out)):
+    at = f"@d{r['n_depth']}" if r.get("n_depth") else ""
     if "avg_ts" in r:  # llama-bench
         test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
-        print(tool, k, model, test, r["avg_ts"], rss, "-")
+        print(tool, k, model, test + at, r["avg_ts"], rss, "-")
     else:
-        print(tool, k, model, r["test"], r["tokens_per_second"], rss, f"{r['load_seconds']:.2f}")
+        test = r["test"].split(" @ ")[0]
+        print(tool, k, model, test + at, r["tokens_per_second"], rss, f"{r['load_seconds']:.2f}")
 EOF
 }
 
@@ -81,13 +91,14 @@ done
 
 bw=$(sort -g "$work/bw.txt" | tail -1)
 bws=$(sort -g "$work/bw.txt" | tr '\n' ' ')
-python3 - "$work/rows" "$bw" "$cpu" "$flags" "$THREADS" "$work/bytes" "$bws" <<'EOF'
+FA=$FA CACHE=$CACHE python3 - "$work/rows" "$bw" "$cpu" "$flags" "$THREADS" "$work/bytes" "$bws" <<'EOF'
 import os, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 bw, cpu, flags, threads = float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 read = {l.split()[0]: int(l.split()[1]) for l in open(sys.argv[6])}
 print(f"CPU: {cpu} ({flags.strip()}), {threads} threads; read bandwidth {bw} GB/s, the best of "
-      f"bw.c runs before each round ({sys.argv[7].strip()} GB/s)\n")
+      f"bw.c runs before each round ({sys.argv[7].strip()} GB/s); -fa {os.environ['FA']}, "
+      f"KV cache {os.environ['CACHE']}\n")
 for m, b in read.items():
     print(f"- {os.path.basename(m)}: decoding reads {b / 2**30:.2f} GiB per token: bound {bw * 1e9 / b:.2f} t/s")
 print()
@@ -105,7 +116,9 @@ for model in dict.fromkeys(r[2] for r in rows):
             ratio = ts / statistics.median(ref) if ref else float("nan")
             rss = max(int(r[5]) for r in sel) / 1024 / 1024
             load = sel[0][6] + " s" if sel[0][6] != "-" else "-"
-            vsb = f"{100 * ts / bound:.0f} %" if test.startswith("tg") else ""
+            # the bound counts the weights only: at depth decoding also reads the cache
+            vsb = f"{100 * ts / bound:.0f} %" if test.startswith("tg") and "@" not in test else ""
             name = tool if tool == "llama.cpp" else f"glmtool ({k})"
+            test = test.replace("@", " @ ")
             print(f"| {os.path.basename(model)} | {name} | {test} | {ts:.2f} | {ratio:.2f}x | {vsb} | {rss:.2f} GiB | {load} |")
 EOF

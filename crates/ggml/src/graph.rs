@@ -448,6 +448,23 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         self.wrap(unsafe { crate::exact::soft_max(ctx, a, mask, scale)? })
     }
 
+    /// `softmax(scale · q·Kᵀ + causal mask) · V` in one op, with our flash-attention kernel
+    /// (attention.rs; CPU only): `q` contiguous f32 `[d, heads, T]`, `k` and `v` the first
+    /// `n_kv` rows `[kv_width, n_kv]` of a layer's cache (f32, f16, q8_0 or q4_0; the last `T`
+    /// rows are the queries' own). Returns `[d, heads, T]`.
+    pub fn flash_attn(
+        &self,
+        q: Tensor<'g>,
+        k: Tensor<'g>,
+        v: Tensor<'g>,
+        scale: f32,
+        isa: crate::Isa,
+    ) -> Result<Tensor<'g>, GgmlError> {
+        let ctx = self.room()?;
+        // SAFETY: live graph context with room (checked); shapes are checked inside.
+        self.wrap(unsafe { crate::attention::flash_attn(ctx, q, k, v, scale, isa)? })
+    }
+
     /// silu(gate) ⊙ up for two `[n, T]` views with contiguous rows, with `exp` in f32 (CPU
     /// only); returns a contiguous `[n, T]`.
     pub fn swiglu_exact(&self, gate: Tensor<'g>, up: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
@@ -641,14 +658,31 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         })
     }
 
-    /// Copies `a` into `b` (converting f32 -> f16 if needed); returns the written view of `b`.
-    /// Add the result to the graph for the copy to happen.
+    /// Copies `a` into `b` (converting f32 to f16, or quantizing to q8_0 / q4_0 with ggml's
+    /// CPU quantizer); returns the written view of `b`. Add the result to the graph for the copy
+    /// to happen. A quantized `b` must be contiguous and `a`'s rows contiguous whole blocks
+    /// (ggml quantizes row by row).
     pub fn cpy(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let quantized = crate::attention::kv_type_of(b.ty()).is_some_and(|t| t.is_quantized());
         if a.n_elements() != b.n_elements()
             || a.ty() != TYPE_F32
-            || !(b.ty() == TYPE_F32 || b.ty() == TYPE_F16)
+            || !(b.ty() == TYPE_F32 || b.ty() == TYPE_F16 || quantized)
         {
             return shape_err("cpy", format!("{:?} -> {:?}", a.ne(), b.ne()));
+        }
+        if quantized
+            && (!b.is_contiguous()
+                || a.nb()[0] != 4
+                || !(a.ne()[0] as usize).is_multiple_of(crate::quant::block_size(b.ty())?))
+        {
+            return shape_err(
+                "cpy",
+                format!(
+                    "{:?} -> a quantized {:?}: rows must be whole blocks",
+                    a.ne(),
+                    b.ne()
+                ),
+            );
         }
         let ctx = self.room()?;
         // SAFETY: equal element counts, supported types (checked); ctx has room.

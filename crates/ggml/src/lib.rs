@@ -12,6 +12,7 @@
 //!
 //! Each `unsafe` block carries a `// SAFETY:` line saying why the call is sound.
 
+mod attention;
 pub mod backend;
 mod context;
 mod exact;
@@ -23,6 +24,7 @@ pub mod packed;
 pub mod quant;
 pub mod tensor;
 
+pub use attention::{kv_ggml_type, kv_type_of, KvType};
 pub use backend::{
     device_memory, gpu_devices, gpu_kinds, Backend, DeviceInfo, DeviceKind, Scheduler,
 };

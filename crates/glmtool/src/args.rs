@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use glm_runtime::plan::{FlashAttn, KvType};
 use glm_runtime::{
     CacheType, DeviceKind, GpuLayers, Isa, LoadOptions, Model, PlanShape, SessionOptions,
 };
@@ -69,9 +70,21 @@ pub struct ShapeArgs {
     /// Prompt tokens per batch
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch: usize,
-    /// KV cache type: f16 or f32
-    #[arg(long = "cache-type", default_value = "f16", value_parser = parse_cache_type)]
-    pub cache_type: CacheType,
+    /// KV cache type of keys and values: f32, f16, q8_0 or q4_0 (a quantized V cache needs
+    /// flash attention)
+    #[arg(long = "cache-type", default_value = "f16", value_parser = parse_kv_type)]
+    pub cache_type: KvType,
+    /// KV cache type of the keys (llama.cpp's -ctk) [default: --cache-type]
+    #[arg(long = "cache-type-k", value_parser = parse_kv_type)]
+    pub cache_type_k: Option<KvType>,
+    /// KV cache type of the values (llama.cpp's -ctv) [default: --cache-type]
+    #[arg(long = "cache-type-v", value_parser = parse_kv_type)]
+    pub cache_type_v: Option<KvType>,
+    /// Flash attention (llama.cpp's -fa): on, off, or auto = on where glmtool's CPU kernel runs
+    /// (a model wholly on the CPU)
+    #[arg(long = "flash-attn", default_value = "auto", num_args = 0..=1,
+          default_missing_value = "on", value_parser = parse_flash_attn)]
+    pub flash_attn: FlashAttn,
 }
 
 impl ShapeArgs {
@@ -81,8 +94,17 @@ impl ShapeArgs {
         PlanShape {
             n_ctx: self.ctx.unwrap_or(0),
             n_batch: self.batch.max(1),
-            cache_type: self.cache_type,
+            cache_type: self.cache(),
             logits_rows,
+            flash_attn: self.flash_attn,
+        }
+    }
+
+    /// The cache's types: --cache-type, overridden by --cache-type-k / -v.
+    pub fn cache(&self) -> CacheType {
+        CacheType {
+            k: self.cache_type_k.unwrap_or(self.cache_type),
+            v: self.cache_type_v.unwrap_or(self.cache_type),
         }
     }
 }
@@ -184,11 +206,20 @@ impl GpuArgs {
     }
 }
 
-fn parse_cache_type(s: &str) -> Result<CacheType, String> {
-    match s {
-        "f16" => Ok(CacheType::F16),
-        "f32" => Ok(CacheType::F32),
-        _ => Err(format!("unknown cache type {s:?} (expected f16 or f32)")),
+fn parse_kv_type(s: &str) -> Result<KvType, String> {
+    KvType::from_name(&s.to_ascii_lowercase()).ok_or_else(|| {
+        let names: Vec<&str> = KvType::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown cache type {s:?} (expected {})", names.join(", "))
+    })
+}
+
+/// `-fa`'s values, with llama.cpp's older spellings (llama-bench's 0/1).
+pub(crate) fn parse_flash_attn(s: &str) -> Result<FlashAttn, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "1" | "true" | "enabled" => Ok(FlashAttn::On),
+        "off" | "0" | "false" | "disabled" => Ok(FlashAttn::Off),
+        "auto" | "-1" => Ok(FlashAttn::Auto),
+        _ => Err(format!("{s:?}: expected on, off or auto")),
     }
 }
 
@@ -253,7 +284,8 @@ impl ModelArgs {
             n_ctx,
             n_batch: self.shape.batch,
             n_threads: self.n_threads()?,
-            cache_type: self.shape.cache_type,
+            cache_type: self.shape.cache(),
+            flash_attn: self.shape.flash_attn,
         })
     }
 

@@ -24,7 +24,7 @@ use Compat::{Missing, Noop, Rename};
 /// glmtool declares itself with llama.cpp's meaning (`-m -t -c -b -n -p -f -i -s -r -e -o
 /// --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --frequency-penalty
 /// --presence-penalty -l --logit-bias -j --json-schema --json-schema-file --grammar --grammar-file --host --port
-/// --api-key --alias
+/// --api-key --alias --flash-attn --cache-type-k --cache-type-v
 /// --chunks --kl-divergence[-base] --pure --imatrix --include-weights --exclude-weights
 /// --process-output --in-file --no-ppl --output-frequency --allow-requantize --output-tensor-type
 /// --token-embedding-type`) are not listed.
@@ -34,19 +34,14 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
     (&["-cnv"], Rename("--conversation")),
     (&["-co"], Rename("--color")),
     (&["-dev"], Rename("--device")),
-    (&["-ctk", "--cache-type-k"], Rename("--cache-type")),
-    (&["-ctv", "--cache-type-v"], Rename("--cache-type")),
+    (&["-ctk"], Rename("--cache-type-k")),
+    (&["-ctv"], Rename("--cache-type-v")),
+    // `-fa on|off|auto`, or a bare `-fa` (older llama.cpp): --flash-attn takes an optional value
+    (&["-fa"], Rename("--flash-attn")),
     (
         &["--no-mmap"],
         Noop(
             "glmtool copies the weights into its own buffers at load; the file is not kept mapped",
-        ),
-    ),
-    (
-        &["-fa", "--flash-attn"],
-        Missing(
-            "llama.cpp's fused flash attention",
-            "attention is computed unfused; leave the flag out",
         ),
     ),
     (
@@ -221,11 +216,9 @@ pub fn lookup(flag: &str) -> Option<Compat> {
         .map(|(_, c)| *c)
 }
 
-/// Rewrites llama.cpp's spellings to glmtool's; an error line for a flag glmtool lacks, or for
-/// K and V cache types that differ (glmtool's cache has one type for both).
+/// Rewrites llama.cpp's spellings to glmtool's; an error line for a flag glmtool lacks.
 pub fn rewrite(args: impl IntoIterator<Item = OsString>) -> Result<Vec<OsString>, String> {
     let mut out: Vec<OsString> = Vec::new();
-    let mut cache_type: Option<(String, String)> = None; // (flag as typed, value)
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
         let Some(s) = a.to_str() else {
@@ -246,29 +239,6 @@ pub fn rewrite(args: impl IntoIterator<Item = OsString>) -> Result<Vec<OsString>
             Some(Noop(_)) => {}
             Some(Missing(meaning, instead)) => {
                 return Err(format!("glmtool has no {flag} ({meaning}) yet: {instead}"));
-            }
-            Some(Rename("--cache-type")) => {
-                let value = match inline_value {
-                    Some(v) => v,
-                    None => match it.next() {
-                        Some(v) => v.to_string_lossy().into_owned(),
-                        None => return Err(format!("{flag} needs a value (f16 or f32)")),
-                    },
-                };
-                match &cache_type {
-                    Some((f0, v0)) if *v0 != value => {
-                        return Err(format!(
-                            "glmtool's KV cache has one type for keys and values: {f0} {v0} and \
-                             {flag} {value} differ (--cache-type f16 or f32 sets both)"
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        out.push("--cache-type".into());
-                        out.push(value.clone().into());
-                        cache_type = Some((flag.to_string(), value));
-                    }
-                }
             }
             Some(Rename(to)) => match inline_value {
                 Some(v) => out.push(format!("{to}={v}").into()),
@@ -306,18 +276,25 @@ mod tests {
             rw(&["glmtool", "run", "--n-gpu-layers=5", "--no-mmap"]).unwrap(),
             ["glmtool", "run", "--gpu-layers=5"]
         );
-        let e = rw(&["glmtool", "run", "-fa", "-p", "hi"]).unwrap_err();
         assert_eq!(
-            e,
-            "glmtool has no -fa (llama.cpp's fused flash attention) yet: attention is computed \
-             unfused; leave the flag out"
+            rw(&["glmtool", "run", "-fa", "-p", "hi"]).unwrap(),
+            ["glmtool", "run", "--flash-attn", "-p", "hi"]
+        );
+        assert_eq!(
+            rw(&["glmtool", "bench", "-fa", "on", "-ctk", "q8_0", "-ctv=q4_0"]).unwrap(),
+            [
+                "glmtool",
+                "bench",
+                "--flash-attn",
+                "on",
+                "--cache-type-k",
+                "q8_0",
+                "--cache-type-v=q4_0"
+            ]
         );
         assert!(rw(&["glmtool", "serve", "-np", "4"])
             .unwrap_err()
             .contains("-np"));
-        assert!(rw(&["glmtool", "run", "--flash-attn=on"])
-            .unwrap_err()
-            .contains("--flash-attn"));
         // after `--` nothing is touched
         assert_eq!(
             rw(&["glmtool", "run", "--", "-fa"]).unwrap(),
@@ -342,33 +319,10 @@ mod tests {
                         assert!(!e.contains('\n'), "{e}");
                     }
                     Noop(_) => assert_eq!(got.unwrap(), ["glmtool", "run", "x", "-p", "hi"]),
-                    Rename("--cache-type") => {
-                        assert_eq!(
-                            got.unwrap(),
-                            ["glmtool", "run", "--cache-type", "x", "-p", "hi"]
-                        )
-                    }
                     Rename(to) => assert_eq!(got.unwrap(), ["glmtool", "run", to, "x", "-p", "hi"]),
                 }
             }
         }
-    }
-
-    #[test]
-    fn k_and_v_cache_types_are_one_type() {
-        assert_eq!(
-            rw(&["g", "run", "-ctk", "f32", "-ctv", "f32"]).unwrap(),
-            ["g", "run", "--cache-type", "f32"]
-        );
-        assert_eq!(
-            rw(&["g", "run", "--cache-type-v=f16"]).unwrap(),
-            ["g", "run", "--cache-type", "f16"]
-        );
-        let e = rw(&["g", "run", "-ctk", "q8_0", "-ctv", "f16"]).unwrap_err();
-        assert!(e.contains("-ctk q8_0 and -ctv f16 differ"), "{e}");
-        assert!(rw(&["g", "run", "-ctk"])
-            .unwrap_err()
-            .contains("needs a value"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! subcommand's happy path on the tiny fixture, and every bad input as a clear error with a
 //! non-zero exit.
 
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -218,6 +219,67 @@ fn info_tokenize_quantize_perplexity_bench() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert!(v[0]["tokens_per_second"].as_f64().unwrap() > 0.0);
+
+    // at depth (llama-bench's -d), with llama.cpp's -fa/-ctk/-ctv
+    let o = run(&[
+        "bench",
+        "-m",
+        q.to_str().unwrap(),
+        "-p",
+        "32",
+        "-n",
+        "4",
+        "-r",
+        "1",
+        "-d",
+        "0,40",
+        "-fa",
+        "on",
+        "-ctk",
+        "q8_0",
+        "-ctv",
+        "q4_0",
+        "-o",
+        "json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let tests: Vec<(&str, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["test"].as_str().unwrap(), r["n_depth"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            ("pp32", 0),
+            ("tg4", 0),
+            ("pp32 @ d40", 40),
+            ("tg4 @ d40", 40)
+        ]
+    );
+    assert_eq!(
+        (&v[0]["flash_attn"], &v[0]["type_k"], &v[0]["type_v"]),
+        (&json!(true), &json!("q8_0"), &json!("q4_0"))
+    );
+    assert_eq!(v[0]["n_ctx"], json!(72));
+    fails_with(
+        &[
+            "bench",
+            "-m",
+            q.to_str().unwrap(),
+            "-p",
+            "32",
+            "-n",
+            "4",
+            "-d",
+            "500",
+            "-t",
+            "1",
+        ],
+        &["the tests need 532 tokens of context", "512"],
+    );
 }
 
 /// Edits a model's metadata and tensor table.
@@ -1146,7 +1208,7 @@ fn a_damaged_cache_entry_is_rebuilt_with_a_message() {
 #[test]
 fn llama_cpp_flags_work_or_are_refused_in_one_line() {
     // refused: exit 2, one line, no misparse into bundled short flags
-    for flag in ["-fa", "-np", "-cb", "-ub", "-mli", "--mlock", "-ts"] {
+    for flag in ["-np", "-cb", "-ub", "-mli", "--mlock", "-ts"] {
         let o = run(&["run", flag, "4", "-p", "hi", "-n", "1"]);
         assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
         let e = stderr(&o);
@@ -1180,9 +1242,25 @@ fn llama_cpp_flags_work_or_are_refused_in_one_line() {
     assert!(o.status.success(), "{}", stderr(&o));
     let renamed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plain["ids"], renamed["ids"]);
+    // -fa (bare or with a value) and K and V cache types of their own
+    for extra in [
+        &["-fa", "-ctk", "f32", "-ctv", "f16"][..],
+        &["-fa", "off", "-ctk", "q8_0"],
+        &["-fa", "on", "-ctk", "q8_0", "-ctv", "q4_0"],
+        &["--flash-attn=auto", "--cache-type", "q8_0"],
+    ] {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let o = run(&args);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    }
     fails_with(
-        &["run", "-p", "hi", "-ctk", "f32", "-ctv", "f16"],
-        &["one type for keys and values"],
+        &["run", "-p", "hi", "-fa", "off", "-ctv", "q8_0"],
+        &["-ctv q8_0", "needs flash attention", "-fa off"],
+    );
+    fails_with(
+        &["run", "-p", "hi", "-ctk", "q5_k"],
+        &["unknown cache type"],
     );
     // -e is on by default: "\n" in -p is a newline, as in llama.cpp; --no-escape keeps it
     let ids = |extra: &[&str], p: &str| {

@@ -686,3 +686,60 @@ fn logprobs_for_chat_and_completions() {
     );
     assert_eq!(lp["text_offset"][0], 0);
 }
+
+/// `--context-shift` (llama-server's flag, `run`'s policy): a chat longer than the context loses
+/// its oldest whole turns, never the system message or the last turn, and the response says so
+/// (`"truncated": true`, the x-context-dropped-messages header); without the flag it is a 400.
+#[test]
+fn context_shift_drops_the_oldest_turns_and_says_so() {
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(6);
+    let mut messages = vec![json!({"role": "system", "content": "be brief"})];
+    for i in 0..4 {
+        messages.push(json!({"role": "user", "content": format!("{i}: {long}")}));
+        messages.push(json!({"role": "assistant", "content": format!("{i}: {long}")}));
+    }
+    messages.push(json!({"role": "user", "content": "and now?"}));
+    let body = json!({"messages": messages, "max_tokens": 8, "temperature": 0}).to_string();
+    let plain = server(&["-c", "160"]);
+    let (status, v) = post(&plain, "/v1/chat/completions", &body, None);
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("but the context holds 160"),
+        "{v}"
+    );
+    let shifted = server(&["-c", "160", "--context-shift"]);
+    let resp = agent()
+        .post(&format!("{}/v1/chat/completions", shifted.base))
+        .set("Content-Type", "application/json")
+        .send_string(&body)
+        .unwrap();
+    let dropped: usize = resp
+        .header("x-context-dropped-messages")
+        .expect("the header")
+        .parse()
+        .unwrap();
+    let v: Value = resp.into_json().unwrap();
+    assert_eq!(v["truncated"], json!(true), "{v}");
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    // whole turns (user + assistant), the oldest first, until the reply's 8 tokens fit
+    assert!(dropped.is_multiple_of(2) && (2..=8).contains(&dropped), "{dropped}");
+    assert!(prompt + 8 <= 160, "{prompt}");
+    // streaming: the same header
+    let resp = agent()
+        .post(&format!("{}/v1/chat/completions", shifted.base))
+        .set("Content-Type", "application/json")
+        .send_string(&body.replace("\"max_tokens\"", "\"stream\":true,\"max_tokens\""))
+        .unwrap();
+    assert_eq!(
+        resp.header("x-context-dropped-messages"),
+        Some(dropped.to_string().as_str())
+    );
+    // a chat that fits is not marked
+    let short = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let (status, v) = post(&shifted, "/v1/chat/completions", &short.to_string(), None);
+    assert_eq!(status, 200);
+    assert!(v.get("truncated").is_none(), "{v}");
+}

@@ -19,13 +19,16 @@
 //!   [`driver::Format`] trait every format implements;
 //! - `act.rs`: the activations, quantized as ggml does for each weight type (q8_0, q8_1, q8_K),
 //!   so the integer dot products are exactly ggml's and only the float accumulation differs;
-//! - `x86.rs`, `neon.rs`: the per-ISA drivers and shared SIMD helpers.
+//! - `x86.rs`, `neon.rs`: the per-ISA drivers and shared SIMD helpers;
+//! - `attention.rs` (and `attention/`): flash attention over a KV cache of f32, f16, q8_0 or
+//!   q4_0 rows (online softmax in f32, query rows in vector lanes; its own module doc).
 //!
 //! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64 (the
 //! 32-column formats; the K formats run the portable kernel there), and a portable one
 //! everywhere. All of them read the same layout.
 
 mod act;
+pub mod attention;
 mod driver;
 mod formats;
 #[cfg(target_arch = "aarch64")]
@@ -35,6 +38,7 @@ mod ops;
 mod x86;
 
 pub use act::{Activation, ACT_BLOCK, Q8K_BLOCK, QK, QK_K};
+pub use attention::KvType;
 pub use ops::{softmax_row, swiglu};
 
 /// Rows per interleaved group.

@@ -124,6 +124,10 @@ pub struct ChatCompletion {
     pub usage: Usage,
     /// llama-server's extra: what the prompt and the generation took.
     pub timings: Timings,
+    /// llama-server's extra: the context was shifted (here: the oldest turns dropped to fit;
+    /// `serve --context-shift`). Absent when it was not.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 #[derive(Serialize, Debug)]

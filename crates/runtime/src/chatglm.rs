@@ -8,6 +8,7 @@
 //!     q, k     = rope_glm(q, pos), rope_glm(k, pos)         first d/2 dims of each head, adjacent pairs
 //!     cache[n_past .. n_past+T] = k, v
 //!     a        = softmax(K·q / √d + causal_mask) · V        query head h reads KV group h / (n_head / n_head_kv)
+//!                                                          (one flash-attention op, or ggml's three)
 //!     x        = x + W_o · a
 //!     h        = rms_norm(x) * ffn_norm
 //!     g, u     = split(W_up · h)                            gate rows first
@@ -21,7 +22,7 @@
 use crate::RuntimeError;
 use gguf::names::{self, LayerTensor};
 use gguf::{GgmlType, GgufFile};
-use glm_ggml::{GgmlError, GraphCtx, Packed, SquareSums, Tensor, TYPE_F32, TYPE_I32};
+use glm_ggml::{GgmlError, GraphCtx, Isa, Packed, SquareSums, Tensor, TYPE_F32, TYPE_I32};
 
 /// Model hyperparameters, from the `chatglm.*` GGUF keys.
 #[derive(Clone, Debug, PartialEq)]
@@ -326,11 +327,22 @@ impl WeightSlots {
     }
 }
 
-/// One layer's KV cache: K as `n_ctx` rows of `kv_width`, V transposed (`kv_width` rows of `n_ctx`).
+/// One layer's KV cache: K as `n_ctx` rows of `kv_width` (one per token); V the same with flash
+/// attention, transposed (`kv_width` rows of `n_ctx`) without.
 #[derive(Clone, Copy)]
 pub struct LayerCache<'c> {
     pub k: Tensor<'c>,
     pub v: Tensor<'c>,
+}
+
+/// How a session computes attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attention {
+    /// ggml's ops: scores, softmax, product with the transposed V cache.
+    Unfused,
+    /// glm-kernels' flash attention with this instruction set (CPU only): one op, V cached by
+    /// token like K.
+    Flash(Isa),
 }
 
 /// What one evaluation step computes.
@@ -351,7 +363,8 @@ pub struct GraphIo<'g> {
     pub tokens: Tensor<'g>,
     /// Positions for `rope_glm`: the batch's positions, then zeros (see [`rope_glm`]).
     pub rope_pos: Tensor<'g>,
-    pub mask: Tensor<'g>,
+    /// The causal mask ([`step_mask`]); flash attention computes it itself.
+    pub mask: Option<Tensor<'g>>,
     pub logits: Tensor<'g>,
 }
 
@@ -388,15 +401,20 @@ pub fn build_graph<'g>(
     w: &Weights<'g>,
     cache: &[LayerCache<'g>],
     step: Step,
+    attention: Attention,
 ) -> Result<GraphIo<'g>, GgmlError> {
     let (d, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
     let t = step.n_tokens as i64;
     let n_kv = (step.n_past + step.n_tokens) as i64;
     let f = 4usize; // bytes of f32
+    let scale = 1.0 / (d as f32).sqrt();
 
     let tokens = g.input(TYPE_I32, &[t])?;
     let rope_pos = g.input(TYPE_I32, &[2 * t])?;
-    let mask = g.input(TYPE_F32, &[n_kv, t])?;
+    let mask = match attention {
+        Attention::Unfused => Some(g.input(TYPE_F32, &[n_kv, t])?),
+        Attention::Flash(_) => None,
+    };
 
     let mut x = g.get_rows(w.token_embd, tokens)?; // [n_embd, T]
     for (l, c) in w.layers.iter().zip(cache) {
@@ -417,32 +435,50 @@ pub fn build_graph<'g>(
         let k = rope_glm(g, k, rope_pos, hp.rope_base)?; // [d, nkv, T]
         let v = g.view(qkv, &[nkv * d, t], &[row], ((nh + nkv) * d) as usize * f)?;
 
-        // append k, v to the cache (K row-major by token, V transposed)
-        let (ke, ve) = (c.k.nb()[0], c.v.nb()[0]);
-        let kv_w = (nkv * d) as usize;
-        let k_dst = g.view(c.k, &[nkv * d * t], &[], step.n_past * kv_w * ke)?;
+        // append k to the cache: one row of kv_width per token (quantized here if the cache is)
+        let kv_w = nkv * d;
+        let k_row = glm_ggml::quant::row_size(c.k.ty(), kv_w as usize)?;
+        let k_dst = g.view(c.k, &[kv_w * t], &[], step.n_past * k_row)?;
         g.expand(g.cpy(k, k_dst)?)?;
-        let v_dst = g.view(c.v, &[t, nkv * d], &[step.n_ctx * ve], step.n_past * ve)?;
-        g.expand(g.cpy(g.transpose(v)?, v_dst)?)?;
 
-        // softmax(K·q / √d + mask) · V over the whole cache
-        let keys = g.view(c.k, &[d, n_kv, nkv], &[kv_w * ke, d as usize * ke], 0)?;
-        let vals = g.view(
-            c.v,
-            &[n_kv, d, nkv],
-            &[step.n_ctx * ve, step.n_ctx * d as usize * ve],
-            0,
-        )?;
-        let q = g.permute(q, [0, 2, 1, 3])?; // [d, T, nh]
-        let scores = g.mul_mat_f32(keys, q)?; // [n_kv, T, nh]
-        let scale = 1.0 / (d as f32).sqrt();
-        let probs = if w.cpu_only {
-            g.soft_max_exact(scores, mask, scale)?
-        } else {
-            g.soft_max_ext(scores, mask, scale)?
+        let attn = match attention {
+            Attention::Flash(isa) => {
+                // v likewise, by token; then softmax(K·q / √d + causal mask) · V in one op
+                let v_row = glm_ggml::quant::row_size(c.v.ty(), kv_w as usize)?;
+                let v_dst = g.view(c.v, &[kv_w * t], &[], step.n_past * v_row)?;
+                g.expand(g.cpy(v, v_dst)?)?;
+                let keys = g.view(c.k, &[kv_w, n_kv], &[k_row], 0)?;
+                let vals = g.view(c.v, &[kv_w, n_kv], &[v_row], 0)?;
+                let a = g.flash_attn(q, keys, vals, scale, isa)?; // [d, nh, T]
+                g.reshape(a, &[nh * d, t])?
+            }
+            Attention::Unfused => {
+                // v transposed: one row of n_ctx per value dimension
+                let ve = c.v.nb()[0];
+                let v_dst = g.view(c.v, &[t, kv_w], &[step.n_ctx * ve], step.n_past * ve)?;
+                g.expand(g.cpy(g.transpose(v)?, v_dst)?)?;
+
+                // softmax(K·q / √d + mask) · V over the whole cache
+                let k_head = glm_ggml::quant::row_size(c.k.ty(), d as usize)?;
+                let keys = g.view(c.k, &[d, n_kv, nkv], &[k_row, k_head], 0)?;
+                let vals = g.view(
+                    c.v,
+                    &[n_kv, d, nkv],
+                    &[step.n_ctx * ve, step.n_ctx * d as usize * ve],
+                    0,
+                )?;
+                let q = g.permute(q, [0, 2, 1, 3])?; // [d, T, nh]
+                let scores = g.mul_mat_f32(keys, q)?; // [n_kv, T, nh]
+                let mask = mask.expect("an unfused graph has a mask input");
+                let probs = if w.cpu_only {
+                    g.soft_max_exact(scores, mask, scale)?
+                } else {
+                    g.soft_max_ext(scores, mask, scale)?
+                };
+                let attn = g.mul_mat_f32(vals, probs)?; // [d, T, nh]
+                g.reshape(g.cont(g.permute(attn, [0, 2, 1, 3])?)?, &[nh * d, t])?
+            }
         };
-        let attn = g.mul_mat_f32(vals, probs)?; // [d, T, nh]
-        let attn = g.reshape(g.cont(g.permute(attn, [0, 2, 1, 3])?)?, &[nh * d, t])?;
         x = g.add(x, l.attn_output.apply(g, attn)?)?;
 
         // feed-forward (SwiGLU)
@@ -477,11 +513,17 @@ pub fn build_graph<'g>(
     })
 }
 
-/// Host data for the step's inputs: rope positions and the causal mask.
-pub fn step_inputs(step: Step) -> (Vec<i32>, Vec<f32>) {
+/// Host data for the step's rope positions.
+pub fn step_positions(step: Step) -> Vec<i32> {
     let t = step.n_tokens;
     let mut pos: Vec<i32> = (step.n_past..step.n_past + t).map(|p| p as i32).collect();
     pos.extend(std::iter::repeat_n(0, t));
+    pos
+}
+
+/// Host data for the unfused graph's causal mask: `[T][n_past + T]`, −∞ past each token.
+pub fn step_mask(step: Step) -> Vec<f32> {
+    let t = step.n_tokens;
     let n_kv = step.n_past + t;
     let mut mask = vec![0f32; n_kv * t];
     for i in 0..t {
@@ -489,5 +531,5 @@ pub fn step_inputs(step: Step) -> (Vec<i32>, Vec<f32>) {
             mask[i * n_kv + j] = f32::NEG_INFINITY;
         }
     }
-    (pos, mask)
+    mask
 }

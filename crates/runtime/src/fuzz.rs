@@ -25,6 +25,7 @@ pub fn gguf_load(data: &[u8], dir: &std::path::Path) {
         n_batch: 8,
         cache_type: CacheType::F16,
         logits_rows: 1,
+        ..Default::default()
     };
     let opts = LoadOptions {
         cpu_kernels: None,

@@ -121,6 +121,7 @@ impl Model {
             n_batch: 1,
             cache_type: crate::CacheType::F16,
             logits_rows: 1,
+            ..Default::default()
         };
         Self::load_with(path, &LoadOptions::cpu(shape))
     }

@@ -14,6 +14,7 @@
 use crate::chatglm::Hparams;
 use crate::RuntimeError;
 use gguf::{names, GgufFile};
+pub use glm_ggml::KvType;
 
 const MIB: u64 = 1 << 20;
 /// Batches of more than this many tokens take CUDA's cuBLAS path, which converts each weight
@@ -73,12 +74,79 @@ impl ModelSizes {
     }
 }
 
-/// KV cache element type (a shape of the plan: it sizes the cache).
+/// The KV cache's element types, for keys and for values (llama.cpp's `-ctk` / `-ctv`; a
+/// shape of the plan: it sizes the cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheType {
+    pub k: KvType,
+    pub v: KvType,
+}
+
+impl CacheType {
+    pub const F16: CacheType = CacheType::both(KvType::F16);
+    pub const F32: CacheType = CacheType::both(KvType::F32);
+
+    /// The same type for keys and values.
+    pub const fn both(t: KvType) -> CacheType {
+        CacheType { k: t, v: t }
+    }
+
+    /// Whether either is a block quantization (read only by the flash-attention kernel, V at
+    /// least; see `session`).
+    pub fn is_quantized(&self) -> bool {
+        self.k.is_quantized() || self.v.is_quantized()
+    }
+
+    /// `-ctk f16 -ctv q8_0`, or `q8_0` when both are the same.
+    pub fn describe(&self) -> String {
+        if self.k == self.v {
+            self.k.name().to_string()
+        } else {
+            format!("K {} / V {}", self.k.name(), self.v.name())
+        }
+    }
+
+    /// Bytes of one token's keys and values in one layer.
+    pub fn token_bytes(&self, hp: &Hparams) -> u64 {
+        (self.k.row_bytes(hp.kv_width()) + self.v.row_bytes(hp.kv_width())) as u64
+    }
+}
+
+impl Default for CacheType {
+    fn default() -> Self {
+        CacheType::F16
+    }
+}
+
+/// `-fa`: flash attention (glm-kernels' CPU kernel) or ggml's unfused attention.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum CacheType {
+pub enum FlashAttn {
+    On,
+    Off,
+    /// On where the kernel runs: a model wholly on the CPU.
     #[default]
-    F16,
-    F32,
+    Auto,
+}
+
+impl FlashAttn {
+    /// llama.cpp's value: `on`, `off`, `auto`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FlashAttn::On => "on",
+            FlashAttn::Off => "off",
+            FlashAttn::Auto => "auto",
+        }
+    }
+
+    /// Whether a plan that does (not) use a GPU runs flash attention on its CPU layers (`On`
+    /// with a GPU is refused when the session starts).
+    pub fn on_cpu(self, uses_gpu: bool) -> bool {
+        match self {
+            FlashAttn::On => true,
+            FlashAttn::Off => false,
+            FlashAttn::Auto => !uses_gpu,
+        }
+    }
 }
 
 /// The session shape a plan is made for.
@@ -89,16 +157,25 @@ pub struct PlanShape {
     pub cache_type: CacheType,
     /// Logit rows per batch: 1 for generation, `n_batch` for perplexity.
     pub logits_rows: usize,
+    pub flash_attn: FlashAttn,
+}
+
+impl Default for PlanShape {
+    fn default() -> Self {
+        PlanShape {
+            n_ctx: 0,
+            n_batch: 512,
+            cache_type: CacheType::F16,
+            logits_rows: 1,
+            flash_attn: FlashAttn::Auto,
+        }
+    }
 }
 
 impl PlanShape {
     /// KV cache bytes of one layer.
     pub fn layer_kv_bytes(&self, hp: &Hparams) -> u64 {
-        let elt = match self.cache_type {
-            CacheType::F16 => 2,
-            CacheType::F32 => 4,
-        };
-        2 * (hp.kv_width() * self.n_ctx) as u64 * elt
+        self.n_ctx as u64 * self.cache_type.token_bytes(hp)
     }
 
     fn batch(&self) -> u64 {
@@ -108,17 +185,22 @@ impl PlanShape {
 
 /// Estimated peak of a graph's intermediate tensors as ggml's allocator lays them out (it reuses
 /// the memory of dead tensors; softmax and activations run in place): the larger of one layer's
-/// peak — attention: scores (n_ctx × batch × heads), QKV and two activations; feed-forward: the
-/// 2·n_ff up-projection, the gate, two activations — and the output head's (logits and the
-/// normed rows), plus the batch's inputs (causal mask, tokens, positions). Checked against the
-/// allocator's real size by `tests/plan_estimate.rs`.
-pub fn compute_bytes(hp: &Hparams, shape: &PlanShape, with_logits: bool) -> u64 {
+/// peak — attention: QKV, two activations and, unfused, the scores (n_ctx × batch × heads), or
+/// with `flash` the roped Q and K and the attention output instead; feed-forward: the 2·n_ff
+/// up-projection, the gate, two activations — and the output head's (logits and the normed
+/// rows), plus the batch's inputs (tokens, positions and, unfused, the causal mask). Checked
+/// against the allocator's real size by `tests/plan_estimate.rs`.
+pub fn compute_bytes(hp: &Hparams, shape: &PlanShape, with_logits: bool, flash: bool) -> u64 {
     let t = shape.batch();
     let (e, f, q) = (hp.n_embd as u64, hp.n_ff as u64, hp.qkv_rows() as u64);
     let n_kv = shape.n_ctx as u64;
-    let attn = n_kv * hp.n_head as u64 + 2 * e + q;
+    let attn = if flash {
+        3 * e + 2 * q
+    } else {
+        n_kv * hp.n_head as u64 + 2 * e + q
+    };
     let ffn = 3 * f + 2 * e;
-    let inputs = n_kv * t + 3 * t;
+    let inputs = if flash { 3 * t } else { n_kv * t + 3 * t };
     let logits = if with_logits {
         let rows = shape.logits_rows.clamp(1, t as usize) as u64;
         (hp.n_vocab as u64 + 2 * e) * rows
@@ -201,6 +283,10 @@ pub struct Plan {
     pub cpu: Usage,
     /// How the plan was chosen, for the printout.
     pub why: String,
+    /// The KV cache's types (`CacheType::describe`).
+    pub cache_type: String,
+    /// Whether the CPU's layers run flash attention (`FlashAttn::on_cpu`).
+    pub flash_attn: bool,
 }
 
 /// Memory kept free on the device when the budget comes from its free memory: other programs
@@ -231,6 +317,8 @@ impl Plan {
             gpu,
             cpu,
             why: "no GPU".into(),
+            cache_type: shape.cache_type.describe(),
+            flash_attn: shape.flash_attn.on_cpu(false),
         }
     }
 
@@ -264,10 +352,16 @@ impl Plan {
             }
         }
         s.push_str(&format!(
-            "  CPU: weights {} (memory-mapped) + KV {} + compute {}",
+            "  CPU: weights {} (memory-mapped) + KV {} ({}) + compute {} ({})",
             fmt_bytes(self.cpu.weights),
             fmt_bytes(self.cpu.kv),
-            fmt_bytes(self.cpu.compute)
+            self.cache_type,
+            fmt_bytes(self.cpu.compute),
+            if self.flash_attn {
+                "flash attention"
+            } else {
+                "unfused attention"
+            }
         ));
         s
     }
@@ -302,14 +396,14 @@ fn usage(sizes: &ModelSizes, shape: &PlanShape, n: usize, head: bool) -> (Usage,
         gpu = Usage {
             weights: gpu_w,
             kv: kv * n as u64,
-            compute: compute_bytes(hp, shape, head) + offloaded.0,
+            compute: compute_bytes(hp, shape, head, false) + offloaded.0,
             scratch: scratch_bytes(hp, shape, max_elements, head),
         };
     }
     let cpu = Usage {
         weights: cpu_w,
         kv: kv * (n_layer - n) as u64,
-        compute: compute_bytes(hp, shape, !head),
+        compute: compute_bytes(hp, shape, !head, shape.flash_attn.on_cpu(n > 0 || head)),
         scratch: 0,
     };
     (gpu, cpu)
@@ -359,6 +453,8 @@ pub fn plan(
             gpu,
             cpu,
             why,
+            cache_type: shape.cache_type.describe(),
+            flash_attn: shape.flash_attn.on_cpu(n > 0 || head),
         }
     };
     match req.layers {
@@ -470,6 +566,7 @@ mod tests {
             n_batch: 512,
             cache_type: CacheType::F16,
             logits_rows: 1,
+            flash_attn: FlashAttn::Auto,
         }
     }
 
@@ -557,6 +654,41 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("-ngl 28 needs"), "{e}");
         assert!(e.to_string().contains("layers fit"), "{e}");
+    }
+
+    /// Issue 22's memory targets at ChatGLM3-6B-32K's shapes (the 6B's, 32,768 tokens, batch
+    /// 512): flash attention's compute buffer below a quarter of the unfused one (which holds
+    /// 32 heads × 512 × 32,768 f32 scores), a q8_0 cache at most 0.55 × an f16 one.
+    #[test]
+    fn long_context_memory() {
+        let hp = sizes_6b().hparams;
+        let shape = |fa: FlashAttn, t: KvType| PlanShape {
+            n_ctx: 32768,
+            n_batch: 512,
+            cache_type: CacheType::both(t),
+            logits_rows: 1,
+            flash_attn: fa,
+        };
+        let unfused = compute_bytes(&hp, &shape(FlashAttn::Off, KvType::F16), true, false);
+        let flash = compute_bytes(&hp, &shape(FlashAttn::On, KvType::F16), true, true);
+        assert!(
+            unfused > 2 << 30 && flash < unfused / 4,
+            "{flash} vs {unfused}"
+        );
+        let kv = |t| shape(FlashAttn::On, t).layer_kv_bytes(&hp) as f64;
+        assert_eq!(kv(KvType::F16), 32768.0 * 2.0 * 256.0 * 2.0);
+        assert!(kv(KvType::Q8_0) <= 0.55 * kv(KvType::F16));
+        assert!(kv(KvType::Q4_0) <= 0.3 * kv(KvType::F16));
+        // the plan's CPU side follows -fa: auto is flash attention without a GPU
+        let sizes = sizes_6b();
+        let p = Plan::cpu_only(&sizes, &shape(FlashAttn::Auto, KvType::Q8_0));
+        assert_eq!(p.cpu.compute, flash);
+        assert!(
+            p.describe()
+                .contains("(q8_0) + compute 108 MiB (flash attention)"),
+            "{}",
+            p.describe()
+        );
     }
 
     #[test]

@@ -2,12 +2,12 @@
 //! the way the model's plan splits the layers, and ggml's scheduler over a loaded model. `eval`
 //! feeds tokens (in batches) and returns logits.
 
-use crate::chatglm::{build_graph, step_inputs, LayerCache, Step};
+use crate::chatglm::{build_graph, step_mask, step_positions, Attention, LayerCache, Step};
 use crate::model::Model;
 use crate::RuntimeError;
-use glm_ggml::{Backend, Scheduler, TensorSpec, TensorStore, TYPE_F16, TYPE_F32};
+use glm_ggml::{Backend, Isa, KvType, Scheduler, TensorSpec, TensorStore};
 
-pub use crate::plan::CacheType;
+pub use crate::plan::{CacheType, FlashAttn};
 
 /// Session settings.
 #[derive(Clone, Debug)]
@@ -18,6 +18,8 @@ pub struct SessionOptions {
     pub n_batch: usize,
     pub n_threads: usize,
     pub cache_type: CacheType,
+    /// `-fa`; `Auto` is on for a model wholly on the CPU.
+    pub flash_attn: FlashAttn,
 }
 
 impl Default for SessionOptions {
@@ -27,6 +29,7 @@ impl Default for SessionOptions {
             n_batch: 512,
             n_threads: crate::default_threads(),
             cache_type: CacheType::F16,
+            flash_attn: FlashAttn::Auto,
         }
     }
 }
@@ -44,8 +47,63 @@ pub struct Session<'m> {
     reserved_all_logits: bool,
     n_ctx: usize,
     n_batch: usize,
+    attention: Attention,
+    cache_type: CacheType,
     /// The tokens whose K/V are in the cache, in order.
     tokens: Vec<u32>,
+}
+
+/// The attention a session of `model` runs for `fa` and `cache`, or why the combination cannot
+/// run: flash attention and quantized caches are glm-kernels' CPU kernel's, and ggml's unfused
+/// attention multiplies by a transposed V, which cannot be block-quantized.
+pub fn choose_attention(
+    model: &Model,
+    fa: FlashAttn,
+    cache: CacheType,
+) -> Result<Attention, RuntimeError> {
+    let hp = &model.hparams;
+    let gpu = model.plan.uses_gpu();
+    let gpu_layers = model.plan.n_gpu_layers;
+    for (flag, t) in [("-ctk", cache.k), ("-ctv", cache.v)] {
+        if t.is_quantized() && !hp.head_dim.is_multiple_of(t.block_elems()) {
+            return Err(RuntimeError::Input(format!(
+                "{flag} {}: a quantized cache needs a head size that is a multiple of {}; this \
+                 model's is {} (use f16 or f32)",
+                t.name(),
+                t.block_elems(),
+                hp.head_dim
+            )));
+        }
+        if t.is_quantized() && gpu {
+            return Err(RuntimeError::Input(format!(
+                "{flag} {}: quantized caches are read by glmtool's CPU attention kernel, and this \
+                 model runs {gpu_layers} layers on the GPU (use f16 there, or --device cpu)",
+                t.name()
+            )));
+        }
+    }
+    if fa == FlashAttn::On && gpu {
+        return Err(RuntimeError::Input(format!(
+            "-fa on: glmtool's flash attention is a CPU kernel, and this model runs \
+             {gpu_layers} layers on the GPU (use -fa auto or off, or --device cpu)"
+        )));
+    }
+    if fa.on_cpu(gpu) {
+        let isa = model.cpu_kernels().unwrap_or_else(Isa::detect);
+        return Ok(Attention::Flash(isa));
+    }
+    if cache.v.is_quantized() {
+        return Err(RuntimeError::Input(format!(
+            "-ctv {}: a quantized V cache needs flash attention (-fa on or auto), which {}",
+            cache.v.name(),
+            if fa == FlashAttn::Off {
+                "-fa off turns off"
+            } else {
+                "does not run with GPU layers"
+            }
+        )));
+    }
+    Ok(Attention::Unfused)
 }
 
 impl<'m> Session<'m> {
@@ -62,22 +120,30 @@ impl<'m> Session<'m> {
                 hp.n_ctx_train
             )));
         }
+        let attention = choose_attention(model, opts.flash_attn, opts.cache_type)?;
         let cpu = Backend::cpu(opts.n_threads)?;
         let gpu = model.gpu_backend();
-        let ty = match opts.cache_type {
-            CacheType::F16 => TYPE_F16,
-            CacheType::F32 => TYPE_F32,
-        };
         let n = (hp.kv_width() * n_ctx) as i64;
         // The CPU's share of the cache is zero-filled at once: more than the machine has would
         // get the process killed by the OOM killer instead of an error.
-        let elem = if ty == TYPE_F16 { 2 } else { 4 };
         let cpu_layers = (0..hp.n_layer)
             .filter(|&il| gpu.is_none() || !model.plan.layer_on_gpu(il))
-            .count();
+            .count() as u64;
+        let bytes = |c: CacheType| cpu_layers * n_ctx as u64 * c.token_bytes(hp);
+        let smaller: Vec<(CacheType, u64)> = match attention {
+            Attention::Flash(_) if hp.head_dim.is_multiple_of(32) => [KvType::Q8_0, KvType::Q4_0]
+                .into_iter()
+                .map(CacheType::both)
+                .filter(|c| bytes(*c) < bytes(opts.cache_type))
+                .map(|c| (c, bytes(c)))
+                .collect(),
+            _ => Vec::new(),
+        };
         check_cache_fits(
-            2 * cpu_layers as u64 * n as u64 * elem,
+            bytes(opts.cache_type),
             n_ctx,
+            cpu_layers * opts.cache_type.token_bytes(hp),
+            &smaller,
             available_memory(),
         )?;
         let (mut cpu_specs, mut gpu_specs) = (Vec::new(), Vec::new());
@@ -90,10 +156,10 @@ impl<'m> Session<'m> {
                 &mut cpu_specs
             };
             cache_at.push((on_gpu, specs.len()));
-            for kv in ["k", "v"] {
+            for (kv, t) in [("k", opts.cache_type.k), ("v", opts.cache_type.v)] {
                 specs.push(TensorSpec {
                     name: format!("cache_{kv}_l{il}"),
-                    ty,
+                    ty: glm_ggml::kv_ggml_type(t),
                     ne: vec![n],
                 });
             }
@@ -119,6 +185,8 @@ impl<'m> Session<'m> {
             reserved_all_logits: false,
             n_ctx,
             n_batch: opts.n_batch.max(1),
+            attention,
+            cache_type: opts.cache_type,
             tokens: Vec::new(),
         };
         if gpu.is_some() {
@@ -150,7 +218,7 @@ impl<'m> Session<'m> {
                 all_logits,
             };
             self.sched.with_graph(|g| -> Result<(), RuntimeError> {
-                build_graph(g, &model.hparams, &weights, &cache, step)?;
+                build_graph(g, &model.hparams, &weights, &cache, step, self.attention)?;
                 g.reserve().map_err(|e| oom(e, step, model.plan.uses_gpu()))
             })?;
         }
@@ -162,6 +230,14 @@ impl<'m> Session<'m> {
     }
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
+    }
+    /// How attention is computed (`-fa`).
+    pub fn attention(&self) -> Attention {
+        self.attention
+    }
+    /// The KV cache's element types.
+    pub fn cache_type(&self) -> CacheType {
+        self.cache_type
     }
     /// Tokens in the cache.
     pub fn n_past(&self) -> usize {
@@ -294,30 +370,55 @@ impl<'m> Session<'m> {
         };
         let cache = layer_caches(&self.cache_at, &self.cache_cpu, &self.cache_gpu);
         let on_gpu = model.plan.uses_gpu();
+        let attention = self.attention;
         self.sched
             .with_graph(|g| -> Result<Vec<f32>, RuntimeError> {
-                let io = build_graph(g, hp, &weights, &cache, step)?;
+                let io = build_graph(g, hp, &weights, &cache, step, attention)?;
                 g.allocate().map_err(|e| oom(e, step, on_gpu))?;
                 let ids: Vec<i32> = tokens.iter().map(|&t| t as i32).collect();
-                let (pos, mask) = step_inputs(step);
                 g.set_i32(io.tokens, &ids)?;
-                g.set_i32(io.rope_pos, &pos)?;
-                g.set_f32(io.mask, &mask)?;
+                g.set_i32(io.rope_pos, &step_positions(step))?;
+                if let Some(mask) = io.mask {
+                    g.set_f32(mask, &step_mask(step))?;
+                }
                 g.compute()?;
                 Ok(g.read_f32(io.logits)?)
             })
     }
 }
 
-/// Errs when a KV cache of `bytes` would not fit in the `available` memory (when known).
-fn check_cache_fits(bytes: u64, n_ctx: usize, available: Option<u64>) -> Result<(), RuntimeError> {
+/// Errs when a KV cache of `bytes` (`per_token` bytes a token) would not fit in the `available`
+/// memory (when known), naming the largest context that would, and the first of the `smaller`
+/// cache types (with their sizes) that would fit the whole context.
+fn check_cache_fits(
+    bytes: u64,
+    n_ctx: usize,
+    per_token: u64,
+    smaller: &[(CacheType, u64)],
+    available: Option<u64>,
+) -> Result<(), RuntimeError> {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     match available {
-        Some(avail) if bytes > avail => Err(RuntimeError::Input(format!(
-            "the KV cache for a context of {n_ctx} tokens needs {:.1} GiB, more than the {:.1} GiB \
-             of memory available: use a smaller context (-c)",
-            bytes as f64 / (1u64 << 30) as f64,
-            avail as f64 / (1u64 << 30) as f64
-        ))),
+        Some(avail) if bytes > avail => {
+            let mut fix = format!(
+                "use a smaller context (-c {} fits)",
+                avail / per_token.max(1)
+            );
+            if let Some((c, b)) = smaller.iter().find(|(_, b)| *b <= avail) {
+                fix.push_str(&format!(
+                    " or a smaller cache type (-ctk {} -ctv {}: {:.1} GiB)",
+                    c.k.name(),
+                    c.v.name(),
+                    gib(*b)
+                ));
+            }
+            Err(RuntimeError::Input(format!(
+                "the KV cache for a context of {n_ctx} tokens needs {:.1} GiB, more than the \
+                 {:.1} GiB of memory available: {fix}",
+                gib(bytes),
+                gib(avail)
+            )))
+        }
         _ => Ok(()),
     }
 }
@@ -377,15 +478,34 @@ mod tests {
 
     #[test]
     fn a_cache_larger_than_the_memory_is_an_error() {
-        assert!(check_cache_fits(1 << 30, 8192, Some(2 << 30)).is_ok());
-        assert!(check_cache_fits(1 << 30, 8192, None).is_ok());
-        let e = check_cache_fits(470 << 30, 1 << 24, Some(20 << 30))
+        let per = 1 << 17;
+        assert!(check_cache_fits(1 << 30, 8192, per, &[], Some(2 << 30)).is_ok());
+        assert!(check_cache_fits(1 << 30, 8192, per, &[], None).is_ok());
+        let e = check_cache_fits(470 << 30, 1 << 24, 470 << 6, &[], Some(20 << 30))
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("16777216 tokens") && e.contains("470.0 GiB") && e.contains("-c"),
+            e.contains("16777216 tokens")
+                && e.contains("470.0 GiB")
+                && e.contains("-c 713924 fits")
+                && !e.contains("-ctk"),
             "{e}"
         );
+        // ChatGLM3-6B at 131,072 tokens: 7 GiB of f16, 3.7 of q8_0, 2 of q4_0
+        let q8 = CacheType::both(KvType::Q8_0);
+        let q4 = CacheType::both(KvType::Q4_0);
+        let smaller = [(q8, 3_808_428_032), (q4, 2_013_265_920)];
+        let e = check_cache_fits(7 << 30, 131_072, 57_344, &smaller, Some(3 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("-c 56173 fits") && e.contains("-ctk q4_0 -ctv q4_0: 1.9 GiB"),
+            "{e}"
+        );
+        let e = check_cache_fits(7 << 30, 131_072, 57_344, &smaller, Some(4 << 30))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("-ctk q8_0 -ctv q8_0: 3.5 GiB"), "{e}");
         assert!(available_memory().is_some() || !cfg!(target_os = "linux"));
     }
 }

@@ -23,6 +23,7 @@ fn opts(n_ctx: usize, n_batch: usize) -> SessionOptions {
         // one thread: the test binary runs its tests in parallel on a 2-core machine
         n_threads: 1,
         cache_type: CacheType::F32,
+        ..Default::default()
     }
 }
 

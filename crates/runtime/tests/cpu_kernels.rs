@@ -43,6 +43,7 @@ fn load_path(path: &Path, kernels: Option<Isa>) -> Model {
         n_batch: 64,
         cache_type: CacheType::F32,
         logits_rows: 1,
+        ..Default::default()
     };
     let opts = LoadOptions {
         cpu_kernels: kernels,
@@ -61,6 +62,7 @@ fn opts() -> SessionOptions {
         n_batch: 64,
         n_threads: 1, // tests run in parallel on 2 cores
         cache_type: CacheType::F32,
+        ..Default::default()
     }
 }
 

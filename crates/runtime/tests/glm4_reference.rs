@@ -77,6 +77,7 @@ fn session(model: &Model, cache: CacheType, n_ctx: usize) -> Session<'_> {
         n_batch: 512,
         n_threads: 1,
         cache_type: cache,
+        ..Default::default()
     };
     Session::new(model, &opts).unwrap()
 }
@@ -131,6 +132,7 @@ fn f32_logits_match_transformers() {
                 n_batch: batch,
                 n_threads: 1,
                 cache_type: CacheType::F32,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -42,6 +42,7 @@ fn shape(n_batch: usize) -> PlanShape {
         n_batch,
         cache_type: CacheType::F16,
         logits_rows: n_batch,
+        ..Default::default()
     }
 }
 
@@ -69,6 +70,7 @@ fn session(m: &Model, n_batch: usize) -> Session<'_> {
             n_batch,
             n_threads: 2,
             cache_type: CacheType::F16,
+            ..Default::default()
         },
     )
     .unwrap()

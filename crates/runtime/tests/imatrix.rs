@@ -22,6 +22,7 @@ fn load(ty: GgmlType, kernels: Option<Isa>) -> Model {
         n_batch: CHUNK,
         cache_type: CacheType::F32,
         logits_rows: CHUNK,
+        ..Default::default()
     };
     let opts = LoadOptions {
         cpu_kernels: kernels,
@@ -45,6 +46,7 @@ fn collect_tiny(model: &Model, max_chunks: Option<usize>) -> (BTreeMap<String, E
         n_batch: CHUNK,
         n_threads: 1, // tests run in parallel on 2 cores; ggml threads spin
         cache_type: CacheType::F32,
+        ..Default::default()
     };
     let mut session = Session::new(model, &sopts).unwrap();
     let mut obs = Observers::new(&model.hparams, true, |_| None);
@@ -179,6 +181,7 @@ fn too_short_a_text_and_too_small_batches_are_errors() {
         n_batch: CHUNK,
         n_threads: 1,
         cache_type: CacheType::F32,
+        ..Default::default()
     };
     let mut session = Session::new(&model, &sopts).unwrap();
     let mut obs = Observers::new(&model.hparams, false, |_| None);

@@ -4,7 +4,7 @@
 //! (512-dim, 8 heads, 2 KV groups, 1376 FFN), over several contexts, batches and logit rows.
 
 use glm_convert::{convert, ConvertOptions, TypePolicy};
-use glm_runtime::plan::compute_bytes;
+use glm_runtime::plan::{compute_bytes, FlashAttn};
 use glm_runtime::{CacheType, Model, PlanShape, Session, SessionOptions};
 use safetensors::{tensor::TensorView, Dtype};
 use std::path::Path;
@@ -94,12 +94,16 @@ fn compute_estimate_covers_the_measured_buffer() {
     convert(dir.path(), &gguf, &opts).unwrap();
     let model = Model::load(&gguf).unwrap();
     let tokens: Vec<u32> = (0..CTX as u32).map(|i| 3 + i * 7 % 2900).collect();
-    for (n_ctx, n_batch, all_logits) in [
-        (CTX, 512, false),
-        (CTX, 256, true),
-        (512, 64, false),
-        (CTX, 32, true),
-        (256, 256, true),
+    for (n_ctx, n_batch, all_logits, fa) in [
+        (CTX, 512, false, FlashAttn::Off),
+        (CTX, 256, true, FlashAttn::Off),
+        (512, 64, false, FlashAttn::Off),
+        (CTX, 32, true, FlashAttn::Off),
+        (256, 256, true, FlashAttn::Off),
+        (CTX, 512, false, FlashAttn::On),
+        (CTX, 256, true, FlashAttn::On),
+        (512, 64, false, FlashAttn::On),
+        (256, 256, true, FlashAttn::On),
     ] {
         let mut s = Session::new(
             &model,
@@ -108,6 +112,7 @@ fn compute_estimate_covers_the_measured_buffer() {
                 n_batch,
                 n_threads: 2,
                 cache_type: CacheType::F16,
+                flash_attn: fa,
             },
         )
         .unwrap();
@@ -123,10 +128,11 @@ fn compute_estimate_covers_the_measured_buffer() {
             n_batch,
             cache_type: CacheType::F16,
             logits_rows: if all_logits { n_batch } else { 1 },
+            flash_attn: fa,
         };
-        let est = compute_bytes(&model.hparams, &shape, true);
+        let est = compute_bytes(&model.hparams, &shape, true, fa == FlashAttn::On);
         eprintln!(
-            "ctx {n_ctx} batch {n_batch} all_logits {all_logits}: measured {:.1} MiB, estimate {:.1} MiB",
+            "ctx {n_ctx} batch {n_batch} all_logits {all_logits} {fa:?}: measured {:.1} MiB, estimate {:.1} MiB",
             measured as f64 / 1048576.0,
             est as f64 / 1048576.0
         );

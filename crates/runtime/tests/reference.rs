@@ -36,6 +36,7 @@ fn session_opts(cache: CacheType, n_ctx: usize) -> SessionOptions {
         n_batch: 512,
         n_threads: 1, // tests run in parallel on 2 cores; ggml threads spin
         cache_type: cache,
+        ..Default::default()
     }
 }
 

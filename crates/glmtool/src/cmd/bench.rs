@@ -1,7 +1,11 @@
-//! `glmtool bench -p 512 -n 128 -r 5`: prompt processing and generation speed, like llama-bench.
+//! `glmtool bench -p 512 -n 128 -r 5 [-d 0,4096]`: prompt processing and generation speed, like
+//! llama-bench, also at depth: with `-d N` each test runs after an N-token prefix already in the
+//! cache (evaluated once per depth, untimed; each repetition cuts the cache back to it, as
+//! llama-bench restores its saved state).
 
 use crate::args::ModelArgs;
 use anyhow::{bail, Result};
+use glm_runtime::chatglm::Attention;
 use glm_runtime::Session;
 use std::time::Instant;
 
@@ -18,6 +22,15 @@ pub struct Args {
     /// Repetitions
     #[arg(short = 'r', long = "repetitions", default_value_t = 5)]
     pub reps: usize,
+    /// Tokens already in the cache when each test starts (llama-bench's -d); a comma-separated
+    /// list runs the tests at each depth
+    #[arg(
+        short = 'd',
+        long = "n-depth",
+        default_value = "0",
+        value_delimiter = ','
+    )]
+    pub depth: Vec<usize>,
     /// Output format: md or json
     #[arg(short = 'o', long = "output", default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
@@ -33,55 +46,88 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// One result row: the test's name (llama-bench's, `pp512 @ d4096`), its depth, t/s mean and sd.
+struct Row {
+    test: String,
+    depth: usize,
+    tps: (f64, f64),
+}
+
 pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
     }
+    let max_depth = a.depth.iter().copied().max().unwrap_or(0);
     let need = a.n_prompt.max(a.n_gen).max(1);
+    let total = max_depth + need;
     let mut shape = a.model.shape.plan_shape(1);
-    shape.n_ctx = a.model.shape.ctx.unwrap_or(need);
+    shape.n_ctx = a.model.shape.ctx.unwrap_or(total);
     let model = a.model.load_shaped(shape, false)?;
     let mut opts = a.model.session_options(&model)?;
     if a.model.shape.ctx.is_none() {
-        opts.n_ctx = need.min(model.hparams.n_ctx_train);
+        opts.n_ctx = total.min(model.hparams.n_ctx_train);
     }
-    if need > opts.n_ctx {
+    if total > opts.n_ctx {
         bail!(
-            "the tests need {need} tokens of context; -c is {}",
+            "the tests need {total} tokens of context ({need} after a depth of {max_depth}); {} {}",
+            if a.model.shape.ctx.is_some() {
+                "-c is"
+            } else {
+                "the model's context is"
+            },
             opts.n_ctx
         );
     }
     let mut session = Session::new(&model, &opts)?;
     let n_vocab = model.hparams.n_vocab as u32;
     // Deterministic pseudo-random tokens from the normal part of the vocabulary.
-    let tokens: Vec<u32> = (0..need as u64)
+    let tokens: Vec<u32> = (0..total as u64)
         .map(|i| ((i * 2654435761 + 12345) % (n_vocab as u64 / 2)) as u32 + 3)
         .collect();
     let mut rows = Vec::new();
     // warm-up (page in the weights, size the compute buffer)
     session.reset();
     session.eval(&tokens[..a.n_prompt.clamp(1, 16)], false)?;
-    if a.n_prompt > 0 {
-        let mut tps = Vec::new();
-        for _ in 0..a.reps {
-            session.reset();
-            let t = Instant::now();
-            session.eval(&tokens[..a.n_prompt], false)?;
-            tps.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+    for &d in &a.depth {
+        let at = if d > 0 {
+            format!(" @ d{d}")
+        } else {
+            String::new()
+        };
+        session.reset();
+        if d > 0 {
+            session.eval(&tokens[..d], false)?;
         }
-        rows.push((format!("pp{}", a.n_prompt), mean_sd(&tps)));
-    }
-    if a.n_gen > 0 {
-        let mut tps = Vec::new();
-        for _ in 0..a.reps {
-            session.reset();
-            let t = Instant::now();
-            for &tok in &tokens[..a.n_gen] {
-                session.eval(&[tok], false)?;
+        if a.n_prompt > 0 {
+            let mut tps = Vec::new();
+            for _ in 0..a.reps {
+                session.truncate(d);
+                let t = Instant::now();
+                session.eval(&tokens[d..d + a.n_prompt], false)?;
+                tps.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
             }
-            tps.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+            rows.push(Row {
+                test: format!("pp{}{at}", a.n_prompt),
+                depth: d,
+                tps: mean_sd(&tps),
+            });
         }
-        rows.push((format!("tg{}", a.n_gen), mean_sd(&tps)));
+        if a.n_gen > 0 {
+            let mut tps = Vec::new();
+            for _ in 0..a.reps {
+                session.truncate(d);
+                let t = Instant::now();
+                for &tok in &tokens[d..d + a.n_gen] {
+                    session.eval(&[tok], false)?;
+                }
+                tps.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+            }
+            rows.push(Row {
+                test: format!("tg{}{at}", a.n_gen),
+                depth: d,
+                tps: mean_sd(&tps),
+            });
+        }
     }
     let (size, params) = (model.file_size, model.n_params);
     let backend = match model.gpu_backend() {
@@ -91,32 +137,41 @@ pub fn run(a: Args) -> Result<()> {
     let ngl = model.plan.n_gpu_layers + usize::from(model.plan.output_on_gpu);
     // whose kernels multiply the CPU's quantized matrices (--cpu-kernels)
     let kernels = model.cpu_kernels().map_or("ggml", |isa| isa.name());
+    let fa = matches!(session.attention(), Attention::Flash(_));
+    let cache = session.cache_type();
     if a.output == "json" {
         let v: Vec<_> = rows
             .iter()
-            .map(|(test, (m, sd))| serde_json::json!({
+            .map(|r| serde_json::json!({
                 "model": model.name, "size_bytes": size, "params": params, "backend": backend,
                 "n_gpu_layers": model.plan.n_gpu_layers, "output_on_gpu": model.plan.output_on_gpu,
                 "gpu_compute_bytes": session.compute_bytes_split().1, "threads": opts.n_threads, "cpu_kernels": kernels,
-                "load_seconds": model.load_time.as_secs_f64(), "test": test, "tokens_per_second": m, "stddev": sd, "repetitions": a.reps,
+                "flash_attn": fa, "type_k": cache.k.name(), "type_v": cache.v.name(),
+                "n_ctx": opts.n_ctx, "kv_bytes": session.cache_bytes(), "compute_bytes": session.compute_bytes(),
+                "load_seconds": model.load_time.as_secs_f64(), "test": r.test, "n_depth": r.depth,
+                "tokens_per_second": r.tps.0, "stddev": r.tps.1, "repetitions": a.reps,
             }))
             .collect();
         crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         crate::outln!(
-            "| model | size | params | backend | kernels | ngl | threads | test | t/s |"
+            "| model | size | params | backend | kernels | ngl | threads | fa | cache | test | t/s |"
         )?;
-        crate::outln!("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |")?;
-        for (test, (m, sd)) in &rows {
+        crate::outln!(
+            "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"
+        )?;
+        for r in &rows {
             crate::outln!(
-                "| {} | {} | {:.2} M | {backend} | {kernels} | {ngl} | {} | {} | {:.2} ± {:.2} |",
+                "| {} | {} | {:.2} M | {backend} | {kernels} | {ngl} | {} | {} | {} | {} | {:.2} ± {:.2} |",
                 model.name,
                 crate::progress::size(size),
                 params as f64 / 1e6,
                 opts.n_threads,
-                test,
-                m,
-                sd
+                u8::from(fa),
+                cache.describe(),
+                r.test,
+                r.tps.0,
+                r.tps.1
             )?;
         }
     }

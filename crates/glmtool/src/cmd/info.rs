@@ -88,10 +88,11 @@ fn print_plan(a: &Args, path: &Path, f: &GgufFile) -> Result<()> {
         crate::outln!("{}", serde_json::to_string_pretty(&p)?)?;
     } else {
         crate::outln!(
-            "{}: context {n_ctx}, batch {}, {:?} KV cache",
+            "{}: context {n_ctx}, batch {}, {} KV cache, -fa {}",
             path.display(),
             a.shape.batch,
-            a.shape.cache_type
+            a.shape.cache().describe(),
+            a.shape.flash_attn.name()
         )?;
         crate::outln!("{}", p.describe())?;
     }
@@ -188,6 +189,7 @@ fn summary(f: &GgufFile, n_params: u64, n_bytes: u64) -> Vec<(&'static str, Stri
                 n_batch: 512,
                 cache_type: glm_runtime::CacheType::F16,
                 logits_rows: 1,
+                ..Default::default()
             };
             let u = plan::Plan::cpu_only(&sizes, &shape).cpu;
             out.push((

@@ -44,6 +44,7 @@ fn load(a: &Args) -> Result<Model> {
         n_batch: 512,
         cache_type: CacheType::F16,
         logits_rows: 1,
+        ..Default::default()
     };
     let opts = LoadOptions {
         cpu_kernels: None,

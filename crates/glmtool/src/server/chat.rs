@@ -26,7 +26,8 @@ pub(crate) async fn chat_completions(
         )));
     }
     let p = params(&s, p);
-    let (prompt_tokens, mut rx) = submit(&s, Prompt::Chat(messages), output, &p).await?;
+    let (prompt_tokens, dropped, mut rx) =
+        submit(&s, Prompt::Chat(messages), output, &p).await?;
     // parallel_tool_calls false: the first call of a reply only
     let final_reply = move |text: &str, tools: bool, format: ChatFormat| {
         let (content, mut calls) = final_reply(text, tools, format);
@@ -55,7 +56,7 @@ pub(crate) async fn chat_completions(
             content: (calls.is_empty() || !content.is_empty()).then_some(content),
             tool_calls: tool_calls_out(&calls, false),
         };
-        return Ok(Json(wire::ChatCompletion {
+        let r = Json(wire::ChatCompletion {
             id,
             object: "chat.completion",
             created,
@@ -70,8 +71,10 @@ pub(crate) async fn chat_completions(
             }],
             usage: usage(prompt_tokens, &stats),
             timings: timings(&stats),
+            truncated: dropped > 0,
         })
-        .into_response());
+        .into_response();
+        return Ok(report_dropped(r, dropped));
     }
     let chunk = {
         let id = id.clone();
@@ -139,106 +142,111 @@ pub(crate) async fn chat_completions(
             content: std::mem::take(&mut st.logprobs),
         })
     };
-    Ok(sse_stream(state, move |st, event| match event {
-        Event::Logprob(v) => st.logprobs.push(v),
-        Event::Piece(piece) => {
-            st.text.push_str(&piece);
-            let stable = stable_content(&st.text, tools, format, &stops);
-            if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
-                if !delta.is_empty() {
-                    let lp = pending(st);
-                    st.out.push_back(chunk(content(delta), None, lp));
-                    st.sent = stable.clone();
-                }
-            }
-            // GLM-4 writes a call's arguments as JSON: its name, then the argument text, stream
-            // as tool-call deltas (ChatGLM3's Python-style calls are converted at the end).
-            if tools && format == ChatFormat::Glm4 {
-                if let Some((name, args)) = streaming_call(&st.text, &stops) {
-                    if st.call.is_none() {
-                        let id = format!("call_{}", random_hex(12));
-                        let head = wire::ToolCallOut {
-                            index: Some(0),
-                            id: Some(id.clone()),
-                            kind: Some("function"),
-                            function: wire::FunctionOut {
-                                name: Some(name.to_string()),
-                                arguments: String::new(),
-                            },
-                        };
-                        st.out.push_back(chunk(calls_delta(vec![head]), None, None));
-                        st.call = Some((name.to_string(), 0));
+    Ok(report_dropped(
+        sse_stream(state, move |st, event| match event {
+            Event::Logprob(v) => st.logprobs.push(v),
+            Event::Piece(piece) => {
+                st.text.push_str(&piece);
+                let stable = stable_content(&st.text, tools, format, &stops);
+                if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
+                    if !delta.is_empty() {
+                        let lp = pending(st);
+                        st.out.push_back(chunk(content(delta), None, lp));
+                        st.sent = stable.clone();
                     }
-                    if let Some((_, sent)) = &mut st.call {
-                        if args.len() > *sent && args.is_char_boundary(*sent) {
-                            let more = arguments(&args[*sent..]);
-                            *sent = args.len();
-                            st.out.push_back(chunk(calls_delta(vec![more]), None, None));
+                }
+                // GLM-4 writes a call's arguments as JSON: its name, then the argument text, stream
+                // as tool-call deltas (ChatGLM3's Python-style calls are converted at the end).
+                if tools && format == ChatFormat::Glm4 {
+                    if let Some((name, args)) = streaming_call(&st.text, &stops) {
+                        if st.call.is_none() {
+                            let id = format!("call_{}", random_hex(12));
+                            let head = wire::ToolCallOut {
+                                index: Some(0),
+                                id: Some(id.clone()),
+                                kind: Some("function"),
+                                function: wire::FunctionOut {
+                                    name: Some(name.to_string()),
+                                    arguments: String::new(),
+                                },
+                            };
+                            st.out.push_back(chunk(calls_delta(vec![head]), None, None));
+                            st.call = Some((name.to_string(), 0));
+                        }
+                        if let Some((_, sent)) = &mut st.call {
+                            if args.len() > *sent && args.is_char_boundary(*sent) {
+                                let more = arguments(&args[*sent..]);
+                                *sent = args.len();
+                                st.out.push_back(chunk(calls_delta(vec![more]), None, None));
+                            }
                         }
                     }
                 }
             }
-        }
-        Event::Done {
-            text,
-            stats,
-            finish,
-        } => {
-            let (text_out, calls) = final_reply(&text, tools, format);
-            if let Some(delta) = text_out.strip_prefix(st.sent.as_str()) {
-                if !delta.is_empty() {
-                    st.out.push_back(chunk(content(delta), None, None));
-                }
-            }
-            let streamed_ok = match (&st.call, calls.first()) {
-                (Some((name, _)), Some(f)) => &f.name == name && f.raw.is_some(),
-                _ => false,
-            };
-            let reason = match (&st.call, calls.first()) {
-                (Some(_), _) if !streamed_ok => {
-                    // the streamed call did not parse (or another one did): its head is out,
-                    // so end it with what the model wrote and say so on the server's log
-                    eprintln!("warning: a streamed GLM-4 tool call did not parse; sent as text");
-                    finish_name(finish)
-                }
-                (_, None) => finish_name(finish),
-                (Some((_, sent)), Some(first)) => {
-                    // the first call streamed already: the rest of its arguments, then the others
-                    let raw = first.raw.as_deref().unwrap_or_default();
-                    if raw.len() > *sent && raw.is_char_boundary(*sent) {
-                        let more = arguments(&raw[*sent..]);
-                        st.out.push_back(chunk(calls_delta(vec![more]), None, None));
+            Event::Done {
+                text,
+                stats,
+                finish,
+            } => {
+                let (text_out, calls) = final_reply(&text, tools, format);
+                if let Some(delta) = text_out.strip_prefix(st.sent.as_str()) {
+                    if !delta.is_empty() {
+                        st.out.push_back(chunk(content(delta), None, None));
                     }
-                    let rest = tool_calls_out(&calls, true);
-                    if rest.len() > 1 {
-                        st.out
-                            .push_back(chunk(calls_delta(rest[1..].to_vec()), None, None));
+                }
+                let streamed_ok = match (&st.call, calls.first()) {
+                    (Some((name, _)), Some(f)) => &f.name == name && f.raw.is_some(),
+                    _ => false,
+                };
+                let reason = match (&st.call, calls.first()) {
+                    (Some(_), _) if !streamed_ok => {
+                        // the streamed call did not parse (or another one did): its head is out,
+                        // so end it with what the model wrote and say so on the server's log
+                        eprintln!(
+                            "warning: a streamed GLM-4 tool call did not parse; sent as text"
+                        );
+                        finish_name(finish)
                     }
-                    "tool_calls"
+                    (_, None) => finish_name(finish),
+                    (Some((_, sent)), Some(first)) => {
+                        // the first call streamed already: the rest of its arguments, then the others
+                        let raw = first.raw.as_deref().unwrap_or_default();
+                        if raw.len() > *sent && raw.is_char_boundary(*sent) {
+                            let more = arguments(&raw[*sent..]);
+                            st.out.push_back(chunk(calls_delta(vec![more]), None, None));
+                        }
+                        let rest = tool_calls_out(&calls, true);
+                        if rest.len() > 1 {
+                            st.out
+                                .push_back(chunk(calls_delta(rest[1..].to_vec()), None, None));
+                        }
+                        "tool_calls"
+                    }
+                    (None, Some(_)) => {
+                        let all = tool_calls_out(&calls, true);
+                        st.out.push_back(chunk(calls_delta(all), None, None));
+                        "tool_calls"
+                    }
+                };
+                let lp = pending(st);
+                st.out
+                    .push_back(chunk(wire::Delta::default(), Some(reason), lp));
+                if include_usage {
+                    st.out.push_back(to_json(&wire::ChatCompletionChunk {
+                        id: id.clone(),
+                        object: "chat.completion.chunk",
+                        created,
+                        model: model.clone(),
+                        choices: vec![],
+                        usage: Some(usage(prompt_tokens, &stats)),
+                        timings: Some(timings(&stats)),
+                    }));
                 }
-                (None, Some(_)) => {
-                    let all = tool_calls_out(&calls, true);
-                    st.out.push_back(chunk(calls_delta(all), None, None));
-                    "tool_calls"
-                }
-            };
-            let lp = pending(st);
-            st.out
-                .push_back(chunk(wire::Delta::default(), Some(reason), lp));
-            if include_usage {
-                st.out.push_back(to_json(&wire::ChatCompletionChunk {
-                    id: id.clone(),
-                    object: "chat.completion.chunk",
-                    created,
-                    model: model.clone(),
-                    choices: vec![],
-                    usage: Some(usage(prompt_tokens, &stats)),
-                    timings: Some(timings(&stats)),
-                }));
+                st.out.push_back("[DONE]".into());
+                st.done = true;
             }
-            st.out.push_back("[DONE]".into());
-            st.done = true;
-        }
-        _ => {}
-    }))
+            _ => {}
+        }),
+        dropped,
+    ))
 }

@@ -12,7 +12,7 @@ pub(crate) async fn completions(
         content: p.structured.as_ref().map(|s| s.grammar.clone()),
         ..Default::default()
     };
-    let (prompt_tokens, mut rx) = submit(&s, Prompt::Raw(prompt), output, &p).await?;
+    let (prompt_tokens, _, mut rx) = submit(&s, Prompt::Raw(prompt), output, &p).await?;
     let id = format!("cmpl-{}", random_hex(24));
     let created = now();
     let model = s.model.clone();

@@ -73,6 +73,12 @@ pub struct Args {
     /// (then the connection is closed)
     #[arg(long = "header-timeout", default_value_t = 10)]
     pub header_timeout: u64,
+    /// When a chat does not fit the context (with room for max_tokens, default a quarter of it),
+    /// drop its oldest turns as `run` does, and say so in the response (`"truncated": true`,
+    /// header x-context-dropped-messages); without it such requests get 400 (llama-server's
+    /// --context-shift)
+    #[arg(long = "context-shift")]
+    pub context_shift: bool,
     /// Let web pages from ORIGIN (e.g. http://localhost:3000, or * for any) call the API from
     /// a browser: CORS headers and answers to OPTIONS preflights. Off by default
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
@@ -135,7 +141,7 @@ pub fn run(a: Args) -> Result<()> {
     let fixed_seed = a.sampling.seed;
     let (jobs_tx, jobs_rx) = std_mpsc::channel::<Job>();
     let queued = Arc::new(AtomicUsize::new(0));
-    let (info, worker) = spawn_worker(a.model.clone(), jobs_rx, queued.clone())?;
+    let (info, worker) = spawn_worker(a.model.clone(), jobs_rx, queued.clone(), a.context_shift)?;
     defaults.seed = 0;
     let state = Arc::new(AppState {
         jobs: Mutex::new(Some(jobs_tx)),
@@ -431,14 +437,15 @@ pub(crate) fn queue_room(queued: usize, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Queues a job; returns its event channel after the worker accepted it (prompt tokenized
-/// and within the context), or the error response.
+/// Queues a job; returns its prompt's tokens, the messages the context shift dropped, and its
+/// event channel after the worker accepted it (prompt tokenized and within the context), or the
+/// error response.
 pub(crate) async fn submit(
     s: &AppState,
     prompt: Prompt,
     output: OutputSpec,
     p: &Params,
-) -> Result<(usize, mpsc::UnboundedReceiver<Event>), ApiError> {
+) -> Result<(usize, usize, mpsc::UnboundedReceiver<Event>), ApiError> {
     queue_room(s.queued.load(Ordering::SeqCst), s.max_queue)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let job = Job {
@@ -466,7 +473,10 @@ pub(crate) async fn submit(
         ));
     }
     match rx.recv().await {
-        Some(Event::Started { prompt_tokens }) => Ok((prompt_tokens, rx)),
+        Some(Event::Started {
+            prompt_tokens,
+            dropped,
+        }) => Ok((prompt_tokens, dropped, rx)),
         Some(Event::Rejected(m)) => Err(bad(m)),
         Some(Event::Failed(m)) => Err(ApiError(StatusCode::INTERNAL_SERVER_ERROR, m)),
         _ => Err(ApiError(
@@ -518,6 +528,15 @@ pub(crate) async fn collect(
         StatusCode::SERVICE_UNAVAILABLE,
         "the generation was stopped".into(),
     ))
+}
+
+/// The context shift's report on a response: a header with the number of messages dropped.
+pub(crate) fn report_dropped(mut r: Response, dropped: usize) -> Response {
+    if dropped > 0 {
+        r.headers_mut()
+            .insert("x-context-dropped-messages", dropped.into());
+    }
+    r
 }
 
 /// OpenAI's `usage`, with the prompt tokens that came from the KV cache of an earlier request

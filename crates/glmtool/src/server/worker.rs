@@ -34,8 +34,12 @@ pub(crate) enum Finish {
 }
 
 pub(crate) enum Event {
-    /// The prompt fits; generation starts.
-    Started { prompt_tokens: usize },
+    /// The prompt fits (after `dropped` messages of the oldest turns, with --context-shift);
+    /// generation starts.
+    Started {
+        prompt_tokens: usize,
+        dropped: usize,
+    },
     /// The request cannot be served (400).
     Rejected(String),
     /// Decoded text of the next token(s).
@@ -60,10 +64,12 @@ pub(crate) struct ModelInfo {
 }
 
 /// Loads the model on its own thread and serves jobs until the job channel closes.
+/// `context_shift`: chats that do not fit lose their oldest turns (`run`'s policy).
 pub(crate) fn spawn_worker(
     margs: ModelArgs,
     jobs: std_mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
+    context_shift: bool,
 ) -> Result<(ModelInfo, std::thread::JoinHandle<()>)> {
     let (ready_tx, ready_rx) = std_mpsc::channel::<Result<ModelInfo, String>>();
     let handle = std::thread::Builder::new()
@@ -94,7 +100,7 @@ pub(crate) fn spawn_worker(
             }));
             for job in jobs {
                 queued.fetch_sub(1, Ordering::SeqCst);
-                run_job(&model, &mut session, job);
+                run_job(&model, &mut session, job, context_shift);
             }
         })?;
     match ready_rx.recv() {
@@ -110,7 +116,12 @@ pub(crate) fn spawn_worker(
     }
 }
 
-pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Job) {
+pub(crate) fn run_job(
+    model: &glm_runtime::Model,
+    session: &mut Session,
+    job: Job,
+    context_shift: bool,
+) {
     let tx = job.tx;
     if tx.is_closed() {
         return; // the client left while queued
@@ -120,16 +131,34 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
         return;
     }
     let tok = &model.tokenizer;
+    let n_ctx = session.n_ctx();
+    let mut dropped = 0;
     let (ids, stops, shape) = match &job.prompt {
-        Prompt::Chat(messages) => match build_chat_ids(tok, messages) {
-            Ok(ids) => (ids, stop_ids(tok), Shape::Reply(tok.chat_format())),
-            Err(e) => {
-                let _ = tx.send(Event::Rejected(format!(
-                    "cannot tokenize the messages: {e}"
-                )));
-                return;
-            }
-        },
+        Prompt::Chat(messages) => {
+            // With --context-shift, the oldest whole turns go (never the system messages or
+            // the last turn) until a reply of max_tokens (default: a quarter of the context)
+            // fits, as `run` does.
+            let reserve = job.max_tokens.unwrap_or(n_ctx / 4);
+            let (base, mut turns) = crate::cmd::run::repl::split_conversation(messages.clone());
+            let ids = loop {
+                let kept: Vec<Message> =
+                    base.iter().chain(turns.iter().flatten()).cloned().collect();
+                let ids = match build_chat_ids(tok, &kept) {
+                    Ok(ids) => ids,
+                    Err(e) => {
+                        let _ = tx.send(Event::Rejected(format!(
+                            "cannot tokenize the messages: {e}"
+                        )));
+                        return;
+                    }
+                };
+                if !context_shift || ids.len() + reserve <= n_ctx || turns.len() <= 1 {
+                    break ids;
+                }
+                dropped += turns.remove(0).len();
+            };
+            (ids, stop_ids(tok), Shape::Reply(tok.chat_format()))
+        }
         // a base or code model gets THUDM's `[gMASK] sop` prefix, as `run` gives it; a chat
         // model's raw completion is the text alone (as `run --raw`)
         Prompt::Raw(text) => match if tok.chat_format() == ChatFormat::Completion {
@@ -148,7 +177,6 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
             }
         },
     };
-    let n_ctx = session.n_ctx();
     if ids.len() >= n_ctx {
         let _ = tx.send(Event::Rejected(format!(
             "the prompt has {} tokens but the context holds {n_ctx}; shorten the conversation \
@@ -188,6 +216,7 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
     let max_new = job.max_tokens.unwrap_or(room).min(room);
     let _ = tx.send(Event::Started {
         prompt_tokens: ids.len(),
+        dropped,
     });
     let mut text = String::new();
     let mut dec = tok.stream_decoder();
@@ -257,9 +286,14 @@ pub(crate) fn run_job(model: &glm_runtime::Model, session: &mut Session, job: Jo
                 _ => Finish::Stop,
             };
             eprintln!(
-                "request: {} prompt tokens ({} from cache), {} generated in {:.2} s{}",
+                "request: {} prompt tokens ({} from cache{}), {} generated in {:.2} s{}",
                 g.stats.prompt_tokens,
                 g.stats.prompt_tokens - g.stats.prompt_evaluated,
+                if dropped > 0 {
+                    format!("; context shift dropped {dropped} messages")
+                } else {
+                    String::new()
+                },
                 g.stats.generated_tokens,
                 t0.elapsed().as_secs_f64(),
                 if g.stop == StopReason::Cancelled && !stopped_by_text {

@@ -1,7 +1,7 @@
 //! `glmtool run`: one-shot completion with `-p`/`-f`, or an interactive chat on a terminal
 //! (the chat itself is in `repl`).
 
-mod repl;
+pub(crate) mod repl;
 use crate::args::{ModelArgs, SamplingArgs};
 use crate::INTERRUPTED;
 use anyhow::{bail, Context, Result};

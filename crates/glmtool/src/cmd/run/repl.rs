@@ -218,8 +218,9 @@ impl Collector {
 }
 
 /// Splits a conversation into its leading system messages and turns (each from a user message
-/// on; messages before the first one make a turn of their own).
-fn split_conversation(messages: Vec<Message>) -> (Vec<Message>, Vec<Vec<Message>>) {
+/// on; messages before the first one make a turn of their own). The context-full policy drops
+/// the oldest turns (here, and in `serve --context-shift`).
+pub(crate) fn split_conversation(messages: Vec<Message>) -> (Vec<Message>, Vec<Vec<Message>>) {
     let mut base = Vec::new();
     let mut turns: Vec<Vec<Message>> = Vec::new();
     for m in messages {
