@@ -496,6 +496,27 @@ impl<'g, 'w> GraphCtx<'g, 'w> {
         Ok(r)
     }
 
+    /// `a` and `b` (f32, with equal first two dimensions and contiguous rows) stacked along
+    /// dimension 2 (ggml's concat, CPU: the flash-attention outputs of a batch's sequences).
+    pub fn concat(&self, a: Tensor<'g>, b: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
+        let (na, nb) = (a.ne(), b.ne());
+        if a.ty() != TYPE_F32
+            || b.ty() != TYPE_F32
+            || na[0] != nb[0]
+            || na[1] != nb[1]
+            || na[3] != 1
+            || nb[3] != 1
+            || a.nb()[0] != 4
+            || b.nb()[0] != 4
+        {
+            return shape_err("concat", format!("{na:?} + {nb:?}"));
+        }
+        let ctx = self.room()?;
+        // SAFETY: f32 tensors of matching shapes with contiguous rows (checked: ggml's CPU
+        // concat asserts these); ctx has room.
+        self.wrap(unsafe { sys::ggml_concat(ctx, a.raw(), b.raw()) })
+    }
+
     /// A contiguous copy.
     pub fn cont(&self, a: Tensor<'g>) -> Result<Tensor<'g>, GgmlError> {
         let ctx = self.room()?;

@@ -288,6 +288,42 @@ impl TensorStore {
         Ok(())
     }
 
+    /// Copies `len` bytes of tensor `i` from byte offset `src` to byte offset `dst` (both ranges
+    /// inside the tensor; through the host, so on any backend): a KV cache region shared by
+    /// another sequence.
+    pub fn copy_within(
+        &self,
+        i: usize,
+        src: usize,
+        dst: usize,
+        len: usize,
+    ) -> Result<(), GgmlError> {
+        let t = self
+            .at(i)
+            .ok_or_else(|| GgmlError::Shape(format!("no tensor {i} in this store")))?;
+        let n = t.n_bytes();
+        if self._host.is_some() || !t.has_data() {
+            return Err(GgmlError::Shape("a host-mapped store is read-only".into()));
+        }
+        if src.checked_add(len).is_none_or(|e| e > n) || dst.checked_add(len).is_none_or(|e| e > n)
+        {
+            return Err(GgmlError::Shape(format!(
+                "copy of {len} bytes from {src} to {dst} outside a {n}-byte tensor"
+            )));
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        let mut buf = vec![0u8; len];
+        // SAFETY: t belongs to this store's live buffer; both ranges lie inside the tensor
+        // (checked) and buf holds len bytes.
+        unsafe {
+            ffi::ggml_backend_tensor_get(t.raw(), buf.as_mut_ptr().cast(), src, len);
+            ffi::ggml_backend_tensor_set(t.raw(), buf.as_ptr().cast(), dst, len);
+        }
+        Ok(())
+    }
+
     /// The bytes of tensor `i`, writable: only for stores allocated in host memory by
     /// [`Self::allocate_weights`] or [`Self::allocate`] (not mapped ones). `&mut self`: no handle
     /// into the store (and so no graph reading it) can be alive meanwhile.

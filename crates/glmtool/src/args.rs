@@ -286,6 +286,7 @@ impl ModelArgs {
             n_threads: self.n_threads()?,
             cache_type: self.shape.cache(),
             flash_attn: self.shape.flash_attn,
+            n_seq: 1,
         })
     }
 

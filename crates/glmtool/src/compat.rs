@@ -24,7 +24,7 @@ use Compat::{Missing, Noop, Rename};
 /// glmtool declares itself with llama.cpp's meaning (`-m -t -c -b -n -p -f -i -s -r -e -o
 /// --temp --top-k --top-p --min-p --repeat-penalty --repeat-last-n --frequency-penalty
 /// --presence-penalty -l --logit-bias -j --json-schema --json-schema-file --grammar --grammar-file --host --port
-/// --api-key --alias --flash-attn --cache-type-k --cache-type-v
+/// --api-key --alias --flash-attn --cache-type-k --cache-type-v --parallel --metrics
 /// --chunks --kl-divergence[-base] --pure --imatrix --include-weights --exclude-weights
 /// --process-output --in-file --no-ppl --output-frequency --allow-requantize --output-tensor-type
 /// --token-embedding-type`) are not listed.
@@ -44,19 +44,10 @@ pub const FLAGS: &[(&[&str], Compat)] = &[
             "glmtool copies the weights into its own buffers at load; the file is not kept mapped",
         ),
     ),
-    (
-        &["-np", "--parallel"],
-        Missing(
-            "llama-server's parallel slots",
-            "`serve` answers one request at a time and queues the rest (--max-queue)",
-        ),
-    ),
+    (&["-np"], Rename("--parallel")),
     (
         &["-cb", "--cont-batching", "-nocb", "--no-cont-batching"],
-        Missing(
-            "llama-server's continuous batching",
-            "`serve` answers one request at a time and queues the rest (--max-queue)",
-        ),
+        Noop("`serve` always batches its slots continuously (-np sets how many)"),
     ),
     (
         &["-ub", "--ubatch-size"],
@@ -292,9 +283,10 @@ mod tests {
                 "--cache-type-v=q4_0"
             ]
         );
-        assert!(rw(&["glmtool", "serve", "-np", "4"])
-            .unwrap_err()
-            .contains("-np"));
+        assert_eq!(
+            rw(&["glmtool", "serve", "-np", "4", "-cb"]).unwrap(),
+            ["glmtool", "serve", "--parallel", "4"]
+        );
         // after `--` nothing is touched
         assert_eq!(
             rw(&["glmtool", "run", "--", "-fa"]).unwrap(),

@@ -284,13 +284,14 @@ fn eight_concurrent_clients_and_a_client_that_leaves_mid_stream() {
     // The abandoned generation was stopped, not run to the end of the context.
     let deadline = Instant::now() + Duration::from_secs(20);
     // (the server logs a request after answering it, so wait for the lines too)
-    let done = |log: &str| log.contains("(cancelled)") && log.matches("request: ").count() >= 9;
+    let done =
+        |log: &str| log.contains("end=cancelled") && log.matches("request id=").count() >= 9;
     while !done(&s.log.lock().unwrap()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = s.log.lock().unwrap().clone();
-    assert!(log.contains("(cancelled)"), "{log}");
-    assert_eq!(log.matches("request: ").count(), 9, "{log}");
+    assert!(log.contains("end=cancelled"), "{log}");
+    assert_eq!(log.matches("request id=").count(), 9, "{log}");
     let (st, h) = get(&s, "/health", None);
     assert_eq!((st, h["queued"].as_u64()), (200, Some(0)));
 }
@@ -742,4 +743,160 @@ fn context_shift_drops_the_oldest_turns_and_says_so() {
     let (status, v) = post(&shifted, "/v1/chat/completions", &short.to_string(), None);
     assert_eq!(status, 200);
     assert!(v.get("truncated").is_none(), "{v}");
+}
+
+/// The text of a chat or completion request: non-streaming `choices[0]`, or the streamed deltas
+/// joined (tool calls included, as their JSON).
+fn reply_text(s: &Server, path: &str, body: &Value) -> String {
+    if body["stream"] == json!(true) {
+        let mut out = String::new();
+        for e in sse(s, path, body) {
+            let Ok(v) = serde_json::from_str::<Value>(&e) else {
+                continue; // [DONE]
+            };
+            let c = &v["choices"][0];
+            for x in [&c["delta"]["content"], &c["text"]] {
+                out.push_str(x.as_str().unwrap_or_default());
+            }
+            if !c["delta"]["tool_calls"].is_null() {
+                out.push_str(&c["delta"]["tool_calls"].to_string());
+            }
+        }
+        out
+    } else {
+        let (st, v) = post(s, path, &body.to_string(), None);
+        assert_eq!(st, 200, "{v}");
+        let c = &v["choices"][0];
+        format!(
+            "{}{}{}",
+            c["message"]["content"].as_str().unwrap_or_default(),
+            c["text"].as_str().unwrap_or_default(),
+            if c["message"]["tool_calls"].is_null() {
+                String::new()
+            } else {
+                c["message"]["tool_calls"].to_string()
+            }
+        )
+    }
+}
+
+/// The value of a Prometheus sample line `name{labels} value` (the first with that name).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n == name).then(|| v.parse::<f64>().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
+    let s = Arc::new(server(&["--parallel", "4", "--metrics"]));
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "description": "Weather of a city", "parameters": {"type": "object",
+        "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    // eight requests of mixed lengths: chats and completions, streaming and not, with tools
+    let reqs: Vec<(&str, Value)> = (0..8)
+        .map(|i| {
+            let words = "lorem ipsum dolor sit amet ".repeat(1 + 7 * (i % 3));
+            let mut body = if i % 4 == 3 {
+                json!({"prompt": format!("{i} {words}"), "max_tokens": 6 + 3 * i})
+            } else {
+                json!({"messages": [{"role": "user", "content": format!("{i} {words}")}],
+                       "max_tokens": 6 + 3 * i})
+            };
+            body["stream"] = json!(i % 2 == 1);
+            if i % 4 == 2 {
+                body["tools"] = tools.clone();
+            }
+            let path = if i % 4 == 3 { "/v1/completions" } else { "/v1/chat/completions" };
+            (path, body)
+        })
+        .collect();
+    // alone, one after the other
+    let alone: Vec<String> = reqs.iter().map(|(p, b)| reply_text(&s, p, b)).collect();
+    assert!(alone.iter().any(|t| !t.is_empty()));
+    let (st, m) = {
+        let r = agent().get(&format!("{}/metrics", s.base)).call().unwrap();
+        (r.status(), r.into_string().unwrap())
+    };
+    assert_eq!(st, 200);
+    // every sample line parses; the counters add up to the eight requests
+    for l in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (_, v) = l.rsplit_once(' ').unwrap();
+        v.parse::<f64>().unwrap_or_else(|_| panic!("{l}"));
+    }
+    assert_eq!(sample(&m, "glmtool:requests_total"), 8.0);
+    let generated: f64 = {
+        let log = s.log.lock().unwrap();
+        log.lines()
+            .filter_map(|l| l.split(" generated_tokens=").nth(1))
+            .map(|r| r.split(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum()
+    };
+    assert_eq!(sample(&m, "llamacpp:tokens_predicted_total"), generated);
+    assert!(sample(&m, "llamacpp:prompt_tokens_total") > 0.0);
+    assert_eq!(sample(&m, "llamacpp:requests_processing"), 0.0);
+
+    // the same eight at once, plus two clients that leave in the middle of their streams
+    let leavers: Vec<_> = (0..2)
+        .map(|i| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let resp = agent()
+                    .post(&format!("{}/v1/chat/completions", s.base))
+                    .send_json(json!({"messages": [{"role": "user", "content": format!("leave {i}")}],
+                                      "stream": true}))
+                    .unwrap();
+                let mut reader = BufReader::new(resp.into_reader());
+                let mut line = String::new();
+                let mut events = 0;
+                while events < 3 {
+                    line.clear();
+                    assert!(reader.read_line(&mut line).unwrap() > 0);
+                    events += line.starts_with("data: ") as usize;
+                }
+            })
+        })
+        .collect();
+    let together: Vec<_> = reqs
+        .iter()
+        .cloned()
+        .map(|(p, b)| {
+            let s = s.clone();
+            std::thread::spawn(move || reply_text(&s, p, &b))
+        })
+        .collect();
+    for (i, h) in together.into_iter().enumerate() {
+        assert_eq!(h.join().unwrap(), alone[i], "request {i}: batched differs from alone");
+    }
+    for h in leavers {
+        h.join().unwrap();
+    }
+    // the leavers' slots were freed: every slot goes idle, and more than one slot took part
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, slots) = get(&s, "/slots", None);
+        let slots = slots.as_array().unwrap().clone();
+        assert_eq!(slots.len(), 4);
+        if slots.iter().all(|x| x["is_processing"] == json!(false)) {
+            assert!(slots.iter().filter(|x| x["n_cached"].as_u64().unwrap() > 0).count() > 1);
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots still busy: {slots:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = agent().get(&format!("{}/metrics", s.base)).call().unwrap();
+    let m = r.into_string().unwrap();
+    assert_eq!(sample(&m, "glmtool:requests_total"), 18.0);
+    assert!(sample(&m, "llamacpp:n_busy_slots_per_decode") > 1.0, "{m}");
+    // (whether the leavers are cancelled before the end depends on how soon the server sees
+    // the closed connection: the demo model writes its 500 tokens in a fraction of a second;
+    // eight_concurrent_clients_and_a_client_that_leaves_mid_stream checks the cancellation)
+    let log = s.log.lock().unwrap().clone();
+    assert!(log.contains("slots: 4, each with a context of"), "{log}");
+    let (st, h) = get(&s, "/health?fail_on_no_slot=1", None);
+    assert_eq!((st, h["slots_idle"].as_u64()), (200, Some(4)));
 }

@@ -345,17 +345,41 @@ pub enum Attention {
     Flash(Isa),
 }
 
-/// What one evaluation step computes.
-#[derive(Clone, Copy, Debug)]
-pub struct Step {
-    /// Tokens already in the cache.
+/// One sequence's share of a step: `n_tokens` consecutive rows of the batch, appended after
+/// the `n_past` tokens the sequence has in its region of the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqStep {
+    /// The sequence (slot): its cache region is tokens `seq·n_ctx .. (seq+1)·n_ctx`.
+    pub seq: usize,
+    /// Tokens already in the sequence's cache region.
     pub n_past: usize,
-    /// Tokens in this batch.
+    /// Tokens of this sequence in the batch.
     pub n_tokens: usize,
-    /// Cache capacity in tokens.
+}
+
+/// What one evaluation step computes: a batch made of one or more sequences' tokens, in order.
+/// Every matrix product runs over all rows of the batch at once; attention is per sequence.
+#[derive(Clone, Copy, Debug)]
+pub struct Step<'a> {
+    pub seqs: &'a [SeqStep],
+    /// Cache capacity of one sequence, in tokens.
     pub n_ctx: usize,
-    /// Logits for every token of the batch (perplexity) or only the last one (generation).
-    pub all_logits: bool,
+    /// The batch rows whose logits are computed, ascending (all of them for perplexity, the
+    /// last token of each sequence that samples next when generating).
+    pub out_rows: &'a [usize],
+}
+
+impl Step<'_> {
+    /// Tokens in the batch.
+    pub fn n_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.n_tokens).sum()
+    }
+
+    /// Whether the logits rows are the batch's last rows (read as a view, not gathered).
+    fn out_rows_are_tail(&self) -> bool {
+        let (t, n) = (self.n_tokens(), self.out_rows.len());
+        self.out_rows.iter().copied().eq(t - n.min(t)..t)
+    }
 }
 
 /// The graph's inputs and output.
@@ -365,6 +389,8 @@ pub struct GraphIo<'g> {
     pub rope_pos: Tensor<'g>,
     /// The causal mask ([`step_mask`]); flash attention computes it itself.
     pub mask: Option<Tensor<'g>>,
+    /// The rows whose logits are computed, when they are not the batch's last rows.
+    pub out_rows: Option<Tensor<'g>>,
     pub logits: Tensor<'g>,
 }
 
@@ -404,15 +430,25 @@ pub fn build_graph<'g>(
     attention: Attention,
 ) -> Result<GraphIo<'g>, GgmlError> {
     let (d, nh, nkv) = (hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
-    let t = step.n_tokens as i64;
-    let n_kv = (step.n_past + step.n_tokens) as i64;
+    let t = step.n_tokens() as i64;
     let f = 4usize; // bytes of f32
     let scale = 1.0 / (d as f32).sqrt();
+    if step.seqs.is_empty() || step.seqs.iter().any(|s| s.n_tokens == 0) {
+        return Err(GgmlError::Shape("a step without tokens".into()));
+    }
+    if step.seqs.len() > 1 && attention == Attention::Unfused {
+        return Err(GgmlError::Shape(
+            "several sequences in one step need flash attention".into(),
+        ));
+    }
 
     let tokens = g.input(TYPE_I32, &[t])?;
     let rope_pos = g.input(TYPE_I32, &[2 * t])?;
     let mask = match attention {
-        Attention::Unfused => Some(g.input(TYPE_F32, &[n_kv, t])?),
+        Attention::Unfused => {
+            let s = step.seqs[0];
+            Some(g.input(TYPE_F32, &[(s.n_past + s.n_tokens) as i64, t])?)
+        }
         Attention::Flash(_) => None,
     };
 
@@ -435,37 +471,70 @@ pub fn build_graph<'g>(
         let k = rope_glm(g, k, rope_pos, hp.rope_base)?; // [d, nkv, T]
         let v = g.view(qkv, &[nkv * d, t], &[row], ((nh + nkv) * d) as usize * f)?;
 
-        // append k to the cache: one row of kv_width per token (quantized here if the cache is)
         let kv_w = nkv * d;
         let k_row = glm_ggml::quant::row_size(c.k.ty(), kv_w as usize)?;
-        let k_dst = g.view(c.k, &[kv_w * t], &[], step.n_past * k_row)?;
-        g.expand(g.cpy(k, k_dst)?)?;
+        // all sequences' regions: the cache's length in tokens
+        let cache_tokens = (c.k.n_elements() / kv_w) as usize;
 
         let attn = match attention {
             Attention::Flash(isa) => {
-                // v likewise, by token; then softmax(K·q / √d + causal mask) · V in one op
+                // Per sequence: append its k and v rows to its cache region (one row of kv_width
+                // per token, quantized here if the cache is), then softmax(K·q / √d + causal
+                // mask) · V over that region in one op; the sequences' outputs are stacked.
                 let v_row = glm_ggml::quant::row_size(c.v.ty(), kv_w as usize)?;
-                let v_dst = g.view(c.v, &[kv_w * t], &[], step.n_past * v_row)?;
-                g.expand(g.cpy(v, v_dst)?)?;
-                let keys = g.view(c.k, &[kv_w, n_kv], &[k_row], 0)?;
-                let vals = g.view(c.v, &[kv_w, n_kv], &[v_row], 0)?;
-                let a = g.flash_attn(q, keys, vals, scale, isa)?; // [d, nh, T]
+                let mut out: Option<Tensor<'g>> = None;
+                let mut col = 0usize;
+                for s in step.seqs {
+                    let (ts, base) = (s.n_tokens as i64, s.seq * step.n_ctx);
+                    let n_kv = (s.n_past + s.n_tokens) as i64;
+                    let k_s = g.view(k, &[kv_w * ts], &[], col * kv_w as usize * f)?;
+                    let k_dst = g.view(c.k, &[kv_w * ts], &[], (base + s.n_past) * k_row)?;
+                    g.expand(g.cpy(k_s, k_dst)?)?;
+                    let v_s = g.view(v, &[kv_w, ts], &[row], col * row)?;
+                    let v_dst = g.view(c.v, &[kv_w * ts], &[], (base + s.n_past) * v_row)?;
+                    g.expand(g.cpy(v_s, v_dst)?)?;
+                    let keys = g.view(c.k, &[kv_w, n_kv], &[k_row], base * k_row)?;
+                    let vals = g.view(c.v, &[kv_w, n_kv], &[v_row], base * v_row)?;
+                    let q_s = if step.seqs.len() == 1 {
+                        q
+                    } else {
+                        let qb = q.nb();
+                        g.view(q, &[d, nh, ts], &[qb[1], qb[2]], col * qb[2])?
+                    };
+                    let a = g.flash_attn(q_s, keys, vals, scale, isa)?; // [d, nh, ts]
+                    out = Some(match out {
+                        None => a,
+                        Some(o) => g.concat(o, a)?, // along the token dimension
+                    });
+                    col += s.n_tokens;
+                }
+                let a = out.expect("a step has a sequence");
                 g.reshape(a, &[nh * d, t])?
             }
             Attention::Unfused => {
-                // v transposed: one row of n_ctx per value dimension
+                let s = step.seqs[0];
+                let (base, n_kv) = (s.seq * step.n_ctx, (s.n_past + s.n_tokens) as i64);
+                // append k to the cache: one row of kv_width per token
+                let k_dst = g.view(c.k, &[kv_w * t], &[], (base + s.n_past) * k_row)?;
+                g.expand(g.cpy(k, k_dst)?)?;
+                // v transposed: one row of all regions' tokens per value dimension
                 let ve = c.v.nb()[0];
-                let v_dst = g.view(c.v, &[t, kv_w], &[step.n_ctx * ve], step.n_past * ve)?;
+                let v_dst = g.view(
+                    c.v,
+                    &[t, kv_w],
+                    &[cache_tokens * ve],
+                    (base + s.n_past) * ve,
+                )?;
                 g.expand(g.cpy(g.transpose(v)?, v_dst)?)?;
 
-                // softmax(K·q / √d + mask) · V over the whole cache
+                // softmax(K·q / √d + mask) · V over the sequence's region
                 let k_head = glm_ggml::quant::row_size(c.k.ty(), d as usize)?;
-                let keys = g.view(c.k, &[d, n_kv, nkv], &[k_row, k_head], 0)?;
+                let keys = g.view(c.k, &[d, n_kv, nkv], &[k_row, k_head], base * k_row)?;
                 let vals = g.view(
                     c.v,
                     &[n_kv, d, nkv],
-                    &[step.n_ctx * ve, step.n_ctx * d as usize * ve],
-                    0,
+                    &[cache_tokens * ve, cache_tokens * d as usize * ve],
+                    base * ve,
                 )?;
                 let q = g.permute(q, [0, 2, 1, 3])?; // [d, T, nh]
                 let scores = g.mul_mat_f32(keys, q)?; // [n_kv, T, nh]
@@ -495,13 +564,26 @@ pub fn build_graph<'g>(
         x = g.add(x, l.ffn_down.apply(g, act)?)?;
     }
 
-    let n_out = if step.all_logits { t } else { 1 };
-    let last = g.view(
-        x,
-        &[hp.n_embd as i64, n_out],
-        &[x.nb()[1]],
-        (t - n_out) as usize * x.nb()[1],
-    )?;
+    // the rows whose logits are wanted: the last ones as a view, others gathered
+    let n_out = step.out_rows.len() as i64;
+    if n_out == 0 || step.out_rows.iter().any(|&r| r as i64 >= t) {
+        return Err(GgmlError::Shape(format!(
+            "logits rows {:?} of a {t}-token step",
+            step.out_rows
+        )));
+    }
+    let (last, out_rows) = if step.out_rows_are_tail() {
+        let v = g.view(
+            x,
+            &[hp.n_embd as i64, n_out],
+            &[x.nb()[1]],
+            (t - n_out) as usize * x.nb()[1],
+        )?;
+        (v, None)
+    } else {
+        let rows = g.input(TYPE_I32, &[n_out])?;
+        (g.get_rows(x, rows)?, Some(rows))
+    };
     let h = g.mul(g.rms_norm(last, hp.eps)?, w.output_norm)?;
     let logits = w.output.apply(g, h)?; // [n_vocab, n_out]
     g.output(logits)?;
@@ -509,25 +591,31 @@ pub fn build_graph<'g>(
         tokens,
         rope_pos,
         mask,
+        out_rows,
         logits,
     })
 }
 
-/// Host data for the step's rope positions.
+/// Host data for the step's rope positions: each sequence's next positions, then zeros.
 pub fn step_positions(step: Step) -> Vec<i32> {
-    let t = step.n_tokens;
-    let mut pos: Vec<i32> = (step.n_past..step.n_past + t).map(|p| p as i32).collect();
-    pos.extend(std::iter::repeat_n(0, t));
+    let mut pos: Vec<i32> = step
+        .seqs
+        .iter()
+        .flat_map(|s| (s.n_past..s.n_past + s.n_tokens).map(|p| p as i32))
+        .collect();
+    pos.extend(std::iter::repeat_n(0, pos.len()));
     pos
 }
 
-/// Host data for the unfused graph's causal mask: `[T][n_past + T]`, −∞ past each token.
+/// Host data for the unfused graph's causal mask (one sequence): `[T][n_past + T]`, −∞ past
+/// each token.
 pub fn step_mask(step: Step) -> Vec<f32> {
-    let t = step.n_tokens;
-    let n_kv = step.n_past + t;
+    let s = step.seqs[0];
+    let t = s.n_tokens;
+    let n_kv = s.n_past + t;
     let mut mask = vec![0f32; n_kv * t];
     for i in 0..t {
-        for j in step.n_past + i + 1..n_kv {
+        for j in s.n_past + i + 1..n_kv {
             mask[i * n_kv + j] = f32::NEG_INFINITY;
         }
     }

@@ -1,10 +1,11 @@
-//! The generation loop shared by `run`, `bench` and (later) the server: evaluate a prompt,
-//! then sample one token at a time until a stop token, the length limit, or the caller says stop.
+//! One generation (`run`, the REPL, `bench`): a prompt, then one token at a time until a stop
+//! token, the length limit, or the caller says stop — one request of the [`crate::engine`] that
+//! `serve` drives with many.
 
+use crate::engine::{Client, Engine, Request};
 use crate::sampler::Sampler;
 use crate::session::Session;
 use crate::RuntimeError;
-use std::time::Instant;
 
 /// Why generation ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -130,50 +131,42 @@ pub fn generate_with_logprobs(
             session.model().hparams.n_ctx_train
         )));
     }
-    let t0 = Instant::now();
-    let cached = session.reusable_prefix(prompt);
-    let mut logits = session.eval_prompt(prompt)?;
-    let mut stats = GenerateStats {
-        prompt_tokens: prompt.len(),
-        prompt_evaluated: prompt.len() - cached,
-        prompt_seconds: t0.elapsed().as_secs_f64(),
-        ..Default::default()
-    };
-    let t1 = Instant::now();
-    let mut history = prompt.to_vec();
-    let mut ids = Vec::new();
-    let mut logprobs = Vec::new();
-    let mut stop = StopReason::Length;
-    sampler.begin();
-    while ids.len() < max_new {
-        session.model().tokenizer.mask_unsampleable(&mut logits);
-        let next = sampler.sample(&logits, &history)?;
-        if stop_ids.contains(&next) {
-            stop = StopReason::Stop(next);
-            break;
-        }
-        if let Some(n) = top_logprobs {
-            logprobs.push(token_logprob(&logits, next, n));
-        }
-        ids.push(next);
-        history.push(next);
-        if !on_token(next, logprobs.last()) {
-            stop = StopReason::Cancelled;
-            break;
-        }
-        if session.n_past() + 1 > session.n_ctx() || ids.len() == max_new {
-            break;
-        }
-        logits = session.eval(&[next], false)?;
+    // One request in slot 0 of the engine that `serve` drives with many.
+    struct Once<'f, F> {
+        sampler: &'f mut Sampler,
+        on_token: &'f mut F,
+        result: &'f mut Option<Result<Generated, RuntimeError>>,
     }
-    stats.generated_tokens = ids.len();
-    stats.generate_seconds = t1.elapsed().as_secs_f64();
-    Ok(Generated {
-        ids,
-        stop,
-        stats,
-        logprobs,
-    })
+    impl<F: FnMut(u32, Option<&TokenLogprob>) -> bool> Client for Once<'_, F> {
+        fn sampler(&mut self) -> &mut Sampler {
+            self.sampler
+        }
+        fn token(&mut self, id: u32, lp: Option<&TokenLogprob>) -> bool {
+            (self.on_token)(id, lp)
+        }
+        fn finish(&mut self, result: Result<Generated, RuntimeError>) {
+            *self.result = Some(result);
+        }
+    }
+    let mut result = None;
+    {
+        let n_batch = session.n_batch();
+        let mut engine = Engine::new(session, n_batch);
+        let req = Request {
+            prompt: prompt.to_vec(),
+            max_new,
+            stop_ids: stop_ids.to_vec(),
+            top_logprobs,
+        };
+        let client = Once {
+            sampler,
+            on_token: &mut on_token,
+            result: &mut result,
+        };
+        engine.start(0, req, Box::new(client))?;
+        engine.run_to_end();
+    }
+    result.unwrap_or_else(|| Err(RuntimeError::Input("the generation did not end".into())))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod chat;
 pub mod chatglm;
 pub mod constraint;
+pub mod engine;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod generate;
@@ -24,7 +25,7 @@ pub use glm_ggml::{
 };
 pub use model::{LoadOptions, Model};
 pub use plan::{GpuLayers, Plan, PlanShape};
-pub use session::{CacheType, Session, SessionOptions};
+pub use session::{CacheType, SeqInput, Session, SessionOptions};
 pub use tokenizer::Tokenizer;
 
 /// Errors from loading and running models.

@@ -2,7 +2,9 @@
 //! the way the model's plan splits the layers, and ggml's scheduler over a loaded model. `eval`
 //! feeds tokens (in batches) and returns logits.
 
-use crate::chatglm::{build_graph, step_mask, step_positions, Attention, LayerCache, Step};
+use crate::chatglm::{
+    build_graph, step_mask, step_positions, Attention, LayerCache, SeqStep, Step,
+};
 use crate::model::Model;
 use crate::RuntimeError;
 use glm_ggml::{Backend, Isa, KvType, Scheduler, TensorSpec, TensorStore};
@@ -20,6 +22,9 @@ pub struct SessionOptions {
     pub cache_type: CacheType,
     /// `-fa`; `Auto` is on for a model wholly on the CPU.
     pub flash_attn: FlashAttn,
+    /// Sequences (slots) with a cache region of `n_ctx` tokens each, evaluated together by
+    /// [`Session::eval_batch`].
+    pub n_seq: usize,
 }
 
 impl Default for SessionOptions {
@@ -30,6 +35,7 @@ impl Default for SessionOptions {
             n_threads: crate::default_threads(),
             cache_type: CacheType::F16,
             flash_attn: FlashAttn::Auto,
+            n_seq: 1,
         }
     }
 }
@@ -49,8 +55,18 @@ pub struct Session<'m> {
     n_batch: usize,
     attention: Attention,
     cache_type: CacheType,
-    /// The tokens whose K/V are in the cache, in order.
-    tokens: Vec<u32>,
+    /// Per sequence, the tokens whose K/V are in its cache region, in order.
+    tokens: Vec<Vec<u32>>,
+}
+
+/// One sequence's tokens in a batch of [`Session::eval_batch`].
+#[derive(Clone, Copy, Debug)]
+pub struct SeqInput<'a> {
+    pub seq: usize,
+    /// Appended after the sequence's cached tokens.
+    pub tokens: &'a [u32],
+    /// Whether the logits after its last token are wanted.
+    pub logits: bool,
 }
 
 /// The attention a session of `model` runs for `fa` and `cache`, or why the combination cannot
@@ -121,15 +137,16 @@ impl<'m> Session<'m> {
             )));
         }
         let attention = choose_attention(model, opts.flash_attn, opts.cache_type)?;
+        let n_seq = opts.n_seq.max(1);
         let cpu = Backend::cpu(opts.n_threads)?;
         let gpu = model.gpu_backend();
-        let n = (hp.kv_width() * n_ctx) as i64;
+        let n = (hp.kv_width() * n_ctx * n_seq) as i64;
         // The CPU's share of the cache is zero-filled at once: more than the machine has would
         // get the process killed by the OOM killer instead of an error.
         let cpu_layers = (0..hp.n_layer)
             .filter(|&il| gpu.is_none() || !model.plan.layer_on_gpu(il))
             .count() as u64;
-        let bytes = |c: CacheType| cpu_layers * n_ctx as u64 * c.token_bytes(hp);
+        let bytes = |c: CacheType| cpu_layers * (n_ctx * n_seq) as u64 * c.token_bytes(hp);
         let smaller: Vec<(CacheType, u64)> = match attention {
             Attention::Flash(_) if hp.head_dim.is_multiple_of(32) => [KvType::Q8_0, KvType::Q4_0]
                 .into_iter()
@@ -141,7 +158,7 @@ impl<'m> Session<'m> {
         };
         check_cache_fits(
             bytes(opts.cache_type),
-            n_ctx,
+            n_ctx * n_seq,
             cpu_layers * opts.cache_type.token_bytes(hp),
             &smaller,
             available_memory(),
@@ -175,7 +192,7 @@ impl<'m> Session<'m> {
             Some(g) => alloc(g, &gpu_specs)?,
             None => None,
         };
-        let sched = Scheduler::new(gpu, &cpu, max_nodes(hp.n_layer))?;
+        let sched = Scheduler::new(gpu, &cpu, max_nodes(hp.n_layer, n_seq))?;
         let mut session = Session {
             model,
             sched,
@@ -187,7 +204,7 @@ impl<'m> Session<'m> {
             n_batch: opts.n_batch.max(1),
             attention,
             cache_type: opts.cache_type,
-            tokens: Vec::new(),
+            tokens: vec![Vec::new(); n_seq],
         };
         if gpu.is_some() {
             session.reserve_compute(false)?;
@@ -211,11 +228,20 @@ impl<'m> Session<'m> {
             sizes.push(SMALL_BATCH);
         }
         for t in sizes {
-            let step = Step {
+            let seqs = [SeqStep {
+                seq: 0,
                 n_past: self.n_ctx - t,
                 n_tokens: t,
+            }];
+            let out_rows: Vec<usize> = if all_logits {
+                (0..t).collect()
+            } else {
+                vec![t - 1]
+            };
+            let step = Step {
+                seqs: &seqs,
                 n_ctx: self.n_ctx,
-                all_logits,
+                out_rows: &out_rows,
             };
             self.sched.with_graph(|g| -> Result<(), RuntimeError> {
                 build_graph(g, &model.hparams, &weights, &cache, step, self.attention)?;
@@ -231,6 +257,10 @@ impl<'m> Session<'m> {
     pub fn n_ctx(&self) -> usize {
         self.n_ctx
     }
+    /// Prompt tokens per graph.
+    pub fn n_batch(&self) -> usize {
+        self.n_batch
+    }
     /// How attention is computed (`-fa`).
     pub fn attention(&self) -> Attention {
         self.attention
@@ -239,13 +269,26 @@ impl<'m> Session<'m> {
     pub fn cache_type(&self) -> CacheType {
         self.cache_type
     }
-    /// Tokens in the cache.
+    /// Tokens in the cache (of sequence 0).
     pub fn n_past(&self) -> usize {
+        self.tokens[0].len()
+    }
+    /// The tokens in the cache (of sequence 0).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens[0]
+    }
+    /// Sequences (slots) this session holds a cache region for.
+    pub fn n_seq(&self) -> usize {
         self.tokens.len()
     }
-    /// The tokens in the cache.
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
+    /// The tokens in sequence `seq`'s cache region.
+    pub fn seq_tokens(&self, seq: usize) -> &[u32] {
+        &self.tokens[seq]
+    }
+    /// Whether one step can evaluate several sequences ([`Self::eval_batch`] with more than one
+    /// input): with flash attention (CPU); otherwise one sequence per step.
+    pub fn batches_sequences(&self) -> bool {
+        matches!(self.attention, Attention::Flash(_))
     }
     /// Bytes of KV cache (CPU and GPU).
     pub fn cache_bytes(&self) -> usize {
@@ -261,14 +304,141 @@ impl<'m> Session<'m> {
         (self.sched.cpu_buffer_size(), self.sched.gpu_buffer_size())
     }
 
-    /// Forgets all cached tokens.
+    /// Forgets all cached tokens (of every sequence).
     pub fn reset(&mut self) {
-        self.tokens.clear();
+        self.tokens.iter_mut().for_each(Vec::clear);
     }
 
     /// Keeps only the first `n` cached tokens (later positions are overwritten by the next eval).
     pub fn truncate(&mut self, n: usize) {
-        self.tokens.truncate(n);
+        self.tokens[0].truncate(n);
+    }
+
+    /// [`Self::truncate`] for sequence `seq`.
+    pub fn truncate_seq(&mut self, seq: usize, n: usize) {
+        self.tokens[seq].truncate(n);
+    }
+
+    /// Makes sequence `dst` hold the first `n` cached tokens of sequence `src` (their K/V are
+    /// copied): choices of one prompt share its evaluation.
+    pub fn copy_seq(&mut self, src: usize, dst: usize, n: usize) -> Result<(), RuntimeError> {
+        let n_seq = self.n_seq();
+        if src >= n_seq || dst >= n_seq || n > self.tokens[src].len() {
+            return Err(RuntimeError::Input(format!(
+                "copy of {n} tokens from sequence {src} to {dst} ({n_seq} sequences, {} cached)",
+                self.tokens.get(src).map_or(0, Vec::len)
+            )));
+        }
+        if src == dst {
+            self.tokens[dst].truncate(n);
+            return Ok(());
+        }
+        let kv_w = self.model.hparams.kv_width();
+        let n_ctx = self.n_ctx;
+        let flash = matches!(self.attention, Attention::Flash(_));
+        for &(on_gpu, i) in &self.cache_at {
+            let store = if on_gpu { &self.cache_gpu } else { &self.cache_cpu };
+            let store = store.as_ref().expect("a store for every placed layer");
+            for (j, ty) in [(i, self.cache_type.k), (i + 1, self.cache_type.v)] {
+                let elem_ty = glm_ggml::kv_ggml_type(ty);
+                if j == i || flash {
+                    // rows of kv_width by token
+                    let row = glm_ggml::quant::row_size(elem_ty, kv_w)?;
+                    store.copy_within(j, src * n_ctx * row, dst * n_ctx * row, n * row)?;
+                } else {
+                    // unfused V: kv_width rows of every region's tokens
+                    let e = glm_ggml::quant::row_size(elem_ty, 1)?;
+                    let stride = n_ctx * n_seq * e;
+                    for r in 0..kv_w {
+                        let at = r * stride;
+                        store.copy_within(j, at + src * n_ctx * e, at + dst * n_ctx * e, n * e)?;
+                    }
+                }
+            }
+        }
+        self.tokens[dst] = self.tokens[src][..n].to_vec();
+        Ok(())
+    }
+
+    /// [`Self::reusable_prefix`] for sequence `seq`.
+    pub fn reusable_prefix_seq(&self, seq: usize, ids: &[u32]) -> usize {
+        self.tokens[seq]
+            .iter()
+            .zip(ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len().saturating_sub(1))
+    }
+
+    /// Evaluates several sequences' tokens in one step: every matrix product runs once over
+    /// all rows, attention per sequence. Returns, in order, the logits after the last token of
+    /// each input that asks for them. Each sequence at most once; more than one input needs
+    /// [`Self::batches_sequences`]. A token's logits do not depend on what else is in the
+    /// batch (the kernels accumulate each column alike whatever shares its tile).
+    pub fn eval_batch(&mut self, inputs: &[SeqInput]) -> Result<Vec<Vec<f32>>, RuntimeError> {
+        let n_seq = self.n_seq();
+        let n_vocab = self.model.hparams.n_vocab;
+        if inputs.is_empty() {
+            return Err(RuntimeError::Input("no tokens to evaluate".into()));
+        }
+        if inputs.len() > 1 && !self.batches_sequences() {
+            return Err(RuntimeError::Input(
+                "several sequences in one step need flash attention (-fa)".into(),
+            ));
+        }
+        let mut seqs = Vec::with_capacity(inputs.len());
+        let mut out_rows = Vec::new();
+        let mut ids = Vec::new();
+        for (i, x) in inputs.iter().enumerate() {
+            if x.seq >= n_seq || inputs[..i].iter().any(|y| y.seq == x.seq) {
+                return Err(RuntimeError::Input(format!(
+                    "sequence {} is not one of {n_seq} or appears twice in a batch",
+                    x.seq
+                )));
+            }
+            let past = self.tokens[x.seq].len();
+            if x.tokens.is_empty() || past + x.tokens.len() > self.n_ctx {
+                return Err(RuntimeError::Input(format!(
+                    "{} tokens do not fit in sequence {}'s context: {past} already used of {}",
+                    x.tokens.len(),
+                    x.seq,
+                    self.n_ctx
+                )));
+            }
+            if let Some(&bad) = x.tokens.iter().find(|&&t| t as usize >= n_vocab) {
+                return Err(RuntimeError::Input(format!(
+                    "token id {bad} is outside the vocabulary of {n_vocab}"
+                )));
+            }
+            ids.extend_from_slice(x.tokens);
+            if x.logits {
+                out_rows.push(ids.len() - 1);
+            }
+            seqs.push(SeqStep {
+                seq: x.seq,
+                n_past: past,
+                n_tokens: x.tokens.len(),
+            });
+        }
+        if out_rows.is_empty() {
+            // the graph computes at least one row of logits
+            out_rows.push(ids.len() - 1);
+        }
+        let step = Step {
+            seqs: &seqs,
+            n_ctx: self.n_ctx,
+            out_rows: &out_rows,
+        };
+        let logits = self.run_step(&ids, step, None)?;
+        for x in inputs {
+            self.tokens[x.seq].extend_from_slice(x.tokens);
+        }
+        let mut rows = logits.chunks_exact(n_vocab).map(<[f32]>::to_vec);
+        Ok(inputs
+            .iter()
+            .filter(|x| x.logits)
+            .map(|_| rows.next().expect("a row per input asking for logits"))
+            .collect())
     }
 
     /// Makes the cache hold exactly `ids` and returns the logits after its last token,
@@ -278,19 +448,14 @@ impl<'m> Session<'m> {
             return Err(RuntimeError::Input("empty prompt".into()));
         }
         self.truncate(self.reusable_prefix(ids));
-        let start = self.tokens.len();
+        let start = self.n_past();
         self.eval(&ids[start..], false)
     }
 
     /// How many leading tokens of `ids` the cache already holds and a prompt of `ids` can keep:
     /// the common prefix, less the last token of `ids` (whose logits are needed).
     pub fn reusable_prefix(&self, ids: &[u32]) -> usize {
-        self.tokens
-            .iter()
-            .zip(ids)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(ids.len().saturating_sub(1))
+        self.reusable_prefix_seq(0, ids)
     }
 
     /// Feeds `tokens` after the cached ones. Returns the logits of the last token, or with
@@ -315,11 +480,11 @@ impl<'m> Session<'m> {
         if tokens.is_empty() {
             return Err(RuntimeError::Input("no tokens to evaluate".into()));
         }
-        if self.tokens.len() + tokens.len() > self.n_ctx {
+        if self.n_past() + tokens.len() > self.n_ctx {
             return Err(RuntimeError::Input(format!(
                 "{} tokens do not fit in the context: {} already used of {}",
                 tokens.len(),
-                self.tokens.len(),
+                self.n_past(),
                 self.n_ctx
             )));
         }
@@ -335,11 +500,20 @@ impl<'m> Session<'m> {
             n_vocab
         });
         for chunk in tokens.chunks(self.n_batch) {
-            let step = Step {
-                n_past: self.tokens.len(),
+            let seqs = [SeqStep {
+                seq: 0,
+                n_past: self.n_past(),
                 n_tokens: chunk.len(),
+            }];
+            let out_rows: Vec<usize> = if all_logits {
+                (0..chunk.len()).collect()
+            } else {
+                vec![chunk.len() - 1]
+            };
+            let step = Step {
+                seqs: &seqs,
                 n_ctx: self.n_ctx,
-                all_logits,
+                out_rows: &out_rows,
             };
             if all_logits && !self.reserved_all_logits && self.model.gpu_backend().is_some() {
                 self.reserve_compute(true)?;
@@ -351,7 +525,7 @@ impl<'m> Session<'m> {
             } else {
                 out = logits;
             }
-            self.tokens.extend_from_slice(chunk);
+            self.tokens[0].extend_from_slice(chunk);
         }
         Ok(out)
     }
@@ -380,6 +554,10 @@ impl<'m> Session<'m> {
                 g.set_i32(io.rope_pos, &step_positions(step))?;
                 if let Some(mask) = io.mask {
                     g.set_f32(mask, &step_mask(step))?;
+                }
+                if let Some(t) = io.out_rows {
+                    let rows: Vec<i32> = step.out_rows.iter().map(|&r| r as i32).collect();
+                    g.set_i32(t, &rows)?;
                 }
                 g.compute()?;
                 Ok(g.read_f32(io.logits)?)
@@ -431,10 +609,11 @@ fn available_memory() -> Option<u64> {
     kib.checked_mul(1024)
 }
 
-/// Graph nodes for `n_layer` layers, with room to spare (ggml aborts past the limit; the graph
-/// builder checks it first).
-fn max_nodes(n_layer: usize) -> usize {
-    128 + 64 * n_layer
+/// Graph nodes for `n_layer` layers and up to `n_seq` sequences a step (each adds a dozen
+/// views and ops of attention per layer), with room to spare (ggml aborts past the limit; the
+/// graph builder checks it first).
+fn max_nodes(n_layer: usize, n_seq: usize) -> usize {
+    128 + (64 + 12 * n_seq) * n_layer
 }
 
 /// The largest batch that ggml's scheduler places like a single token (CUDA's offload_op takes
@@ -468,7 +647,8 @@ fn oom(e: glm_ggml::GgmlError, step: Step, on_gpu: bool) -> RuntimeError {
     RuntimeError::Input(format!(
         "{e} ({} tokens per batch over a context of {}): out of GPU memory? \
          use fewer GPU layers (-ngl), a smaller --vram-budget, context (-c) or batch (-b)",
-        step.n_tokens, step.n_ctx
+        step.n_tokens(),
+        step.n_ctx
     ))
 }
 

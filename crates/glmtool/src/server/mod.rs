@@ -7,12 +7,14 @@
 
 mod chat;
 mod completions;
+mod metrics;
 mod stream;
 mod web;
 mod worker;
 
 use chat::*;
 use completions::*;
+use metrics::*;
 use stream::*;
 use worker::*;
 
@@ -31,7 +33,7 @@ use glm_openai::{wire, BadRequest, ChatRequest, CompletionRequest};
 use glm_runtime::agent::{parse_reply_as, split_segment, Segment, ToolCall};
 use glm_runtime::chat::{build_chat_ids, completion_ids, stop_ids, Message};
 use glm_runtime::constraint::{ConstraintError, OutputSpec, Shape};
-use glm_runtime::generate::{generate_with_logprobs, GenerateStats, StopReason, TokenLogprob};
+use glm_runtime::generate::{GenerateStats, Generated, StopReason, TokenLogprob};
 use glm_runtime::sampler::{Sampler, SamplerOptions};
 use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::Session;
@@ -83,6 +85,14 @@ pub struct Args {
     /// a browser: CORS headers and answers to OPTIONS preflights. Off by default
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origin: Option<String>,
+    /// Slots: requests served at once, each with its own KV cache of -c tokens, batched into
+    /// one pass over the weights per step (default 4 where glmtool's flash attention runs,
+    /// fewer if their caches do not fit in memory; 1 with GPU layers)
+    #[arg(long = "parallel", value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Serve Prometheus metrics at /metrics (llama-server's llamacpp:* names)
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 // ---------------------------------------------------------------- HTTP
@@ -98,6 +108,7 @@ pub(crate) struct AppState {
     pub(crate) api_key: Option<String>,
     pub(crate) defaults: SamplerOptions,
     pub(crate) fixed_seed: Option<u64>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -141,7 +152,32 @@ pub fn run(a: Args) -> Result<()> {
     let fixed_seed = a.sampling.seed;
     let (jobs_tx, jobs_rx) = std_mpsc::channel::<Job>();
     let queued = Arc::new(AtomicUsize::new(0));
-    let (info, worker) = spawn_worker(a.model.clone(), jobs_rx, queued.clone(), a.context_shift)?;
+    if a.parallel == Some(0) {
+        anyhow::bail!("-np 0: at least one slot");
+    }
+    let metrics = Arc::new(Metrics::default());
+    let wopts = WorkerOptions {
+        context_shift: a.context_shift,
+        parallel: a.parallel,
+    };
+    let (info, worker) = spawn_worker(
+        a.model.clone(),
+        jobs_rx,
+        queued.clone(),
+        wopts,
+        metrics.clone(),
+    )?;
+    eprintln!(
+        "slots: {}{}, each with a context of {} tokens{}",
+        info.n_slots,
+        if a.parallel.is_none() { " (default; -np N to change)" } else { "" },
+        info.n_ctx,
+        if info.n_slots > 1 && !info.batching {
+            " (without flash attention they take turns, one per step)"
+        } else {
+            ""
+        }
+    );
     defaults.seed = 0;
     let state = Arc::new(AppState {
         jobs: Mutex::new(Some(jobs_tx)),
@@ -153,6 +189,7 @@ pub fn run(a: Args) -> Result<()> {
         api_key: a.api_key.clone(),
         defaults,
         fixed_seed,
+        metrics,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,7 +208,13 @@ pub(crate) async fn serve(a: Args, state: Shared) -> Result<()> {
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+        .route("/slots", get(slots));
+    let api = if a.metrics {
+        api.route("/metrics", get(metrics::metrics))
+    } else {
+        api
+    };
+    let api = api.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     let cors = Arc::new(a.cors_origin.clone());
     let app = Router::new()
         .route("/health", get(health))
@@ -188,7 +231,7 @@ pub(crate) async fn serve(a: Args, state: Shared) -> Result<()> {
         .with_context(|| format!("binding {}:{}", a.host, a.port))?;
     let addr = listener.local_addr()?;
     eprintln!(
-        "glmtool serve: model {:?}, context {}, one worker (requests queue)",
+        "glmtool serve: model {:?}, context {} per slot",
         state.model, state.n_ctx
     );
     eprintln!("listening on http://{addr}");
@@ -331,9 +374,31 @@ pub(crate) async fn auth(State(s): State<Shared>, req: Request, next: Next) -> R
     next.run(req).await
 }
 
-pub(crate) async fn health(State(s): State<Shared>) -> Json<Value> {
-    // "queued": requests waiting for the model (not counting the one it is serving).
-    Json(json!({"status": "ok", "model": s.model, "queued": s.queued.load(Ordering::SeqCst)}))
+/// `GET /health`: 200 `{"status": "ok", ...}`; with `?fail_on_no_slot=1`, 503 "no slot
+/// available" while every slot is busy (llama-server's).
+pub(crate) async fn health(
+    State(s): State<Shared>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Response {
+    let (processing, deferred, n_slots) = s.metrics.load();
+    let fail_on_no_slot = q
+        .unwrap_or_default()
+        .split('&')
+        .any(|kv| kv == "fail_on_no_slot=1" || kv == "fail_on_no_slot=true");
+    if fail_on_no_slot && processing >= n_slots {
+        return ApiError(StatusCode::SERVICE_UNAVAILABLE, "no slot available".into())
+            .into_response();
+    }
+    // "queued": requests waiting for a slot (not counting those being served).
+    Json(json!({
+        "status": "ok",
+        "model": s.model,
+        "queued": s.queued.load(Ordering::SeqCst),
+        "slots_idle": n_slots - processing.min(n_slots),
+        "slots_processing": processing,
+        "requests_deferred": deferred,
+    }))
+    .into_response()
 }
 
 pub(crate) async fn models(State(s): State<Shared>) -> Json<Value> {

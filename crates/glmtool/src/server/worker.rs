@@ -2,6 +2,7 @@
 //! model cannot serve are rejected as `Event::Rejected`.
 
 use super::*;
+use glm_runtime::engine::{Client, Engine, Request};
 
 // ---------------------------------------------------------------- the model worker
 
@@ -61,15 +62,32 @@ pub(crate) struct ModelInfo {
     pub(crate) name: String,
     pub(crate) n_ctx: usize,
     pub(crate) format: ChatFormat,
+    /// Slots (`-np`).
+    pub(crate) n_slots: usize,
+    /// Whether a step batches several slots (flash attention on the CPU).
+    pub(crate) batching: bool,
 }
 
-/// Loads the model on its own thread and serves jobs until the job channel closes.
-/// `context_shift`: chats that do not fit lose their oldest turns (`run`'s policy).
+/// How the worker serves: `context_shift` (chats that do not fit lose their oldest turns,
+/// `run`'s policy) and `parallel` (`-np`: None = 4 where steps batch, else 1, fewer where
+/// the caches would not fit in memory).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WorkerOptions {
+    pub(crate) context_shift: bool,
+    pub(crate) parallel: Option<usize>,
+}
+
+/// Slots when `-np` is not given.
+const DEFAULT_SLOTS: usize = 4;
+
+/// Loads the model on its own thread and serves jobs until the job channel closes: prepared
+/// jobs wait (in order) for a free slot, and the engine steps every busy slot together.
 pub(crate) fn spawn_worker(
     margs: ModelArgs,
     jobs: std_mpsc::Receiver<Job>,
     queued: Arc<AtomicUsize>,
-    context_shift: bool,
+    wopts: WorkerOptions,
+    metrics: Arc<Metrics>,
 ) -> Result<(ModelInfo, std::thread::JoinHandle<()>)> {
     let (ready_tx, ready_rx) = std_mpsc::channel::<Result<ModelInfo, String>>();
     let handle = std::thread::Builder::new()
@@ -86,22 +104,25 @@ pub(crate) fn spawn_worker(
                     return;
                 }
             };
-            let mut session = match Session::new(&model, &opts) {
+            let mut session = match open_session(&model, opts, wopts.parallel) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = ready_tx.send(Err(e.to_string()));
+                    let _ = ready_tx.send(Err(e));
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok(ModelInfo {
+            let info = ModelInfo {
                 name: model.name.clone(),
                 n_ctx: session.n_ctx(),
                 format: model.tokenizer.chat_format(),
-            }));
-            for job in jobs {
-                queued.fetch_sub(1, Ordering::SeqCst);
-                run_job(&model, &mut session, job, context_shift);
-            }
+                n_slots: session.n_seq(),
+                batching: session.batches_sequences(),
+            };
+            metrics.init(info.n_slots, info.n_ctx);
+            let _ = ready_tx.send(Ok(info));
+            let n_batch = session.n_batch();
+            let mut engine = Engine::new(&mut session, n_batch);
+            serve_jobs(&model, &mut engine, &jobs, &queued, wopts, &metrics);
         })?;
     match ready_rx.recv() {
         Ok(Ok(info)) => Ok((info, handle)),
@@ -116,22 +137,117 @@ pub(crate) fn spawn_worker(
     }
 }
 
-pub(crate) fn run_job(
-    model: &glm_runtime::Model,
-    session: &mut Session,
+/// The session of `-np` slots (by default 4 where steps batch, halved until the caches fit).
+fn open_session<'m>(
+    model: &'m glm_runtime::Model,
+    mut opts: glm_runtime::SessionOptions,
+    parallel: Option<usize>,
+) -> Result<Session<'m>, String> {
+    let batching = glm_runtime::session::choose_attention(model, opts.flash_attn, opts.cache_type)
+        .is_ok_and(|a| matches!(a, glm_runtime::chatglm::Attention::Flash(_)));
+    let mut n = parallel.unwrap_or(if batching { DEFAULT_SLOTS } else { 1 });
+    loop {
+        opts.n_seq = n;
+        match Session::new(model, &opts) {
+            Ok(s) => return Ok(s),
+            // the default shrinks to what fits; an explicit -np is the user's to change
+            Err(e) if parallel.is_none() && n > 1 && e.to_string().contains("KV cache") => n /= 2,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// A job ready for a slot.
+struct Prepared<'t> {
+    request: Request,
+    client: JobClient<'t>,
+}
+
+/// The step loop: takes jobs as they come (blocking only when nothing runs), starts waiting
+/// jobs in the free slot that shares the longest prefix with them, steps the engine.
+fn serve_jobs<'t>(
+    model: &'t glm_runtime::Model,
+    engine: &mut Engine<'_, '_, 't>,
+    jobs: &std_mpsc::Receiver<Job>,
+    queued: &AtomicUsize,
+    wopts: WorkerOptions,
+    metrics: &Arc<Metrics>,
+) {
+    let mut waiting: VecDeque<Prepared<'t>> = VecDeque::new();
+    let mut open = true;
+    let n_ctx = engine.session().n_ctx();
+    loop {
+        // new jobs: wait for one when there is nothing else to do
+        if open && engine.is_idle() && waiting.is_empty() {
+            match jobs.recv() {
+                Ok(job) => {
+                    waiting.extend(prepare(model, n_ctx, job, wopts.context_shift, metrics))
+                }
+                Err(_) => open = false,
+            }
+        }
+        while open {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    waiting.extend(prepare(model, n_ctx, job, wopts.context_shift, metrics))
+                }
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        // clients that left while waiting
+        waiting.retain(|p| {
+            let gone = p.client.tx.is_closed();
+            if gone {
+                queued.fetch_sub(1, Ordering::SeqCst);
+            }
+            !gone
+        });
+        while let Some(p) = waiting.front() {
+            let Some(slot) = engine.pick_slot(&p.request.prompt) else {
+                break;
+            };
+            let p = waiting.pop_front().expect("front");
+            queued.fetch_sub(1, Ordering::SeqCst);
+            let Prepared { request, client } = p;
+            if let Err(e) = engine.start(slot, request, Box::new(client)) {
+                eprintln!("warning: a request could not start: {e}");
+            }
+        }
+        metrics.set_deferred(waiting.len());
+        if engine.is_idle() {
+            if !open && waiting.is_empty() {
+                return;
+            }
+            continue;
+        }
+        let busy = engine.n_active();
+        engine.step();
+        metrics.stepped(engine, busy);
+    }
+}
+
+/// Tokenizes and checks a job; what cannot run is answered here (`Rejected`), what can gets
+/// `Started` and waits for a slot.
+fn prepare<'t>(
+    model: &'t glm_runtime::Model,
+    n_ctx: usize,
     job: Job,
     context_shift: bool,
-) {
+    metrics: &Arc<Metrics>,
+) -> Option<Prepared<'t>> {
     let tx = job.tx;
+    let reject = |tx: &mpsc::UnboundedSender<Event>, e: Event| {
+        let _ = tx.send(e);
+        None
+    };
     if tx.is_closed() {
-        return; // the client left while queued
+        return None; // the client left while queued
     }
     if INTERRUPTED.load(Ordering::Relaxed) {
-        let _ = tx.send(Event::Failed("the server is shutting down".into()));
-        return;
+        return reject(&tx, Event::Failed("the server is shutting down".into()));
     }
     let tok = &model.tokenizer;
-    let n_ctx = session.n_ctx();
     let mut dropped = 0;
     let (ids, stops, shape) = match &job.prompt {
         Prompt::Chat(messages) => {
@@ -146,10 +262,10 @@ pub(crate) fn run_job(
                 let ids = match build_chat_ids(tok, &kept) {
                     Ok(ids) => ids,
                     Err(e) => {
-                        let _ = tx.send(Event::Rejected(format!(
-                            "cannot tokenize the messages: {e}"
-                        )));
-                        return;
+                        return reject(
+                            &tx,
+                            Event::Rejected(format!("cannot tokenize the messages: {e}")),
+                        )
                     }
                 };
                 if !context_shift || ids.len() + reserve <= n_ctx || turns.len() <= 1 {
@@ -167,24 +283,25 @@ pub(crate) fn run_job(
             tok.encode(text)
         } {
             Ok(ids) if !ids.is_empty() => (ids, vec![tok.special().eos], Shape::Text),
-            Ok(_) => {
-                let _ = tx.send(Event::Rejected("prompt: the prompt is empty".into()));
-                return;
-            }
+            Ok(_) => return reject(&tx, Event::Rejected("prompt: the prompt is empty".into())),
             Err(e) => {
-                let _ = tx.send(Event::Rejected(format!("cannot tokenize the prompt: {e}")));
-                return;
+                return reject(
+                    &tx,
+                    Event::Rejected(format!("cannot tokenize the prompt: {e}")),
+                )
             }
         },
     };
     if ids.len() >= n_ctx {
-        let _ = tx.send(Event::Rejected(format!(
-            "the prompt has {} tokens but the context holds {n_ctx}; shorten the conversation \
-             (or restart the server with a larger -c, up to the model's {})",
-            ids.len(),
-            model.hparams.n_ctx_train
-        )));
-        return;
+        return reject(
+            &tx,
+            Event::Rejected(format!(
+                "the prompt has {} tokens but the context holds {n_ctx}; shorten the \
+                 conversation (or restart the server with a larger -c, up to the model's {})",
+                ids.len(),
+                model.hparams.n_ctx_train
+            )),
+        );
     }
     if let Some(&(id, _)) = job
         .sampler
@@ -192,25 +309,26 @@ pub(crate) fn run_job(
         .iter()
         .find(|(id, _)| *id as usize >= tok.vocab_size())
     {
-        let _ = tx.send(Event::Rejected(format!(
-            "logit_bias: token id {id} is outside the vocabulary of {}",
-            tok.vocab_size()
-        )));
-        return;
+        return reject(
+            &tx,
+            Event::Rejected(format!(
+                "logit_bias: token id {id} is outside the vocabulary of {}",
+                tok.vocab_size()
+            )),
+        );
     }
     let constraint = match constraint_for(tok, &job.output, shape, &stops) {
         Ok(c) => c,
         Err(ConstraintError::Unsupported(e)) => {
-            let _ = tx.send(Event::Rejected(match job.structured_field {
-                Some(field) if !e.starts_with("tools") => format!("{field}: {e}"),
-                _ => e,
-            }));
-            return;
+            return reject(
+                &tx,
+                Event::Rejected(match job.structured_field {
+                    Some(field) if !e.starts_with("tools") => format!("{field}: {e}"),
+                    _ => e,
+                }),
+            );
         }
-        Err(e) => {
-            let _ = tx.send(Event::Failed(e.to_string()));
-            return;
-        }
+        Err(e) => return reject(&tx, Event::Failed(e.to_string())),
     };
     let room = n_ctx - ids.len();
     let max_new = job.max_tokens.unwrap_or(room).min(room);
@@ -218,13 +336,51 @@ pub(crate) fn run_job(
         prompt_tokens: ids.len(),
         dropped,
     });
-    let mut text = String::new();
-    let mut dec = tok.stream_decoder();
     let mut sampler = Sampler::new(job.sampler);
     sampler.set_constraint(constraint);
-    let mut stopped_by_text = false;
-    let t0 = Instant::now();
-    let logprob_json = |lp: &TokenLogprob| {
+    Some(Prepared {
+        request: Request {
+            prompt: ids,
+            max_new,
+            stop_ids: stops,
+            top_logprobs: job.logprobs,
+        },
+        client: JobClient {
+            id: metrics.next_request_id(),
+            tok,
+            tx,
+            sampler,
+            dec: Some(tok.stream_decoder()),
+            text: String::new(),
+            stops: job.stops,
+            stopped_by_text: false,
+            dropped,
+            t0: Instant::now(),
+            metrics: metrics.clone(),
+        },
+    })
+}
+
+/// One job as the engine's client: streams its pieces (and log-probabilities) to the HTTP
+/// handler, stops at stop strings, and reports the end.
+struct JobClient<'t> {
+    id: u64,
+    tok: &'t glm_runtime::Tokenizer,
+    tx: mpsc::UnboundedSender<Event>,
+    sampler: Sampler,
+    /// Taken at the end (its last bytes).
+    dec: Option<glm_runtime::tokenizer::StreamDecoder<'t>>,
+    text: String,
+    stops: Vec<String>,
+    stopped_by_text: bool,
+    dropped: usize,
+    t0: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl JobClient<'_> {
+    fn logprob_json(&self, lp: &TokenLogprob) -> wire::TokenLogprob {
+        let tok = self.tok;
         let bytes = tok.token_bytes(lp.id);
         wire::TokenLogprob {
             token: String::from_utf8_lossy(&bytes).into_owned(),
@@ -243,76 +399,97 @@ pub(crate) fn run_job(
                 .collect(),
             bytes,
         }
-    };
-    let result = generate_with_logprobs(
-        session,
-        &ids,
-        max_new,
-        &mut sampler,
-        &stops,
-        job.logprobs,
-        |id, lp| {
-            if let Some(lp) = lp {
-                if tx.send(Event::Logprob(logprob_json(lp))).is_err() {
-                    return false;
-                }
+    }
+}
+
+impl Client for JobClient<'_> {
+    fn sampler(&mut self) -> &mut Sampler {
+        &mut self.sampler
+    }
+
+    fn token(&mut self, id: u32, lp: Option<&TokenLogprob>) -> bool {
+        if let Some(lp) = lp {
+            if self.tx.send(Event::Logprob(self.logprob_json(lp))).is_err() {
+                return false;
             }
-            let piece = dec.push(id);
-            if !piece.is_empty() {
-                text.push_str(&piece);
-                if let Some(at) = first_stop(&text, &job.stops) {
-                    text.truncate(at);
-                    stopped_by_text = true;
-                    return false;
-                }
-                if tx.send(Event::Piece(piece)).is_err() {
-                    return false;
-                }
-            }
-            !tx.is_closed() && !INTERRUPTED.load(Ordering::Relaxed)
-        },
-    );
-    match result {
-        Ok(g) => {
-            if !stopped_by_text {
-                text.push_str(&dec.finish());
-                if let Some(at) = first_stop(&text, &job.stops) {
-                    text.truncate(at);
-                    stopped_by_text = true;
-                }
-            }
-            let finish = match g.stop {
-                StopReason::Length if !stopped_by_text => Finish::Length,
-                _ => Finish::Stop,
-            };
-            eprintln!(
-                "request: {} prompt tokens ({} from cache{}), {} generated in {:.2} s{}",
-                g.stats.prompt_tokens,
-                g.stats.prompt_tokens - g.stats.prompt_evaluated,
-                if dropped > 0 {
-                    format!("; context shift dropped {dropped} messages")
-                } else {
-                    String::new()
-                },
-                g.stats.generated_tokens,
-                t0.elapsed().as_secs_f64(),
-                if g.stop == StopReason::Cancelled && !stopped_by_text {
-                    " (cancelled)"
-                } else {
-                    ""
-                }
-            );
-            let mut stats = g.stats.clone();
-            stats.generated_tokens = g.ids.len();
-            let _ = tx.send(Event::Done {
-                text,
-                stats,
-                finish,
-            });
         }
-        Err(e) => {
-            session.reset();
-            let _ = tx.send(Event::Failed(e.to_string()));
+        let piece = self.dec.as_mut().map(|d| d.push(id)).unwrap_or_default();
+        if !piece.is_empty() {
+            self.text.push_str(&piece);
+            if let Some(at) = first_stop(&self.text, &self.stops) {
+                self.text.truncate(at);
+                self.stopped_by_text = true;
+                return false;
+            }
+            if self.tx.send(Event::Piece(piece)).is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn cancelled(&mut self) -> bool {
+        self.tx.is_closed() || INTERRUPTED.load(Ordering::Relaxed)
+    }
+
+    fn progress(&mut self, _done: usize, _total: usize) -> bool {
+        !self.cancelled()
+    }
+
+    fn finish(&mut self, result: Result<Generated, glm_runtime::RuntimeError>) {
+        match result {
+            Ok(g) => {
+                let mut text = std::mem::take(&mut self.text);
+                if !self.stopped_by_text {
+                    text.push_str(&self.dec.take().map(|d| d.finish()).unwrap_or_default());
+                    if let Some(at) = first_stop(&text, &self.stops) {
+                        text.truncate(at);
+                        self.stopped_by_text = true;
+                    }
+                }
+                let finish = match g.stop {
+                    StopReason::Length if !self.stopped_by_text => Finish::Length,
+                    _ => Finish::Stop,
+                };
+                let cancelled = g.stop == StopReason::Cancelled && !self.stopped_by_text;
+                // one line per request, in a stable `key=value` format
+                eprintln!(
+                    "request id={} prompt_tokens={} cached_tokens={} generated_tokens={} \
+                     queue_s={:.3} prompt_s={:.3} generate_s={:.3} total_s={:.3} \
+                     dropped_messages={} end={}",
+                    self.id,
+                    g.stats.prompt_tokens,
+                    g.stats.prompt_tokens - g.stats.prompt_evaluated,
+                    g.stats.generated_tokens,
+                    (self.t0.elapsed().as_secs_f64()
+                        - g.stats.prompt_seconds
+                        - g.stats.generate_seconds)
+                        .max(0.0),
+                    g.stats.prompt_seconds,
+                    g.stats.generate_seconds,
+                    self.t0.elapsed().as_secs_f64(),
+                    self.dropped,
+                    if cancelled {
+                        "cancelled"
+                    } else if finish == Finish::Length {
+                        "length"
+                    } else {
+                        "stop"
+                    }
+                );
+                self.metrics.request_done(&g.stats);
+                let mut stats = g.stats.clone();
+                stats.generated_tokens = g.ids.len();
+                let _ = self.tx.send(Event::Done {
+                    text,
+                    stats,
+                    finish,
+                });
+            }
+            Err(e) => {
+                eprintln!("request id={} end=error error={e:?}", self.id);
+                let _ = self.tx.send(Event::Failed(e.to_string()));
+            }
         }
     }
 }
