@@ -284,8 +284,7 @@ fn eight_concurrent_clients_and_a_client_that_leaves_mid_stream() {
     // The abandoned generation was stopped, not run to the end of the context.
     let deadline = Instant::now() + Duration::from_secs(20);
     // (the server logs a request after answering it, so wait for the lines too)
-    let done =
-        |log: &str| log.contains("end=cancelled") && log.matches("request id=").count() >= 9;
+    let done = |log: &str| log.contains("end=cancelled") && log.matches("request id=").count() >= 9;
     while !done(&s.log.lock().unwrap()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -726,7 +725,10 @@ fn context_shift_drops_the_oldest_turns_and_says_so() {
     assert_eq!(v["truncated"], json!(true), "{v}");
     let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
     // whole turns (user + assistant), the oldest first, until the reply's 8 tokens fit
-    assert!(dropped.is_multiple_of(2) && (2..=8).contains(&dropped), "{dropped}");
+    assert!(
+        dropped.is_multiple_of(2) && (2..=8).contains(&dropped),
+        "{dropped}"
+    );
     assert!(prompt + 8 <= 160, "{prompt}");
     // streaming: the same header
     let resp = agent()
@@ -811,7 +813,11 @@ fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
             if i % 4 == 2 {
                 body["tools"] = tools.clone();
             }
-            let path = if i % 4 == 3 { "/v1/completions" } else { "/v1/chat/completions" };
+            let path = if i % 4 == 3 {
+                "/v1/completions"
+            } else {
+                "/v1/chat/completions"
+            };
             (path, body)
         })
         .collect();
@@ -847,8 +853,10 @@ fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
             std::thread::spawn(move || {
                 let resp = agent()
                     .post(&format!("{}/v1/chat/completions", s.base))
-                    .send_json(json!({"messages": [{"role": "user", "content": format!("leave {i}")}],
-                                      "stream": true}))
+                    .send_json(
+                        json!({"messages": [{"role": "user", "content": format!("leave {i}")}],
+                                      "stream": true}),
+                    )
                     .unwrap();
                 let mut reader = BufReader::new(resp.into_reader());
                 let mut line = String::new();
@@ -870,7 +878,11 @@ fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
         })
         .collect();
     for (i, h) in together.into_iter().enumerate() {
-        assert_eq!(h.join().unwrap(), alone[i], "request {i}: batched differs from alone");
+        assert_eq!(
+            h.join().unwrap(),
+            alone[i],
+            "request {i}: batched differs from alone"
+        );
     }
     for h in leavers {
         h.join().unwrap();
@@ -882,7 +894,13 @@ fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
         let slots = slots.as_array().unwrap().clone();
         assert_eq!(slots.len(), 4);
         if slots.iter().all(|x| x["is_processing"] == json!(false)) {
-            assert!(slots.iter().filter(|x| x["n_cached"].as_u64().unwrap() > 0).count() > 1);
+            assert!(
+                slots
+                    .iter()
+                    .filter(|x| x["n_cached"].as_u64().unwrap() > 0)
+                    .count()
+                    > 1
+            );
             break;
         }
         assert!(Instant::now() < deadline, "slots still busy: {slots:?}");

@@ -385,7 +385,11 @@ impl<'s, 'm, 'c> Engine<'s, 'm, 'c> {
             };
             let end = a.req.prompt.len().min(next + budget);
             budget -= end - next;
-            plan.push((i, a.req.prompt[next..end].to_vec(), end == a.req.prompt.len()));
+            plan.push((
+                i,
+                a.req.prompt[next..end].to_vec(),
+                end == a.req.prompt.len(),
+            ));
         }
         if !self.session.batches_sequences() && plan.len() > 1 {
             // one sequence a step, in turn
@@ -405,10 +409,7 @@ impl<'s, 'm, 'c> Engine<'s, 'm, 'c> {
         let Some(a) = self.slots[slot].as_mut() else {
             return;
         };
-        self.session
-            .model()
-            .tokenizer
-            .mask_unsampleable(logits);
+        self.session.model().tokenizer.mask_unsampleable(logits);
         let next = match a.client.sampler().sample(logits, &a.history) {
             Ok(t) => t,
             Err(e) => {

@@ -337,7 +337,11 @@ impl<'m> Session<'m> {
         let n_ctx = self.n_ctx;
         let flash = matches!(self.attention, Attention::Flash(_));
         for &(on_gpu, i) in &self.cache_at {
-            let store = if on_gpu { &self.cache_gpu } else { &self.cache_cpu };
+            let store = if on_gpu {
+                &self.cache_gpu
+            } else {
+                &self.cache_cpu
+            };
             let store = store.as_ref().expect("a store for every placed layer");
             for (j, ty) in [(i, self.cache_type.k), (i + 1, self.cache_type.v)] {
                 let elem_ty = glm_ggml::kv_ggml_type(ty);

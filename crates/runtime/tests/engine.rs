@@ -66,7 +66,12 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 
 #[test]
 fn logits_are_bit_identical_alone_and_batched() {
-    let types = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0];
+    let types = [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+    ];
     for ty in types {
         let model = load(ty);
         let all = text_tokens(&model);
@@ -118,8 +123,14 @@ fn logits_are_bit_identical_alone_and_batched() {
             ])
             .unwrap();
         assert!(same_bits(&got[0], &want[2][0]), "{ty}: prompt 2 batched");
-        assert!(same_bits(&got[1], &want[0][1]), "{ty}: token after prompt 0");
-        assert!(same_bits(&got[2], &want[1][0]), "{ty}: prompt 1 in two chunks");
+        assert!(
+            same_bits(&got[1], &want[0][1]),
+            "{ty}: token after prompt 0"
+        );
+        assert!(
+            same_bits(&got[2], &want[1][0]),
+            "{ty}: prompt 1 in two chunks"
+        );
         for k in 0..2 {
             let inputs: Vec<SeqInput> = [(0, k + 1), (1, k), (2, k)]
                 .iter()
@@ -215,7 +226,9 @@ fn requests_give_the_same_tokens_alone_and_batched() {
         .map(|(p, n, seed)| {
             let mut s = Session::new(&model, &opts(1, 16)).unwrap();
             let mut smp = sampler(*seed);
-            generate(&mut s, p, *n, &mut smp, &[], |_| true).unwrap().ids
+            generate(&mut s, p, *n, &mut smp, &[], |_| true)
+                .unwrap()
+                .ids
         })
         .collect();
     // 3 slots for 5 requests: they join as slots free up, prompts read 16 tokens a step
@@ -288,18 +301,33 @@ fn choices_share_the_prompt_and_cancelled_prompts_free_their_slot() {
     engine.start(2, other, c2).unwrap();
     engine.run_to_end();
     for l in [&l0, &l1] {
-        let g = l.borrow().result.as_ref().unwrap().as_ref().unwrap().ids.clone();
+        let g = l
+            .borrow()
+            .result
+            .as_ref()
+            .unwrap()
+            .as_ref()
+            .unwrap()
+            .ids
+            .clone();
         assert_eq!(g, want);
     }
     let shared = l1.borrow();
     let stats = &shared.result.as_ref().unwrap().as_ref().unwrap().stats;
-    assert_eq!(stats.prompt_evaluated, 1, "the second choice reads one token itself");
+    assert_eq!(
+        stats.prompt_evaluated, 1,
+        "the second choice reads one token itself"
+    );
     let cancelled = l2.borrow();
     let g = cancelled.result.as_ref().unwrap().as_ref().unwrap();
     assert_eq!(g.stop, StopReason::Cancelled);
     assert!(g.ids.is_empty());
     let read = *cancelled.progress.last().unwrap();
     assert!((20..40).contains(&read), "{:?}", cancelled.progress);
-    assert_eq!(engine.session().seq_tokens(2).len(), read, "what was read stays cached");
+    assert_eq!(
+        engine.session().seq_tokens(2).len(),
+        read,
+        "what was read stays cached"
+    );
     assert!(engine.is_idle());
 }

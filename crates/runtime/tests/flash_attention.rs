@@ -28,6 +28,7 @@ fn opts(cache: CacheType, fa: FlashAttn) -> SessionOptions {
         n_threads: 1, // tests run in parallel on 2 cores; ggml threads spin
         cache_type: cache,
         flash_attn: fa,
+        n_seq: 1,
     }
 }
 

@@ -113,6 +113,7 @@ fn compute_estimate_covers_the_measured_buffer() {
                 n_threads: 2,
                 cache_type: CacheType::F16,
                 flash_attn: fa,
+                n_seq: 1,
             },
         )
         .unwrap();

@@ -26,8 +26,7 @@ pub(crate) async fn chat_completions(
         )));
     }
     let p = params(&s, p);
-    let (prompt_tokens, dropped, mut rx) =
-        submit(&s, Prompt::Chat(messages), output, &p).await?;
+    let (prompt_tokens, dropped, mut rx) = submit(&s, Prompt::Chat(messages), output, &p).await?;
     // parallel_tool_calls false: the first call of a reply only
     let final_reply = move |text: &str, tools: bool, format: ChatFormat| {
         let (content, mut calls) = final_reply(text, tools, format);

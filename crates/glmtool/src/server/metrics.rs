@@ -94,30 +94,111 @@ impl Metrics {
             let _ = writeln!(out, "# TYPE llamacpp:{name} {kind}");
             let _ = writeln!(out, "llamacpp:{name} {v}");
         };
-        put("prompt_tokens_total", "counter", "Number of prompt tokens processed.", d.prompt_tokens_total as f64);
-        put("prompt_seconds_total", "counter", "Prompt process time.", d.prompt_seconds_total);
-        put("tokens_predicted_total", "counter", "Number of generation tokens processed.", d.tokens_predicted_total as f64);
-        put("tokens_predicted_seconds_total", "counter", "Predict process time.", d.tokens_predicted_seconds_total);
-        put("n_decode_total", "counter", "Total number of model steps (one graph each).", d.n_decode_total as f64);
-        put("n_busy_slots_per_decode", "counter", "Average number of busy slots per step.", ratio(d.busy_slots_total as f64, d.n_decode_total as f64));
-        put("prompt_tokens_seconds", "gauge", "Average prompt throughput in tokens/s.", ratio(d.prompt_tokens_total as f64, d.prompt_seconds_total));
-        put("predicted_tokens_seconds", "gauge", "Average generation throughput in tokens/s.", ratio(d.tokens_predicted_total as f64, d.tokens_predicted_seconds_total));
-        put("kv_cache_usage_ratio", "gauge", "KV-cache usage. 1 means 100 percent usage.", kv_tokens as f64 / kv_capacity as f64);
-        put("kv_cache_tokens", "gauge", "KV-cache tokens.", kv_tokens as f64);
-        put("requests_processing", "gauge", "Number of requests processing.", d.processing as f64);
-        put("requests_deferred", "gauge", "Number of requests deferred.", d.deferred as f64);
-        let _ = writeln!(out, "# HELP glmtool:requests_total Requests finished (any way).");
+        put(
+            "prompt_tokens_total",
+            "counter",
+            "Number of prompt tokens processed.",
+            d.prompt_tokens_total as f64,
+        );
+        put(
+            "prompt_seconds_total",
+            "counter",
+            "Prompt process time.",
+            d.prompt_seconds_total,
+        );
+        put(
+            "tokens_predicted_total",
+            "counter",
+            "Number of generation tokens processed.",
+            d.tokens_predicted_total as f64,
+        );
+        put(
+            "tokens_predicted_seconds_total",
+            "counter",
+            "Predict process time.",
+            d.tokens_predicted_seconds_total,
+        );
+        put(
+            "n_decode_total",
+            "counter",
+            "Total number of model steps (one graph each).",
+            d.n_decode_total as f64,
+        );
+        put(
+            "n_busy_slots_per_decode",
+            "counter",
+            "Average number of busy slots per step.",
+            ratio(d.busy_slots_total as f64, d.n_decode_total as f64),
+        );
+        put(
+            "prompt_tokens_seconds",
+            "gauge",
+            "Average prompt throughput in tokens/s.",
+            ratio(d.prompt_tokens_total as f64, d.prompt_seconds_total),
+        );
+        put(
+            "predicted_tokens_seconds",
+            "gauge",
+            "Average generation throughput in tokens/s.",
+            ratio(
+                d.tokens_predicted_total as f64,
+                d.tokens_predicted_seconds_total,
+            ),
+        );
+        put(
+            "kv_cache_usage_ratio",
+            "gauge",
+            "KV-cache usage. 1 means 100 percent usage.",
+            kv_tokens as f64 / kv_capacity as f64,
+        );
+        put(
+            "kv_cache_tokens",
+            "gauge",
+            "KV-cache tokens.",
+            kv_tokens as f64,
+        );
+        put(
+            "requests_processing",
+            "gauge",
+            "Number of requests processing.",
+            d.processing as f64,
+        );
+        put(
+            "requests_deferred",
+            "gauge",
+            "Number of requests deferred.",
+            d.deferred as f64,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP glmtool:requests_total Requests finished (any way)."
+        );
         let _ = writeln!(out, "# TYPE glmtool:requests_total counter");
         let _ = writeln!(out, "glmtool:requests_total {}", d.requests_total);
-        let _ = writeln!(out, "# HELP glmtool:slot_busy Whether the slot holds a request.");
+        let _ = writeln!(
+            out,
+            "# HELP glmtool:slot_busy Whether the slot holds a request."
+        );
         let _ = writeln!(out, "# TYPE glmtool:slot_busy gauge");
         for s in &d.slots {
-            let _ = writeln!(out, "glmtool:slot_busy{{slot=\"{}\"}} {}", s.id, s.phase.is_some() as u8);
+            let _ = writeln!(
+                out,
+                "glmtool:slot_busy{{slot=\"{}\"}} {}",
+                s.id,
+                s.phase.is_some() as u8
+            );
         }
-        let _ = writeln!(out, "# HELP glmtool:slot_cached_tokens Tokens in the slot's KV cache.");
+        let _ = writeln!(
+            out,
+            "# HELP glmtool:slot_cached_tokens Tokens in the slot's KV cache."
+        );
         let _ = writeln!(out, "# TYPE glmtool:slot_cached_tokens gauge");
         for s in &d.slots {
-            let _ = writeln!(out, "glmtool:slot_cached_tokens{{slot=\"{}\"}} {}", s.id, s.n_cached);
+            let _ = writeln!(
+                out,
+                "glmtool:slot_cached_tokens{{slot=\"{}\"}} {}",
+                s.id, s.n_cached
+            );
         }
         out
     }

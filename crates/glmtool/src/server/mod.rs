@@ -170,7 +170,11 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!(
         "slots: {}{}, each with a context of {} tokens{}",
         info.n_slots,
-        if a.parallel.is_none() { " (default; -np N to change)" } else { "" },
+        if a.parallel.is_none() {
+            " (default; -np N to change)"
+        } else {
+            ""
+        },
         info.n_ctx,
         if info.n_slots > 1 && !info.batching {
             " (without flash attention they take turns, one per step)"

@@ -180,17 +180,13 @@ fn serve_jobs<'t>(
         // new jobs: wait for one when there is nothing else to do
         if open && engine.is_idle() && waiting.is_empty() {
             match jobs.recv() {
-                Ok(job) => {
-                    waiting.extend(prepare(model, n_ctx, job, wopts.context_shift, metrics))
-                }
+                Ok(job) => waiting.extend(prepare(model, n_ctx, job, wopts.context_shift, metrics)),
                 Err(_) => open = false,
             }
         }
         while open {
             match jobs.try_recv() {
-                Ok(job) => {
-                    waiting.extend(prepare(model, n_ctx, job, wopts.context_shift, metrics))
-                }
+                Ok(job) => waiting.extend(prepare(model, n_ctx, job, wopts.context_shift, metrics)),
                 Err(std_mpsc::TryRecvError::Empty) => break,
                 Err(std_mpsc::TryRecvError::Disconnected) => open = false,
             }
