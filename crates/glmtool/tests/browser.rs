@@ -687,7 +687,7 @@ fn the_chat_page_in_chromium() {
         assert!(bad.is_empty(), "browser console errors: {bad:?}");
     }
     let log = s.log.lock().unwrap().clone();
-    assert!(log.contains("request: "), "{log}");
+    assert!(log.contains("request id="), "{log}");
     eprintln!("browser test: {:.1} s", t0.elapsed().as_secs_f64());
 }
 
@@ -944,7 +944,7 @@ const CHAT_LIST: &str = "return {titles: [...document.querySelectorAll('#chat-li
 
 /// How many requests the server has logged.
 fn requests(s: &common::Server) -> usize {
-    s.log.lock().unwrap().matches("request: ").count()
+    s.log.lock().unwrap().matches("request id=").count()
 }
 
 /// Issue 23: a reload keeps the conversation; the list of conversations (open, rename, export,

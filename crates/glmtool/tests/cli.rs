@@ -1208,7 +1208,7 @@ fn a_damaged_cache_entry_is_rebuilt_with_a_message() {
 #[test]
 fn llama_cpp_flags_work_or_are_refused_in_one_line() {
     // refused: exit 2, one line, no misparse into bundled short flags
-    for flag in ["-np", "-cb", "-ub", "-mli", "--mlock", "-ts"] {
+    for flag in ["-ub", "-mli", "--mlock", "-ts", "-tb"] {
         let o = run(&["run", flag, "4", "-p", "hi", "-n", "1"]);
         assert_eq!(o.status.code(), Some(2), "{flag}: {}", stderr(&o));
         let e = stderr(&o);

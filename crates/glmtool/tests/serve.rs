@@ -824,11 +824,21 @@ fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
     // alone, one after the other
     let alone: Vec<String> = reqs.iter().map(|(p, b)| reply_text(&s, p, b)).collect();
     assert!(alone.iter().any(|t| !t.is_empty()));
-    let (st, m) = {
+    // the model thread updates the gauges after the step that answered, and the test reads the
+    // server's log asynchronously: wait for both
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let m = loop {
         let r = agent().get(&format!("{}/metrics", s.base)).call().unwrap();
-        (r.status(), r.into_string().unwrap())
+        assert_eq!(r.status(), 200);
+        let m = r.into_string().unwrap();
+        let logged = s.log.lock().unwrap().matches("request id=").count();
+        if (logged == 8 && sample(&m, "llamacpp:requests_processing") == 0.0)
+            || Instant::now() > deadline
+        {
+            break m;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(st, 200);
     // every sample line parses; the counters add up to the eight requests
     for l in m.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
         let (_, v) = l.rsplit_once(' ').unwrap();
