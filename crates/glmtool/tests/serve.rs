@@ -323,7 +323,7 @@ fn api_key_body_limits_and_bad_requests() {
         ("{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", "unknown role"),
         ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"temperature\": 9}", "temperature"),
         ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 0}", "max_tokens"),
-        ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 2}", "n = 1"),
+        ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"n\": 17}", "n: expected an integer from 1 to 16"),
         ("{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"tool_choice\": {\"type\": \"function\", \"function\": {\"name\": \"f\"}}}", "no tools"),
         ("{\"prompt\": 3}", "prompt"),
     ] {
@@ -927,4 +927,133 @@ fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
     assert!(log.contains("slots: 4, each with a context of"), "{log}");
     let (st, h) = get(&s, "/health?fail_on_no_slot=1", None);
     assert_eq!((st, h["slots_idle"].as_u64()), (200, Some(4)));
+}
+
+/// `key=value` fields of the server's request log lines, in order.
+fn request_lines(s: &Server, at_least: usize) -> Vec<std::collections::HashMap<String, String>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = s.log.lock().unwrap().clone();
+        let lines: Vec<_> = log
+            .lines()
+            .filter(|l| l.starts_with("request id="))
+            .map(|l| {
+                l.split(' ')
+                    .skip(1)
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        if lines.len() >= at_least || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn n_choices_share_the_prompt_and_their_usage_adds_up() {
+    let s = server(&["--parallel", "3"]);
+    let body = json!({"messages": [{"role": "user", "content": "Tell me a fortune"}],
+                      "max_tokens": 12, "temperature": 0.8, "seed": 5, "n": 3});
+    let (st, v) = post(&s, "/v1/chat/completions", &body.to_string(), None);
+    assert_eq!(st, 200, "{v}");
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(
+        choices
+            .iter()
+            .map(|c| c["index"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    let lines = request_lines(&s, 3);
+    assert_eq!(lines.len(), 3);
+    let num =
+        |l: &std::collections::HashMap<String, String>, k: &str| -> u64 { l[k].parse().unwrap() };
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(lines.iter().all(|l| num(l, "prompt_tokens") == prompt));
+    assert_eq!(
+        v["usage"]["completion_tokens"].as_u64().unwrap(),
+        lines
+            .iter()
+            .map(|l| num(l, "generated_tokens"))
+            .sum::<u64>()
+    );
+    assert_eq!(
+        v["usage"]["total_tokens"].as_u64().unwrap(),
+        prompt + v["usage"]["completion_tokens"].as_u64().unwrap()
+    );
+    // one choice read the prompt; the other two copied its cache and read its last token only
+    let mut cached: Vec<u64> = lines.iter().map(|l| num(l, "cached_tokens")).collect();
+    cached.sort_unstable();
+    assert_eq!(cached, [0, prompt - 1, prompt - 1], "{lines:?}");
+    // choice 0 is the request alone (the same seed): batching changed nothing
+    let mut one = body.clone();
+    one["n"] = json!(1);
+    let (_, alone) = post(&s, "/v1/chat/completions", &one.to_string(), None);
+    assert_eq!(alone["choices"][0]["message"], choices[0]["message"]);
+    // completions too; more choices than slots, or streamed choices, are 400s naming n
+    let (st, c) = post(
+        &s,
+        "/v1/completions",
+        &json!({"prompt": "Once", "max_tokens": 4, "n": 2}).to_string(),
+        None,
+    );
+    assert_eq!(st, 200, "{c}");
+    assert_eq!(c["choices"].as_array().unwrap().len(), 2);
+    assert_eq!(c["choices"][1]["index"], 1);
+    for (n, stream, want) in [(4, false, "n: at most 3"), (2, true, "n: more than one")] {
+        let mut b = body.clone();
+        b["n"] = json!(n);
+        b["stream"] = json!(stream);
+        let (st, e) = post(&s, "/v1/chat/completions", &b.to_string(), None);
+        assert_eq!(st, 400);
+        assert!(
+            e["error"]["message"].as_str().unwrap().starts_with(want),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn health_is_503_while_the_model_loads_and_a_failed_load_exits() {
+    // a model file that is a FIFO: loading blocks on it until the test writes
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("slow.gguf");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_glmtool"))
+        .args(["serve", "--port", "0", "-t", "1", "-m"])
+        .arg(&fifo)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    for path in ["/health", "/v1/models", "/"] {
+        match agent().get(&format!("{base}{path}")).call() {
+            Err(ureq::Error::Status(503, r)) => {
+                assert_eq!(r.header("retry-after"), Some("1"));
+                let v: Value = r.into_json().unwrap();
+                assert_eq!(v["error"]["message"], "Loading model", "{path}: {v}");
+            }
+            other => panic!("{path}: {other:?}"),
+        }
+    }
+    std::fs::write(&fifo, b"not a gguf file").unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    assert!(!status.success(), "{rest}");
+    assert!(rest.contains("slow.gguf"), "{rest}");
 }

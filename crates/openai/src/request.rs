@@ -51,6 +51,8 @@ pub struct Params {
     pub repeat_last_n: Option<usize>,
     /// What the output must match (`response_format`, `grammar` or `json_schema`).
     pub structured: Option<Structured>,
+    /// Choices to generate (1..=16; more than one only without streaming).
+    pub n: usize,
 }
 
 /// A grammar for the output and the field that asked for it (errors name it).
@@ -252,8 +254,15 @@ impl Params {
         if stops.iter().any(|s| s.len() > 1024) {
             return Err(bad("stop: a sequence is longer than 1024 bytes"));
         }
-        if r.n.is_some_and(|n| n != 1) {
-            return Err(bad("n: only n = 1 is supported"));
+        let n = match r.n {
+            None => 1,
+            Some(n) if (1..=16).contains(&n) => n as usize,
+            Some(_) => return Err(bad("n: expected an integer from 1 to 16")),
+        };
+        if n > 1 && r.stream.unwrap_or(false) {
+            return Err(bad(
+                "n: more than one choice is returned without streaming only (stream: false)",
+            ));
         }
         let include_usage = r
             .stream_options
@@ -307,6 +316,7 @@ impl Params {
                 .repeat_last_n
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             structured: structured(r)?,
+            n,
         })
     }
 }

@@ -161,6 +161,7 @@ fn request_parameters_and_their_errors() {
             seed: Some(u64::MAX),
             stops: vec!["x".into()],
             logprobs: None,
+            n: 1,
             ..Default::default()
         }
     );
@@ -272,7 +273,18 @@ fn request_parameters_and_their_errors() {
             ),
             "stop: at most 16",
         ),
-        (format!(r#"{{{msgs}, "n": 2}}"#), "n: only n = 1"),
+        (
+            format!(r#"{{{msgs}, "n": 0}}"#),
+            "n: expected an integer from 1 to 16",
+        ),
+        (
+            format!(r#"{{{msgs}, "n": 17}}"#),
+            "n: expected an integer from 1 to 16",
+        ),
+        (
+            format!(r#"{{{msgs}, "n": 2, "stream": true}}"#),
+            "n: more than one choice is returned without streaming only",
+        ),
         (
             format!(r#"{{{msgs}, "stream": "yes"}}"#),
             "stream: invalid type: string \"yes\", expected a boolean",

@@ -121,6 +121,32 @@ pub fn generate_with_logprobs(
     sampler: &mut Sampler,
     stop_ids: &[u32],
     top_logprobs: Option<usize>,
+    on_token: impl FnMut(u32, Option<&TokenLogprob>) -> bool,
+) -> Result<Generated, RuntimeError> {
+    generate_with_progress(
+        session,
+        prompt,
+        max_new,
+        sampler,
+        stop_ids,
+        top_logprobs,
+        |_, _| true,
+        on_token,
+    )
+}
+
+/// [`generate_with_logprobs`], also calling `on_progress(done, total)` after each batch of the
+/// prompt (`done` of its `total` tokens are in the cache, the reused prefix included); false
+/// stops there: `StopReason::Cancelled` with no tokens (the part read stays cached).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_with_progress(
+    session: &mut Session,
+    prompt: &[u32],
+    max_new: usize,
+    sampler: &mut Sampler,
+    stop_ids: &[u32],
+    top_logprobs: Option<usize>,
+    mut on_progress: impl FnMut(usize, usize) -> bool,
     mut on_token: impl FnMut(u32, Option<&TokenLogprob>) -> bool,
 ) -> Result<Generated, RuntimeError> {
     if prompt.len() >= session.n_ctx() {
@@ -132,17 +158,25 @@ pub fn generate_with_logprobs(
         )));
     }
     // One request in slot 0 of the engine that `serve` drives with many.
-    struct Once<'f, F> {
+    struct Once<'f, P, F> {
         sampler: &'f mut Sampler,
+        on_progress: &'f mut P,
         on_token: &'f mut F,
         result: &'f mut Option<Result<Generated, RuntimeError>>,
     }
-    impl<F: FnMut(u32, Option<&TokenLogprob>) -> bool> Client for Once<'_, F> {
+    impl<P, F> Client for Once<'_, P, F>
+    where
+        P: FnMut(usize, usize) -> bool,
+        F: FnMut(u32, Option<&TokenLogprob>) -> bool,
+    {
         fn sampler(&mut self) -> &mut Sampler {
             self.sampler
         }
         fn token(&mut self, id: u32, lp: Option<&TokenLogprob>) -> bool {
             (self.on_token)(id, lp)
+        }
+        fn progress(&mut self, done: usize, total: usize) -> bool {
+            (self.on_progress)(done, total)
         }
         fn finish(&mut self, result: Result<Generated, RuntimeError>) {
             *self.result = Some(result);
@@ -160,6 +194,7 @@ pub fn generate_with_logprobs(
         };
         let client = Once {
             sampler,
+            on_progress: &mut on_progress,
             on_token: &mut on_token,
             result: &mut result,
         };

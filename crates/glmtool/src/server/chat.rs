@@ -26,7 +26,8 @@ pub(crate) async fn chat_completions(
         )));
     }
     let p = params(&s, p);
-    let (prompt_tokens, dropped, mut rx) = submit(&s, Prompt::Chat(messages), output, &p).await?;
+    let (prompt_tokens, dropped, mut rxs) =
+        submit_choices(&s, Prompt::Chat(messages), output, &p).await?;
     // parallel_tool_calls false: the first call of a reply only
     let final_reply = move |text: &str, tools: bool, format: ChatFormat| {
         let (content, mut calls) = final_reply(text, tools, format);
@@ -38,36 +39,44 @@ pub(crate) async fn chat_completions(
     let id = format!("chatcmpl-{}", random_hex(24));
     let created = now();
     if !p.stream {
-        let Collected {
-            text,
-            stats,
-            finish,
-            logprobs,
-        } = collect(&mut rx).await?;
-        let (content, calls) = final_reply(&text, tools, format);
-        let reason = if calls.is_empty() {
-            finish_name(finish)
-        } else {
-            "tool_calls"
-        };
-        let message = wire::ResponseMessage {
-            role: "assistant",
-            content: (calls.is_empty() || !content.is_empty()).then_some(content),
-            tool_calls: tool_calls_out(&calls, false),
-        };
-        let r = Json(wire::ChatCompletion {
-            id,
-            object: "chat.completion",
-            created,
-            model: s.model.clone(),
-            choices: vec![wire::ChatChoice {
-                index: 0,
+        // every choice (`n`); usage counts the prompt once and every choice's tokens
+        let mut choices = Vec::with_capacity(rxs.len());
+        let mut total: Option<GenerateStats> = None;
+        for (index, rx) in rxs.iter_mut().enumerate() {
+            let Collected {
+                text,
+                stats,
+                finish,
+                logprobs,
+            } = collect(rx).await?;
+            let (content, calls) = final_reply(&text, tools, format);
+            let reason = if calls.is_empty() {
+                finish_name(finish)
+            } else {
+                "tool_calls"
+            };
+            let message = wire::ResponseMessage {
+                role: "assistant",
+                content: (calls.is_empty() || !content.is_empty()).then_some(content),
+                tool_calls: tool_calls_out(&calls, false),
+            };
+            choices.push(wire::ChatChoice {
+                index: index as _,
                 message,
                 finish_reason: reason,
                 logprobs: p
                     .logprobs
                     .map(|_| wire::ChoiceLogprobs { content: logprobs }),
-            }],
+            });
+            add_choice_stats(&mut total, stats);
+        }
+        let stats = total.unwrap_or_default();
+        let r = Json(wire::ChatCompletion {
+            id,
+            object: "chat.completion",
+            created,
+            model: s.model.clone(),
+            choices,
             usage: usage(prompt_tokens, &stats),
             timings: timings(&stats),
             truncated: dropped > 0,
@@ -75,6 +84,7 @@ pub(crate) async fn chat_completions(
         .into_response();
         return Ok(report_dropped(r, dropped));
     }
+    let rx = rxs.remove(0); // streaming: n = 1
     let chunk = {
         let id = id.clone();
         let model = s.model.clone();

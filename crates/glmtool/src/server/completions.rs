@@ -12,7 +12,7 @@ pub(crate) async fn completions(
         content: p.structured.as_ref().map(|s| s.grammar.clone()),
         ..Default::default()
     };
-    let (prompt_tokens, _, mut rx) = submit(&s, Prompt::Raw(prompt), output, &p).await?;
+    let (prompt_tokens, _, mut rxs) = submit_choices(&s, Prompt::Raw(prompt), output, &p).await?;
     let id = format!("cmpl-{}", random_hex(24));
     let created = now();
     let model = s.model.clone();
@@ -27,32 +27,43 @@ pub(crate) async fn completions(
         usage,
         timings,
     };
-    let choice = |text: &str, finish: Option<&'static str>, lp: Option<wire::LegacyLogprobs>| {
+    let choice = |index: usize,
+                  text: &str,
+                  finish: Option<&'static str>,
+                  lp: Option<wire::LegacyLogprobs>| {
         wire::CompletionChoice {
-            index: 0,
+            index: index as _,
             text: text.to_string(),
             finish_reason: finish,
             logprobs: lp,
         }
     };
     if !p.stream {
-        let Collected {
-            text,
-            stats,
-            finish,
-            logprobs,
-        } = collect(&mut rx).await?;
-        let lp = p
-            .logprobs
-            .map(|_| wire::LegacyLogprobs::from_entries(&logprobs, 0));
-        let c = choice(&text, Some(finish_name(finish)), lp);
-        return Ok(Json(response(
-            c,
+        let mut choices = Vec::with_capacity(rxs.len());
+        let mut total: Option<GenerateStats> = None;
+        for (index, rx) in rxs.iter_mut().enumerate() {
+            let Collected {
+                text,
+                stats,
+                finish,
+                logprobs,
+            } = collect(rx).await?;
+            let lp = p
+                .logprobs
+                .map(|_| wire::LegacyLogprobs::from_entries(&logprobs, 0));
+            choices.push(choice(index, &text, Some(finish_name(finish)), lp));
+            add_choice_stats(&mut total, stats);
+        }
+        let stats = total.unwrap_or_default();
+        let mut r = response(
+            choices.remove(0),
             Some(usage(prompt_tokens, &stats)),
             Some(timings(&stats)),
-        ))
-        .into_response());
+        );
+        r.choices.extend(choices);
+        return Ok(Json(r).into_response());
     }
+    let rx = rxs.remove(0); // streaming: n = 1
     let stops = p.stops.clone();
     let include_usage = p.include_usage;
     let state = StreamState {
@@ -79,7 +90,7 @@ pub(crate) async fn completions(
                 let lp = pending(st);
                 let delta = &st.text[st.sent.len()..end];
                 st.out
-                    .push_back(to_json(&response(choice(delta, None, lp), None, None)));
+                    .push_back(to_json(&response(choice(0, delta, None, lp), None, None)));
                 st.sent = st.text[..end].to_string();
             }
         }
@@ -95,7 +106,7 @@ pub(crate) async fn completions(
             } else {
                 (None, None)
             };
-            let last = response(choice(delta, Some(finish_name(finish)), lp), u, t);
+            let last = response(choice(0, delta, Some(finish_name(finish)), lp), u, t);
             st.out.push_back(to_json(&last));
             st.out.push_back("[DONE]".into());
             st.done = true;

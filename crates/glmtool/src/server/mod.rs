@@ -109,6 +109,8 @@ pub(crate) struct AppState {
     pub(crate) defaults: SamplerOptions,
     pub(crate) fixed_seed: Option<u64>,
     pub(crate) metrics: Arc<Metrics>,
+    /// `--parallel`: the most choices (`n`) a request may ask for.
+    pub(crate) n_slots: usize,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -155,18 +157,43 @@ pub fn run(a: Args) -> Result<()> {
     if a.parallel == Some(0) {
         anyhow::bail!("-np 0: at least one slot");
     }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Listen first: while the model loads, /health (and everything else) answers 503 "Loading
+    // model", as llama-server does; the full router replaces that one when the model is ready.
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind((a.host.as_str(), a.port)))
+        .with_context(|| format!("binding {}:{}", a.host, a.port))?;
+    let addr = listener.local_addr()?;
+    let app = Arc::new(std::sync::RwLock::new(loading_router()));
+    eprintln!("listening on http://{addr}");
+    let accept = rt.spawn(accept_loop(
+        listener,
+        app.clone(),
+        a.max_connections.max(1),
+        Duration::from_secs(a.header_timeout.max(1)),
+    ));
     let metrics = Arc::new(Metrics::default());
     let wopts = WorkerOptions {
         context_shift: a.context_shift,
         parallel: a.parallel,
     };
-    let (info, worker) = spawn_worker(
+    let (info, worker) = match spawn_worker(
         a.model.clone(),
         jobs_rx,
         queued.clone(),
         wopts,
         metrics.clone(),
-    )?;
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            accept.abort();
+            drop(rt);
+            return Err(e);
+        }
+    };
     eprintln!(
         "slots: {}{}, each with a context of {} tokens{}",
         info.n_slots,
@@ -194,20 +221,46 @@ pub fn run(a: Args) -> Result<()> {
         defaults,
         fixed_seed,
         metrics,
+        n_slots: info.n_slots,
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let served = rt.block_on(serve(a, state.clone()));
+    if let Ok(mut current) = app.write() {
+        *current = router(&a, state.clone());
+    }
+    eprintln!(
+        "glmtool serve: model {:?}, context {} per slot; ready",
+        state.model, state.n_ctx
+    );
+    eprintln!(
+        "limits: {} waiting requests, {} connections, {} s to send headers",
+        a.max_queue, a.max_connections, a.header_timeout
+    );
+    let _ = rt.block_on(accept);
+    eprintln!("shutting down");
     // Let the worker finish its current job and stop.
     state.jobs.lock().map(|mut j| j.take()).ok();
     drop(rt);
     let _ = worker.join();
-    served
+    Ok(())
 }
 
-pub(crate) async fn serve(a: Args, state: Shared) -> Result<()> {
+/// What answers while the model loads: 503 "Loading model" everywhere (llama-server's
+/// `/health` reply), with Retry-After.
+fn loading_router() -> Router {
+    Router::new().fallback(|| async {
+        let mut r = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": {"code": 503, "message": "Loading model",
+                                  "type": "unavailable_error"}})),
+        )
+            .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        r
+    })
+}
+
+/// The server's routes over `state`.
+pub(crate) fn router(a: &Args, state: Shared) -> Router {
     let api = Router::new()
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
@@ -220,7 +273,7 @@ pub(crate) async fn serve(a: Args, state: Shared) -> Result<()> {
     };
     let api = api.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
     let cors = Arc::new(a.cors_origin.clone());
-    let app = Router::new()
+    Router::new()
         .route("/health", get(health))
         .merge(api)
         .merge(web::router())
@@ -229,29 +282,7 @@ pub(crate) async fn serve(a: Args, state: Shared) -> Result<()> {
         .layer(axum::middleware::from_fn(
             move |req: Request, next: Next| cors_layer(cors.clone(), req, next),
         ))
-        .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind((a.host.as_str(), a.port))
-        .await
-        .with_context(|| format!("binding {}:{}", a.host, a.port))?;
-    let addr = listener.local_addr()?;
-    eprintln!(
-        "glmtool serve: model {:?}, context {} per slot",
-        state.model, state.n_ctx
-    );
-    eprintln!("listening on http://{addr}");
-    eprintln!(
-        "limits: {} waiting requests, {} connections, {} s to send headers",
-        a.max_queue, a.max_connections, a.header_timeout
-    );
-    accept_loop(
-        listener,
-        app,
-        a.max_connections.max(1),
-        Duration::from_secs(a.header_timeout.max(1)),
-    )
-    .await;
-    eprintln!("shutting down");
-    Ok(())
+        .with_state(state)
 }
 
 /// `--cors-origin`: a preflight (OPTIONS with an Origin) from the allowed origin is answered
@@ -311,7 +342,7 @@ pub(crate) async fn cors_layer(allowed: Arc<Option<String>>, req: Request, next:
 /// has neither: a client that never finished its headers held a connection forever.)
 pub(crate) async fn accept_loop(
     listener: tokio::net::TcpListener,
-    app: Router,
+    app: Arc<std::sync::RwLock<Router>>,
     max_connections: usize,
     header_timeout: Duration,
 ) {
@@ -339,7 +370,23 @@ pub(crate) async fn accept_loop(
             },
             _ = &mut shutdown => return,
         };
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        // each request goes to the router of the moment (the loading one, then the server's)
+        let app = app.clone();
+        let svc = hyper_util::service::TowerToHyperService::new(axum::routing::any(
+            move |req: Request| {
+                let current = app
+                    .read()
+                    .map(|r| r.clone())
+                    .unwrap_or_else(|e| e.into_inner().clone());
+                async move {
+                    use tower::ServiceExt;
+                    match current.oneshot(req).await {
+                        Ok(r) => r,
+                        Err(e) => match e {},
+                    }
+                }
+            },
+        ));
         tokio::spawn(async move {
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -451,6 +498,8 @@ pub(crate) struct Params {
     pub(crate) stops: Vec<String>,
     /// The output's grammar and the field that gave it.
     pub(crate) structured: Option<glm_openai::Structured>,
+    /// Choices (`n`).
+    pub(crate) n: usize,
 }
 
 pub(crate) fn params(s: &AppState, p: glm_openai::Params) -> Params {
@@ -491,6 +540,7 @@ pub(crate) fn params(s: &AppState, p: glm_openai::Params) -> Params {
         sampler,
         stops: p.stops,
         structured: p.structured,
+        n: p.n,
     }
 }
 
@@ -506,14 +556,46 @@ pub(crate) fn queue_room(queued: usize, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Queues a job; returns its prompt's tokens, the messages the context shift dropped, and its
-/// event channel after the worker accepted it (prompt tokenized and within the context), or the
+/// Queues the `n` choices of a request (`p.n`): one job each, in one group (the first to start
+/// reads the prompt, the others share its cache), choice i sampled with seed + i. Returns the
+/// prompt's tokens, the messages the context shift dropped, and the event channels in choice
+/// order once the worker accepted the jobs (prompt tokenized and within the context), or the
 /// error response.
-pub(crate) async fn submit(
+pub(crate) async fn submit_choices(
     s: &AppState,
     prompt: Prompt,
     output: OutputSpec,
     p: &Params,
+) -> Result<(usize, usize, Vec<mpsc::UnboundedReceiver<Event>>), ApiError> {
+    if p.n > s.n_slots {
+        return Err(bad(format!(
+            "n: at most {} choices (the server's --parallel slots)",
+            s.n_slots
+        )));
+    }
+    let group = (p.n > 1).then(|| (rand::random::<u64>(), p.n));
+    let mut rxs = Vec::with_capacity(p.n);
+    let mut head = (0, 0);
+    for i in 0..p.n {
+        let mut sampler = p.sampler.clone();
+        sampler.seed = sampler.seed.wrapping_add(i as u64);
+        let (prompt_tokens, dropped, rx) =
+            submit_one(s, prompt.clone(), output.clone(), p, sampler, group).await?;
+        if i == 0 {
+            head = (prompt_tokens, dropped);
+        }
+        rxs.push(rx);
+    }
+    Ok((head.0, head.1, rxs))
+}
+
+async fn submit_one(
+    s: &AppState,
+    prompt: Prompt,
+    output: OutputSpec,
+    p: &Params,
+    sampler: SamplerOptions,
+    group: Option<(u64, usize)>,
 ) -> Result<(usize, usize, mpsc::UnboundedReceiver<Event>), ApiError> {
     queue_room(s.queued.load(Ordering::SeqCst), s.max_queue)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -523,9 +605,10 @@ pub(crate) async fn submit(
         output,
         structured_field: p.structured.as_ref().map(|s| s.field),
         max_tokens: p.max_tokens,
-        sampler: p.sampler.clone(),
+        sampler,
         stops: p.stops.clone(),
         tx,
+        group,
     };
     s.queued.fetch_add(1, Ordering::SeqCst);
     let sent = s
@@ -597,6 +680,18 @@ pub(crate) async fn collect(
         StatusCode::SERVICE_UNAVAILABLE,
         "the generation was stopped".into(),
     ))
+}
+
+/// Adds a choice's counts to a request's: the prompt's (read once, by the first choice) and
+/// every choice's generated tokens and time.
+pub(crate) fn add_choice_stats(total: &mut Option<GenerateStats>, s: GenerateStats) {
+    match total {
+        None => *total = Some(s),
+        Some(t) => {
+            t.generated_tokens += s.generated_tokens;
+            t.generate_seconds += s.generate_seconds;
+        }
+    }
 }
 
 /// The context shift's report on a response: a header with the number of messages dropped.

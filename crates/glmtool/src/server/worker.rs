@@ -6,6 +6,7 @@ use glm_runtime::engine::{Client, Engine, Request};
 
 // ---------------------------------------------------------------- the model worker
 
+#[derive(Clone)]
 pub(crate) enum Prompt {
     /// A chat.
     Chat(Vec<Message>),
@@ -26,6 +27,9 @@ pub(crate) struct Job {
     /// Log-probabilities asked for, with this many alternatives per token.
     pub(crate) logprobs: Option<usize>,
     pub(crate) tx: mpsc::UnboundedSender<Event>,
+    /// The choices of one request (`n` > 1): (request, choices). The first to start reads
+    /// the prompt; the others copy its cache.
+    pub(crate) group: Option<(u64, usize)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,6 +165,7 @@ fn open_session<'m>(
 struct Prepared<'t> {
     request: Request,
     client: JobClient<'t>,
+    group: Option<(u64, usize)>,
 }
 
 /// The step loop: takes jobs as they come (blocking only when nothing runs), starts waiting
@@ -174,6 +179,8 @@ fn serve_jobs<'t>(
     metrics: &Arc<Metrics>,
 ) {
     let mut waiting: VecDeque<Prepared<'t>> = VecDeque::new();
+    // choices of one request: the slot of the first started, and how many are still to start
+    let mut groups: std::collections::HashMap<u64, (usize, usize)> = Default::default();
     let mut open = true;
     let n_ctx = engine.session().n_ctx();
     loop {
@@ -205,8 +212,29 @@ fn serve_jobs<'t>(
             };
             let p = waiting.pop_front().expect("front");
             queued.fetch_sub(1, Ordering::SeqCst);
-            let Prepared { request, client } = p;
-            if let Err(e) = engine.start(slot, request, Box::new(client)) {
+            let Prepared {
+                request,
+                client,
+                group,
+            } = p;
+            let started = match group.map(|(id, n)| (id, n, groups.get(&id).copied())) {
+                Some((id, _, Some((src, left)))) => {
+                    if left <= 1 {
+                        groups.remove(&id);
+                    } else {
+                        groups.insert(id, (src, left - 1));
+                    }
+                    engine.start_shared(slot, src, request, Box::new(client))
+                }
+                Some((id, n, None)) => {
+                    if n > 1 {
+                        groups.insert(id, (slot, n - 1));
+                    }
+                    engine.start(slot, request, Box::new(client))
+                }
+                None => engine.start(slot, request, Box::new(client)),
+            };
+            if let Err(e) = started {
                 eprintln!("warning: a request could not start: {e}");
             }
         }
@@ -335,6 +363,7 @@ fn prepare<'t>(
     let mut sampler = Sampler::new(job.sampler);
     sampler.set_constraint(constraint);
     Some(Prepared {
+        group: job.group,
         request: Request {
             prompt: ids,
             max_new,

@@ -58,6 +58,27 @@ pub fn server(cache: &Path, extra: &[&str]) -> Server {
         }
     });
     let base = base.unwrap_or_else(|| panic!("no listening line: {}", log.lock().unwrap()));
+    // it listens while the model loads (/health: 503 "Loading model"): wait until it is ready
+    loop {
+        match agent().get(&format!("{base}/health")).call() {
+            Ok(r) if r.status() == 200 => break,
+            Err(ureq::Error::Status(503, r)) => {
+                let v: serde_json::Value = r.into_json().unwrap();
+                assert_eq!(v["error"]["message"], "Loading model", "{v}");
+            }
+            other => {
+                if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                    panic!("not ready: {other:?}: {}", log.lock().unwrap());
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready: {}",
+            log.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Server { child, base, log }
 }
 

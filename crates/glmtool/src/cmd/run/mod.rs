@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use glm_runtime::agent;
 use glm_runtime::chat::{build_chat_ids_as, completion_ids, stop_ids, Message, Role};
 use glm_runtime::constraint::{Constraint, Grammar, OutputSpec, Shape, ToolSpec};
-use glm_runtime::generate::{generate, Generated, StopReason};
+use glm_runtime::generate::{generate_with_progress, Generated, StopReason};
 use glm_runtime::sampler::Sampler;
 use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::{Model, Session};
@@ -520,45 +520,52 @@ fn one_shot(
         let keep = a.reverse_prompt.iter().map(String::len).max().unwrap_or(0);
         let mut tail = String::new();
         let mut reversed = false;
-        let mut spinner =
-            crate::progress::Spinner::start(format!("reading the prompt ({} tokens)", ids.len()));
-        let Some((pre_tokens, pre_seconds)) =
-            repl::eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1), &spinner)?
-        else {
-            bail!("interrupted");
-        };
-        let mut g = generate(session, &ids, n, sampler, &stops, |id| {
-            spinner.stop();
-            let piece = dec.push(id);
-            let go_on = !INTERRUPTED.load(Ordering::Relaxed);
-            if keep > 0 {
-                tail.push_str(&piece);
-                if a.reverse_prompt.iter().any(|r| tail.ends_with(r.as_str())) {
-                    reversed = true;
-                }
-                if tail.len() > 2 * keep + 64 {
-                    let mut cut = tail.len() - keep;
-                    while !tail.is_char_boundary(cut) {
-                        cut -= 1;
+        let spinner = std::cell::RefCell::new(crate::progress::Spinner::start(format!(
+            "reading the prompt ({} tokens)",
+            ids.len()
+        )));
+        let progress = repl::prompt_progress(&spinner, session.reusable_prefix(&ids));
+        let g = generate_with_progress(
+            session,
+            &ids,
+            n,
+            sampler,
+            &stops,
+            None,
+            progress,
+            |id, _| {
+                spinner.borrow_mut().stop();
+                let piece = dec.push(id);
+                let go_on = !INTERRUPTED.load(Ordering::Relaxed);
+                if keep > 0 {
+                    tail.push_str(&piece);
+                    if a.reverse_prompt.iter().any(|r| tail.ends_with(r.as_str())) {
+                        reversed = true;
                     }
-                    tail.drain(..cut);
+                    if tail.len() > 2 * keep + 64 {
+                        let mut cut = tail.len() - keep;
+                        while !tail.is_char_boundary(cut) {
+                            cut -= 1;
+                        }
+                        tail.drain(..cut);
+                    }
                 }
-            }
-            let shown = shaper.feed(printer.feed(&piece));
-            let go_on = go_on && !reversed && shaper.stop.is_none();
-            if a.json {
-                return go_on;
-            }
-            if let Err(e) = out.write_all(shown.as_bytes()).and_then(|_| out.flush()) {
-                write_err = Some(e);
-                return false;
-            }
-            go_on
-        })?;
-        spinner.stop();
-
-        g.stats.prompt_evaluated += pre_tokens;
-        g.stats.prompt_seconds += pre_seconds;
+                let shown = shaper.feed(printer.feed(&piece));
+                let go_on = go_on && !reversed && shaper.stop.is_none();
+                if a.json {
+                    return go_on;
+                }
+                if let Err(e) = out.write_all(shown.as_bytes()).and_then(|_| out.flush()) {
+                    write_err = Some(e);
+                    return false;
+                }
+                go_on
+            },
+        )?;
+        spinner.borrow_mut().stop();
+        if repl::stopped_in_prompt(&g) {
+            bail!("interrupted");
+        }
         if let Some(e) = write_err {
             return Err(e.into());
         }

@@ -15,12 +15,13 @@ use crate::INTERRUPTED;
 use anyhow::{bail, Result};
 use glm_runtime::chat::{build_chat_ids, stop_ids, Message, Role};
 use glm_runtime::constraint::Grammar;
-use glm_runtime::generate::{generate, GenerateStats, StopReason};
+use glm_runtime::generate::{generate_with_progress, GenerateStats, Generated, StopReason};
 use glm_runtime::sampler::Sampler;
 use glm_runtime::tokenizer::ChatFormat;
 use glm_runtime::{Model, Session};
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -664,14 +665,11 @@ replies: at most {}, or the room left in the context",
             };
             // keys typed from here to the end of the reply wait for the next prompt
             let reply_mode = crate::term::ReplyMode::enter();
-            let mut spinner = Spinner::start(format!("reading the prompt ({} tokens)", ids.len()));
-            let Some((pre_tokens, pre_seconds)) =
-                eval_prompt_interruptible(session, &ids, a.model.shape.batch.max(1), &spinner)?
-            else {
-                spinner.stop();
-                eprintln!("(stopped)");
-                return Ok(());
-            };
+            let spinner = RefCell::new(Spinner::start(format!(
+                "reading the prompt ({} tokens)",
+                ids.len()
+            )));
+            let progress = prompt_progress(&spinner, session.reusable_prefix(&ids));
             let room = session.n_ctx().saturating_sub(ids.len());
             let cap = self.length.cap(room);
             let mut dec = model.tokenizer.stream_decoder();
@@ -697,14 +695,28 @@ replies: at most {}, or the room left in the context",
             )?);
             let mut shaper = Shaper::new(length);
             let mut out = std::io::stdout().lock();
-            let mut g = generate(session, &ids, cap, sampler, &self.stops, |id| {
-                spinner.stop();
-                let piece = dec.push(id);
-                let _ = out.write_all(shaper.feed(printer.feed(&piece)).as_bytes());
-                let _ = out.flush();
-                !INTERRUPTED.load(Ordering::Relaxed) && shaper.stop.is_none()
-            })?;
-            spinner.stop();
+            let g = generate_with_progress(
+                session,
+                &ids,
+                cap,
+                sampler,
+                &self.stops,
+                None,
+                progress,
+                |id, _| {
+                    spinner.borrow_mut().stop();
+                    let piece = dec.push(id);
+                    let _ = out.write_all(shaper.feed(printer.feed(&piece)).as_bytes());
+                    let _ = out.flush();
+                    !INTERRUPTED.load(Ordering::Relaxed) && shaper.stop.is_none()
+                },
+            )?;
+            spinner.borrow_mut().stop();
+            if stopped_in_prompt(&g) {
+                drop(out);
+                eprintln!("(stopped)");
+                return Ok(());
+            }
             let _ = out.write_all(shaper.feed(printer.feed(&dec.finish())).as_bytes());
             let _ = out.write_all(shaper.feed(&printer.finish()).as_bytes());
             let _ = writeln!(out);
@@ -723,8 +735,6 @@ replies: at most {}, or the room left in the context",
             }
             let _ = out.flush();
             drop(out);
-            g.stats.prompt_evaluated += pre_tokens;
-            g.stats.prompt_seconds += pre_seconds;
             current.extend_from_slice(&history[messages.len()..]);
             match (g.stop, self.length.limit()) {
                 (StopReason::Length, Some(limit)) if limit <= room && g.ids.len() >= limit => {
@@ -829,41 +839,32 @@ fn count(n: u64) -> String {
     }
 }
 
-/// Evaluates all of `ids` but its last batch (which `generate` then evaluates) one batch at a
-/// time after the cached prefix, checking Ctrl-C between batches: a long prompt stops within a
-/// batch. The spinner's line shows the progress, with rate and ETA. Returns the tokens
-/// evaluated and the seconds taken, or None when interrupted.
-pub(super) fn eval_prompt_interruptible(
-    session: &mut Session,
-    ids: &[u32],
-    n_batch: usize,
-    spinner: &Spinner,
-) -> Result<Option<(usize, f64)>> {
+/// The engine's progress callback while a prompt is read (a batch at a time after the `cached`
+/// prefix): Ctrl-C stops it within a batch, and the spinner's line shows the progress, with rate
+/// and ETA.
+pub(super) fn prompt_progress(
+    spinner: &RefCell<Spinner>,
+    cached: usize,
+) -> impl FnMut(usize, usize) -> bool + '_ {
     let t0 = Instant::now();
-    if ids.len() >= session.n_ctx() {
-        // too long: `generate` says so
-        return Ok(Some((0, 0.0)));
-    }
-    let common = session.reusable_prefix(ids);
-    session.truncate(common);
-    let mut pos = common;
-    let total = ids.len() - common;
-    loop {
+    move |done, total| {
         if INTERRUPTED.load(Ordering::Relaxed) {
-            return Ok(None);
+            return false;
         }
-        if ids.len() - pos <= n_batch {
-            return Ok(Some((pos - common, t0.elapsed().as_secs_f64())));
-        }
-        session.eval(&ids[pos..pos + n_batch], false)?;
-        pos += n_batch;
-        let done = pos - common;
+        let (done, total) = (done.saturating_sub(cached), total.saturating_sub(cached));
         let rate = done as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-        spinner.set_message(format!(
+        spinner.borrow().set_message(format!(
             "reading the prompt: {done}/{total} tokens, {rate:.0} tokens/s, ETA {:.0} s",
-            (total - done) as f64 / rate
+            total.saturating_sub(done) as f64 / rate.max(1e-9)
         ));
+        true
     }
+}
+
+/// Whether a generation was stopped (Ctrl-C) while its prompt was read: cancelled before its
+/// first token.
+pub(super) fn stopped_in_prompt(g: &Generated) -> bool {
+    g.stop == StopReason::Cancelled && g.ids.is_empty()
 }
 
 #[cfg(test)]
