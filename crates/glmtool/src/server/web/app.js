@@ -41,6 +41,8 @@
 
   let uidCounter = 0;
   const uid = (p) => `${p}-${++uidCounter}`;
+  /** How often a request that has no token yet asks /health whether it waits for a slot. */
+  const WAIT_POLL_MS = 1000;
 
   function setStatus(text, isError) {
     els.status.textContent = text || "";
@@ -770,7 +772,23 @@
 
     controller = new AbortController();
     setBusy(true);
-    setStatus("Generating… (Esc or Stop to stop)");
+    const GENERATING = "Generating… (Esc or Stop to stop)";
+    setStatus(GENERATING);
+    // Until the first token: when every slot of the server is busy and requests wait for one
+    // (its /health), say so instead of leaving the reply blank.
+    let waiting = false;
+    const waitTimer = setInterval(async () => {
+      if (r.tFirst || !r.live) return;
+      try {
+        const hv = await (await fetch("/health")).json();
+        if (r.tFirst || !r.live || myEpoch !== epoch) return;
+        if (hv.slots_idle === 0 && hv.requests_deferred > 0) {
+          const n = hv.slots_processing;
+          waiting = true;
+          setStatus(`Waiting for a free slot: the server is answering ${n} other request${n === 1 ? "" : "s"}… (Esc or Stop to stop)`);
+        }
+      } catch { /* no /health: nothing to say */ }
+    }, WAIT_POLL_MS);
     let error = null;
     try {
       const resp = await fetch("/v1/chat/completions", {
@@ -793,6 +811,7 @@
         const d = choice.delta || {};
         if (typeof d.content === "string" && d.content) {
           if (!r.tFirst) r.tFirst = performance.now();
+          if (waiting) { waiting = false; setStatus(GENERATING); }
           r.text += d.content;
           r.pieces++;
           if (!frame) frame = requestAnimationFrame(render);
@@ -804,6 +823,7 @@
       if (e.name === "AbortError") r.stopped = true;
       else error = e;
     }
+    clearInterval(waitTimer);
     r.tEnd = performance.now();
     r.live = false;
     controller = null;
