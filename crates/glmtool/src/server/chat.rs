@@ -40,15 +40,15 @@ pub(crate) async fn chat_completions(
     let created = now();
     if !p.stream {
         // every choice (`n`); usage counts the prompt once and every choice's tokens
-        let mut choices = Vec::with_capacity(rxs.len());
-        let mut total: Option<GenerateStats> = None;
-        for (index, rx) in rxs.iter_mut().enumerate() {
+        let (collected, stats) = collect_choices(&mut rxs).await?;
+        let mut choices = Vec::with_capacity(collected.len());
+        for (index, c) in collected.into_iter().enumerate() {
             let Collected {
                 text,
-                stats,
                 finish,
                 logprobs,
-            } = collect(rx).await?;
+                ..
+            } = c;
             let (content, calls) = final_reply(&text, tools, format);
             let reason = if calls.is_empty() {
                 finish_name(finish)
@@ -68,9 +68,7 @@ pub(crate) async fn chat_completions(
                     .logprobs
                     .map(|_| wire::ChoiceLogprobs { content: logprobs }),
             });
-            add_choice_stats(&mut total, stats);
         }
-        let stats = total.unwrap_or_default();
         let r = Json(wire::ChatCompletion {
             id,
             object: "chat.completion",

@@ -39,22 +39,17 @@ pub(crate) async fn completions(
         }
     };
     if !p.stream {
-        let mut choices = Vec::with_capacity(rxs.len());
-        let mut total: Option<GenerateStats> = None;
-        for (index, rx) in rxs.iter_mut().enumerate() {
-            let Collected {
-                text,
-                stats,
-                finish,
-                logprobs,
-            } = collect(rx).await?;
-            let lp = p
-                .logprobs
-                .map(|_| wire::LegacyLogprobs::from_entries(&logprobs, 0));
-            choices.push(choice(index, &text, Some(finish_name(finish)), lp));
-            add_choice_stats(&mut total, stats);
-        }
-        let stats = total.unwrap_or_default();
+        let (collected, stats) = collect_choices(&mut rxs).await?;
+        let mut choices: Vec<_> = collected
+            .iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let lp = p
+                    .logprobs
+                    .map(|_| wire::LegacyLogprobs::from_entries(&c.logprobs, 0));
+                choice(index, &c.text, Some(finish_name(c.finish)), lp)
+            })
+            .collect();
         let mut r = response(
             choices.remove(0),
             Some(usage(prompt_tokens, &stats)),

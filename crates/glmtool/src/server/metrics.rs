@@ -169,37 +169,37 @@ impl Metrics {
             "Number of requests deferred.",
             d.deferred as f64,
         );
-        let _ = writeln!(
-            out,
-            "# HELP glmtool:requests_total Requests finished (any way)."
+        let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP glmtool:{name} {help}");
+            let _ = writeln!(out, "# TYPE glmtool:{name} {kind}");
+            for (labels, v) in samples {
+                let _ = writeln!(out, "glmtool:{name}{labels} {v}");
+            }
+        };
+        let per_slot = |f: &dyn Fn(&SlotState) -> f64| {
+            d.slots
+                .iter()
+                .map(|s| (format!("{{slot=\"{}\"}}", s.id), f(s)))
+                .collect()
+        };
+        family(
+            "requests_total",
+            "counter",
+            "Requests finished (any way).",
+            vec![(String::new(), d.requests_total as f64)],
         );
-        let _ = writeln!(out, "# TYPE glmtool:requests_total counter");
-        let _ = writeln!(out, "glmtool:requests_total {}", d.requests_total);
-        let _ = writeln!(
-            out,
-            "# HELP glmtool:slot_busy Whether the slot holds a request."
+        family(
+            "slot_busy",
+            "gauge",
+            "Whether the slot holds a request.",
+            per_slot(&|s| s.phase.is_some() as u8 as f64),
         );
-        let _ = writeln!(out, "# TYPE glmtool:slot_busy gauge");
-        for s in &d.slots {
-            let _ = writeln!(
-                out,
-                "glmtool:slot_busy{{slot=\"{}\"}} {}",
-                s.id,
-                s.phase.is_some() as u8
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP glmtool:slot_cached_tokens Tokens in the slot's KV cache."
+        family(
+            "slot_cached_tokens",
+            "gauge",
+            "Tokens in the slot's KV cache.",
+            per_slot(&|s| s.n_cached as f64),
         );
-        let _ = writeln!(out, "# TYPE glmtool:slot_cached_tokens gauge");
-        for s in &d.slots {
-            let _ = writeln!(
-                out,
-                "glmtool:slot_cached_tokens{{slot=\"{}\"}} {}",
-                s.id, s.n_cached
-            );
-        }
         out
     }
 

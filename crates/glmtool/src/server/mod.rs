@@ -682,16 +682,22 @@ pub(crate) async fn collect(
     ))
 }
 
-/// Adds a choice's counts to a request's: the prompt's (read once, by the first choice) and
-/// every choice's generated tokens and time.
-pub(crate) fn add_choice_stats(total: &mut Option<GenerateStats>, s: GenerateStats) {
-    match total {
-        None => *total = Some(s),
-        Some(t) => {
-            t.generated_tokens += s.generated_tokens;
-            t.generate_seconds += s.generate_seconds;
-        }
+/// Waits for the end of every choice of a request; returns them in order and the request's
+/// counts: the prompt's (read once, by the first choice) and all choices' generated tokens and
+/// time.
+pub(crate) async fn collect_choices(
+    rxs: &mut [mpsc::UnboundedReceiver<Event>],
+) -> Result<(Vec<Collected>, GenerateStats), ApiError> {
+    let mut out: Vec<Collected> = Vec::with_capacity(rxs.len());
+    for rx in rxs.iter_mut() {
+        out.push(collect(rx).await?);
     }
+    let mut total = out.first().map(|c| c.stats.clone()).unwrap_or_default();
+    for c in out.iter().skip(1) {
+        total.generated_tokens += c.stats.generated_tokens;
+        total.generate_seconds += c.stats.generate_seconds;
+    }
+    Ok((out, total))
 }
 
 /// The context shift's report on a response: a header with the number of messages dropped.
