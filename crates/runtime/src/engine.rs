@@ -14,9 +14,10 @@
 //!     for each slot with logits: sample → client.token → stop? length? → finish
 //! ```
 //!
-//! A request's tokens do not depend on what shares its steps: the kernels accumulate each
+//! A request's tokens do not depend on what shares its steps: the matrix kernels accumulate each
 //! token's column alike whatever else is in the batch, attention is per sequence, and each
-//! request has its own sampler (tested in `tests/engine.rs`).
+//! request has its own sampler (tested bit for bit in `tests/engine.rs` for q8_0, q4_0, q4_1 and
+//! q5_0 weights; f16/f32 weights go through ggml's products, which this does not promise).
 
 use crate::generate::{token_logprob, GenerateStats, Generated, StopReason, TokenLogprob};
 use crate::sampler::Sampler;
