@@ -1,4 +1,4 @@
-//! The scheduler every generating command drives (`run`, the REPL and `bench` through
+//! The scheduler every generating command drives (`run` and the REPL through
 //! [`crate::generate`], `serve` directly): **slots**, each one sequence of the session's KV
 //! cache holding one request, and a **step loop** in which every step is one graph made of
 //! one new token of each decoding slot plus a chunk of the prompts being read (`n_batch`

@@ -1,4 +1,4 @@
-//! One generation (`run`, the REPL, `bench`): a prompt, then one token at a time until a stop
+//! One generation (`run`, the REPL): a prompt, then one token at a time until a stop
 //! token, the length limit, or the caller says stop — one request of the [`crate::engine`] that
 //! `serve` drives with many.
 
