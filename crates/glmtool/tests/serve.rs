@@ -499,30 +499,9 @@ fn slow_clients_time_out_and_connections_are_capped() {
         .contains("4 connections, 1 s to send headers"));
 }
 
-/// The tiny GLM-4 checkpoint (tests/fixtures/tiny-glm4 + the real GLM-4 tokenizer from
-/// ../shared/reference), or None when the tokenizer is absent.
-fn glm4_checkpoint() -> Option<tempfile::TempDir> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let tok = root.join("../shared/reference/glm-4-9b-chat/tokenizer.model");
-    if !tok.exists() {
-        eprintln!("skipping: {} not found", tok.display());
-        return None;
-    }
-    let d = tempfile::tempdir().unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(
-            root.join("tests/fixtures/tiny-glm4").join(f),
-            d.path().join(f),
-        )
-        .unwrap();
-    }
-    std::fs::copy(tok, d.path().join("tokenizer.model")).unwrap();
-    Some(d)
-}
-
 #[test]
 fn glm4_chat_with_tools_maps_to_the_chat_template_prompt() {
-    let Some(ckpt) = glm4_checkpoint() else {
+    let Some(ckpt) = common::glm4_checkpoint() else {
         return;
     };
     let golden: Value = serde_json::from_str(

@@ -194,29 +194,9 @@ fn forced_tool_calls_match_their_parameters_in_chatglm3_format() {
     forced_calls(&s, 12);
 }
 
-/// The tiny GLM-4 checkpoint with the real GLM-4 tokenizer, or None when it is absent.
-fn glm4_checkpoint() -> Option<tempfile::TempDir> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let tok = root.join("../shared/reference/glm-4-9b-chat/tokenizer.model");
-    if !tok.exists() {
-        eprintln!("skipping: {} not found", tok.display());
-        return None;
-    }
-    let d = tempfile::tempdir().unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(
-            root.join("tests/fixtures/tiny-glm4").join(f),
-            d.path().join(f),
-        )
-        .unwrap();
-    }
-    std::fs::copy(tok, d.path().join("tokenizer.model")).unwrap();
-    Some(d)
-}
-
 #[test]
 fn forced_tool_calls_and_json_in_glm4_format() {
-    let Some(ckpt) = glm4_checkpoint() else {
+    let Some(ckpt) = common::glm4_checkpoint() else {
         return;
     };
     let s = server(&["-m", ckpt.path().to_str().unwrap(), "--type", "f16"]);

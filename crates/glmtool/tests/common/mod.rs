@@ -87,3 +87,24 @@ pub fn agent() -> ureq::Agent {
         .timeout(Duration::from_secs(60))
         .build()
 }
+
+/// The tiny GLM-4 checkpoint (tests/fixtures/tiny-glm4 + the real GLM-4 tokenizer from
+/// ../shared/reference), or None when the tokenizer is absent.
+pub fn glm4_checkpoint() -> Option<tempfile::TempDir> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let tok = root.join("../shared/reference/glm-4-9b-chat/tokenizer.model");
+    if !tok.exists() {
+        eprintln!("skipping: {} not found", tok.display());
+        return None;
+    }
+    let d = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(
+            root.join("tests/fixtures/tiny-glm4").join(f),
+            d.path().join(f),
+        )
+        .unwrap();
+    }
+    std::fs::copy(tok, d.path().join("tokenizer.model")).unwrap();
+    Some(d)
+}
