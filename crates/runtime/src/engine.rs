@@ -123,9 +123,6 @@ impl<'s, 'm, 'c> Engine<'s, 'm, 'c> {
     pub fn session(&self) -> &Session<'m> {
         self.session
     }
-    pub fn n_slots(&self) -> usize {
-        self.slots.len()
-    }
     /// Slots holding a request.
     pub fn n_active(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
@@ -161,34 +158,15 @@ impl<'s, 'm, 'c> Engine<'s, 'm, 'c> {
     }
 
     /// Starts `req` in the free slot `slot`. A prompt the context cannot hold with room for one
-    /// token is an error (returned, not sent to the client).
+    /// token is an error (returned, not sent to the client). When another slot reads (or has
+    /// read) the same prompt and `slot` does not hold it, `slot` copies that slot's cache of it
+    /// once read instead of reading it again: the choices of one request, or several clients
+    /// sending one prompt.
     pub fn start(
         &mut self,
         slot: usize,
         req: Request,
-        client: Box<dyn Client + 'c>,
-    ) -> Result<(), RuntimeError> {
-        self.start_in(slot, req, client, None)
-    }
-
-    /// [`Self::start`] for another choice of the prompt that slot `src` reads: this slot copies
-    /// `src`'s cache of the prompt once it is read instead of reading it again.
-    pub fn start_shared(
-        &mut self,
-        slot: usize,
-        src: usize,
-        req: Request,
-        client: Box<dyn Client + 'c>,
-    ) -> Result<(), RuntimeError> {
-        self.start_in(slot, req, client, Some(src))
-    }
-
-    fn start_in(
-        &mut self,
-        slot: usize,
-        req: Request,
         mut client: Box<dyn Client + 'c>,
-        src: Option<usize>,
     ) -> Result<(), RuntimeError> {
         let n_ctx = self.session.n_ctx();
         if slot >= self.slots.len() || self.slots[slot].is_some() {
@@ -211,10 +189,13 @@ impl<'s, 'm, 'c> Engine<'s, 'm, 'c> {
                 "token id {bad} is outside the vocabulary of {n_vocab}"
             )));
         }
+        let cached = self.session.reusable_prefix_seq(slot, &req.prompt);
+        let src = (cached + 1 < req.prompt.len())
+            .then(|| self.prompt_source(slot, &req.prompt))
+            .flatten();
         let (phase, reused) = match src {
-            Some(src) if src < self.slots.len() && src != slot => (Phase::Shared { src }, 0),
-            _ => {
-                let cached = self.session.reusable_prefix_seq(slot, &req.prompt);
+            Some(src) => (Phase::Shared { src }, 0),
+            None => {
                 self.session.truncate_seq(slot, cached);
                 (Phase::Prompt { next: cached }, cached)
             }
@@ -241,6 +222,20 @@ impl<'s, 'm, 'c> Engine<'s, 'm, 'c> {
             t_first: None,
         });
         Ok(())
+    }
+
+    /// A busy slot other than `slot` whose cache holds `prompt` but its last token, or that is
+    /// reading the very same prompt.
+    fn prompt_source(&self, slot: usize, prompt: &[u32]) -> Option<usize> {
+        let need = prompt.len().saturating_sub(1);
+        (0..self.slots.len()).find(|&i| {
+            i != slot
+                && self.slots[i].as_ref().is_some_and(|a| {
+                    self.session.reusable_prefix_seq(i, prompt) >= need
+                        || matches!(a.phase, Phase::Prompt { .. } | Phase::Shared { .. })
+                            && a.req.prompt == prompt
+                })
+        })
     }
 
     /// Ends slot `slot`'s request as cancelled (no-op when it is free).
@@ -324,12 +319,10 @@ impl<'s, 'm, 'c> Engine<'s, 'm, 'c> {
             let a = self.slots[i].as_ref().expect("checked");
             let need = a.req.prompt.len() - 1;
             let has = self.session.reusable_prefix_seq(src, &a.req.prompt);
-            let src_reading = matches!(
-                self.slots[src].as_ref().map(|s| s.phase),
-                Some(Phase::Prompt { .. } | Phase::Shared { .. })
-            ) && self.slots[src]
-                .as_ref()
-                .is_some_and(|s| s.req.prompt[..] == a.req.prompt[..]);
+            let src_reading = self.slots[src].as_ref().is_some_and(|s| {
+                matches!(s.phase, Phase::Prompt { .. } | Phase::Shared { .. })
+                    && s.req.prompt == a.req.prompt
+            });
             let next = if has >= need {
                 match self.session.copy_seq(src, i, need) {
                     Ok(()) => need,

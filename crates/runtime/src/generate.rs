@@ -44,7 +44,7 @@ pub struct Generated {
     pub ids: Vec<u32>,
     pub stop: StopReason,
     pub stats: GenerateStats,
-    /// One per id when asked for ([`generate_with_logprobs`]), else empty.
+    /// One per id when asked for ([`generate_with_progress`]), else empty.
     pub logprobs: Vec<TokenLogprob>,
 }
 
@@ -100,44 +100,23 @@ pub fn generate(
     stop_ids: &[u32],
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generated, RuntimeError> {
-    generate_with_logprobs(
-        session,
-        prompt,
-        max_new,
-        sampler,
-        stop_ids,
-        None,
-        |id, _| on_token(id),
-    )
-}
-
-/// [`generate`], also recording each token's log-probability and, with `Some(n)`, the `n`
-/// most likely tokens at each position (`Generated::logprobs`); `on_token` also sees the
-/// token's log-probabilities.
-pub fn generate_with_logprobs(
-    session: &mut Session,
-    prompt: &[u32],
-    max_new: usize,
-    sampler: &mut Sampler,
-    stop_ids: &[u32],
-    top_logprobs: Option<usize>,
-    on_token: impl FnMut(u32, Option<&TokenLogprob>) -> bool,
-) -> Result<Generated, RuntimeError> {
     generate_with_progress(
         session,
         prompt,
         max_new,
         sampler,
         stop_ids,
-        top_logprobs,
+        None,
         |_, _| true,
-        on_token,
+        |id, _| on_token(id),
     )
 }
 
-/// [`generate_with_logprobs`], also calling `on_progress(done, total)` after each batch of the
-/// prompt (`done` of its `total` tokens are in the cache, the reused prefix included); false
-/// stops there: `StopReason::Cancelled` with no tokens (the part read stays cached).
+/// [`generate`], also recording each token's log-probability and, with `Some(n)`, the `n` most
+/// likely tokens at each position (`Generated::logprobs`, which `on_token` sees too), and
+/// calling `on_progress(done, total)` after each batch of the prompt (`done` of its `total`
+/// tokens are in the cache, the reused prefix included); false stops there:
+/// `StopReason::Cancelled` with no tokens (the part read stays cached).
 #[allow(clippy::too_many_arguments)]
 pub fn generate_with_progress(
     session: &mut Session,

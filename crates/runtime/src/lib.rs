@@ -43,6 +43,10 @@ pub enum RuntimeError {
     Model(String),
     #[error("{0}")]
     Input(String),
+    /// The KV cache asked for does not fit in the available memory (the message names what
+    /// would).
+    #[error("{0}")]
+    CacheTooBig(String),
 }
 
 /// Physical cores (more ggml threads than cores collapses speed).

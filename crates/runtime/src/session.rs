@@ -594,7 +594,7 @@ fn check_cache_fits(
                     gib(*b)
                 ));
             }
-            Err(RuntimeError::Input(format!(
+            Err(RuntimeError::CacheTooBig(format!(
                 "the KV cache for a context of {n_ctx} tokens needs {:.1} GiB, more than the \
                  {:.1} GiB of memory available: {fix}",
                 gib(bytes),

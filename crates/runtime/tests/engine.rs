@@ -292,8 +292,8 @@ fn choices_share_the_prompt_and_cancelled_prompts_free_their_slot() {
     let (c1, l1) = client(None, None);
     let (c2, l2) = client(None, Some(20));
     engine.start(0, req(), c0).unwrap();
-    engine.start_shared(1, 0, req(), c1).unwrap();
-    // another request, cancelled by its client once 20 of its 40 prompt tokens are read
+    engine.start(1, req(), c1).unwrap(); // the same prompt: it copies slot 0's cache
+                                         // another request, cancelled by its client once 20 of its 40 prompt tokens are read
     let other = Request {
         prompt: all[60..100].to_vec(),
         ..req()

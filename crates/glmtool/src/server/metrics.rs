@@ -29,18 +29,18 @@ struct Data {
 }
 
 impl Metrics {
-    pub(crate) fn init(&self, n_slots: usize, n_ctx: usize) {
+    /// The engine's slots (of `n_ctx` tokens each) before the first request.
+    pub(crate) fn init(&self, n_ctx: usize, engine: &Engine) {
+        self.lock().n_ctx = n_ctx;
+        self.observe(engine);
+    }
+
+    /// The slots' states and the requests in them, as the engine has them now.
+    fn observe(&self, engine: &Engine) {
+        let slots = engine.slot_states();
         let mut d = self.lock();
-        d.n_ctx = n_ctx;
-        d.slots = (0..n_slots)
-            .map(|id| SlotState {
-                id,
-                phase: None,
-                n_cached: 0,
-                prompt_tokens: 0,
-                generated: 0,
-            })
-            .collect();
+        d.processing = engine.n_active();
+        d.slots = slots;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Data> {
@@ -58,12 +58,12 @@ impl Metrics {
 
     /// After a step in which `busy` slots took part.
     pub(crate) fn stepped(&self, engine: &Engine, busy: usize) {
-        let slots = engine.slot_states();
-        let mut d = self.lock();
-        d.n_decode_total += 1;
-        d.busy_slots_total += busy as u64;
-        d.processing = engine.n_active();
-        d.slots = slots;
+        {
+            let mut d = self.lock();
+            d.n_decode_total += 1;
+            d.busy_slots_total += busy as u64;
+        }
+        self.observe(engine);
     }
 
     /// A request ended.

@@ -556,8 +556,8 @@ pub(crate) fn queue_room(queued: usize, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Queues the `n` choices of a request (`p.n`): one job each, in one group (the first to start
-/// reads the prompt, the others share its cache), choice i sampled with seed + i. Returns the
+/// Queues the `n` choices of a request (`p.n`): one job each (the first to start reads the
+/// prompt, the engine gives the others a copy of its cache), choice i sampled with seed + i. Returns the
 /// prompt's tokens, the messages the context shift dropped, and the event channels in choice
 /// order once the worker accepted the jobs (prompt tokenized and within the context), or the
 /// error response.
@@ -573,14 +573,13 @@ pub(crate) async fn submit_choices(
             s.n_slots
         )));
     }
-    let group = (p.n > 1).then(|| (rand::random::<u64>(), p.n));
     let mut rxs = Vec::with_capacity(p.n);
     let mut head = (0, 0);
     for i in 0..p.n {
         let mut sampler = p.sampler.clone();
         sampler.seed = sampler.seed.wrapping_add(i as u64);
         let (prompt_tokens, dropped, rx) =
-            submit_one(s, prompt.clone(), output.clone(), p, sampler, group).await?;
+            submit_one(s, prompt.clone(), output.clone(), p, sampler).await?;
         if i == 0 {
             head = (prompt_tokens, dropped);
         }
@@ -595,7 +594,6 @@ async fn submit_one(
     output: OutputSpec,
     p: &Params,
     sampler: SamplerOptions,
-    group: Option<(u64, usize)>,
 ) -> Result<(usize, usize, mpsc::UnboundedReceiver<Event>), ApiError> {
     queue_room(s.queued.load(Ordering::SeqCst), s.max_queue)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -608,7 +606,6 @@ async fn submit_one(
         sampler,
         stops: p.stops.clone(),
         tx,
-        group,
     };
     s.queued.fetch_add(1, Ordering::SeqCst);
     let sent = s

@@ -27,9 +27,6 @@ pub(crate) struct Job {
     /// Log-probabilities asked for, with this many alternatives per token.
     pub(crate) logprobs: Option<usize>,
     pub(crate) tx: mpsc::UnboundedSender<Event>,
-    /// The choices of one request (`n` > 1): (request, choices). The first to start reads
-    /// the prompt; the others copy its cache.
-    pub(crate) group: Option<(u64, usize)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,10 +119,10 @@ pub(crate) fn spawn_worker(
                 n_slots: session.n_seq(),
                 batching: session.batches_sequences(),
             };
-            metrics.init(info.n_slots, info.n_ctx);
-            let _ = ready_tx.send(Ok(info));
             let n_batch = session.n_batch();
             let mut engine = Engine::new(&mut session, n_batch);
+            metrics.init(info.n_ctx, &engine);
+            let _ = ready_tx.send(Ok(info));
             serve_jobs(&model, &mut engine, &jobs, &queued, wopts, &metrics);
         })?;
     match ready_rx.recv() {
@@ -155,7 +152,7 @@ fn open_session<'m>(
         match Session::new(model, &opts) {
             Ok(s) => return Ok(s),
             // the default shrinks to what fits; an explicit -np is the user's to change
-            Err(e) if parallel.is_none() && n > 1 && e.to_string().contains("KV cache") => n /= 2,
+            Err(glm_runtime::RuntimeError::CacheTooBig(_)) if parallel.is_none() && n > 1 => n /= 2,
             Err(e) => return Err(e.to_string()),
         }
     }
@@ -165,7 +162,6 @@ fn open_session<'m>(
 struct Prepared<'t> {
     request: Request,
     client: JobClient<'t>,
-    group: Option<(u64, usize)>,
 }
 
 /// The step loop: takes jobs as they come (blocking only when nothing runs), starts waiting
@@ -179,8 +175,6 @@ fn serve_jobs<'t>(
     metrics: &Arc<Metrics>,
 ) {
     let mut waiting: VecDeque<Prepared<'t>> = VecDeque::new();
-    // choices of one request: the slot of the first started, and how many are still to start
-    let mut groups: std::collections::HashMap<u64, (usize, usize)> = Default::default();
     let mut open = true;
     let n_ctx = engine.session().n_ctx();
     loop {
@@ -212,29 +206,8 @@ fn serve_jobs<'t>(
             };
             let p = waiting.pop_front().expect("front");
             queued.fetch_sub(1, Ordering::SeqCst);
-            let Prepared {
-                request,
-                client,
-                group,
-            } = p;
-            let started = match group.map(|(id, n)| (id, n, groups.get(&id).copied())) {
-                Some((id, _, Some((src, left)))) => {
-                    if left <= 1 {
-                        groups.remove(&id);
-                    } else {
-                        groups.insert(id, (src, left - 1));
-                    }
-                    engine.start_shared(slot, src, request, Box::new(client))
-                }
-                Some((id, n, None)) => {
-                    if n > 1 {
-                        groups.insert(id, (slot, n - 1));
-                    }
-                    engine.start(slot, request, Box::new(client))
-                }
-                None => engine.start(slot, request, Box::new(client)),
-            };
-            if let Err(e) = started {
+            // (choices of one request share its prompt's cache: `start` sees to it)
+            if let Err(e) = engine.start(slot, p.request, Box::new(p.client)) {
                 eprintln!("warning: a request could not start: {e}");
             }
         }
@@ -363,7 +336,6 @@ fn prepare<'t>(
     let mut sampler = Sampler::new(job.sampler);
     sampler.set_constraint(constraint);
     Some(Prepared {
-        group: job.group,
         request: Request {
             prompt: ids,
             max_new,
