@@ -464,7 +464,10 @@ fn ctrl_c_during_a_reply_stops_it_and_the_screen_keeps_the_saved_text() {
     assert_eq!(m.len(), 2, "{v}");
     // the reply as printed (its leading whitespace dropped) is the reply as saved
     assert_eq!(shown.trim(), m[1].1.trim(), "screen vs saved");
-    assert!(m[1].1.len() > 4, "{v}");
+    // the chat is stopped once the reply's first visible character is out, so the saved reply
+    // may be as short as that one character (a random model may also put a first line in the
+    // metadata): it must not be empty
+    assert!(!m[1].1.trim().is_empty(), "{v}");
     // and the chat goes on
     let out = c.say("/stats");
     let n = number_after(&out, "reply: ");

@@ -246,10 +246,13 @@ fn tools_round_trip_maps_like_the_chatglm3_history() {
 #[test]
 fn eight_concurrent_clients_and_a_client_that_leaves_mid_stream() {
     let s = Arc::new(server(&[]));
-    // A client that reads two events of a long reply, then disconnects.
+    // A client that reads two events of a long reply with two choices, then disconnects.
     let resp = agent()
         .post(&format!("{}/v1/chat/completions", s.base))
-        .send_json(json!({"messages": [{"role": "user", "content": "Hi"}], "stream": true, "temperature": 0}))
+        .send_json(
+            json!({"messages": [{"role": "user", "content": "Hi"}], "stream": true,
+                          "temperature": 0, "n": 2}),
+        )
         .unwrap();
     let mut reader = BufReader::new(resp.into_reader());
     let mut line = String::new();
@@ -281,16 +284,18 @@ fn eight_concurrent_clients_and_a_client_that_leaves_mid_stream() {
     for h in handles {
         h.join().unwrap();
     }
-    // The abandoned generation was stopped, not run to the end of the context.
+    // Both abandoned choices were stopped, not run to the end of the context.
     let deadline = Instant::now() + Duration::from_secs(20);
     // (the server logs a request after answering it, so wait for the lines too)
-    let done = |log: &str| log.contains("end=cancelled") && log.matches("request id=").count() >= 9;
+    let done = |log: &str| {
+        log.matches("end=cancelled").count() == 2 && log.matches("request id=").count() >= 10
+    };
     while !done(&s.log.lock().unwrap()) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let log = s.log.lock().unwrap().clone();
-    assert!(log.contains("end=cancelled"), "{log}");
-    assert_eq!(log.matches("request id=").count(), 9, "{log}");
+    assert_eq!(log.matches("end=cancelled").count(), 2, "{log}");
+    assert_eq!(log.matches("request id=").count(), 10, "{log}");
     let (st, h) = get(&s, "/health", None);
     assert_eq!((st, h["queued"].as_u64()), (200, Some(0)));
 }
@@ -932,7 +937,7 @@ fn request_lines(s: &Server, at_least: usize) -> Vec<std::collections::HashMap<S
 }
 
 #[test]
-fn n_choices_share_the_prompt_and_their_usage_adds_up() {
+fn n_choices_share_the_prompt_stream_side_by_side_and_their_usage_adds_up() {
     let s = server(&["--parallel", "3"]);
     let body = json!({"messages": [{"role": "user", "content": "Tell me a fortune"}],
                       "max_tokens": 12, "temperature": 0.8, "seed": 5, "n": 3});
@@ -972,27 +977,80 @@ fn n_choices_share_the_prompt_and_their_usage_adds_up() {
     one["n"] = json!(1);
     let (_, alone) = post(&s, "/v1/chat/completions", &one.to_string(), None);
     assert_eq!(alone["choices"][0]["message"], choices[0]["message"]);
-    // completions too; more choices than slots, or streamed choices, are 400s naming n
-    let (st, c) = post(
-        &s,
-        "/v1/completions",
-        &json!({"prompt": "Once", "max_tokens": 4, "n": 2}).to_string(),
-        None,
-    );
+    // streamed, the three choices interleave, told apart by index: each is the text above, and
+    // the usage chunk after them all adds up the same
+    let mut sb = body.clone();
+    sb["stream"] = json!(true);
+    sb["stream_options"] = json!({"include_usage": true});
+    let events = sse(&s, "/v1/chat/completions", &sb);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let mut streamed = [String::new(), String::new(), String::new()];
+    let mut roles = [0, 0, 0];
+    let mut finishes = [0, 0, 0];
+    for c in &chunks[..chunks.len() - 1] {
+        let ch = &c["choices"][0];
+        let i = ch["index"].as_u64().unwrap() as usize;
+        assert_eq!(finishes[i], 0, "a chunk of choice {i} after its end: {c}");
+        roles[i] += ch["delta"]["role"].is_string() as usize;
+        finishes[i] += ch["finish_reason"].is_string() as usize;
+        streamed[i].push_str(ch["delta"]["content"].as_str().unwrap_or(""));
+    }
+    assert_eq!((roles, finishes), ([1, 1, 1], [1, 1, 1]), "{chunks:?}");
+    for (i, text) in streamed.iter().enumerate() {
+        assert_eq!(
+            text,
+            choices[i]["message"]["content"].as_str().unwrap(),
+            "choice {i}"
+        );
+    }
+    let last = chunks.last().unwrap();
+    assert_eq!(last["choices"].as_array().map(Vec::len), Some(0), "{last}");
+    // (the prompt is cached by now: compare the counts)
+    let counts = |u: &Value| {
+        ["prompt_tokens", "completion_tokens", "total_tokens"].map(|k| u[k].as_u64().unwrap())
+    };
+    assert_eq!(counts(&last["usage"]), counts(&v["usage"]), "{last}");
+    // completions too, streamed or not
+    let cb = json!({"prompt": "Once", "max_tokens": 4, "n": 2, "temperature": 0.8, "seed": 9});
+    let (st, c) = post(&s, "/v1/completions", &cb.to_string(), None);
     assert_eq!(st, 200, "{c}");
     assert_eq!(c["choices"].as_array().unwrap().len(), 2);
     assert_eq!(c["choices"][1]["index"], 1);
-    for (n, stream, want) in [(4, false, "n: at most 3"), (2, true, "n: more than one")] {
-        let mut b = body.clone();
-        b["n"] = json!(n);
-        b["stream"] = json!(stream);
-        let (st, e) = post(&s, "/v1/chat/completions", &b.to_string(), None);
-        assert_eq!(st, 400);
-        assert!(
-            e["error"]["message"].as_str().unwrap().starts_with(want),
-            "{e}"
-        );
+    let mut scb = cb.clone();
+    scb["stream"] = json!(true);
+    scb["stream_options"] = json!({"include_usage": true});
+    let events = sse(&s, "/v1/completions", &scb);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let mut texts = [String::new(), String::new()];
+    let mut usages = Vec::new();
+    for e in &events[..events.len() - 1] {
+        let v: Value = serde_json::from_str(e).unwrap();
+        let ch = &v["choices"][0];
+        texts[ch["index"].as_u64().unwrap() as usize].push_str(ch["text"].as_str().unwrap());
+        if !v["usage"].is_null() {
+            usages.push(v["usage"].clone());
+        }
     }
+    assert_eq!(texts[0], c["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(texts[1], c["choices"][1]["text"].as_str().unwrap());
+    assert_eq!(usages.len(), 1, "usage once, on the last chunk: {events:?}");
+    assert_eq!(counts(&usages[0]), counts(&c["usage"]));
+    // more choices than slots: a 400 naming n
+    let mut b = body.clone();
+    b["n"] = json!(4);
+    let (st, e) = post(&s, "/v1/chat/completions", &b.to_string(), None);
+    assert_eq!(st, 400);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("n: at most 3"),
+        "{e}"
+    );
 }
 
 #[test]

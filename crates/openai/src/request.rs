@@ -259,11 +259,6 @@ impl Params {
             Some(n) if (1..=16).contains(&n) => n as usize,
             Some(_) => return Err(bad("n: expected an integer from 1 to 16")),
         };
-        if n > 1 && r.stream.unwrap_or(false) {
-            return Err(bad(
-                "n: more than one choice is returned without streaming only (stream: false)",
-            ));
-        }
         let include_usage = r
             .stream_options
             .as_ref()

@@ -195,7 +195,7 @@ pub struct ChunkChoice {
     pub logprobs: Option<ChoiceLogprobs>,
 }
 
-#[derive(Serialize, Debug, Default)]
+#[derive(Serialize, Debug, Default, Clone)]
 pub struct Delta {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'static str>,

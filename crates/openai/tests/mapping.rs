@@ -282,10 +282,6 @@ fn request_parameters_and_their_errors() {
             "n: expected an integer from 1 to 16",
         ),
         (
-            format!(r#"{{{msgs}, "n": 2, "stream": true}}"#),
-            "n: more than one choice is returned without streaming only",
-        ),
-        (
             format!(r#"{{{msgs}, "stream": "yes"}}"#),
             "stream: invalid type: string \"yes\", expected a boolean",
         ),

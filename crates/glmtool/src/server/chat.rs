@@ -82,11 +82,12 @@ pub(crate) async fn chat_completions(
         .into_response();
         return Ok(report_dropped(r, dropped));
     }
-    let rx = rxs.remove(0); // streaming: n = 1
+    // streaming: every choice's chunks as they come, told apart by `index`
     let chunk = {
         let id = id.clone();
         let model = s.model.clone();
-        move |delta: wire::Delta,
+        move |index: usize,
+              delta: wire::Delta,
               finish: Option<&'static str>,
               logprobs: Option<wire::ChoiceLogprobs>| {
             to_json(&wire::ChatCompletionChunk {
@@ -95,7 +96,7 @@ pub(crate) async fn chat_completions(
                 created,
                 model: model.clone(),
                 choices: vec![wire::ChunkChoice {
-                    index: 0,
+                    index: index as _,
                     delta,
                     finish_reason: finish,
                     logprobs,
@@ -122,51 +123,42 @@ pub(crate) async fn chat_completions(
             arguments: text.to_string(),
         },
     };
-    let mut out = VecDeque::new();
-    out.push_back(chunk(
-        wire::Delta {
-            role: Some("assistant"),
-            content: Some(String::new()),
-            tool_calls: None,
-        },
-        None,
-        None,
-    ));
-    let state = StreamState {
-        rx,
-        out,
-        text: String::new(),
-        sent: String::new(),
-        done: false,
-        call: None,
-        logprobs: Vec::new(),
+    let role = wire::Delta {
+        role: Some("assistant"),
+        content: Some(String::new()),
+        tool_calls: None,
     };
+    let out = (0..rxs.len())
+        .map(|i| chunk(i, role.clone(), None, None))
+        .collect();
+    let state = StreamState::new(rxs, out);
     let model = s.model.clone();
     let (stops, include_usage) = (p.stops.clone(), p.include_usage);
-    // log-probabilities ride on the next chunk that goes out
-    let pending = |st: &mut StreamState| {
-        (!st.logprobs.is_empty()).then(|| wire::ChoiceLogprobs {
-            content: std::mem::take(&mut st.logprobs),
+    // log-probabilities ride on the next chunk of their choice that goes out
+    let pending = |c: &mut ChoiceStream| {
+        (!c.logprobs.is_empty()).then(|| wire::ChoiceLogprobs {
+            content: std::mem::take(&mut c.logprobs),
         })
     };
     Ok(report_dropped(
-        sse_stream(state, move |st, event| match event {
-            Event::Logprob(v) => st.logprobs.push(v),
+        sse_stream(state, move |st, i, event| match event {
+            Event::Logprob(v) => st.choices[i].logprobs.push(v),
             Event::Piece(piece) => {
-                st.text.push_str(&piece);
-                let stable = stable_content(&st.text, tools, format, &stops);
-                if let Some(delta) = stable.strip_prefix(st.sent.as_str()) {
+                let c = &mut st.choices[i];
+                c.text.push_str(&piece);
+                let stable = stable_content(&c.text, tools, format, &stops);
+                if let Some(delta) = stable.strip_prefix(c.sent.as_str()) {
                     if !delta.is_empty() {
-                        let lp = pending(st);
-                        st.out.push_back(chunk(content(delta), None, lp));
-                        st.sent = stable.clone();
+                        let lp = pending(c);
+                        st.out.push_back(chunk(i, content(delta), None, lp));
+                        c.sent = stable.clone();
                     }
                 }
                 // GLM-4 writes a call's arguments as JSON: its name, then the argument text, stream
                 // as tool-call deltas (ChatGLM3's Python-style calls are converted at the end).
                 if tools && format == ChatFormat::Glm4 {
-                    if let Some((name, args)) = streaming_call(&st.text, &stops) {
-                        if st.call.is_none() {
+                    if let Some((name, args)) = streaming_call(&c.text, &stops) {
+                        if c.call.is_none() {
                             let id = format!("call_{}", random_hex(12));
                             let head = wire::ToolCallOut {
                                 index: Some(0),
@@ -177,14 +169,16 @@ pub(crate) async fn chat_completions(
                                     arguments: String::new(),
                                 },
                             };
-                            st.out.push_back(chunk(calls_delta(vec![head]), None, None));
-                            st.call = Some((name.to_string(), 0));
+                            st.out
+                                .push_back(chunk(i, calls_delta(vec![head]), None, None));
+                            c.call = Some((name.to_string(), 0));
                         }
-                        if let Some((_, sent)) = &mut st.call {
+                        if let Some((_, sent)) = &mut c.call {
                             if args.len() > *sent && args.is_char_boundary(*sent) {
                                 let more = arguments(&args[*sent..]);
                                 *sent = args.len();
-                                st.out.push_back(chunk(calls_delta(vec![more]), None, None));
+                                st.out
+                                    .push_back(chunk(i, calls_delta(vec![more]), None, None));
                             }
                         }
                     }
@@ -195,17 +189,18 @@ pub(crate) async fn chat_completions(
                 stats,
                 finish,
             } => {
+                let c = &mut st.choices[i];
                 let (text_out, calls) = final_reply(&text, tools, format);
-                if let Some(delta) = text_out.strip_prefix(st.sent.as_str()) {
+                if let Some(delta) = text_out.strip_prefix(c.sent.as_str()) {
                     if !delta.is_empty() {
-                        st.out.push_back(chunk(content(delta), None, None));
+                        st.out.push_back(chunk(i, content(delta), None, None));
                     }
                 }
-                let streamed_ok = match (&st.call, calls.first()) {
+                let streamed_ok = match (&c.call, calls.first()) {
                     (Some((name, _)), Some(f)) => &f.name == name && f.raw.is_some(),
                     _ => false,
                 };
-                let reason = match (&st.call, calls.first()) {
+                let reason = match (&c.call, calls.first()) {
                     (Some(_), _) if !streamed_ok => {
                         // the streamed call did not parse (or another one did): its head is out,
                         // so end it with what the model wrote and say so on the server's log
@@ -220,37 +215,41 @@ pub(crate) async fn chat_completions(
                         let raw = first.raw.as_deref().unwrap_or_default();
                         if raw.len() > *sent && raw.is_char_boundary(*sent) {
                             let more = arguments(&raw[*sent..]);
-                            st.out.push_back(chunk(calls_delta(vec![more]), None, None));
+                            st.out
+                                .push_back(chunk(i, calls_delta(vec![more]), None, None));
                         }
                         let rest = tool_calls_out(&calls, true);
                         if rest.len() > 1 {
-                            st.out
-                                .push_back(chunk(calls_delta(rest[1..].to_vec()), None, None));
+                            let others = calls_delta(rest[1..].to_vec());
+                            st.out.push_back(chunk(i, others, None, None));
                         }
                         "tool_calls"
                     }
                     (None, Some(_)) => {
                         let all = tool_calls_out(&calls, true);
-                        st.out.push_back(chunk(calls_delta(all), None, None));
+                        st.out.push_back(chunk(i, calls_delta(all), None, None));
                         "tool_calls"
                     }
                 };
-                let lp = pending(st);
+                let lp = pending(c);
                 st.out
-                    .push_back(chunk(wire::Delta::default(), Some(reason), lp));
-                if include_usage {
-                    st.out.push_back(to_json(&wire::ChatCompletionChunk {
-                        id: id.clone(),
-                        object: "chat.completion.chunk",
-                        created,
-                        model: model.clone(),
-                        choices: vec![],
-                        usage: Some(usage(prompt_tokens, &stats)),
-                        timings: Some(timings(&stats)),
-                    }));
+                    .push_back(chunk(i, wire::Delta::default(), Some(reason), lp));
+                // after every choice: the request's usage, then the end
+                if let Some(total) = st.end_choice(i, stats) {
+                    if include_usage {
+                        st.out.push_back(to_json(&wire::ChatCompletionChunk {
+                            id: id.clone(),
+                            object: "chat.completion.chunk",
+                            created,
+                            model: model.clone(),
+                            choices: vec![],
+                            usage: Some(usage(prompt_tokens, &total)),
+                            timings: Some(timings(&total)),
+                        }));
+                    }
+                    st.out.push_back("[DONE]".into());
+                    st.done = true;
                 }
-                st.out.push_back("[DONE]".into());
-                st.done = true;
             }
             _ => {}
         }),

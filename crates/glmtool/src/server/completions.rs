@@ -58,35 +58,29 @@ pub(crate) async fn completions(
         r.choices.extend(choices);
         return Ok(Json(r).into_response());
     }
-    let rx = rxs.remove(0); // streaming: n = 1
+    // streaming: every choice's chunks as they come, told apart by `index`; the last chunk
+    // (the end of the last choice to finish) carries the request's usage
     let stops = p.stops.clone();
     let include_usage = p.include_usage;
-    let state = StreamState {
-        rx,
-        out: VecDeque::new(),
-        text: String::new(),
-        sent: String::new(),
-        done: false,
-        call: None,
-        logprobs: Vec::new(),
-    };
-    // log-probabilities ride on the next chunk that goes out
-    let pending = |st: &mut StreamState| {
-        (!st.logprobs.is_empty()).then(|| {
-            wire::LegacyLogprobs::from_entries(&std::mem::take(&mut st.logprobs), st.sent.len())
+    let state = StreamState::new(rxs, VecDeque::new());
+    // log-probabilities ride on the next chunk of their choice that goes out
+    let pending = |c: &mut ChoiceStream| {
+        (!c.logprobs.is_empty()).then(|| {
+            wire::LegacyLogprobs::from_entries(&std::mem::take(&mut c.logprobs), c.sent.len())
         })
     };
-    Ok(sse_stream(state, move |st, event| match event {
-        Event::Logprob(v) => st.logprobs.push(v),
+    Ok(sse_stream(state, move |st, i, event| match event {
+        Event::Logprob(v) => st.choices[i].logprobs.push(v),
         Event::Piece(piece) => {
-            st.text.push_str(&piece);
-            let end = safe_len(&st.text, &stops);
-            if end > st.sent.len() {
-                let lp = pending(st);
-                let delta = &st.text[st.sent.len()..end];
-                st.out
-                    .push_back(to_json(&response(choice(0, delta, None, lp), None, None)));
-                st.sent = st.text[..end].to_string();
+            let c = &mut st.choices[i];
+            c.text.push_str(&piece);
+            let end = safe_len(&c.text, &stops);
+            if end > c.sent.len() {
+                let lp = pending(c);
+                let delta = &c.text[c.sent.len()..end];
+                let line = to_json(&response(choice(i, delta, None, lp), None, None));
+                c.sent = c.text[..end].to_string();
+                st.out.push_back(line);
             }
         }
         Event::Done {
@@ -94,17 +88,22 @@ pub(crate) async fn completions(
             stats,
             finish,
         } => {
-            let lp = pending(st);
-            let delta = text.strip_prefix(st.sent.as_str()).unwrap_or("");
-            let (u, t) = if include_usage {
-                (Some(usage(prompt_tokens, &stats)), Some(timings(&stats)))
-            } else {
-                (None, None)
+            let c = &mut st.choices[i];
+            let lp = pending(c);
+            let delta = text.strip_prefix(c.sent.as_str()).unwrap_or("").to_string();
+            let total = st.end_choice(i, stats);
+            let (u, t) = match &total {
+                Some(total) if include_usage => {
+                    (Some(usage(prompt_tokens, total)), Some(timings(total)))
+                }
+                _ => (None, None),
             };
-            let last = response(choice(0, delta, Some(finish_name(finish)), lp), u, t);
+            let last = response(choice(i, &delta, Some(finish_name(finish)), lp), u, t);
             st.out.push_back(to_json(&last));
-            st.out.push_back("[DONE]".into());
-            st.done = true;
+            if total.is_some() {
+                st.out.push_back("[DONE]".into());
+                st.done = true;
+            }
         }
         _ => {}
     }))

@@ -689,12 +689,22 @@ pub(crate) async fn collect_choices(
     for rx in rxs.iter_mut() {
         out.push(collect(rx).await?);
     }
-    let mut total = out.first().map(|c| c.stats.clone()).unwrap_or_default();
-    for c in out.iter().skip(1) {
-        total.generated_tokens += c.stats.generated_tokens;
-        total.generate_seconds += c.stats.generate_seconds;
-    }
+    let total = request_stats(out.iter().map(|c| &c.stats));
     Ok((out, total))
+}
+
+/// A request's counts from its choices' (in choice order): the prompt's, read once by the
+/// first choice, and all choices' generated tokens and time.
+pub(crate) fn request_stats<'a>(
+    choices: impl IntoIterator<Item = &'a GenerateStats>,
+) -> GenerateStats {
+    let mut choices = choices.into_iter();
+    let mut total = choices.next().cloned().unwrap_or_default();
+    for s in choices {
+        total.generated_tokens += s.generated_tokens;
+        total.generate_seconds += s.generate_seconds;
+    }
+    total
 }
 
 /// The context shift's report on a response: a header with the number of messages dropped.

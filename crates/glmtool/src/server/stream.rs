@@ -121,20 +121,76 @@ pub(crate) fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-pub(crate) struct StreamState {
-    pub(crate) rx: mpsc::UnboundedReceiver<Event>,
-    pub(crate) out: VecDeque<String>,
+/// One choice of a stream (`n` choices stream side by side, their chunks told apart by
+/// `index`).
+#[derive(Default)]
+pub(crate) struct ChoiceStream {
+    /// The reply so far.
     pub(crate) text: String,
+    /// What of it went out as content.
     pub(crate) sent: String,
-    pub(crate) done: bool,
     /// GLM-4: the name of the tool call that was streamed, and how many bytes of its
     /// arguments were.
     pub(crate) call: Option<(String, usize)>,
     /// Log-probabilities of tokens not yet attached to a chunk.
     pub(crate) logprobs: Vec<wire::TokenLogprob>,
+    /// Its counts, once it ended.
+    stats: Option<GenerateStats>,
+}
+
+pub(crate) struct StreamState {
+    /// Every choice's events, tagged with the choice's index.
+    rx: mpsc::UnboundedReceiver<(usize, Event)>,
+    pub(crate) out: VecDeque<String>,
+    pub(crate) done: bool,
+    pub(crate) choices: Vec<ChoiceStream>,
 }
 
 impl StreamState {
+    /// The stream of a request's choices, in choice order: their events are merged by a task
+    /// each, which stops as soon as the client has gone (the stream dropped), dropping the
+    /// job's channel: the worker cancels the job at its next step, also one still waiting for
+    /// a slot.
+    pub(crate) fn new(rxs: Vec<mpsc::UnboundedReceiver<Event>>, out: VecDeque<String>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let n = rxs.len();
+        for (index, mut choice) in rxs.into_iter().enumerate() {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        event = choice.recv() => {
+                            let Some(event) = event else { break };
+                            if tx.send((index, event)).is_err() {
+                                break;
+                            }
+                        }
+                        _ = tx.closed() => break,
+                    }
+                }
+            });
+        }
+        StreamState {
+            rx,
+            out,
+            done: false,
+            choices: (0..n).map(|_| ChoiceStream::default()).collect(),
+        }
+    }
+
+    /// Records that choice `index` ended; once every choice has, the request's counts (as
+    /// [`collect_choices`] adds them up).
+    pub(crate) fn end_choice(
+        &mut self,
+        index: usize,
+        stats: GenerateStats,
+    ) -> Option<GenerateStats> {
+        self.choices[index].stats = Some(stats);
+        let ended: Option<Vec<&GenerateStats>> =
+            self.choices.iter().map(|c| c.stats.as_ref()).collect();
+        ended.map(request_stats)
+    }
+
     /// Ends the stream with an error event (generation failed after the headers were sent).
     fn fail(&mut self, message: &str) {
         self.out
@@ -144,12 +200,12 @@ impl StreamState {
     }
 }
 
-/// An SSE response: sends the lines `on_event` queues for each generation event, until it (or
-/// a failure) marks the stream done or the generation ends. `on_event` sees every event but
-/// `Failed`, which ends the stream with an error event.
+/// An SSE response: sends the lines `on_event` queues for each generation event of each
+/// choice (with its index), until it (or a failure) marks the stream done or every generation
+/// ends. `on_event` sees every event but `Failed`, which ends the stream with an error event.
 pub(crate) fn sse_stream(
     state: StreamState,
-    on_event: impl FnMut(&mut StreamState, Event) + Send + 'static,
+    on_event: impl FnMut(&mut StreamState, usize, Event) + Send + 'static,
 ) -> Response {
     let stream =
         futures_util::stream::unfold((state, on_event), |(mut st, mut on_event)| async move {
@@ -162,8 +218,8 @@ pub(crate) fn sse_stream(
                     return None;
                 }
                 match st.rx.recv().await {
-                    Some(Event::Failed(m)) => st.fail(&m),
-                    Some(event) => on_event(&mut st, event),
+                    Some((_, Event::Failed(m))) => st.fail(&m),
+                    Some((index, event)) => on_event(&mut st, index, event),
                     None => return None,
                 }
             }
