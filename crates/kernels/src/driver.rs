@@ -19,7 +19,8 @@ pub(crate) trait Format {
     /// (they read two regions of each group block, nibbles and high bits, in turn), q5_0, q5_1
     /// and iq4_xs on AVX2 1.2–1.5× as fast; q4_0, q8_0 and q4_K, which read their group blocks
     /// front to back, were as fast or slower with it (the hardware prefetcher already keeps up,
-    /// and the prefetch instructions cost issue slots). Only the x86 kernels prefetch.
+    /// and the prefetch instructions cost issue slots). Tiles of several tokens prefetch
+    /// whatever the format (see `x86::prefetch_distance`). Only the x86 kernels prefetch.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const PREFETCH: bool = true;
 

@@ -70,13 +70,16 @@ fn run<F: Format>(
     tile: impl Fn(&[u8], &[u8], usize, usize) -> Tile,
 ) {
     let s = Strides::of(&m);
-    let dist = prefetch_distance::<F>();
     for_tiles(&m, groups, tile_tokens, |g, t0, n| {
         let res = tile(
             &w[g * s.nb * s.gbb..][..s.nb * s.gbb],
             &acts[t0 * s.arb..][..n * s.arb],
             n,
-            if t0 == 0 { dist } else { 0 },
+            if t0 == 0 {
+                prefetch_distance::<F>(n)
+            } else {
+                0
+            },
         );
         let valid = GROUP.min(m.rows - g * GROUP);
         for (i, r) in res.iter().enumerate().take(n) {
@@ -101,18 +104,22 @@ pub(crate) fn matmul_avx512<F: Format>(
     });
 }
 
-/// How far ahead of the block being multiplied `F`'s weights are prefetched into L2 (bytes):
-/// what a core must have in flight to stream from DRAM (latency × bandwidth ≈ 100 ns ×
-/// 20 GB/s = 2 KB), with margin, for the formats that ask for it (`Format::PREFETCH`).
-/// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format, for tuning (0: off).
-fn prefetch_distance<F: Format>() -> usize {
+/// How far ahead of the block being multiplied `F`'s weights are prefetched into L2 (bytes) by
+/// a tile of `n` tokens: what a core must have in flight to stream from DRAM (latency ×
+/// bandwidth ≈ 100 ns × 20 GB/s = 2 KB), with margin. A tile of one token prefetches for the
+/// formats that ask for it (`Format::PREFETCH`); a tile of several always does: each block
+/// takes n times the work, so the loads no longer overlap by themselves (measured, q4_0 6B,
+/// AVX-512, 2 threads: four sequences decoding side by side 25 → 40 t/s, two 18 → 23, one
+/// unchanged; `glmtool bench --parallel 1,2,4`, docs/benchmarks.md).
+/// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for tuning (0: off).
+fn prefetch_distance<F: Format>(n: usize) -> usize {
     static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let env = *ENV.get_or_init(|| {
         std::env::var("GLM_KERNELS_PREFETCH")
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    env.unwrap_or(if F::PREFETCH { 8192 } else { 0 })
+    env.unwrap_or(if F::PREFETCH || n > 1 { 8192 } else { 0 })
 }
 
 /// Prefetches the `len` bytes at `p + dist` into L2 (the address may lie past the weights:

@@ -1,12 +1,14 @@
 //! `glmtool bench -p 512 -n 128 -r 5 [-d 0,4096]`: prompt processing and generation speed, like
 //! llama-bench, also at depth: with `-d N` each test runs after an N-token prefix already in the
 //! cache (evaluated once per depth, untimed; each repetition cuts the cache back to it, as
-//! llama-bench restores its saved state).
+//! llama-bench restores its saved state). With `--parallel 1,2,4` the generation test also runs
+//! with N sequences decoding side by side, one token each per step (llama-batched-bench's
+//! `-npl`, as `serve --parallel` batches its slots): `tg128 x4` is the aggregate t/s of all four.
 
 use crate::args::ModelArgs;
 use anyhow::{bail, Result};
 use glm_runtime::chatglm::Attention;
-use glm_runtime::Session;
+use glm_runtime::{SeqInput, Session};
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -31,6 +33,10 @@ pub struct Args {
         value_delimiter = ','
     )]
     pub depth: Vec<usize>,
+    /// Sequences decoding side by side in the generation test (llama-batched-bench's -npl);
+    /// a comma-separated list runs it for each count; t/s is the sum over the sequences
+    #[arg(long = "parallel", default_value = "1", value_delimiter = ',')]
+    pub parallel: Vec<usize>,
     /// Output format: md or json
     #[arg(short = 'o', long = "output", default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
@@ -57,6 +63,10 @@ pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
     }
+    if a.parallel.contains(&0) {
+        bail!("--parallel: the counts of sequences must be at least 1");
+    }
+    let n_seq = a.parallel.iter().copied().max().unwrap_or(1);
     let max_depth = a.depth.iter().copied().max().unwrap_or(0);
     let need = a.n_prompt.max(a.n_gen).max(1);
     let total = max_depth + need;
@@ -78,7 +88,11 @@ pub fn run(a: Args) -> Result<()> {
             opts.n_ctx
         );
     }
+    opts.n_seq = n_seq;
     let mut session = Session::new(&model, &opts)?;
+    if n_seq > 1 && !session.batches_sequences() {
+        bail!("--parallel {n_seq}: sequences decode side by side with flash attention only (-fa on, a model wholly on the CPU)");
+    }
     let n_vocab = model.hparams.n_vocab as u32;
     // Deterministic pseudo-random tokens from the normal part of the vocabulary.
     let tokens: Vec<u32> = (0..total as u64)
@@ -112,18 +126,39 @@ pub fn run(a: Args) -> Result<()> {
                 tps: mean_sd(&tps),
             });
         }
-        if a.n_gen > 0 {
+        for &np in a.parallel.iter().filter(|_| a.n_gen > 0) {
             let mut tps = Vec::new();
             for _ in 0..a.reps {
                 session.truncate(d);
+                for seq in 1..np {
+                    session.truncate_seq(seq, 0);
+                    session.copy_seq(0, seq, d)?;
+                }
                 let t = Instant::now();
                 for &tok in &tokens[d..d + a.n_gen] {
-                    session.eval(&[tok], false)?;
+                    if np == 1 {
+                        session.eval(&[tok], false)?;
+                    } else {
+                        let step = [tok];
+                        let inputs: Vec<SeqInput> = (0..np)
+                            .map(|seq| SeqInput {
+                                seq,
+                                tokens: &step,
+                                logits: true,
+                            })
+                            .collect();
+                        session.eval_batch(&inputs)?;
+                    }
                 }
-                tps.push(a.n_gen as f64 / t.elapsed().as_secs_f64());
+                tps.push((np * a.n_gen) as f64 / t.elapsed().as_secs_f64());
             }
+            let x = if np > 1 {
+                format!(" x{np}")
+            } else {
+                String::new()
+            };
             rows.push(Row {
-                test: format!("tg{}{at}", a.n_gen),
+                test: format!("tg{}{x}{at}", a.n_gen),
                 depth: d,
                 tps: mean_sd(&tps),
             });
