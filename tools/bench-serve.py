@@ -6,7 +6,9 @@ and each number of concurrent clients, every client streams one /v1/completions 
 same prompt length, a different prompt each, temperature 0, max_tokens tokens). Prints a
 markdown table: aggregate generated tokens/s (all clients' tokens over the round's wall time),
 median time to first token, median per-stream decode speed (tokens after the first over the
-time since the first), and each server's ratio to its own single client.
+time since the first), the decode aggregate (the streams' decode speeds summed: what the
+server generates per second while they all decode), and each server's ratio to its own single
+client.
 
 usage: python3 tools/bench-serve.py MODEL.gguf   (or `demo`: glmtool's bundled tiny model)
   env: THREADS (2)  SLOTS (4)  CLIENTS ("1 2 4 8")  PROMPT (64 words)  TOKENS (64)
@@ -112,8 +114,8 @@ def round_(base, clients, tag, llama):
     wall = time.time() - t0
     total = sum(r[3] for r in out)
     ttft = statistics.median(r[1] - r[0] for r in out if r[1])
-    decode = statistics.median((r[3] - 1) / (r[2] - r[1]) for r in out if r[3] > 1 and r[2] > r[1])
-    return total / wall, ttft, decode
+    speeds = [(r[3] - 1) / (r[2] - r[1]) for r in out if r[3] > 1 and r[2] > r[1]]
+    return total / wall, ttft, statistics.median(speeds), sum(speeds)
 
 
 def main():
@@ -134,23 +136,24 @@ def main():
                     r = round_(base, c, f"r{rnd}c{c}", tool == "llama.cpp")
                     results.setdefault((tool, c), []).append(r)
                     print(f"{tool} {c} clients: {r[0]:.2f} t/s aggregate, ttft {r[1]:.2f} s, "
-                          f"{r[2]:.2f} t/s per stream", file=sys.stderr)
+                          f"{r[2]:.2f} t/s per stream, {r[3]:.2f} t/s decode aggregate",
+                          file=sys.stderr)
             finally:
                 proc.terminate()
                 proc.wait()
     print(f"\n{cpu} ({isa}), {THREADS} threads, {SLOTS} slots, prompt {PROMPT} words, "
           f"{TOKENS} tokens per client, {os.path.basename(model)}; best of {ROUNDS} round(s)\n")
-    print("| clients | tool | aggregate t/s | × own 1 client | TTFT s (median) | per-stream t/s | × own 1 client | glmtool ÷ llama.cpp (aggregate) |")
-    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| clients | tool | aggregate t/s | × own 1 client | TTFT s (median) | per-stream t/s | × own 1 client | decode aggregate t/s | × own 1 client | glmtool ÷ llama.cpp (aggregate) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     best = {k: max(v, key=lambda r: r[0]) for k, v in results.items()}
     for c in CLIENTS:
         for tool in TOOLS:
-            agg, ttft, dec = best[(tool, c)]
+            agg, ttft, dec, dec_all = best[(tool, c)]
             one = best[(tool, 1)] if (tool, 1) in best else best[(tool, c)]
             anchor = best.get(("llama.cpp", c))
             vs = f"{agg / anchor[0]:.2f}" if tool == "glmtool" and anchor else ""
             print(f"| {c} | {tool} | {agg:.2f} | {agg / one[0]:.2f} | {ttft:.2f} | {dec:.2f} | "
-                  f"{dec / one[2]:.2f} | {vs} |")
+                  f"{dec / one[2]:.2f} | {dec_all:.2f} | {dec_all / one[3]:.2f} | {vs} |")
 
 
 if __name__ == "__main__":

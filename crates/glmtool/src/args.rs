@@ -97,6 +97,7 @@ impl ShapeArgs {
             cache_type: self.cache(),
             logits_rows,
             flash_attn: self.flash_attn,
+            n_seq: 1,
         }
     }
 

@@ -220,7 +220,8 @@ fn info_tokenize_quantize_perplexity_bench() {
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert!(v[0]["tokens_per_second"].as_f64().unwrap() > 0.0);
 
-    // at depth (llama-bench's -d), with llama.cpp's -fa/-ctk/-ctv
+    // at depth (llama-bench's -d), with llama.cpp's -fa/-ctk/-ctv, and three sequences
+    // decoding side by side after the same prefix (llama-batched-bench's -npl)
     let o = run(&[
         "bench",
         "-m",
@@ -233,6 +234,8 @@ fn info_tokenize_quantize_perplexity_bench() {
         "1",
         "-d",
         "0,40",
+        "--parallel",
+        "1,3",
         "-fa",
         "on",
         "-ctk",
@@ -255,8 +258,10 @@ fn info_tokenize_quantize_perplexity_bench() {
         [
             ("pp32", 0),
             ("tg4", 0),
+            ("tg4 x3", 0),
             ("pp32 @ d40", 40),
-            ("tg4 @ d40", 40)
+            ("tg4 @ d40", 40),
+            ("tg4 x3 @ d40", 40)
         ]
     );
     assert_eq!(
@@ -264,6 +269,10 @@ fn info_tokenize_quantize_perplexity_bench() {
         (&json!(true), &json!("q8_0"), &json!("q4_0"))
     );
     assert_eq!(v[0]["n_ctx"], json!(72));
+    assert_eq!(
+        (&v[1]["n_parallel"], &v[2]["n_parallel"]),
+        (&json!(1), &json!(3))
+    );
     fails_with(
         &[
             "bench",
@@ -279,6 +288,22 @@ fn info_tokenize_quantize_perplexity_bench() {
             "1",
         ],
         &["the tests need 532 tokens of context", "512"],
+    );
+    fails_with(
+        &[
+            "bench",
+            "-m",
+            q.to_str().unwrap(),
+            "-n",
+            "4",
+            "--parallel",
+            "2",
+            "-fa",
+            "off",
+            "-t",
+            "1",
+        ],
+        &["--parallel 2", "flash attention"],
     );
 }
 

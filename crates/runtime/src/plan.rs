@@ -155,9 +155,11 @@ pub struct PlanShape {
     pub n_ctx: usize,
     pub n_batch: usize,
     pub cache_type: CacheType,
-    /// Logit rows per batch: 1 for generation, `n_batch` for perplexity.
+    /// Logit rows per batch: 1 for generation, `n_batch` for perplexity, the slots for `serve`.
     pub logits_rows: usize,
     pub flash_attn: FlashAttn,
+    /// Sequences with a cache of `n_ctx` tokens each (`serve --parallel`'s slots).
+    pub n_seq: usize,
 }
 
 impl Default for PlanShape {
@@ -168,14 +170,15 @@ impl Default for PlanShape {
             cache_type: CacheType::F16,
             logits_rows: 1,
             flash_attn: FlashAttn::Auto,
+            n_seq: 1,
         }
     }
 }
 
 impl PlanShape {
-    /// KV cache bytes of one layer.
+    /// KV cache bytes of one layer (every sequence's).
     pub fn layer_kv_bytes(&self, hp: &Hparams) -> u64 {
-        self.n_ctx as u64 * self.cache_type.token_bytes(hp)
+        (self.n_ctx * self.n_seq.max(1)) as u64 * self.cache_type.token_bytes(hp)
     }
 
     fn batch(&self) -> u64 {
@@ -567,6 +570,7 @@ mod tests {
             cache_type: CacheType::F16,
             logits_rows: 1,
             flash_attn: FlashAttn::Auto,
+            n_seq: 1,
         }
     }
 
@@ -606,6 +610,28 @@ mod tests {
         // A tiny budget takes nothing.
         let p = plan(&s, &shape(), &req(GpuLayers::Auto, Some(100 << 20), None)).unwrap();
         assert!(!p.uses_gpu());
+    }
+
+    /// `serve --parallel N` holds N caches: the GPU's share of them counts against its budget.
+    #[test]
+    fn every_slot_cache_counts_on_the_gpu() {
+        let s = sizes_6b();
+        let slots = |n: usize| PlanShape {
+            n_seq: n,
+            ..shape()
+        };
+        let budget = Some(3 << 30);
+        let one = plan(&s, &slots(1), &req(GpuLayers::Auto, budget, None)).unwrap();
+        let four = plan(&s, &slots(4), &req(GpuLayers::Auto, budget, None)).unwrap();
+        assert!(four.gpu.total() <= 3 << 30, "{}", four.describe());
+        assert!(
+            four.n_gpu_layers < one.n_gpu_layers,
+            "{} vs {}",
+            four.describe(),
+            one.describe()
+        );
+        let per_layer = |p: &Plan| p.gpu.kv / p.n_gpu_layers as u64;
+        assert_eq!(per_layer(&four), 4 * per_layer(&one));
     }
 
     #[test]
@@ -668,6 +694,7 @@ mod tests {
             cache_type: CacheType::both(t),
             logits_rows: 1,
             flash_attn: fa,
+            n_seq: 1,
         };
         let unfused = compute_bytes(&hp, &shape(FlashAttn::Off, KvType::F16), true, false);
         let flash = compute_bytes(&hp, &shape(FlashAttn::On, KvType::F16), true, true);

@@ -130,6 +130,7 @@ fn compute_estimate_covers_the_measured_buffer() {
             cache_type: CacheType::F16,
             logits_rows: if all_logits { n_batch } else { 1 },
             flash_attn: fa,
+            n_seq: 1,
         };
         let est = compute_bytes(&model.hparams, &shape, true, fa == FlashAttn::On);
         eprintln!(

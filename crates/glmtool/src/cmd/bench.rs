@@ -52,10 +52,12 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
-/// One result row: the test's name (llama-bench's, `pp512 @ d4096`), its depth, t/s mean and sd.
+/// One result row: the test's name (llama-bench's, `pp512 @ d4096`), its depth, the sequences
+/// side by side, t/s mean and sd (summed over the sequences).
 struct Row {
     test: String,
     depth: usize,
+    parallel: usize,
     tps: (f64, f64),
 }
 
@@ -123,6 +125,7 @@ pub fn run(a: Args) -> Result<()> {
             rows.push(Row {
                 test: format!("pp{}{at}", a.n_prompt),
                 depth: d,
+                parallel: 1,
                 tps: mean_sd(&tps),
             });
         }
@@ -160,6 +163,7 @@ pub fn run(a: Args) -> Result<()> {
             rows.push(Row {
                 test: format!("tg{}{x}{at}", a.n_gen),
                 depth: d,
+                parallel: np,
                 tps: mean_sd(&tps),
             });
         }
@@ -183,7 +187,7 @@ pub fn run(a: Args) -> Result<()> {
                 "gpu_compute_bytes": session.compute_bytes_split().1, "threads": opts.n_threads, "cpu_kernels": kernels,
                 "flash_attn": fa, "type_k": cache.k.name(), "type_v": cache.v.name(),
                 "n_ctx": opts.n_ctx, "kv_bytes": session.cache_bytes(), "compute_bytes": session.compute_bytes(),
-                "load_seconds": model.load_time.as_secs_f64(), "test": r.test, "n_depth": r.depth,
+                "load_seconds": model.load_time.as_secs_f64(), "test": r.test, "n_depth": r.depth, "n_parallel": r.parallel,
                 "tokens_per_second": r.tps.0, "stddev": r.tps.1, "repetitions": a.reps,
             }))
             .collect();

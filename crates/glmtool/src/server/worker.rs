@@ -94,7 +94,14 @@ pub(crate) fn spawn_worker(
     let handle = std::thread::Builder::new()
         .name("model".into())
         .spawn(move || {
-            let loaded = margs.load(1, false).and_then(|model| {
+            // an explicit -np: the plan counts every slot's cache (and logits row), so that
+            // the GPU's layers leave room for them
+            let slots = wopts.parallel.unwrap_or(1);
+            let shape = glm_runtime::PlanShape {
+                n_seq: slots,
+                ..margs.shape.plan_shape(slots)
+            };
+            let loaded = margs.load_shaped(shape, false).and_then(|model| {
                 let opts = margs.session_options(&model)?;
                 Ok((model, opts))
             });
