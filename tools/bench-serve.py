@@ -7,8 +7,8 @@ same prompt length, a different prompt each, temperature 0, max_tokens tokens). 
 markdown table: aggregate generated tokens/s (all clients' tokens over the round's wall time),
 median time to first token, median per-stream decode speed (tokens after the first over the
 time since the first), the decode aggregate (the streams' decode speeds summed: what the
-server generates per second while they all decode), and each server's ratio to its own single
-client.
+server generates per second while they all decode; shown up to SLOTS clients, beyond which the
+streams no longer decode at the same time), and each server's ratio to its own single client.
 
 usage: python3 tools/bench-serve.py MODEL.gguf   (or `demo`: glmtool's bundled tiny model)
   env: THREADS (2)  SLOTS (4)  CLIENTS ("1 2 4 8")  PROMPT (64 words)  TOKENS (64)
@@ -152,8 +152,9 @@ def main():
             one = best[(tool, 1)] if (tool, 1) in best else best[(tool, c)]
             anchor = best.get(("llama.cpp", c))
             vs = f"{agg / anchor[0]:.2f}" if tool == "glmtool" and anchor else ""
+            together = (f"{dec_all:.2f} | {dec_all / one[3]:.2f}" if c <= SLOTS else "— | —")
             print(f"| {c} | {tool} | {agg:.2f} | {agg / one[0]:.2f} | {ttft:.2f} | {dec:.2f} | "
-                  f"{dec / one[2]:.2f} | {dec_all:.2f} | {dec_all / one[3]:.2f} | {vs} |")
+                  f"{dec / one[2]:.2f} | {together} | {vs} |")
 
 
 if __name__ == "__main__":
