@@ -1,7 +1,8 @@
 //! `glmtool bench -p 512 -n 128 -r 5 [-d 0,4096]`: prompt processing and generation speed, like
 //! llama-bench, also at depth: with `-d N` each test runs after an N-token prefix already in the
-//! cache (evaluated once per depth, untimed; each repetition cuts the cache back to it, as
-//! llama-bench restores its saved state). With `--parallel 1,2,4` the generation test also runs
+//! cache (evaluated once, untimed; each repetition starts from a copy of it, as llama-bench
+//! restores its saved state). The repetitions go round all the tests in turn (d0, d4096, d0, ...),
+//! so a machine whose speed drifts skews no ratio between them. With `--parallel 1,2,4` the generation test also runs
 //! with N sequences decoding side by side, one token each per step (llama-batched-bench's
 //! `-npl`, as `serve --parallel` batches its slots): `tg128 x4` is the aggregate t/s of all four.
 
@@ -61,6 +62,15 @@ struct Row {
     tps: (f64, f64),
 }
 
+fn row(test: String, depth: usize, parallel: usize) -> Row {
+    Row {
+        test,
+        depth,
+        parallel,
+        tps: (0.0, 0.0),
+    }
+}
+
 pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 {
         bail!("-r must be at least 1");
@@ -90,7 +100,12 @@ pub fn run(a: Args) -> Result<()> {
             opts.n_ctx
         );
     }
-    opts.n_seq = n_seq;
+    // With several depths the deepest prefix is evaluated once into a spare sequence and every
+    // test copies its depth's share of it: the repetitions then alternate between the depths
+    // (d0, d4096, d0, d4096, ...), so a machine that slows down for a minute moves every depth
+    // alike instead of skewing their ratio.
+    let master = (a.depth.len() > 1).then_some(n_seq);
+    opts.n_seq = n_seq + usize::from(master.is_some());
     let mut session = Session::new(&model, &opts)?;
     if n_seq > 1 && !session.batches_sequences() {
         bail!("--parallel {n_seq}: sequences decode side by side with flash attention only (-fa on, a model wholly on the CPU)");
@@ -100,74 +115,78 @@ pub fn run(a: Args) -> Result<()> {
     let tokens: Vec<u32> = (0..total as u64)
         .map(|i| ((i * 2654435761 + 12345) % (n_vocab as u64 / 2)) as u32 + 3)
         .collect();
-    let mut rows = Vec::new();
     // warm-up (page in the weights, size the compute buffer)
     session.reset();
     session.eval(&tokens[..a.n_prompt.clamp(1, 16)], false)?;
+    session.reset();
+    let src = master.unwrap_or(0);
+    for chunk in tokens[..max_depth].chunks(session.n_batch().max(1)) {
+        let input = SeqInput {
+            seq: src,
+            tokens: chunk,
+            logits: false,
+        };
+        session.eval_batch(&[input])?;
+    }
+    // the tests in table order (depth by depth), and their t/s of every repetition
+    let mut rows: Vec<(Row, Vec<f64>)> = Vec::new();
     for &d in &a.depth {
         let at = if d > 0 {
             format!(" @ d{d}")
         } else {
             String::new()
         };
-        session.reset();
-        if d > 0 {
-            session.eval(&tokens[..d], false)?;
-        }
         if a.n_prompt > 0 {
-            let mut tps = Vec::new();
-            for _ in 0..a.reps {
-                session.truncate(d);
-                let t = Instant::now();
-                session.eval(&tokens[d..d + a.n_prompt], false)?;
-                tps.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
-            }
-            rows.push(Row {
-                test: format!("pp{}{at}", a.n_prompt),
-                depth: d,
-                parallel: 1,
-                tps: mean_sd(&tps),
-            });
+            let test = format!("pp{}{at}", a.n_prompt);
+            rows.push((row(test, d, 1), Vec::new()));
         }
         for &np in a.parallel.iter().filter(|_| a.n_gen > 0) {
-            let mut tps = Vec::new();
-            for _ in 0..a.reps {
-                session.truncate(d);
-                for seq in 1..np {
-                    session.truncate_seq(seq, 0);
-                    session.copy_seq(0, seq, d)?;
-                }
-                let t = Instant::now();
-                for &tok in &tokens[d..d + a.n_gen] {
-                    if np == 1 {
-                        session.eval(&[tok], false)?;
-                    } else {
-                        let step = [tok];
-                        let inputs: Vec<SeqInput> = (0..np)
-                            .map(|seq| SeqInput {
-                                seq,
-                                tokens: &step,
-                                logits: true,
-                            })
-                            .collect();
-                        session.eval_batch(&inputs)?;
-                    }
-                }
-                tps.push((np * a.n_gen) as f64 / t.elapsed().as_secs_f64());
-            }
             let x = if np > 1 {
                 format!(" x{np}")
             } else {
                 String::new()
             };
-            rows.push(Row {
-                test: format!("tg{}{x}{at}", a.n_gen),
-                depth: d,
-                parallel: np,
-                tps: mean_sd(&tps),
-            });
+            rows.push((row(format!("tg{}{x}{at}", a.n_gen), d, np), Vec::new()));
         }
     }
+    for _ in 0..a.reps {
+        for (test, tps) in rows.iter_mut() {
+            let (d, np) = (test.depth, test.parallel);
+            // sequences 0..np hold the first d tokens (copied from `src`, or cut back to them)
+            for seq in 0..np {
+                session.copy_seq(src, seq, d)?;
+            }
+            let t = Instant::now();
+            if test.test.starts_with("pp") {
+                session.eval(&tokens[d..d + a.n_prompt], false)?;
+                tps.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
+                continue;
+            }
+            for &tok in &tokens[d..d + a.n_gen] {
+                if np == 1 {
+                    session.eval(&[tok], false)?;
+                } else {
+                    let step = [tok];
+                    let inputs: Vec<SeqInput> = (0..np)
+                        .map(|seq| SeqInput {
+                            seq,
+                            tokens: &step,
+                            logits: true,
+                        })
+                        .collect();
+                    session.eval_batch(&inputs)?;
+                }
+            }
+            tps.push((np * a.n_gen) as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .map(|(r, tps)| Row {
+            tps: mean_sd(&tps),
+            ..r
+        })
+        .collect();
     let (size, params) = (model.file_size, model.n_params);
     let backend = match model.gpu_backend() {
         Some(g) if model.plan.uses_gpu() => g.name(),
