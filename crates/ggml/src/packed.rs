@@ -260,8 +260,9 @@ pub(crate) unsafe fn mul_mat_packed(
     Ok(r)
 }
 
-/// Quantizes the activations as ggml does for the weight type (q8_0, q8_1 or q8_K: `act`),
-/// tokens split between threads.
+/// Quantizes the activations as ggml does for the weight type (q8_0, q8_1 or q8_K: `act`). The
+/// blocks of all tokens are split between threads in equal runs, so that decoding (one token)
+/// does not quantize on one thread while the others wait.
 unsafe extern "C" fn quantize_op(
     dst: *mut sys::ggml_tensor,
     x: *const sys::ggml_tensor,
@@ -272,15 +273,32 @@ unsafe extern "C" fn quantize_op(
     let (dst, x) = (&*dst, &*x);
     let (k, t) = (x.ne[0] as usize, x.ne[1] as usize);
     let act = act_from_ptr(act);
-    let arb = act.row_bytes(k);
-    for i in (ith.max(0) as usize..t).step_by(nth.max(1) as usize) {
+    let (qk, bb) = (act.block_cols(), act.block_bytes());
+    let nb = k / qk; // k is whole blocks (checked when the op was made)
+    let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
+    let (u0, u1) = (t * nb * ith / nth, t * nb * (ith + 1) / nth);
+    let mut u = u0;
+    while u < u1 {
+        // token i, its blocks b0..b1 (a run never crosses into the next token)
+        let (i, b0) = (u / nb, u % nb);
+        let b1 = nb.min(b0 + (u1 - u));
         // SAFETY: x holds t rows of k f32 at stride nb[1] (checked when the op was made); dst is
-        // this op's allocated [k, t] f32 output (4·k·t bytes), of which row i's act bytes
-        // [i·arb, (i+1)·arb) are written by this thread only (rows split by ith).
-        let src =
-            std::slice::from_raw_parts((x.data as *const u8).add(i * x.nb[1]).cast::<f32>(), k);
-        let out = std::slice::from_raw_parts_mut((dst.data as *mut u8).add(i * arb), arb);
+        // this op's allocated [k, t] f32 output (4·k·t bytes, more than t rows of nb·bb act
+        // bytes), of which this thread alone writes token i's blocks b0..b1 (the runs of the
+        // threads are disjoint).
+        let src = std::slice::from_raw_parts(
+            (x.data as *const u8)
+                .add(i * x.nb[1])
+                .cast::<f32>()
+                .add(b0 * qk),
+            (b1 - b0) * qk,
+        );
+        let out = std::slice::from_raw_parts_mut(
+            (dst.data as *mut u8).add(i * nb * bb + b0 * bb),
+            (b1 - b0) * bb,
+        );
         let _ = act.quantize(src, out); // shapes match by construction
+        u += b1 - b0;
     }
 }
 

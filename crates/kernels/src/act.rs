@@ -90,6 +90,16 @@ impl Activation {
     }
 }
 
+/// `x.round_ties_even()` for |x| ≤ 2²²: adding and taking away 1.5 · 2²³ leaves no fraction bits,
+/// and IEEE addition rounds to nearest, ties to even, exactly as `rintf`. Written out so that the
+/// quantizers' loops vectorize; without SSE4.1 in the target `round_ties_even` is a call to libm
+/// per value (it was 1.6 % of a decoding step, on one thread while the others waited).
+#[inline(always)]
+fn round_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³
+    (x + MAGIC) - MAGIC
+}
+
 /// ggml's x86 q8_0 (`with_s` false: the i32 sum follows d) or q8_1 (`with_s`: f16(d·Σq)).
 fn q8_block(xb: &[f32], ob: &mut [u8], with_s: bool) {
     let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -97,7 +107,8 @@ fn q8_block(xb: &[f32], ob: &mut [u8], with_s: bool) {
     let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
     let mut sum = 0i32;
     for (o, &v) in ob[A8_QS..].iter_mut().zip(xb) {
-        let q = (v * id).round_ties_even() as i8;
+        // |v · id| ≤ 127 (a NaN activation stays NaN and casts to 0, as before)
+        let q = round_small(v * id) as i8;
         sum += q as i32;
         *o = q as u8;
     }
@@ -125,8 +136,8 @@ fn q8k_block(xb: &[f32], ob: &mut [u8]) {
     }
     let iscale = -127.0f32 / max;
     for (o, &v) in ob[A_QS..].iter_mut().zip(xb) {
-        // ggml's nearest_int (round half to even) then MIN(127, ·)
-        *o = ((iscale * v).round_ties_even() as i32).min(127) as i8 as u8;
+        // ggml's nearest_int (round half to even) then MIN(127, ·); |iscale · v| ≤ 127
+        *o = (round_small(iscale * v) as i32).min(127) as i8 as u8;
     }
     ob[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
     for j in 0..16 {
