@@ -1094,3 +1094,62 @@ fn health_is_503_while_the_model_loads_and_a_failed_load_exits() {
     assert!(!status.success(), "{rest}");
     assert!(rest.contains("slow.gguf"), "{rest}");
 }
+
+/// The official `openai` Python client reads `n` streamed choices: its chunks carry each
+/// choice's index, and what it assembles per index is what the same request returns without
+/// streaming. Skipped when no Python with `openai` is found (GLMTOOL_TEST_PYTHON, else python3).
+#[test]
+fn python_openai_client_streams_n_choices() {
+    let python = std::env::var("GLMTOOL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python).args(["-c", "import openai"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipping: {python} cannot import openai (pip install openai; GLMTOOL_TEST_PYTHON=path/to/python)");
+        return;
+    }
+    let s = server(&["--parallel", "2"]);
+    let script = r#"
+import json, sys
+from openai import OpenAI
+
+client = OpenAI(base_url=sys.argv[1] + "/v1", api_key="unused")
+ask = dict(model="demo", messages=[{"role": "user", "content": "Tell me a fortune"}],
+           n=2, max_tokens=12, temperature=0.9, seed=11)
+whole = client.chat.completions.create(**ask)
+texts, finishes, usage = ["", ""], [None, None], None
+for chunk in client.chat.completions.create(**ask, stream=True,
+                                            stream_options={"include_usage": True}):
+    if chunk.usage is not None:
+        usage = chunk.usage
+    for c in chunk.choices:
+        texts[c.index] += c.delta.content or ""
+        if c.finish_reason:
+            finishes[c.index] = c.finish_reason
+print(json.dumps({
+    "streamed": texts, "finishes": finishes,
+    "whole": [c.message.content for c in whole.choices],
+    "usage": [usage.completion_tokens, whole.usage.completion_tokens],
+}))
+"#;
+    let out = Command::new(&python)
+        .args(["-c", script, &s.base])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log.lock().unwrap()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["streamed"], v["whole"], "{v}");
+    assert_ne!(v["whole"][0], v["whole"][1], "two seeds, two replies: {v}");
+    assert!(
+        v["finishes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f.is_string()),
+        "{v}"
+    );
+    assert_eq!(v["usage"][0], v["usage"][1], "{v}");
+}
