@@ -12,6 +12,7 @@ use crate::tensor::{Tensor, TensorSpec, TensorStore};
 use crate::{sys, GgmlError};
 pub use glm_kernels::{Activation, Isa, WeightType};
 use std::ffi::{c_int, c_void};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A repacked weight matrix (`rows × k`), as the graph uses it.
 #[derive(Clone, Copy)]
@@ -222,7 +223,7 @@ pub(crate) unsafe fn mul_mat_packed(
     // The quantized activations are written into the op's f32-shaped [k, T] output: a block of
     // 32 values takes 40 bytes there instead of 128 (q8_0, q8_1), one of 256 takes 320 instead
     // of 1024 (q8_K).
-    if p.ty.act_row_bytes(p.k) > 4 * p.k {
+    if counter_offset(t as usize, p.ty.act_row_bytes(p.k)) + COUNTER_BYTES > 4 * p.k * t as usize {
         return Err(GgmlError::Shape(
             "mul_mat_packed: activations do not fit their buffer".into(),
         ));
@@ -260,6 +261,23 @@ pub(crate) unsafe fn mul_mat_packed(
     Ok(r)
 }
 
+/// Bytes of the row-group counter that the product's threads share.
+const COUNTER_BYTES: usize = 64;
+
+/// Where the row-group counter sits in the quantize op's output: after the `t` tokens'
+/// activations (`arb` bytes each), at the next multiple of 64 bytes.
+fn counter_offset(t: usize, arb: usize) -> usize {
+    (t * arb).next_multiple_of(COUNTER_BYTES)
+}
+
+/// Row groups a thread of the product claims at a time: eight claims per thread on average, so
+/// a thread that the memory serves slower takes fewer of them instead of keeping the others
+/// waiting at the end of the op (a static half each left both threads spinning 9 % of a decoding
+/// step), and each claim still streams a long run of weights.
+fn chunk_groups(groups: usize, nth: usize) -> usize {
+    groups.div_ceil(8 * nth).max(1)
+}
+
 /// Quantizes the activations as ggml does for the weight type (q8_0, q8_1 or q8_K: `act`). The
 /// blocks of all tokens are split between threads in equal runs, so that decoding (one token)
 /// does not quantize on one thread while the others wait.
@@ -276,6 +294,16 @@ unsafe extern "C" fn quantize_op(
     let (qk, bb) = (act.block_cols(), act.block_bytes());
     let nb = k / qk; // k is whole blocks (checked when the op was made)
     let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
+    if ith == 0 {
+        // SAFETY: the counter's 64 bytes lie inside this op's output (4·k·t bytes, checked by
+        // mul_mat_packed) after the activations, at a multiple of 64 from ggml's aligned buffer
+        // start (so an AtomicUsize is aligned); no other thread touches them during this op, and
+        // the product, which starts after ggml's barrier, sees the store.
+        let c = (dst.data as *mut u8)
+            .add(counter_offset(t, nb * bb))
+            .cast::<AtomicUsize>();
+        (*c).store(0, Ordering::Relaxed);
+    }
     let (u0, u1) = (t * nb * ith / nth, t * nb * (ith + 1) / nth);
     let mut u = u0;
     while u < u1 {
@@ -321,19 +349,34 @@ unsafe extern "C" fn matmul_op(
         n_tokens: t,
     };
     let groups = glm_kernels::n_groups(rows);
-    let (ith, nth) = (ith.max(0) as usize, nth.max(1) as usize);
-    let part = groups * ith / nth..groups * (ith + 1) / nth;
+    let nth = nth.max(1) as usize;
+    let _ = ith; // the threads claim row groups from the shared counter instead
+    let chunk = chunk_groups(groups, nth);
+    let arb = ty.act_row_bytes(k);
     // SAFETY: w is the packed tensor (packed_len bytes, checked when the op was made); a is the
-    // quantize op's output, whose first t·act_row_bytes(k) bytes hold the activations; dst is
-    // this op's [rows, t] f32 output, of which this thread writes only its own row groups.
+    // quantize op's output, whose first t·act_row_bytes(k) bytes hold the activations and whose
+    // cache line at counter_offset the row-group counter (zeroed by the quantize op, which ggml
+    // finished before this op began; only atomic operations touch it now); dst is this op's
+    // [rows, t] f32 output, of which this thread writes only the row groups it claimed.
     let wb = std::slice::from_raw_parts(w.data as *const u8, glm_kernels::packed_len(ty, rows, k));
-    let ab = std::slice::from_raw_parts(a.data as *const u8, t * ty.act_row_bytes(k));
+    let ab = std::slice::from_raw_parts(a.data as *const u8, t * arb);
+    let counter = &*((a.data as *const u8)
+        .add(counter_offset(t, arb))
+        .cast::<AtomicUsize>());
     let out = glm_kernels::Out::new(dst.data as *mut f32, rows);
-    if glm_kernels::matmul(isa, m, wb, ab, part.clone(), out).is_err() {
-        // Unreachable (shapes were checked when the op was made); never leave garbage behind.
-        for tok in 0..t {
-            for r in part.start * glm_kernels::GROUP..(part.end * glm_kernels::GROUP).min(rows) {
-                *(dst.data as *mut f32).add(tok * rows + r) = f32::NAN;
+    loop {
+        let g0 = counter.fetch_add(1, Ordering::Relaxed) * chunk;
+        if g0 >= groups {
+            break;
+        }
+        let part = g0..groups.min(g0 + chunk);
+        if glm_kernels::matmul(isa, m, wb, ab, part.clone(), out).is_err() {
+            // Unreachable (shapes were checked when the op was made); never leave garbage behind.
+            for tok in 0..t {
+                for r in part.start * glm_kernels::GROUP..(part.end * glm_kernels::GROUP).min(rows)
+                {
+                    *(dst.data as *mut f32).add(tok * rows + r) = f32::NAN;
+                }
             }
         }
     }
