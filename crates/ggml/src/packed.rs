@@ -272,7 +272,7 @@ fn counter_offset(t: usize, arb: usize) -> usize {
 
 /// Row groups a thread of the product claims at a time: eight claims per thread on average, so
 /// a thread that the memory serves slower takes fewer of them instead of keeping the others
-/// waiting at the end of the op (a static half each left both threads spinning 9 % of a decoding
+/// waiting at the end of the op (a fixed half each left both threads spinning 8 % of a decoding
 /// step), and each claim still streams a long run of weights.
 fn chunk_groups(groups: usize, nth: usize) -> usize {
     groups.div_ceil(8 * nth).max(1)
