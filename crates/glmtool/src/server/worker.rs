@@ -199,11 +199,16 @@ fn serve_jobs<'t>(
                 Err(std_mpsc::TryRecvError::Disconnected) => open = false,
             }
         }
-        // clients that left while waiting
+        // clients that left while waiting: their line says so (nothing read, nothing generated)
         waiting.retain(|p| {
             let gone = p.client.tx.is_closed();
             if gone {
                 queued.fetch_sub(1, Ordering::SeqCst);
+                let stats = GenerateStats {
+                    prompt_tokens: p.request.prompt.len(),
+                    ..Default::default()
+                };
+                p.client.log_end(&stats, false, "cancelled");
             }
             !gone
         });
@@ -383,6 +388,33 @@ struct JobClient<'t> {
 }
 
 impl JobClient<'_> {
+    /// The request's one line on the log, in a stable `key=value` format, and its counts in the
+    /// metrics. `stats.prompt_evaluated` of the prompt's tokens were read, the rest came from a
+    /// cache — unless the request never started (`started` false: nothing came from anywhere).
+    fn log_end(&self, stats: &GenerateStats, started: bool, end: &str) {
+        let cached = if started {
+            stats.prompt_tokens - stats.prompt_evaluated
+        } else {
+            0
+        };
+        let total = self.t0.elapsed().as_secs_f64();
+        eprintln!(
+            "request id={} prompt_tokens={} cached_tokens={} generated_tokens={} \
+             queue_s={:.3} prompt_s={:.3} generate_s={:.3} total_s={:.3} \
+             dropped_messages={} end={end}",
+            self.id,
+            stats.prompt_tokens,
+            cached,
+            stats.generated_tokens,
+            (total - stats.prompt_seconds - stats.generate_seconds).max(0.0),
+            stats.prompt_seconds,
+            stats.generate_seconds,
+            total,
+            self.dropped,
+        );
+        self.metrics.request_done(stats);
+    }
+
     fn logprob_json(&self, lp: &TokenLogprob) -> wire::TokenLogprob {
         let tok = self.tok;
         let bytes = tok.token_bytes(lp.id);
@@ -456,32 +488,14 @@ impl Client for JobClient<'_> {
                     _ => Finish::Stop,
                 };
                 let cancelled = g.stop == StopReason::Cancelled && !self.stopped_by_text;
-                // one line per request, in a stable `key=value` format
-                eprintln!(
-                    "request id={} prompt_tokens={} cached_tokens={} generated_tokens={} \
-                     queue_s={:.3} prompt_s={:.3} generate_s={:.3} total_s={:.3} \
-                     dropped_messages={} end={}",
-                    self.id,
-                    g.stats.prompt_tokens,
-                    g.stats.prompt_tokens - g.stats.prompt_evaluated,
-                    g.stats.generated_tokens,
-                    (self.t0.elapsed().as_secs_f64()
-                        - g.stats.prompt_seconds
-                        - g.stats.generate_seconds)
-                        .max(0.0),
-                    g.stats.prompt_seconds,
-                    g.stats.generate_seconds,
-                    self.t0.elapsed().as_secs_f64(),
-                    self.dropped,
-                    if cancelled {
-                        "cancelled"
-                    } else if finish == Finish::Length {
-                        "length"
-                    } else {
-                        "stop"
-                    }
-                );
-                self.metrics.request_done(&g.stats);
+                let end = if cancelled {
+                    "cancelled"
+                } else if finish == Finish::Length {
+                    "length"
+                } else {
+                    "stop"
+                };
+                self.log_end(&g.stats, true, end);
                 let mut stats = g.stats.clone();
                 stats.generated_tokens = g.ids.len();
                 let _ = self.tx.send(Event::Done {
