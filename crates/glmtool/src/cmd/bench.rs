@@ -82,8 +82,12 @@ pub fn run(a: Args) -> Result<()> {
     let max_depth = a.depth.iter().copied().max().unwrap_or(0);
     let need = a.n_prompt.max(a.n_gen).max(1);
     let total = max_depth + need;
-    let mut shape = a.model.shape.plan_shape(1);
+    // the sequences: one per --parallel, and a spare holding the deepest prefix when there are
+    // several depths (below); the plan counts all their caches
+    let master = (a.depth.len() > 1).then_some(n_seq);
+    let mut shape = a.model.shape.plan_shape(n_seq);
     shape.n_ctx = a.model.shape.ctx.unwrap_or(total);
+    shape.n_seq = n_seq + usize::from(master.is_some());
     let model = a.model.load_shaped(shape, false)?;
     let mut opts = a.model.session_options(&model)?;
     if a.model.shape.ctx.is_none() {
@@ -104,8 +108,7 @@ pub fn run(a: Args) -> Result<()> {
     // test copies its depth's share of it: the repetitions then alternate between the depths
     // (d0, d4096, d0, d4096, ...), so a machine that slows down for a minute moves every depth
     // alike instead of skewing their ratio.
-    let master = (a.depth.len() > 1).then_some(n_seq);
-    opts.n_seq = n_seq + usize::from(master.is_some());
+    opts.n_seq = shape.n_seq;
     let mut session = Session::new(&model, &opts)?;
     if n_seq > 1 && !session.batches_sequences() {
         bail!("--parallel {n_seq}: sequences decode side by side with flash attention only (-fa on, a model wholly on the CPU)");
