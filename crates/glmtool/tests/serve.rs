@@ -1100,12 +1100,9 @@ fn health_is_503_while_the_model_loads_and_a_failed_load_exits() {
 /// streaming. Skipped when no Python with `openai` is found (GLMTOOL_TEST_PYTHON, else python3).
 #[test]
 fn python_openai_client_streams_n_choices() {
-    let python = std::env::var("GLMTOOL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python).args(["-c", "import openai"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipping: {python} cannot import openai (pip install openai; GLMTOOL_TEST_PYTHON=path/to/python)");
+    let Some(python) = common::python_with("openai") else {
         return;
-    }
+    };
     let s = server(&["--parallel", "2"]);
     let script = r#"
 import json, sys
@@ -1130,17 +1127,7 @@ print(json.dumps({
     "usage": [usage.completion_tokens, whole.usage.completion_tokens],
 }))
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script, &s.base])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log.lock().unwrap()
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_slice(&common::run_python(&python, script, &s)).unwrap();
     assert_eq!(v["streamed"], v["whole"], "{v}");
     assert_ne!(v["whole"][0], v["whole"][1], "two seeds, two replies: {v}");
     assert!(

@@ -528,14 +528,9 @@ fn refused_and_unknown_fields_and_unsupported_formats_are_400s() {
 /// python3).
 #[test]
 fn python_openai_client_parses_into_a_pydantic_model() {
-    let python = std::env::var("GLMTOOL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let probe = Command::new(&python)
-        .args(["-c", "import openai, pydantic"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipping: {python} cannot import openai and pydantic (pip install openai pydantic; GLMTOOL_TEST_PYTHON=path/to/python)");
+    let Some(python) = common::python_with("openai, pydantic") else {
         return;
-    }
+    };
     let s = server(&[]);
     let script = r#"
 import sys
@@ -561,17 +556,7 @@ for seed in range(3):
     assert isinstance(answer, Answer), r
     print(answer.model_dump_json())
 "#;
-    let out = Command::new(&python)
-        .args(["-c", script, &s.base])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.log.lock().unwrap()
-    );
-    let lines: Vec<Value> = String::from_utf8(out.stdout)
+    let lines: Vec<Value> = String::from_utf8(common::run_python(&python, script, &s))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

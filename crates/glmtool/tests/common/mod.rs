@@ -1,5 +1,6 @@
-//! Shared by the HTTP test binaries (serve.rs, browser.rs): a `glmtool serve` process on an
-//! ephemeral port, killed on drop, with its stderr collected.
+//! Shared by the HTTP test binaries (serve.rs, browser.rs, structured.rs): a `glmtool serve`
+//! process on an ephemeral port, killed on drop, with its stderr collected; the official
+//! `openai` Python client's scripts run against it.
 #![allow(dead_code)] // each binary uses its own part
 
 use std::io::{BufRead, BufReader};
@@ -107,4 +108,35 @@ pub fn glm4_checkpoint() -> Option<tempfile::TempDir> {
     }
     std::fs::copy(tok, d.path().join("tokenizer.model")).unwrap();
     Some(d)
+}
+
+/// A Python that imports `modules` (e.g. "openai, pydantic"): GLMTOOL_TEST_PYTHON, else python3.
+/// None, with a line saying the test skips, where it cannot.
+pub fn python_with(modules: &str) -> Option<String> {
+    let python = std::env::var("GLMTOOL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output();
+    if probe.is_ok_and(|o| o.status.success()) {
+        return Some(python);
+    }
+    let pip = modules.replace(',', "");
+    eprintln!("skipping: {python} cannot import {modules} (pip install {pip}; GLMTOOL_TEST_PYTHON=path/to/python)");
+    None
+}
+
+/// Runs `script` with `python`, the server's base URL as its argument; its standard output.
+/// Fails with the script's stderr and the server's log when the script does.
+pub fn run_python(python: &str, script: &str, s: &Server) -> Vec<u8> {
+    let out = Command::new(python)
+        .args(["-c", script, &s.base])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        s.log.lock().unwrap()
+    );
+    out.stdout
 }
