@@ -23,6 +23,22 @@ fn server(extra: &[&str]) -> Server {
     common::server(cache(), extra)
 }
 
+/// A client that streams a chat request, reads `events` of its SSE events, and disconnects.
+fn leave_after(s: &Server, body: Value, events: usize) {
+    let resp = agent()
+        .post(&format!("{}/v1/chat/completions", s.base))
+        .send_json(body)
+        .unwrap();
+    let mut reader = BufReader::new(resp.into_reader());
+    let mut line = String::new();
+    let mut seen = 0;
+    while seen < events {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0);
+        seen += line.starts_with("data: ") as usize;
+    }
+}
+
 /// POSTs `body` (a string, sent as is); returns (status, parsed JSON).
 fn post(s: &Server, path: &str, body: &str, key: Option<&str>) -> (u16, Value) {
     let mut req = agent()
@@ -247,22 +263,12 @@ fn tools_round_trip_maps_like_the_chatglm3_history() {
 fn eight_concurrent_clients_and_a_client_that_leaves_mid_stream() {
     let s = Arc::new(server(&[]));
     // A client that reads two events of a long reply with two choices, then disconnects.
-    let resp = agent()
-        .post(&format!("{}/v1/chat/completions", s.base))
-        .send_json(
-            json!({"messages": [{"role": "user", "content": "Hi"}], "stream": true,
-                          "temperature": 0, "n": 2}),
-        )
-        .unwrap();
-    let mut reader = BufReader::new(resp.into_reader());
-    let mut line = String::new();
-    let mut events = 0;
-    while events < 2 {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0);
-        events += line.starts_with("data: ") as usize;
-    }
-    drop(reader);
+    leave_after(
+        &s,
+        json!({"messages": [{"role": "user", "content": "Hi"}], "stream": true,
+               "temperature": 0, "n": 2}),
+        2,
+    );
 
     let handles: Vec<_> = (0..8)
         .map(|i| {
@@ -845,21 +851,12 @@ fn slots_batch_requests_without_changing_their_text_and_metrics_add_up() {
         .map(|i| {
             let s = s.clone();
             std::thread::spawn(move || {
-                let resp = agent()
-                    .post(&format!("{}/v1/chat/completions", s.base))
-                    .send_json(
-                        json!({"messages": [{"role": "user", "content": format!("leave {i}")}],
-                                      "stream": true}),
-                    )
-                    .unwrap();
-                let mut reader = BufReader::new(resp.into_reader());
-                let mut line = String::new();
-                let mut events = 0;
-                while events < 3 {
-                    line.clear();
-                    assert!(reader.read_line(&mut line).unwrap() > 0);
-                    events += line.starts_with("data: ") as usize;
-                }
+                leave_after(
+                    &s,
+                    json!({"messages": [{"role": "user", "content": format!("leave {i}")}],
+                           "stream": true}),
+                    3,
+                );
             })
         })
         .collect();
