@@ -22,18 +22,9 @@ use glm_kernels::*;
 use half::f16;
 use std::time::Instant;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Rng;
 
 /// Random ggml blocks with finite, small f16 scales (random bytes elsewhere).
 fn weights(ty: WeightType, rows: usize, k: usize, rng: &mut Rng) -> Vec<u8> {

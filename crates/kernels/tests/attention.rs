@@ -11,19 +11,8 @@
 use glm_kernels::attention::*;
 use glm_kernels::Isa;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    /// Uniform in [-1, 1).
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+mod common;
+use common::Rng;
 
 /// `n` cache rows of `width` values of `ty`, from values of magnitude up to `amp`.
 fn cache_rows(ty: KvType, n: usize, width: usize, amp: f32, rng: &mut Rng) -> Vec<u8> {

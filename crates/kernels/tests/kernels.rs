@@ -13,18 +13,8 @@ use gguf::GgmlType;
 use glm_kernels::*;
 use half::f16;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn f32(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-}
+mod common;
+use common::Rng;
 
 /// Random rows of ggml blocks of `ty`: any bytes for quants, bits and packed scales, finite f16
 /// scales (some zero), plus a few extreme values. `exact`: every f16 is 1 (q5_1's min −2) and
