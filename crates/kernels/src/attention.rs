@@ -565,22 +565,50 @@ unsafe fn scores_block<V: Vector, const RB: usize, const KB: usize>(
     st: *mut f32,
 ) -> usize {
     let mut acc = [[V::zero(); RB]; KB];
-    for kk in 0..d {
-        let q = qt.add(kk * r);
-        let qv: [V; RB] = std::array::from_fn(|b| V::load(q.add(b * V::W)));
+    // step kk: the rows' q[kk] times key j's element kk
+    rank1_tile::<V, RB, KB>(&mut acc, qt, r, d, k, 1, d);
+    store_tile(&acc, st, r);
+    KB
+}
+
+/// The inner loop of both products, a register tile of `RB` row vectors × `J` columns:
+/// `acc[j][b] += Σ_s x[s·r + b·W ..] · y[s·ys + j·yj]` over `n` steps — each step loads the
+/// rows' vectors once and multiplies them by one broadcast `y` element per column.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn rank1_tile<V: Vector, const RB: usize, const J: usize>(
+    acc: &mut [[V; RB]; J],
+    x: *const f32,
+    r: usize,
+    n: usize,
+    y: *const f32,
+    ys: usize,
+    yj: usize,
+) {
+    for s in 0..n {
+        let xs = x.add(s * r);
+        let xv: [V; RB] = std::array::from_fn(|b| V::load(xs.add(b * V::W)));
         for (j, acc) in acc.iter_mut().enumerate() {
-            let kb = V::splat(*k.add(j * d + kk));
-            for (a, &qv) in acc.iter_mut().zip(&qv) {
-                *a = V::fma(qv, kb, *a);
+            let yb = V::splat(*y.add(s * ys + j * yj));
+            for (a, &xv) in acc.iter_mut().zip(&xv) {
+                *a = V::fma(xv, yb, *a);
             }
         }
     }
+}
+
+/// Stores a register tile: column `j`'s row vectors at `dst + j·r`.
+#[inline(always)]
+unsafe fn store_tile<V: Vector, const RB: usize, const J: usize>(
+    acc: &[[V; RB]; J],
+    dst: *mut f32,
+    r: usize,
+) {
     for (j, acc) in acc.iter().enumerate() {
         for (b, a) in acc.iter().enumerate() {
-            a.store(st.add(j * r + b * V::W));
+            a.store(dst.add(j * r + b * V::W));
         }
     }
-    KB
 }
 
 /// The online softmax step over a tile of `nk` keys: `st` becomes `exp(st − m')`, `m` the new
@@ -678,21 +706,9 @@ unsafe fn acc_block<V: Vector, const RB: usize, const DB: usize>(
     let mut acc: [[V; RB]; DB] = std::array::from_fn(|j| {
         std::array::from_fn(|b| V::mul(V::load(ot.add(j * r + b * V::W)), al[b]))
     });
-    for key in 0..nk {
-        let p = st.add(key * r);
-        let pv: [V; RB] = std::array::from_fn(|b| V::load(p.add(b * V::W)));
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let vb = V::splat(*v.add(key * d + j));
-            for (a, &pv) in acc.iter_mut().zip(&pv) {
-                *a = V::fma(pv, vb, *a);
-            }
-        }
-    }
-    for (j, acc) in acc.iter().enumerate() {
-        for (b, a) in acc.iter().enumerate() {
-            a.store(ot.add(j * r + b * V::W));
-        }
-    }
+    // step key: the rows' probabilities of that key times its value column j
+    rank1_tile::<V, RB, DB>(&mut acc, st, r, nk, v, d, 1);
+    store_tile(&acc, ot, r);
     DB
 }
 
