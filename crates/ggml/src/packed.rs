@@ -330,12 +330,13 @@ unsafe extern "C" fn quantize_op(
     }
 }
 
-/// The product, row groups split between threads (`op`: the weight type and kernel).
+/// The product, row groups claimed by the threads in runs (`chunk_groups`) from the counter the
+/// quantize op zeroed (`op`: the weight type and kernel).
 unsafe extern "C" fn matmul_op(
     dst: *mut sys::ggml_tensor,
     w: *const sys::ggml_tensor,
     a: *const sys::ggml_tensor,
-    ith: c_int,
+    _ith: c_int, // the threads claim row groups from the shared counter instead
     nth: c_int,
     op: *mut c_void,
 ) {
@@ -350,7 +351,6 @@ unsafe extern "C" fn matmul_op(
     };
     let groups = glm_kernels::n_groups(rows);
     let nth = nth.max(1) as usize;
-    let _ = ith; // the threads claim row groups from the shared counter instead
     let chunk = chunk_groups(groups, nth);
     let arb = ty.act_row_bytes(k);
     // SAFETY: w is the packed tensor (packed_len bytes, checked when the op was made); a is the
