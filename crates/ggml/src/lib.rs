@@ -29,6 +29,7 @@ pub use backend::{
     device_memory, gpu_devices, gpu_kinds, Backend, DeviceInfo, DeviceKind, Scheduler,
 };
 pub use ggml_sys_bleedingedge as sys;
+pub use glm_kernels::ReadProbe;
 pub use graph::{GraphCtx, TYPE_F16, TYPE_F32, TYPE_I32};
 pub use observe::SquareSums;
 pub use packed::{Isa, PackSource, Packed, PackedStore, WeightType};

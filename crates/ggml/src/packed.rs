@@ -270,12 +270,32 @@ fn counter_offset(t: usize, arb: usize) -> usize {
     (t * arb).next_multiple_of(COUNTER_BYTES)
 }
 
-/// Row groups a thread of the product claims at a time: eight claims per thread on average, so
-/// a thread that the memory serves slower takes fewer of them instead of keeping the others
-/// waiting at the end of the op (a fixed half each left both threads spinning 8 % of a decoding
-/// step), and each claim still streams a long run of weights.
-fn chunk_groups(groups: usize, nth: usize) -> usize {
-    groups.div_ceil(8 * nth).max(1)
+/// Row groups a thread of the product claims next when `left` of `groups` are unclaimed
+/// (guided self-scheduling): a share of what is left, `left / (2·nth)`, but no less than a
+/// 64th of the matrix per thread. Early claims stream long runs of weights; the last ones are
+/// short, so a thread that the memory served slower (or that the host paused) keeps the others
+/// waiting at the end of the op for a short run only (a fixed half each left both threads
+/// spinning 8 % of a decoding step; sixteen equal runs still 4–5 %).
+fn claim_groups(left: usize, groups: usize, nth: usize) -> usize {
+    (left / (2 * nth))
+        .max(groups.div_ceil(64 * nth))
+        .clamp(1, left.max(1))
+}
+
+/// Claims the next run of row groups from `counter` (the first unclaimed group): `None` when
+/// all are taken.
+fn claim(counter: &AtomicUsize, groups: usize, nth: usize) -> Option<std::ops::Range<usize>> {
+    let mut g0 = counter.load(Ordering::Relaxed);
+    loop {
+        if g0 >= groups {
+            return None;
+        }
+        let g1 = g0 + claim_groups(groups - g0, groups, nth);
+        match counter.compare_exchange_weak(g0, g1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some(g0..g1),
+            Err(now) => g0 = now,
+        }
+    }
 }
 
 /// Quantizes the activations as ggml does for the weight type (q8_0, q8_1 or q8_K: `act`). The
@@ -330,7 +350,7 @@ unsafe extern "C" fn quantize_op(
     }
 }
 
-/// The product, row groups claimed by the threads in runs (`chunk_groups`) from the counter the
+/// The product, row groups claimed by the threads in runs ([`claim`]) from the counter the
 /// quantize op zeroed (`op`: the weight type and kernel).
 unsafe extern "C" fn matmul_op(
     dst: *mut sys::ggml_tensor,
@@ -351,7 +371,6 @@ unsafe extern "C" fn matmul_op(
     };
     let groups = glm_kernels::n_groups(rows);
     let nth = nth.max(1) as usize;
-    let chunk = chunk_groups(groups, nth);
     let arb = ty.act_row_bytes(k);
     // SAFETY: w is the packed tensor (packed_len bytes, checked when the op was made); a is the
     // quantize op's output, whose first t·act_row_bytes(k) bytes hold the activations and whose
@@ -364,12 +383,7 @@ unsafe extern "C" fn matmul_op(
         .add(counter_offset(t, arb))
         .cast::<AtomicUsize>());
     let out = glm_kernels::Out::new(dst.data as *mut f32, rows);
-    loop {
-        let g0 = counter.fetch_add(1, Ordering::Relaxed) * chunk;
-        if g0 >= groups {
-            break;
-        }
-        let part = g0..groups.min(g0 + chunk);
+    while let Some(part) = claim(counter, groups, nth) {
         if glm_kernels::matmul(isa, m, wb, ab, part.clone(), out).is_err() {
             // Unreachable (shapes were checked when the op was made); never leave garbage behind.
             for tok in 0..t {
@@ -378,6 +392,63 @@ unsafe extern "C" fn matmul_op(
                     *(dst.data as *mut f32).add(tok * rows + r) = f32::NAN;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claims of one or more threads cover every row group once, in order, each run no
+    /// longer than the one before it but the floor, and none empty.
+    #[test]
+    fn claims_cover_every_group_once() {
+        for groups in [1, 2, 7, 64, 288, 1712, 4064] {
+            for nth in [1, 2, 3, 16] {
+                let counter = AtomicUsize::new(0);
+                let mut runs = Vec::new();
+                while let Some(r) = claim(&counter, groups, nth) {
+                    runs.push(r);
+                }
+                assert_eq!(runs.first().map(|r| r.start), Some(0));
+                assert_eq!(runs.last().map(|r| r.end), Some(groups));
+                for w in runs.windows(2) {
+                    assert_eq!(w[0].end, w[1].start);
+                    assert!(w[1].len() <= w[0].len().max(groups.div_ceil(64 * nth)));
+                }
+                assert!(runs.iter().all(|r| !r.is_empty()));
+                // a thread's first claim is a share of the matrix, not all of it
+                if groups >= 4 * nth && nth > 1 {
+                    assert!(
+                        runs[0].len() <= groups / (2 * nth),
+                        "{groups} {nth} {runs:?}"
+                    );
+                }
+            }
+        }
+        // threads racing for the runs still split the groups exactly
+        let (groups, nth) = (4064, 4);
+        let counter = AtomicUsize::new(0);
+        let claimed: Vec<Vec<std::ops::Range<usize>>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = (0..nth)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(r) = claim(&counter, groups, nth) {
+                            mine.push(r);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        let mut all: Vec<_> = claimed.into_iter().flatten().collect();
+        all.sort_by_key(|r| r.start);
+        assert_eq!(all.iter().map(|r| r.len()).sum::<usize>(), groups);
+        for w in all.windows(2) {
+            assert_eq!(w[0].end, w[1].start);
         }
     }
 }

@@ -163,18 +163,25 @@ impl TensorStore {
                     .sum::<usize>()
             ))
         })?;
-        if weights {
-            buffer.mark_weights();
-        } else {
-            buffer.clear(0);
-        }
-        Ok(TensorStore {
+        let store = TensorStore {
             tensors,
             buffer,
             _ctx: ctx,
             _host: None,
             _backend: Some(backend.clone()),
-        })
+        };
+        if weights {
+            store.buffer.mark_weights();
+        } else {
+            // The runtime's stores of this kind are KV caches: 2 MiB pages before the first
+            // write (the zero-fill), as for the repacked weights (a no-op for small or device
+            // buffers). Decoding at depth streams every layer's K and V once per token
+            // after the weights have pushed them out of the caches; on 4 KiB pages that is a
+            // page walk per 8 keys (ChatGLM3's 512-byte f16 rows) and a prefetcher restart.
+            store.advise_huge_pages();
+            store.buffer.clear(0);
+        }
+        Ok(store)
     }
 
     /// Places the tensors over host memory owned by `host` without copying: tensor `i` starts at

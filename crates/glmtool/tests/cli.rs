@@ -212,6 +212,7 @@ fn info_tokenize_quantize_perplexity_bench() {
         "4",
         "-r",
         "2",
+        "--bandwidth",
         "-o",
         "json",
     ]);
@@ -219,6 +220,29 @@ fn info_tokenize_quantize_perplexity_bench() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert!(v[0]["tokens_per_second"].as_f64().unwrap() > 0.0);
+    // --bandwidth: the generation test's bytes per step are the file's tensors but the token
+    // embeddings, and the cache of the positions it attends to (on average (4 + 1) / 2)
+    assert!(v[0]["read_bytes_per_second"].is_null());
+    let f = gguf::GgufFile::open(&q).unwrap();
+    let weights: u64 = f
+        .tensors
+        .iter()
+        .filter(|t| t.name != "token_embd.weight")
+        .map(|t| t.n_bytes())
+        .sum();
+    let kv_token = v[1]["kv_bytes"].as_f64().unwrap() / v[1]["n_ctx"].as_f64().unwrap();
+    let step = weights as f64 + 2.5 * kv_token;
+    let (read, tps) = (
+        v[1]["read_bytes_per_second"].as_f64().unwrap(),
+        v[1]["tokens_per_second"].as_f64().unwrap(),
+    );
+    assert!(
+        (read / tps / step - 1.0).abs() < 1e-9,
+        "{read} / {tps} vs {step}"
+    );
+    let bw = v[1]["bandwidth_bytes_per_second"].as_f64().unwrap();
+    let share = v[1]["bandwidth_share"].as_f64().unwrap();
+    assert!(bw > 0.0 && share > 0.0 && share.is_finite(), "{bw} {share}");
 
     // at depth (llama-bench's -d), with llama.cpp's -fa/-ctk/-ctv, and three sequences
     // decoding side by side after the same prefix (llama-batched-bench's -npl)

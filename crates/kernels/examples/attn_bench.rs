@@ -3,13 +3,17 @@
 //!
 //! ```text
 //! cargo run --release -p glm-kernels --example attn_bench -- [--threads 2] [--isa avx2]
-//!     [--depth 4096] [--tokens 1,512] [TYPE ...]      (TYPE: f32 f16 q8_0 q4_0; default f16 q8_0)
+//!     [--depth 4096] [--tokens 1,512] [--layers 28] [--huge] [TYPE ...]
+//!     (TYPE: f32 f16 q8_0 q4_0; default f16 q8_0)
 //! ```
 //!
 //! For each cache type and kernel it times one layer's attention of `tokens` queries after
 //! `depth` cached tokens (causal), the best of 5 passes of ≥ 0.3 s, and reports the time per
 //! call and GFLOP/s counting 4·d flops per (query head, visible key): a multiply and an add for
-//! the score and for the value.
+//! the score and for the value. `--layers N` gives each of N layers a cache of its own and the
+//! calls go round them, so that (with N · the cache > the last-level cache) K and V come from
+//! memory as in a whole model, where the weights push them out between layers; `--huge` asks
+//! for 2 MiB pages for those caches, as the runtime does.
 
 use glm_kernels::attention::*;
 use glm_kernels::Isa;
@@ -23,10 +27,13 @@ fn main() {
     let mut depth = 4096;
     let mut tokens = vec![1usize, 512];
     let mut types = Vec::new();
+    let (mut layers, mut huge) = (1usize, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--threads" => threads = it.next().and_then(|v| v.parse().ok()).expect("--threads N"),
+            "--layers" => layers = it.next().and_then(|v| v.parse().ok()).expect("--layers N"),
+            "--huge" => huge = true,
             "--depth" => depth = it.next().and_then(|v| v.parse().ok()).expect("--depth N"),
             "--tokens" => {
                 tokens = it
@@ -50,8 +57,8 @@ fn main() {
         types = vec![KvType::F16, KvType::Q8_0];
     }
     let (d, nh, nkv) = (128usize, 32usize, 2usize);
-    println!("| cache | isa | threads | queries | depth | ms / layer | GFLOP/s |");
-    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: |");
+    println!("| cache | isa | threads | queries | depth | layers | ms / layer | GFLOP/s |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for &ty in &types {
         for &t in &tokens {
             let n_kv = depth + t;
@@ -79,8 +86,12 @@ fn main() {
                 ty.quantize_row(&x, &mut b).unwrap();
                 b
             };
-            let k: Vec<u8> = (0..n_kv).flat_map(|_| row(&mut rnd)).collect();
-            let v: Vec<u8> = (0..n_kv).flat_map(|_| row(&mut rnd)).collect();
+            let k1: Vec<u8> = (0..n_kv).flat_map(|_| row(&mut rnd)).collect();
+            let v1: Vec<u8> = (0..n_kv).flat_map(|_| row(&mut rnd)).collect();
+            let kv: Vec<(Vec<u8>, Vec<u8>)> = (0..layers.max(1))
+                .map(|_| (copy(&k1, huge), copy(&v1, huge)))
+                .collect();
+            let mut layer = 0;
             let mut out = vec![0f32; s.q_len()];
             // visible keys summed over the queries (causal)
             let pairs: f64 = (0..t).map(|i| (depth + i + 1) as f64).sum::<f64>() * nh as f64;
@@ -91,20 +102,45 @@ fn main() {
                     let t0 = Instant::now();
                     let mut n = 0;
                     while t0.elapsed().as_secs_f64() < 0.3 || n == 0 {
-                        flash_attention_into(isa, &s, &q, &k, &v, Mask::Causal, &mut out, threads)
+                        let (k, v) = &kv[layer];
+                        layer = (layer + 1) % kv.len();
+                        flash_attention_into(isa, &s, &q, k, v, Mask::Causal, &mut out, threads)
                             .unwrap();
                         n += 1;
                     }
                     best = best.min(t0.elapsed().as_secs_f64() / n as f64);
                 }
                 println!(
-                    "| {} | {} | {threads} | {t} | {depth} | {:.3} | {:.1} |",
+                    "| {} | {} | {threads} | {t} | {depth} | {layers}{} | {:.3} | {:.1} |",
                     ty.name(),
                     isa.name(),
+                    if huge { ", 2 MiB pages" } else { "" },
                     best * 1e3,
                     flops / best / 1e9
                 );
             }
         }
     }
+}
+
+/// A copy of `src`, on 2 MiB pages if `huge` (Linux's transparent huge pages in `madvise` mode).
+fn copy(src: &[u8], huge: bool) -> Vec<u8> {
+    let mut v: Vec<u8> = Vec::with_capacity(src.len());
+    #[cfg(target_os = "linux")]
+    if huge {
+        const HUGE: usize = 2 << 20;
+        let base = v.as_ptr() as usize;
+        let (from, to) = (
+            base.next_multiple_of(HUGE),
+            (base + src.len()) / HUGE * HUGE,
+        );
+        if to > from {
+            // SAFETY: [from, to) lies inside v's allocation; advice only, before the first write.
+            unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = huge;
+    v.extend_from_slice(src);
+    v
 }

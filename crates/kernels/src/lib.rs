@@ -21,7 +21,8 @@
 //!   so the integer dot products are exactly ggml's and only the float accumulation differs;
 //! - `x86.rs`, `neon.rs`: the per-ISA drivers and shared SIMD helpers;
 //! - `attention.rs` (and `attention/`): flash attention over a KV cache of f32, f16, q8_0 or
-//!   q4_0 rows (online softmax in f32, query rows in vector lanes; its own module doc).
+//!   q4_0 rows (online softmax in f32, query rows in vector lanes; its own module doc);
+//! - `bandwidth.rs`: the read-bandwidth probe that decoding speed is judged against.
 //!
 //! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64 (the
 //! 32-column formats; the K formats run the portable kernel there), and a portable one
@@ -29,6 +30,7 @@
 
 mod act;
 pub mod attention;
+mod bandwidth;
 mod driver;
 mod formats;
 #[cfg(target_arch = "aarch64")]
@@ -39,6 +41,7 @@ mod x86;
 
 pub use act::{Activation, ACT_BLOCK, Q8K_BLOCK, QK, QK_K};
 pub use attention::KvType;
+pub use bandwidth::ReadProbe;
 pub use ops::{softmax_row, swiglu};
 
 /// Rows per interleaved group.

@@ -21,7 +21,7 @@ pub mod session;
 pub mod tokenizer;
 
 pub use glm_ggml::{
-    device_memory, gpu_devices, gpu_kinds, DeviceInfo, DeviceKind, Isa, WeightType,
+    device_memory, gpu_devices, gpu_kinds, DeviceInfo, DeviceKind, Isa, ReadProbe, WeightType,
 };
 pub use model::{LoadOptions, Model};
 pub use plan::{GpuLayers, Plan, PlanShape};

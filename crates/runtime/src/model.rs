@@ -22,6 +22,9 @@ pub struct Model {
     pub file_size: u64,
     /// Weights (elements of all tensors).
     pub n_params: u64,
+    /// Bytes of the file's tensors that a decoding step reads from the CPU's memory: every
+    /// tensor outside the GPU's share but the token embeddings (of which a step reads one row).
+    pub step_bytes: u64,
     pub load_time: Duration,
     /// Where the layers and the output head live.
     pub plan: Plan,
@@ -241,6 +244,12 @@ impl Model {
             gpu_weights = Some(store);
             gpu = Some(backend);
         }
+        let step_bytes = specs
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| gpu_index[*i].is_none() && s.name != gguf::names::TOKEN_EMBD)
+            .filter_map(|(_, s)| file.tensor(&s.name).map(|t| t.n_bytes()))
+            .sum();
         let (packed, packed_index) = match opts.cpu_kernels {
             Some(isa) if !plan.uses_gpu() => pack_matrices(&file, &specs, isa)?,
             _ => (None, vec![None; specs.len()]),
@@ -254,6 +263,7 @@ impl Model {
             name,
             file_size,
             n_params,
+            step_bytes,
             load_time: t0.elapsed(),
             plan,
             weights,

@@ -295,6 +295,11 @@ impl<'m> Session<'m> {
         self.cache_cpu.as_ref().map_or(0, |c| c.size_bytes())
             + self.cache_gpu.as_ref().map_or(0, |c| c.size_bytes())
     }
+    /// Bytes of the CPU's KV cache that one cached token of one sequence takes (its keys and
+    /// values in every CPU layer): what attention reads per token of context.
+    pub fn cpu_cache_bytes_per_token(&self) -> usize {
+        self.cache_cpu.as_ref().map_or(0, |c| c.size_bytes()) / (self.n_ctx * self.n_seq()).max(1)
+    }
     /// Bytes of the compute buffers so far (CPU and GPU).
     pub fn compute_bytes(&self) -> usize {
         self.sched.cpu_buffer_size() + self.sched.gpu_buffer_size()

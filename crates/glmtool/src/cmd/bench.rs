@@ -5,11 +5,14 @@
 //! so a machine whose speed drifts skews no ratio between them. With `--parallel 1,2,4` the generation test also runs
 //! with N sequences decoding side by side, one token each per step (llama-batched-bench's
 //! `-npl`, as `serve --parallel` batches its slots): `tg128 x4` is the aggregate t/s of all four.
+//! With `--bandwidth` every repetition of a generation test is preceded by a read-bandwidth probe
+//! on the same threads, and the table adds the bytes the test read per second and their share of
+//! that bound (each repetition against its own probe).
 
 use crate::args::ModelArgs;
 use anyhow::{bail, Result};
 use glm_runtime::chatglm::Attention;
-use glm_runtime::{SeqInput, Session};
+use glm_runtime::{ReadProbe, SeqInput, Session};
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -38,6 +41,11 @@ pub struct Args {
     /// a comma-separated list runs it for each count; t/s is the sum over the sequences
     #[arg(long = "parallel", default_value = "1", value_delimiter = ',')]
     pub parallel: Vec<usize>,
+    /// Measure the memory's read bandwidth (a 512 MiB probe on the same threads) before every
+    /// repetition of a generation test, and report the bytes each step read per second (weights
+    /// outside the GPU, KV cache) as a share of it: how close decoding comes to its bound
+    #[arg(long = "bandwidth")]
+    pub bandwidth: bool,
     /// Output format: md or json
     #[arg(short = 'o', long = "output", default_value = "md", value_parser = ["md", "json"])]
     pub output: String,
@@ -54,12 +62,23 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 }
 
 /// One result row: the test's name (llama-bench's, `pp512 @ d4096`), its depth, the sequences
-/// side by side, t/s mean and sd (summed over the sequences).
+/// side by side, t/s mean and sd (summed over the sequences), and with `--bandwidth` the
+/// generation test's reads.
 struct Row {
     test: String,
     depth: usize,
     parallel: usize,
     tps: (f64, f64),
+    reads: Option<Reads>,
+}
+
+/// A generation test's memory traffic (`--bandwidth`), means and sds over the repetitions:
+/// bytes read per second, the probe's bandwidth, and their ratio (each repetition against the
+/// probe just before it).
+struct Reads {
+    read: (f64, f64),
+    bandwidth: (f64, f64),
+    share: (f64, f64),
 }
 
 fn row(test: String, depth: usize, parallel: usize) -> Row {
@@ -68,8 +87,12 @@ fn row(test: String, depth: usize, parallel: usize) -> Row {
         depth,
         parallel,
         tps: (0.0, 0.0),
+        reads: None,
     }
 }
+
+/// Per repetition: t/s, and with `--bandwidth` (read B/s, probe B/s).
+type Samples = (Vec<f64>, Vec<(f64, f64)>);
 
 pub fn run(a: Args) -> Result<()> {
     if a.reps == 0 {
@@ -131,8 +154,8 @@ pub fn run(a: Args) -> Result<()> {
         };
         session.eval_batch(&[input])?;
     }
-    // the tests in table order (depth by depth), and their t/s of every repetition
-    let mut rows: Vec<(Row, Vec<f64>)> = Vec::new();
+    // the tests in table order (depth by depth), and their samples of every repetition
+    let mut rows: Vec<(Row, Samples)> = Vec::new();
     for &d in &a.depth {
         let at = if d > 0 {
             format!(" @ d{d}")
@@ -141,7 +164,7 @@ pub fn run(a: Args) -> Result<()> {
         };
         if a.n_prompt > 0 {
             let test = format!("pp{}{at}", a.n_prompt);
-            rows.push((row(test, d, 1), Vec::new()));
+            rows.push((row(test, d, 1), Samples::default()));
         }
         for &np in a.parallel.iter().filter(|_| a.n_gen > 0) {
             let x = if np > 1 {
@@ -149,18 +172,30 @@ pub fn run(a: Args) -> Result<()> {
             } else {
                 String::new()
             };
-            rows.push((row(format!("tg{}{x}{at}", a.n_gen), d, np), Vec::new()));
+            rows.push((
+                row(format!("tg{}{x}{at}", a.n_gen), d, np),
+                Samples::default(),
+            ));
         }
     }
+    // --bandwidth: the probe, and what a generation step reads besides it: the weights once,
+    // and each sequence's cache up to its position
+    let probe = a.bandwidth.then(|| ReadProbe::new(512 << 20));
+    let kv_token = session.cpu_cache_bytes_per_token() as f64;
     for _ in 0..a.reps {
-        for (test, tps) in rows.iter_mut() {
+        for (test, (tps, reads)) in rows.iter_mut() {
             let (d, np) = (test.depth, test.parallel);
             // sequences 0..np hold the first d tokens (copied from `src`, or cut back to them)
             for seq in 0..np {
                 session.copy_seq(src, seq, d)?;
             }
+            let pp = test.test.starts_with("pp");
+            let bandwidth = match &probe {
+                Some(p) if !pp => Some(p.measure(opts.n_threads, 5)),
+                _ => None,
+            };
             let t = Instant::now();
-            if test.test.starts_with("pp") {
+            if pp {
                 session.eval(&tokens[d..d + a.n_prompt], false)?;
                 tps.push(a.n_prompt as f64 / t.elapsed().as_secs_f64());
                 continue;
@@ -180,13 +215,28 @@ pub fn run(a: Args) -> Result<()> {
                     session.eval_batch(&inputs)?;
                 }
             }
-            tps.push((np * a.n_gen) as f64 / t.elapsed().as_secs_f64());
+            let steps_per_s = a.n_gen as f64 / t.elapsed().as_secs_f64();
+            tps.push(np as f64 * steps_per_s);
+            if let Some(bw) = bandwidth {
+                // step i of the test attends to d + i + 1 positions of each sequence
+                let kv = np as f64 * kv_token * (d as f64 + (a.n_gen + 1) as f64 / 2.0);
+                reads.push(((model.step_bytes as f64 + kv) * steps_per_s, bw));
+            }
         }
     }
     let rows: Vec<Row> = rows
         .into_iter()
-        .map(|(r, tps)| Row {
+        .map(|(r, (tps, reads))| Row {
             tps: mean_sd(&tps),
+            reads: (!reads.is_empty()).then(|| {
+                let col =
+                    |f: fn(&(f64, f64)) -> f64| mean_sd(&reads.iter().map(f).collect::<Vec<_>>());
+                Reads {
+                    read: col(|r| r.0),
+                    bandwidth: col(|r| r.1),
+                    share: col(|r| r.0 / r.1),
+                }
+            }),
             ..r
         })
         .collect();
@@ -211,19 +261,44 @@ pub fn run(a: Args) -> Result<()> {
                 "n_ctx": opts.n_ctx, "kv_bytes": session.cache_bytes(), "compute_bytes": session.compute_bytes(),
                 "load_seconds": model.load_time.as_secs_f64(), "test": r.test, "n_depth": r.depth, "n_parallel": r.parallel,
                 "tokens_per_second": r.tps.0, "stddev": r.tps.1, "repetitions": a.reps,
+                "read_bytes_per_second": r.reads.as_ref().map(|x| x.read.0),
+                "bandwidth_bytes_per_second": r.reads.as_ref().map(|x| x.bandwidth.0),
+                "bandwidth_share": r.reads.as_ref().map(|x| x.share.0),
+                "bandwidth_share_stddev": r.reads.as_ref().map(|x| x.share.1),
             }))
             .collect();
         crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
+        let (head, rule) = if a.bandwidth {
+            (
+                " read GB/s | bandwidth GB/s | of bound |",
+                " ---: | ---: | ---: |",
+            )
+        } else {
+            ("", "")
+        };
         crate::outln!(
-            "| model | size | params | backend | kernels | ngl | threads | fa | cache | test | t/s |"
+            "| model | size | params | backend | kernels | ngl | threads | fa | cache | test | t/s |{head}"
         )?;
         crate::outln!(
-            "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |"
+            "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | --- | ---: | ---: |{rule}"
         )?;
         for r in &rows {
+            let reads = match (&r.reads, a.bandwidth) {
+                (Some(x), _) => format!(
+                    " {:.1} ± {:.1} | {:.1} ± {:.1} | {:.1} ± {:.1} % |",
+                    x.read.0 / 1e9,
+                    x.read.1 / 1e9,
+                    x.bandwidth.0 / 1e9,
+                    x.bandwidth.1 / 1e9,
+                    100.0 * x.share.0,
+                    100.0 * x.share.1
+                ),
+                (None, true) => " – | – | – |".to_string(),
+                (None, false) => String::new(),
+            };
             crate::outln!(
-                "| {} | {} | {:.2} M | {backend} | {kernels} | {ngl} | {} | {} | {} | {} | {:.2} ± {:.2} |",
+                "| {} | {} | {:.2} M | {backend} | {kernels} | {ngl} | {} | {} | {} | {} | {:.2} ± {:.2} |{reads}",
                 model.name,
                 crate::progress::size(size),
                 params as f64 / 1e6,
