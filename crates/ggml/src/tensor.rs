@@ -358,28 +358,15 @@ impl TensorStore {
     /// core ran 20–25 % faster from huge pages (docs/cpu-kernels.md). Only advice: ignored where
     /// it does not apply (other systems, device memory, the kernel declining).
     pub fn advise_huge_pages(&self) {
-        #[cfg(target_os = "linux")]
-        {
-            const HUGE: usize = 2 << 20;
-            // SAFETY: live buffer; pure queries.
-            let (host, base) = unsafe {
-                (
-                    ffi::ggml_backend_buffer_is_host(self.buffer.raw()),
-                    ffi::ggml_backend_buffer_get_base(self.buffer.raw()) as usize,
-                )
-            };
-            if !host || base == 0 {
-                return;
-            }
-            let start = base.next_multiple_of(HUGE);
-            let end = (base + self.buffer.size()) / HUGE * HUGE;
-            if end > start {
-                // SAFETY: [start, end) lies inside this store's buffer, which it owns; the advice
-                // changes how pages are backed, never their contents.
-                let _ = unsafe {
-                    libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE)
-                };
-            }
+        // SAFETY: live buffer; pure queries.
+        let (host, base) = unsafe {
+            (
+                ffi::ggml_backend_buffer_is_host(self.buffer.raw()),
+                ffi::ggml_backend_buffer_get_base(self.buffer.raw()) as usize,
+            )
+        };
+        if host && base != 0 {
+            glm_kernels::advise_huge_pages(base, self.buffer.size());
         }
     }
 

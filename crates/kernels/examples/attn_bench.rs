@@ -126,21 +126,9 @@ fn main() {
 /// A copy of `src`, on 2 MiB pages if `huge` (Linux's transparent huge pages in `madvise` mode).
 fn copy(src: &[u8], huge: bool) -> Vec<u8> {
     let mut v: Vec<u8> = Vec::with_capacity(src.len());
-    #[cfg(target_os = "linux")]
     if huge {
-        const HUGE: usize = 2 << 20;
-        let base = v.as_ptr() as usize;
-        let (from, to) = (
-            base.next_multiple_of(HUGE),
-            (base + src.len()) / HUGE * HUGE,
-        );
-        if to > from {
-            // SAFETY: [from, to) lies inside v's allocation; advice only, before the first write.
-            unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
-        }
+        glm_kernels::advise_huge_pages(v.as_ptr() as usize, src.len());
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = huge;
     v.extend_from_slice(src);
     v
 }

@@ -41,7 +41,7 @@ mod x86;
 
 pub use act::{Activation, ACT_BLOCK, Q8K_BLOCK, QK, QK_K};
 pub use attention::KvType;
-pub use bandwidth::ReadProbe;
+pub use bandwidth::{advise_huge_pages, ReadProbe};
 pub use ops::{softmax_row, swiglu};
 
 /// Rows per interleaved group.
