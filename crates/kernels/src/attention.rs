@@ -456,23 +456,23 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
 /// layer against 0.75–0.76 without; 4, 8 and 16 tiles ahead gained less).
 const PREFETCH_KEYS: usize = 2 * KEY_TILE;
 
-/// Asks for `bytes` of `data` from byte `at` to be brought into the caches (x86's
-/// `prefetcht0`, one per 64-byte line; nothing past the end, nothing on other CPUs). Decoding at
-/// depth reads every layer's K and V from memory, the weights having pushed them out of the
-/// caches since the layer before, and the rows of one KV head alternate with the other heads'
-/// halves, a pattern the hardware prefetchers follow poorly.
+/// Asks for `bytes` of `data` from byte `at` to be brought into every cache level (x86's
+/// `prefetcht0`, the matrix kernels' line loop; nothing past the end, nothing on other CPUs).
+/// Decoding at depth reads every layer's K and V from memory, the weights having pushed them out
+/// of the caches since the layer before, and the rows of one KV head alternate with the other
+/// heads' halves, a pattern the hardware prefetchers follow poorly.
 #[inline(always)]
 fn prefetch(data: &[u8], at: usize, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
     if at + bytes <= data.len() {
-        for line in (0..bytes).step_by(64) {
-            // SAFETY: a prefetch is a hint that never faults; the address is inside `data`.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    data.as_ptr().add(at + line).cast(),
-                )
-            };
-        }
+        // SAFETY: a prefetch is a hint that never faults, and every SSE CPU has it; the
+        // address is inside `data`.
+        unsafe {
+            crate::x86::prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                data.as_ptr().add(at),
+                bytes,
+            )
+        };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, at, bytes);

@@ -129,9 +129,17 @@ unsafe fn prefetch(p: *const u8, dist: usize, len: usize) {
     if dist == 0 {
         return;
     }
+    prefetch_lines::<_MM_HINT_T1>(p.wrapping_add(dist), len);
+}
+
+/// Asks for the `len` bytes at `p` to be brought into the caches with `HINT` (`_MM_HINT_T0`:
+/// every level, `_MM_HINT_T1`: L2 and out), one instruction per 64-byte line. A prefetch never
+/// faults, so `p` need not point into an allocation.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_lines<const HINT: i32>(p: *const u8, len: usize) {
     let mut off = 0;
     while off < len {
-        _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(dist + off).cast());
+        _mm_prefetch::<HINT>(p.wrapping_add(off).cast());
         off += 64;
     }
 }
