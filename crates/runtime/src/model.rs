@@ -244,12 +244,12 @@ impl Model {
             gpu_weights = Some(store);
             gpu = Some(backend);
         }
-        let step_bytes = specs
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| gpu_index[*i].is_none() && s.name != gguf::names::TOKEN_EMBD)
-            .filter_map(|(_, s)| file.tensor(&s.name).map(|t| t.n_bytes()))
-            .sum();
+        // the plan's CPU weights (its layers, the embeddings, the head unless on the GPU) but
+        // the embeddings
+        let step_bytes = plan.cpu.weights
+            - file
+                .tensor(gguf::names::TOKEN_EMBD)
+                .map_or(0, |t| t.n_bytes());
         let (packed, packed_index) = match opts.cpu_kernels {
             Some(isa) if !plan.uses_gpu() => pack_matrices(&file, &specs, isa)?,
             _ => (None, vec![None; specs.len()]),

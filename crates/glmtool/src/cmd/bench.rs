@@ -180,7 +180,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     // --bandwidth: the probe, and what a generation step reads besides it: the weights once,
     // and each sequence's cache up to its position
-    let probe = a.bandwidth.then(|| ReadProbe::new(512 << 20));
+    let probe = (a.bandwidth && a.n_gen > 0).then(|| ReadProbe::new(512 << 20));
     let kv_token = session.cpu_cache_bytes_per_token() as f64;
     for _ in 0..a.reps {
         for (test, (tps, reads)) in rows.iter_mut() {
