@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p glm-kernels --example bench -- [--threads 2] [--isa avx2]
-//!     [--tokens 1,512] [--shapes qkv,up,down,small] [--resident] [TYPE ...]
+//!     [--tokens 1,512] [--shapes qkv,up,down,small] [--resident] [--probe] [TYPE ...]
 //! ```
 //!
 //! For each weight type and kernel it times `out = W · x` for 1 token (decoding: the weights
@@ -17,6 +17,12 @@
 //! are from the wall time; `cpu GF/s` from the CPU time, which on a machine shared with other
 //! jobs is what the kernels would do on idle cores (for compute-bound prompts; decoding shares
 //! the memory bus, so only its wall time means something).
+//!
+//! `--probe`: before each measurement, the read bandwidth of the same threads on a 512 MiB
+//! buffer (`ReadProbe`, best of 5 passes, as `glmtool bench --bandwidth`), and the decoding
+//! product's GB/s as a share of it: how close a format's kernel comes to streaming at the
+//! memory's pace, paired against a probe taken seconds before (this VM's bandwidth drifts).
+//! The weights sit on 2 MiB pages, as the runtime's.
 
 use glm_kernels::*;
 use half::f16;
@@ -47,6 +53,11 @@ fn thread_cpu_ns() -> u64 {
         .unwrap_or(0)
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn parse_type(s: &str) -> Option<WeightType> {
     WeightType::ALL.iter().copied().find(|t| t.name() == s)
 }
@@ -63,6 +74,7 @@ fn main() {
     // --resident: one copy of the weights (they stay in the caches if small enough), to tell
     // memory-bound from compute-bound
     let mut resident = false;
+    let mut probe: Option<ReadProbe> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -81,6 +93,7 @@ fn main() {
                 assert!(!isas.is_empty(), "{name}: not available here");
             }
             "--resident" => resident = true,
+            "--probe" => probe = Some(ReadProbe::new(512 << 20)),
             "--shapes" => {
                 only_shapes = args
                     .next()
@@ -105,8 +118,18 @@ fn main() {
     }
     println!("threads {threads}");
     println!(
-        "{:<8} {:<12} {:<16} {:>6} {:>9} {:>9} {:>7} {:>8} {:>8}",
-        "type", "isa", "shape", "tokens", "wall ms", "cpu ms", "GB/s", "GFLOP/s", "cpu GF/s"
+        "{:<8} {:<12} {:<16} {:>6} {:>9} {:>9} {:>7} {:>8} {:>8} {:>7} {:>6}",
+        "type",
+        "isa",
+        "shape",
+        "tokens",
+        "wall ms",
+        "cpu ms",
+        "GB/s",
+        "GFLOP/s",
+        "cpu GF/s",
+        "probe",
+        "share"
     );
     for &ty in &types {
         let shapes: &[(&str, usize, usize)] = &[
@@ -130,7 +153,13 @@ fn main() {
             let plen = packed_len(ty, rows, k);
             // enough copies to leave the 32 MiB L3 behind for decoding
             let copies = if resident { 1 } else { (256 << 20) / plen + 1 };
-            let mut packed = vec![vec![0u8; plen]; copies.max(1)];
+            let mut packed: Vec<Vec<u8>> = (0..copies.max(1))
+                .map(|_| {
+                    let v = vec![0u8; plen];
+                    advise_huge_pages(v.as_ptr() as usize, plen);
+                    v
+                })
+                .collect();
             repack(ty, &src, rows, k, &mut packed[0]).unwrap();
             for i in 1..packed.len() {
                 let (a, b) = packed.split_at_mut(i);
@@ -184,6 +213,21 @@ fn main() {
                         (t.elapsed().as_secs_f64() / r, cpu as f64 * 1e-9 / r)
                     };
                     // passes of ≥ 0.3 s (the CPU clock ticks every few ms); the best of 5
+                    // 31 alternations of one probe pass and one pass over the copies, each
+                    // product against the probe just before it: the medians of both
+                    let (bw, share) = match &probe {
+                        Some(p) if n == 1 => {
+                            let (mut bws, mut shares) = (Vec::new(), Vec::new());
+                            for _ in 0..31 {
+                                let b = p.measure(threads, 1);
+                                let (w, _) = pass(packed.len());
+                                bws.push(b);
+                                shares.push(plen as f64 / w / b);
+                            }
+                            (median(&mut bws), median(&mut shares))
+                        }
+                        _ => (f64::NAN, f64::NAN),
+                    };
                     let first = if n == 1 { packed.len() } else { 1 };
                     let (w0, _) = pass(first);
                     let reps = ((0.3 / w0) as usize).max(first);
@@ -195,17 +239,20 @@ fn main() {
                     }
                     let t = if best_cpu > 0.0 { best_cpu } else { best };
                     let flop = 2.0 * (rows * k * n) as f64;
+                    let gbs = plen as f64 / best / 1e9;
                     println!(
-                        "{:<8} {:<12} {:<16} {:>6} {:>9.3} {:>9.3} {:>7.1} {:>8.1} {:>8.1}",
+                        "{:<8} {:<12} {:<16} {:>6} {:>9.3} {:>9.3} {:>7.1} {:>8.1} {:>8.1} {:>7.1} {:>5.1}%",
                         ty.name(),
                         isa.name(),
                         name,
                         n,
                         best * 1e3,
                         best_cpu * 1e3,
-                        plen as f64 / best / 1e9,
+                        gbs,
                         flop / best / 1e9,
-                        flop / t / 1e9
+                        flop / t / 1e9,
+                        bw / 1e9,
+                        100.0 * share
                     );
                 }
             }

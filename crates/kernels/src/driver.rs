@@ -36,7 +36,8 @@ pub(crate) trait Format {
     fn scalar(p: &[u8], a: &[u8], acc: &mut [f32; GROUP]);
 
     /// AVX-512 VNNI: adds the group block at `p` × each token's activation block `a[t]` to
-    /// `acc[t]` (16 rows, one per lane).
+    /// `acc[t]` (16 rows, one per lane), and calls `ahead.part(i, n)` once for each `i < n`,
+    /// spread over its steps (one part per sub-block; `n` = 1 for one-step formats).
     ///
     /// # Safety
     /// AVX-512 F/BW/VNNI must be available; `p` must point at a whole group block and each
@@ -45,6 +46,7 @@ pub(crate) trait Format {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     );
 
@@ -57,6 +59,7 @@ pub(crate) trait Format {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     );
 

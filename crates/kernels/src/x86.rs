@@ -122,14 +122,69 @@ fn prefetch_distance<F: Format>(n: usize) -> usize {
     env.unwrap_or(if F::PREFETCH || n > 1 { 8192 } else { 0 })
 }
 
-/// Prefetches the `len` bytes at `p + dist` into L2 (the address may lie past the weights:
-/// prefetches never fault, and `wrapping_add` computes it without claiming it is in bounds).
-#[inline(always)]
-unsafe fn prefetch(p: *const u8, dist: usize, len: usize) {
-    if dist == 0 {
-        return;
+/// The group block a kernel prefetches into L2 while it multiplies the current one: the block
+/// `dist` bytes ahead, issued in parts spread over the kernel's steps ([`Ahead::part`]) rather
+/// than all at the block's start. A burst of 35–53 line requests per k-quant block, then none
+/// while the block is computed, leaves the memory idle part of the time: measured on q6_K (one
+/// token, AVX-512, 2 threads, `examples/bench.rs --probe`), 76–82 % of the read probe with the
+/// burst, 92–95 % with one part per 16-column sub-block.
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead {
+    start: *const u8,
+    len: usize,
+}
+
+impl Ahead {
+    /// Nothing to prefetch.
+    pub(crate) const NONE: Ahead = Ahead {
+        start: std::ptr::null(),
+        len: 0,
+    };
+
+    /// The `len` bytes at `p + dist` (none when `dist` is 0). The address may lie past the
+    /// weights: prefetches never fault, and `wrapping_add` computes it without claiming it is in
+    /// bounds.
+    #[inline(always)]
+    pub(crate) fn new(p: *const u8, dist: usize, len: usize) -> Ahead {
+        if dist == 0 {
+            return Ahead::NONE;
+        }
+        Ahead {
+            start: p.wrapping_add(dist),
+            len,
+        }
     }
-    prefetch_lines::<_MM_HINT_T1>(p.wrapping_add(dist), len);
+
+    /// Prefetches part `i` of `n` of the block's lines ([`part_lines`]).
+    ///
+    /// # Safety
+    /// SSE must be available (every x86_64 has it); nothing is dereferenced.
+    #[inline(always)]
+    pub(crate) unsafe fn part(self, i: usize, n: usize) {
+        if self.len == 0 {
+            return;
+        }
+        let base = self.start as usize;
+        let (lo, hi) = part_lines(base, self.len, i, n);
+        for line in (lo..hi).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T1>(self.start.wrapping_add(line.wrapping_sub(base)).cast());
+        }
+    }
+}
+
+/// The addresses `[lo, hi)` of the 64-byte lines of part `i` of `n` of the bytes
+/// `[base, base + len)`: the lines that start in `[line(base + len·i/n), line(base +
+/// len·(i+1)/n))`, the last part up to the line holding the last byte, so that the `n` parts
+/// together name every line the bytes touch, once.
+#[inline(always)]
+fn part_lines(base: usize, len: usize, i: usize, n: usize) -> (usize, usize) {
+    let lo = (base + len * i / n) & !63;
+    let hi = if i + 1 == n {
+        (base + len + 63) & !63
+    } else {
+        (base + len * (i + 1) / n) & !63
+    };
+    (lo, hi)
 }
 
 /// Asks for the `len` bytes at `p` to be brought into the caches with `HINT` (`_MM_HINT_T0`:
@@ -154,8 +209,8 @@ unsafe fn tile512<const N: usize, F: Format>(
     let mut acc = [_mm512_setzero_ps(); N];
     for b in 0..s.nb {
         let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
-        prefetch(wg.add(b * s.gbb), dist, s.gbb);
-        F::avx512::<N>(wg.add(b * s.gbb), &ab, &mut acc);
+        let p = wg.add(b * s.gbb);
+        F::avx512::<N>(p, &ab, Ahead::new(p, dist, s.gbb), &mut acc);
     }
     let mut res = [[0f32; GROUP]; TILE512];
     for (r, acc) in res.iter_mut().zip(&acc) {
@@ -174,6 +229,17 @@ pub(crate) fn matmul_avx2<F: Format>(
     let s = Strides::of(&m);
     run::<F>(m, w, acts, groups, out, TILE256, |wg, a, n, dist| {
         let mut res = [[0f32; GROUP]; TILE512];
+        if n <= 2 {
+            // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
+            // `a` (n ≤ 2 activation rows), as for the AVX-512 tile.
+            unsafe {
+                match n {
+                    1 => tile256_both::<1, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
+                    _ => tile256_both::<2, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
+                }
+            }
+            return res;
+        }
         for half in 0..2 {
             // the first half streams the weights in, the second finds them in L2
             let dist = if half == 0 { dist } else { 0 };
@@ -203,11 +269,38 @@ unsafe fn tile256<const N: usize, F: Format>(
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..s.nb {
         let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
-        prefetch(wg.add(b * s.gbb), dist, s.gbb);
-        F::avx2::<N>(wg.add(b * s.gbb), &ab, half, &mut acc);
+        let p = wg.add(b * s.gbb);
+        F::avx2::<N>(p, &ab, half, Ahead::new(p, dist, s.gbb), &mut acc);
     }
     for (r, acc) in res.iter_mut().zip(&acc) {
         _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
+    }
+}
+
+/// Both halves of the group, block by block, for one or two tokens (decoding), whose
+/// accumulators for all 16 rows fit the registers. Half by half, a core would stream the weights
+/// from memory during the first half's pass only and then compute the second half from L2 with
+/// the memory idle; block by block it streams at an even pace. Measured on q4_0 6B, 2 threads,
+/// `glmtool bench -p 0 -n 32 --bandwidth --cpu-kernels avx2`: see docs/benchmarks.md.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile256_both<const N: usize, F: Format>(
+    wg: *const u8,
+    a: *const u8,
+    s: Strides,
+    dist: usize,
+    res: &mut Tile,
+) {
+    let mut acc = [[_mm256_setzero_ps(); N]; 2];
+    for b in 0..s.nb {
+        let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+        let p = wg.add(b * s.gbb);
+        F::avx2::<N>(p, &ab, 0, Ahead::new(p, dist, s.gbb), &mut acc[0]);
+        F::avx2::<N>(p, &ab, 1, Ahead::NONE, &mut acc[1]);
+    }
+    for (half, acc) in acc.iter().enumerate() {
+        for (r, acc) in res.iter_mut().zip(acc) {
+            _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
+        }
     }
 }
 
@@ -387,4 +480,30 @@ pub(crate) unsafe fn bit_to_4_256(x: __m256i, b: usize) -> __m256i {
         _ => _mm256_srli_epi16::<3>(x),
     };
     _mm256_and_si256(s, _mm256_set1_epi8(0x10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::part_lines;
+
+    #[test]
+    fn prefetch_parts_name_every_line_once() {
+        for base in [0usize, 1, 63, 64, 100, 4096 + 17] {
+            for len in [1usize, 63, 64, 65, 288, 2208, 2304, 2816, 3360] {
+                for n in [1usize, 4, 8, 16] {
+                    let mut next = base & !63;
+                    for i in 0..n {
+                        let (lo, hi) = part_lines(base, len, i, n);
+                        assert!(lo % 64 == 0 && hi % 64 == 0, "{base} {len} {n} {i}");
+                        // contiguous: each part starts where the last one ended (or is empty)
+                        if hi > lo {
+                            assert_eq!(lo, next, "{base} {len} {n} {i}");
+                            next = hi;
+                        }
+                    }
+                    assert_eq!(next, (base + len + 63) & !63, "{base} {len} {n}");
+                }
+            }
+        }
+    }
 }

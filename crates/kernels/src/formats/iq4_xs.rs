@@ -89,6 +89,7 @@ impl Format for IQ4XS {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::act::{A_BS32, A_QS};
@@ -98,6 +99,7 @@ impl Format for IQ4XS {
         let t = table512(&KVALUES_U8);
         let mut sumi = [_mm512_setzero_si512(); N];
         for j in 0..8 {
+            ahead.part(j, 8);
             let mut u = [_mm512_setzero_si512(); 8];
             for v in 0..4 {
                 let (lo, hi) = nibbles512(p.add(QS + 64 * (4 * j + v)));
@@ -124,6 +126,7 @@ impl Format for IQ4XS {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::act::A_QS;
@@ -133,6 +136,7 @@ impl Format for IQ4XS {
         let t = table256(&KVALUES_BYTES);
         let mut sumi = [_mm256_setzero_si256(); N];
         for j in 0..8 {
+            ahead.part(j, 8);
             let mut w = [_mm256_setzero_si256(); 8];
             for v in 0..4 {
                 let (lo, hi) = nibbles256(p.add(QS + 64 * (4 * j + v) + 32 * half));

@@ -63,10 +63,12 @@ impl Format for Q4_0 {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x16(p);
         let mut u = [_mm512_setzero_si512(); 8];
         for v in 0..4 {
@@ -85,10 +87,12 @@ impl Format for Q4_0 {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
         let mut u = [_mm256_setzero_si256(); 8];
         for v in 0..4 {

@@ -121,6 +121,7 @@ impl Format for Q4K {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use std::arch::x86_64::*;
@@ -128,6 +129,7 @@ impl Format for Q4K {
         let mut sumi = [_mm512_setzero_si512(); N];
         // one sub-block at a time: 8 registers of weights, the rest for up to 8 tokens
         for j in 0..8 {
+            ahead.part(j, 8);
             let mut u = [_mm512_setzero_si512(); 8];
             for (v, u) in u.iter_mut().enumerate() {
                 let x = _mm512_loadu_si512(p.add(QS + 64 * (8 * (j / 2) + v)).cast());
@@ -150,6 +152,7 @@ impl Format for Q4K {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::act::A_QS;
@@ -157,6 +160,7 @@ impl Format for Q4K {
         use std::arch::x86_64::*;
         let mut sumi = [_mm256_setzero_si256(); N];
         for c in 0..4 {
+            ahead.part(c, 4);
             let mut lo = [_mm256_setzero_si256(); 8];
             let mut hi = [_mm256_setzero_si256(); 8];
             for v in 0..8 {

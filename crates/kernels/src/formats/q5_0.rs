@@ -199,10 +199,12 @@ impl Format for Q5_0 {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x16(p);
         let u = unpack512(p, QS, QH);
         for (acc, &a) in acc.iter_mut().zip(a) {
@@ -218,10 +220,12 @@ impl Format for Q5_0 {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
         let u = unpack256(p, QS, QH, half);
         for (acc, &a) in acc.iter_mut().zip(a) {

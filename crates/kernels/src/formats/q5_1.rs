@@ -58,11 +58,13 @@ impl Format for Q5_1 {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::formats::q5_0::unpack512;
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x16(p);
         let mw = f16x16(p.add(M));
         let u = unpack512(p, QS, QH);
@@ -80,11 +82,13 @@ impl Format for Q5_1 {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::formats::q5_0::{dot5_256, unpack256};
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
         let mw = f16x8(p.add(M + 16 * half));
         let u = unpack256(p, QS, QH, half);

@@ -77,6 +77,7 @@ impl Format for Q5K {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::x86::*;
@@ -84,6 +85,7 @@ impl Format for Q5K {
         let m4 = _mm512_set1_epi8(0x0f);
         let mut sumi = [_mm512_setzero_si512(); N];
         for j in 0..8 {
+            ahead.part(j, 8);
             // sub-block j: nibbles of vectors 8(j/2) .., fifth bits = bit j of the qh vectors
             let mut u = [_mm512_setzero_si512(); 8];
             for (v, u) in u.iter_mut().enumerate() {
@@ -108,6 +110,7 @@ impl Format for Q5K {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::act::A_QS;
@@ -115,6 +118,7 @@ impl Format for Q5K {
         use std::arch::x86_64::*;
         let mut sumi = [_mm256_setzero_si256(); N];
         for c in 0..4 {
+            ahead.part(c, 4);
             let mut lo = [_mm256_setzero_si256(); 8];
             let mut hi = [_mm256_setzero_si256(); 8];
             for v in 0..8 {

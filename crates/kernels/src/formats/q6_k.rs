@@ -85,6 +85,7 @@ impl Format for Q6K {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::act::{A_BS16, A_QS};
@@ -96,6 +97,7 @@ impl Format for Q6K {
         // one sub-block of 16 columns at a time (4 registers of weights): j = 8n + 2s + h,
         // columns 128n + 32s + 16h + 4i .. (i = 0..3)
         for j in 0..16 {
+            ahead.part(j, 16);
             let (n, s, h) = (j / 8, (j % 8) / 2, j % 2);
             let mut u = [_mm512_setzero_si512(); 4];
             for (i, u) in u.iter_mut().enumerate() {
@@ -137,6 +139,7 @@ impl Format for Q6K {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::act::{A_BS16, A_QS};
@@ -148,6 +151,7 @@ impl Format for Q6K {
         let mut osum = [_mm256_setzero_si256(); N];
         for n in 0..2 {
             for s in 0..4 {
+                ahead.part(4 * n + s, 8);
                 // columns 128n + 32s .. +31: sub-blocks 8n+2s (w 0..3) and 8n+2s+1 (w 4..7)
                 let mut u = [_mm256_setzero_si256(); 8];
                 for (w, u) in u.iter_mut().enumerate() {

@@ -59,10 +59,12 @@ impl Format for Q8_0 {
     unsafe fn avx512<const N: usize>(
         p: *const u8,
         a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x16(p);
         let mut u = [_mm512_setzero_si512(); 8];
         for (s, u) in u.iter_mut().enumerate() {
@@ -81,10 +83,12 @@ impl Format for Q8_0 {
         p: *const u8,
         a: &[*const u8; N],
         half: usize,
+        ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::x86::*;
         use std::arch::x86_64::*;
+        ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
         let flip = _mm256_set1_epi8(-128);
         let mut w = [_mm256_setzero_si256(); 8];
