@@ -13,12 +13,19 @@
 # Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel at depth 0, and
 # tens of minutes with the deep rows (each depth's prefix is evaluated once per run).
 set -euo pipefail
+[ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
+# the models as absolute paths (the script runs from the repository root)
+models=()
+for m in "$@"; do
+  [ -f "$m" ] || { echo "bench-cpu.sh: $m: no such file" >&2; exit 2; }
+  models+=("$(realpath "$m")")
+done
+set -- "${models[@]}"
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2} PP=${PP:-512} TG=${TG:-128} REPS=${REPS:-2} ROUNDS=${ROUNDS:-2}
 KERNELS=${KERNELS:-"native ggml"} DEPTHS=${DEPTHS:-"0 2048 8192"} FA=${FA:-on} CACHE=${CACHE:-f16}
 depths=$(echo $DEPTHS | tr ' ' ,)
 LLAMA_DIR=${LLAMA_DIR:-$HOME/.cache/llama-anchor}
-[ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
 
 if [ ! -x "$LLAMA_DIR/bin/llama-bench" ]; then
   echo "building llama.cpp's tools into $LLAMA_DIR (~15 min)..." >&2

@@ -127,7 +127,7 @@ fn prefetch_distance<F: Format>(n: usize) -> usize {
 /// than all at the block's start. A burst of 35–53 line requests per k-quant block, then none
 /// while the block is computed, leaves the memory idle part of the time: measured on q6_K (one
 /// token, AVX-512, 2 threads, `examples/bench.rs --probe`), 76–82 % of the read probe with the
-/// burst, 92–95 % with one part per 16-column sub-block.
+/// burst, 92–95 % with one part per 16-column sub-block (docs/cpu-kernels.md).
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead {
     start: *const u8,
@@ -166,9 +166,9 @@ impl Ahead {
         }
         let base = self.start as usize;
         let (lo, hi) = part_lines(base, self.len, i, n);
-        for line in (lo..hi).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T1>(self.start.wrapping_add(line.wrapping_sub(base)).cast());
-        }
+        // the first line may start up to 63 bytes before `start`: wrapping offsets
+        let first = self.start.wrapping_add(lo.wrapping_sub(base));
+        prefetch_lines::<_MM_HINT_T1>(first, hi.saturating_sub(lo));
     }
 }
 
@@ -495,6 +495,7 @@ mod tests {
                     for i in 0..n {
                         let (lo, hi) = part_lines(base, len, i, n);
                         assert!(lo % 64 == 0 && hi % 64 == 0, "{base} {len} {n} {i}");
+                        assert!(hi >= lo, "{base} {len} {n} {i}");
                         // contiguous: each part starts where the last one ended (or is empty)
                         if hi > lo {
                             assert_eq!(lo, next, "{base} {len} {n} {i}");
