@@ -10,10 +10,12 @@
 #                depth + PP must fit the model's context: 8192 needs a 32k model)
 #        FA (on: -fa for both tools)  CACHE (f16: -ctk and -ctv for both tools)
 #        LLAMA_DIR (~/.cache/llama-anchor: built by ../shared/tools/build-llama-cpp.sh if absent)
+#        GLMTOOL (a glmtool binary to measure, relative to the repository root or absolute;
+#                 default: target/release/glmtool, built first)
 # Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel at depth 0, and
 # tens of minutes with the deep rows (each depth's prefix is evaluated once per run).
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n 2,10p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
 # the models as absolute paths (the script runs from the repository root)
 models=()
 for m in "$@"; do
@@ -31,8 +33,10 @@ if [ ! -x "$LLAMA_DIR/bin/llama-bench" ]; then
   echo "building llama.cpp's tools into $LLAMA_DIR (~15 min)..." >&2
   bash ../shared/tools/build-llama-cpp.sh "$LLAMA_DIR" >&2
 fi
-cargo build --release -q -p glmtool
-GLMTOOL=target/release/glmtool
+if [ -z "${GLMTOOL:-}" ]; then
+  cargo build --release -q -p glmtool
+  GLMTOOL=target/release/glmtool
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 gcc -O2 -mavx2 -pthread ../shared/tools/bw.c -o "$work/bw"

@@ -18,11 +18,13 @@
 //! jobs is what the kernels would do on idle cores (for compute-bound prompts; decoding shares
 //! the memory bus, so only its wall time means something).
 //!
-//! `--probe`: before each measurement, the read bandwidth of the same threads on a 512 MiB
-//! buffer (`ReadProbe`, best of 5 passes, as `glmtool bench --bandwidth`), and the decoding
-//! product's GB/s as a share of it: how close a format's kernel comes to streaming at the
-//! memory's pace, paired against a probe taken seconds before (this VM's bandwidth drifts).
-//! The weights sit on 2 MiB pages, as the runtime's.
+//! The weights sit on 2 MiB pages where the kernel grants them, as the runtime's.
+//!
+//! `--probe` (decoding only): 31 alternations of one pass of the read probe of `glmtool bench
+//! --bandwidth` (`ReadProbe`: the same threads summing a 512 MiB buffer) and one pass of the
+//! product over the copies, each product's GB/s divided by the probe just before it; the columns
+//! `probe` and `share` are the medians. This tells how close a format's kernel comes to streaming
+//! at the memory's pace on a machine whose bandwidth drifts within seconds.
 
 use glm_kernels::*;
 use half::f16;
@@ -212,7 +214,6 @@ fn main() {
                         let r = reps as f64;
                         (t.elapsed().as_secs_f64() / r, cpu as f64 * 1e-9 / r)
                     };
-                    // passes of ≥ 0.3 s (the CPU clock ticks every few ms); the best of 5
                     // 31 alternations of one probe pass and one pass over the copies, each
                     // product against the probe just before it: the medians of both
                     let (bw, share) = match &probe {
@@ -228,6 +229,7 @@ fn main() {
                         }
                         _ => (f64::NAN, f64::NAN),
                     };
+                    // passes of ≥ 0.3 s (the CPU clock ticks every few ms); the best of 5
                     let first = if n == 1 { packed.len() } else { 1 };
                     let (w0, _) = pass(first);
                     let reps = ((0.3 / w0) as usize).max(first);
