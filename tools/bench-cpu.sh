@@ -10,13 +10,16 @@
 #                depth + PP must fit the model's context: 8192 needs a 32k model)
 #        FA (on: -fa for both tools)  CACHE (f16: -ctk and -ctv for both tools)
 #        LLAMA_DIR (~/.cache/llama-anchor: built by ../shared/tools/build-llama-cpp.sh if absent)
-#        GLMTOOL (a glmtool binary to measure, relative to the repository root or absolute;
-#                 default: target/release/glmtool, built first)
+#        GLMTOOL (a glmtool binary to measure; default: target/release/glmtool, built first)
 # Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel at depth 0, and
 # tens of minutes with the deep rows (each depth's prefix is evaluated once per run).
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n 2,15p "$0"; exit 2; }
-# the models as absolute paths (the script runs from the repository root)
+# the models and GLMTOOL as absolute paths (the script runs from the repository root)
+if [ -n "${GLMTOOL:-}" ]; then
+  [ -x "$GLMTOOL" ] || { echo "bench-cpu.sh: GLMTOOL=$GLMTOOL: not an executable file" >&2; exit 2; }
+  GLMTOOL=$(realpath "$GLMTOOL")
+fi
 models=()
 for m in "$@"; do
   [ -f "$m" ] || { echo "bench-cpu.sh: $m: no such file" >&2; exit 2; }

@@ -115,6 +115,10 @@ fn main() {
             t => types.push(parse_type(t).unwrap_or_else(|| panic!("unknown type {t}"))),
         }
     }
+    assert!(
+        !(resident && probe.is_some()),
+        "--probe measures streaming from memory; --resident keeps the weights in the caches"
+    );
     if types.is_empty() {
         types = WeightType::ALL.to_vec();
     }

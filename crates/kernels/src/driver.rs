@@ -37,7 +37,7 @@ pub(crate) trait Format {
 
     /// AVX-512 VNNI: adds the group block at `p` × each token's activation block `a[t]` to
     /// `acc[t]` (16 rows, one per lane), and calls `ahead.part(i, n)` once for each `i < n`,
-    /// spread over its steps (one part per sub-block; `n` = 1 for one-step formats).
+    /// spread over its steps (one part per step of its loop; `n` = 1 for one-step formats).
     ///
     /// # Safety
     /// AVX-512 F/BW/VNNI must be available; `p` must point at a whole group block and each

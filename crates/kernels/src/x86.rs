@@ -4,7 +4,8 @@
 //! A tile is up to 8 (AVX-512) or 4 (AVX2) tokens against one group of 16 rows: for each block along `k` the
 //! format unpacks the group's weights once and uses them for every token of the tile. AVX-512
 //! holds the 16 rows in one register (one i32/f32 lane per row); AVX2 holds 8, so its driver runs
-//! the two halves of the group one after the other.
+//! the two halves of the group: one after the other for tiles of 3–4 tokens, block by block for
+//! one or two (`tile256_both`).
 
 use crate::driver::{for_tiles, Format, Strides};
 use crate::{MatMul, Out, GROUP};
@@ -127,7 +128,8 @@ fn prefetch_distance<F: Format>(n: usize) -> usize {
 /// than all at the block's start. A burst of 35–53 line requests per k-quant block, then none
 /// while the block is computed, leaves the memory idle part of the time: measured on q6_K (one
 /// token, AVX-512, 2 threads, `examples/bench.rs --probe`), 76–82 % of the read probe with the
-/// burst, 92–95 % with one part per 16-column sub-block (docs/cpu-kernels.md).
+/// burst, 92–95 % with one part per 16-column sub-block (docs/cpu-kernels.md). On AVX2 the
+/// parts are spread over the first half's call only (the second half's gets [`Ahead::NONE`]).
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead {
     start: *const u8,
