@@ -15,6 +15,10 @@
 //! memory as in a whole model, where the weights push them out between layers; `--huge` asks
 //! for 2 MiB pages for those caches, as the runtime does.
 
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code)] // the tests' random numbers are not used here
+mod common;
+use common::copy;
 use glm_kernels::attention::*;
 use glm_kernels::Isa;
 use std::time::Instant;
@@ -121,14 +125,4 @@ fn main() {
             }
         }
     }
-}
-
-/// A copy of `src`, on 2 MiB pages if `huge` (Linux's transparent huge pages in `madvise` mode).
-fn copy(src: &[u8], huge: bool) -> Vec<u8> {
-    let mut v: Vec<u8> = Vec::with_capacity(src.len());
-    if huge {
-        glm_kernels::advise_huge_pages(v.as_ptr() as usize, src.len());
-    }
-    v.extend_from_slice(src);
-    v
 }

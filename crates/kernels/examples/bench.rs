@@ -159,19 +159,13 @@ fn main() {
             let plen = packed_len(ty, rows, k);
             // enough copies to leave the 32 MiB L3 behind for decoding
             let copies = if resident { 1 } else { (256 << 20) / plen + 1 };
-            let mut packed: Vec<Vec<u8>> = (0..copies.max(1))
-                .map(|_| {
-                    let v = vec![0u8; plen];
-                    advise_huge_pages(v.as_ptr() as usize, plen);
-                    v
-                })
-                .collect();
-            repack(ty, &src, rows, k, &mut packed[0]).unwrap();
-            for i in 1..packed.len() {
-                let (a, b) = packed.split_at_mut(i);
-                b[0].copy_from_slice(&a[0]);
-            }
+            let mut first = vec![0u8; plen];
+            repack(ty, &src, rows, k, &mut first).unwrap();
             drop(src);
+            let packed: Vec<Vec<u8>> = (0..copies.max(1))
+                .map(|_| common::copy(&first, true))
+                .collect();
+            drop(first);
             for &n in &tokens {
                 let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
                 let arb = ty.act_row_bytes(k);
