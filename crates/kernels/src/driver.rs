@@ -24,6 +24,13 @@ pub(crate) trait Format {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const PREFETCH: bool = true;
 
+    /// Tokens per AVX2 tile (4 or 8). The formats whose per-token work is heaviest (iq4_nl,
+    /// iq4_xs: `vpsignb` + `vpmaddubsw` + `vpmaddwd` per vector of weights and token) take 8,
+    /// spreading each vector's unpacking over twice the tokens; the others keep their unpacked
+    /// weights in registers and would spill with 8 accumulators.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const AVX2_TOKENS: usize = 4;
+
     /// Writes row `r`'s ggml block `blk` into the group block `out` (zero-filled beforehand;
     /// padding rows stay zero, and a zero scale makes them contribute nothing).
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]);

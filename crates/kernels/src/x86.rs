@@ -229,7 +229,7 @@ pub(crate) fn matmul_avx2<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
-    run::<F>(m, w, acts, groups, out, TILE256, |wg, a, n, dist| {
+    run::<F>(m, w, acts, groups, out, F::AVX2_TOKENS, |wg, a, n, dist| {
         let mut res = [[0f32; GROUP]; TILE512];
         if n <= 2 {
             // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
@@ -248,10 +248,17 @@ pub(crate) fn matmul_avx2<F: Format>(
             // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
             // `a` (n ≤ TILE256 activation rows), as for the AVX-512 tile.
             unsafe {
-                by_n4!(
-                    n,
-                    tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
-                )
+                if F::AVX2_TOKENS > TILE256 {
+                    by_n8!(
+                        n,
+                        tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                    )
+                } else {
+                    by_n4!(
+                        n,
+                        tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                    )
+                }
             }
         }
         res

@@ -63,19 +63,70 @@ pub(crate) unsafe fn table256(t: &[u8; 16]) -> std::arch::x86_64::__m256i {
 }
 
 #[cfg(target_arch = "x86_64")]
-/// KVALUES as bytes.
-pub(crate) const KVALUES_BYTES: [u8; 16] = {
+/// |KVALUES| as bytes (AVX2 looks up the magnitudes; see [`magnitudes_and_flips256`]).
+const KVALUES_ABS: [u8; 16] = {
     let mut t = [0u8; 16];
     let mut i = 0;
     while i < 16 {
-        t[i] = KVALUES[i] as u8;
+        t[i] = KVALUES[i].unsigned_abs();
         i += 1;
     }
     t
 };
 
+/// AVX2, for the low (`which` = 0) or high (1) nibbles q of the 32 bytes at `p`: the magnitudes
+/// |KVALUES[q]|, and a vector whose bytes are negative exactly where KVALUES[q] is positive and
+/// never zero. KVALUES[q] is negative for q < 8 and positive for q ≥ 8, so the sign is the
+/// nibble's top bit: moved to bit 7 of its byte (a 16-bit shift left by 4 for the low nibble,
+/// where the bits that cross into the next byte land below its bit 7; the high nibble's is bit
+/// 7 already) and or-ed with 1. `vpsignb` of the activations by it, times the magnitudes
+/// (`vpmaddubsw`), gives −KVALUES[q]·a in pairs of at most 2·127·127: the callers subtract. This
+/// spares the `vpabsb` of each vector, which shares the two multiply ports with `vpsignb`,
+/// `vpmaddubsw` and `vpmaddwd` (measured on AMD Zen 4).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn magnitudes_and_flips256(
+    p: *const u8,
+    which: usize,
+) -> (std::arch::x86_64::__m256i, std::arch::x86_64::__m256i) {
+    use std::arch::x86_64::*;
+    let t = table256(&KVALUES_ABS);
+    let m4 = _mm256_set1_epi8(0x0f);
+    let one = _mm256_set1_epi8(1);
+    let x = _mm256_loadu_si256(p.cast());
+    if which == 0 {
+        (
+            _mm256_shuffle_epi8(t, _mm256_and_si256(x, m4)),
+            _mm256_or_si256(_mm256_slli_epi16::<4>(x), one),
+        )
+    } else {
+        (
+            _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4)),
+            _mm256_or_si256(x, one),
+        )
+    }
+}
+
+/// −(Σ of each i16 pair of `|w|` × the 4 activation bytes at `q`, broadcast, with w's sign),
+/// from [`magnitudes_and_flips256`]'s vectors: `vpmaddubsw(|w|, vpsignb(a, flip))`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn flipped_pairs256(
+    w_abs: std::arch::x86_64::__m256i,
+    flip: std::arch::x86_64::__m256i,
+    q: *const u8,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let x = _mm256_set1_epi32(crate::x86::word(q));
+    _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, flip))
+}
+
 impl Format for IQ4NL {
     const TY: WeightType = WeightType::IQ4NL;
+    #[cfg(target_arch = "x86_64")]
+    const AVX2_TOKENS: usize = 8;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         q4_0::Q4_0::repack_row(blk, r, out);
@@ -148,21 +199,19 @@ impl Format for IQ4NL {
         use crate::x86::*;
         use std::arch::x86_64::*;
         ahead.part(0, 1);
-        let t = table256(&KVALUES_BYTES);
         let dw = f16x8(p.add(16 * half));
-        let mut w = [_mm256_setzero_si256(); 8];
-        for v in 0..4 {
-            let (lo, hi) = nibbles256(p.add(QS + 64 * v + 32 * half));
-            w[v] = _mm256_shuffle_epi8(t, lo);
-            w[v + 4] = _mm256_shuffle_epi8(t, hi);
-        }
-        let w_abs = w.map(|w| _mm256_abs_epi8(w));
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let mut s = _mm256_setzero_si256();
-            for i in 0..8 {
-                let p16 = signed_pairs256(w_abs[i], w[i], a.add(8 + 4 * i));
-                s = _mm256_add_epi32(s, pairs256(p16));
+        let mut s = [_mm256_setzero_si256(); N];
+        // one vector of weights at a time, used by every token before the next is unpacked (as
+        // iq4_xs: 16 registers hold neither 8 vectors and their signs nor many tokens)
+        for i in 0..8 {
+            let (w_abs, flip) =
+                magnitudes_and_flips256(p.add(QS + 64 * (i % 4) + 32 * half), i / 4);
+            for (s, &a) in s.iter_mut().zip(a) {
+                let p16 = flipped_pairs256(w_abs, flip, a.add(8 + 4 * i));
+                *s = _mm256_sub_epi32(*s, pairs256(p16));
             }
+        }
+        for ((acc, &a), &s) in acc.iter_mut().zip(a).zip(&s) {
             *acc = fma256(*acc, s, dw, f32_at(a));
         }
     }
@@ -186,6 +235,52 @@ impl Format for IQ4NL {
                 u[v + 4] = vqtbl1q_s8(t, vshrq_n_u8::<4>(x));
             }
             *acc = scale_add(*acc, dot32(&u, a.add(8)), p.add(8 * quarter), f32_at(a));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`magnitudes_and_flips256`] takes a value's sign from its nibble's top bit.
+    #[test]
+    fn the_tables_sign_is_the_nibbles_top_bit() {
+        for (q, &v) in KVALUES.iter().enumerate() {
+            assert_ne!(v, 0);
+            assert_eq!(v > 0, q >= 8, "KVALUES[{q}] = {v}");
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn magnitudes_and_flips_match_the_table_for_every_byte() {
+        if !crate::x86::has_avx2() {
+            eprintln!("skipped: no AVX2 here");
+            return;
+        }
+        // every byte value, with every value before it too (the low nibble's 16-bit shift
+        // carries the previous byte's bits into the low half of the next one)
+        let mut bytes: Vec<u8> = (0..=255).collect();
+        bytes.extend((0..=255u8).rev());
+        bytes.extend((0..256).map(|i| (i * 167 + 13) as u8));
+        for chunk in bytes.chunks_exact(32) {
+            for which in 0..2 {
+                let (mut mag, mut flip) = ([0u8; 32], [0u8; 32]);
+                // SAFETY: AVX2 was detected; the loads and stores cover 32 bytes each.
+                unsafe {
+                    use std::arch::x86_64::*;
+                    let (m, f) = magnitudes_and_flips256(chunk.as_ptr(), which);
+                    _mm256_storeu_si256(mag.as_mut_ptr().cast(), m);
+                    _mm256_storeu_si256(flip.as_mut_ptr().cast(), f);
+                }
+                for (j, &b) in chunk.iter().enumerate() {
+                    let v = KVALUES[((b >> (4 * which)) & 15) as usize];
+                    assert_eq!(mag[j], v.unsigned_abs(), "byte {b:#x}, nibble {which}");
+                    assert_ne!(flip[j], 0);
+                    assert_eq!((flip[j] as i8) < 0, v > 0, "byte {b:#x}, nibble {which}");
+                }
+            }
         }
     }
 }

@@ -38,6 +38,8 @@ fn scale(blk: &[u8], j: usize) -> i32 {
 
 impl Format for IQ4XS {
     const TY: WeightType = WeightType::IQ4XS;
+    #[cfg(target_arch = "x86_64")]
+    const AVX2_TOKENS: usize = 8;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
@@ -130,27 +132,22 @@ impl Format for IQ4XS {
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::act::A_QS;
-        use crate::formats::iq4_nl::{table256, KVALUES_BYTES};
+        use crate::formats::iq4_nl::{flipped_pairs256, magnitudes_and_flips256};
         use crate::x86::*;
         use std::arch::x86_64::*;
-        let t = table256(&KVALUES_BYTES);
         let mut sumi = [_mm256_setzero_si256(); N];
         for j in 0..8 {
             ahead.part(j, 8);
-            let mut w = [_mm256_setzero_si256(); 8];
-            for v in 0..4 {
-                let (lo, hi) = nibbles256(p.add(QS + 64 * (4 * j + v) + 32 * half));
-                w[v] = _mm256_shuffle_epi8(t, lo);
-                w[v + 4] = _mm256_shuffle_epi8(t, hi);
-            }
-            let w_abs = w.map(|w| _mm256_abs_epi8(w));
             let sc = scales16(p.add(SC + 16 * j + 8 * half), true);
-            for (sumi, &at) in sumi.iter_mut().zip(a) {
-                let q = at.add(A_QS + 32 * j);
-                for i in 0..8 {
-                    // pairs ≤ 2·127·127, times a scale ≤ 32: vpmaddwd by the scale is exact
-                    let p16 = signed_pairs256(w_abs[i], w[i], q.add(4 * i));
-                    *sumi = _mm256_add_epi32(*sumi, _mm256_madd_epi16(p16, sc));
+            // one vector of weights at a time, used by every token before the next is unpacked:
+            // AVX2 has 16 registers, too few for a sub-block's 8 vectors and many tokens
+            for i in 0..8 {
+                let (w_abs, flip) =
+                    magnitudes_and_flips256(p.add(QS + 64 * (4 * j + i % 4) + 32 * half), i / 4);
+                for (sumi, &at) in sumi.iter_mut().zip(a) {
+                    // −(pairs ≤ 2·127·127), times a scale ≤ 32: vpmaddwd by the scale is exact
+                    let p16 = flipped_pairs256(w_abs, flip, at.add(A_QS + 32 * j + 4 * i));
+                    *sumi = _mm256_sub_epi32(*sumi, _mm256_madd_epi16(p16, sc));
                 }
             }
         }
