@@ -24,9 +24,8 @@
 //!   q4_0 rows (online softmax in f32, query rows in vector lanes; its own module doc);
 //! - `bandwidth.rs`: the read-bandwidth probe that decoding speed is judged against.
 //!
-//! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64 (the
-//! 32-column formats; the K formats run the portable kernel there), and a portable one
-//! everywhere. All of them read the same layout.
+//! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64 (every
+//! format), and a portable one everywhere. All of them read the same layout.
 
 mod act;
 pub mod attention;

@@ -2,7 +2,8 @@
 //! formats' kernels, 4 rows per register. The dot-product instructions (`sdot`) are not in stable
 //! Rust yet, so products are widened with `smull` and summed pairwise; the formats make their
 //! weights signed first (nibble − 8, q8 XOR 0x80, the iq4_nl table), so no offset term is
-//! needed. The K formats run the portable kernel here (docs/cpu-kernels.md).
+//! needed. The K formats and iq4_xs multiply each sub-block's sum by the rows' scales in i32
+//! (`mla`), as their x86 kernels do.
 
 use crate::driver::{f16_at, for_tiles, Format, Strides};
 use crate::{MatMul, Out, GROUP};
@@ -46,10 +47,18 @@ pub(crate) unsafe fn f32_at(p: *const u8) -> f32 {
 }
 
 /// `Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` for 4 rows: each `u[i]` holds 4 rows ×
-/// 4 consecutive columns (signed), the result one i32 per row.
+/// 4 consecutive columns (signed), the result one i32 per row. Each product is at most
+/// 128·127 in magnitude (an i16), pairs are summed into i32.
 #[target_feature(enable = "neon")]
 #[inline]
 pub(crate) unsafe fn dot32(u: &[int8x16_t; 8], q: *const u8) -> int32x4_t {
+    dot(u, q)
+}
+
+/// [`dot32`] over `K` vectors (4·K columns).
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn dot<const K: usize>(u: &[int8x16_t; K], q: *const u8) -> int32x4_t {
     let (mut lo, mut hi) = (vdupq_n_s32(0), vdupq_n_s32(0));
     for (i, &u) in u.iter().enumerate() {
         let x = vreinterpretq_s8_s32(vdupq_n_s32(q.add(4 * i).cast::<i32>().read_unaligned()));
@@ -77,4 +86,19 @@ pub(crate) unsafe fn scale_add(
     da: f32,
 ) -> float32x4_t {
     vfmaq_f32(acc, vcvtq_f32_s32(isum), vmulq_n_f32(f16x4(d), da))
+}
+
+/// 4 bytes at `p` (u8, or i8 when `signed`) as i32 lanes: one scale per row.
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn bytes4(p: *const u8, signed: bool) -> int32x4_t {
+    let b = std::slice::from_raw_parts(p, 4);
+    let v: [i32; 4] = std::array::from_fn(|i| {
+        if signed {
+            b[i] as i8 as i32
+        } else {
+            b[i] as i32
+        }
+    });
+    vld1q_s32(v.as_ptr())
 }

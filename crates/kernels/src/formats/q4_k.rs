@@ -77,6 +77,62 @@ pub(crate) fn finish_scalar(p: &[u8], a: &[u8], r: usize, sumi: i32, acc: &mut f
     *acc -= f16_at(p, DMIN + 2 * r) * da * summ as f32;
 }
 
+/// NEON for q4_K and q5_K (`qh`: the offset of q5_K's fifth-bit vectors), 4 rows at a time:
+/// each sub-block's dot product times the rows' scales in i32, the mins' sums per row, then
+/// `d·da·Σ − dmin·da·Σmins` in f32.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn neon_k(
+    p: *const u8,
+    a: *const u8,
+    acc: &mut [std::arch::aarch64::float32x4_t; 4],
+    qh: Option<usize>,
+) {
+    use crate::act::{A_QS, Q8K_BLOCK};
+    use crate::neon::*;
+    use std::arch::aarch64::*;
+    let ab = std::slice::from_raw_parts(a, Q8K_BLOCK);
+    let mins = std::slice::from_raw_parts(p.add(MINS), 4 * 32);
+    let da = f32_le(ab, 0);
+    let (m4, one) = (vdupq_n_u8(0x0f), vdupq_n_u8(1));
+    for (quarter, acc) in acc.iter_mut().enumerate() {
+        let rows = 4 * quarter;
+        let mut sumi = vdupq_n_s32(0);
+        for c in 0..4 {
+            let (mut lo, mut hi) = ([vdupq_n_s8(0); 8], [vdupq_n_s8(0); 8]);
+            for v in 0..8 {
+                let x = vld1q_u8(p.add(QS + 64 * (8 * c + v) + 4 * rows));
+                let (mut l, mut h) = (vandq_u8(x, m4), vshrq_n_u8::<4>(x));
+                if let Some(qh) = qh {
+                    // bits 2c (low nibbles) and 2c+1 (high nibbles): the fifth bits, worth 16
+                    let b = vld1q_u8(p.add(qh + 64 * v + 4 * rows));
+                    let b0 = vandq_u8(vshlq_u8(b, vdupq_n_s8(-2 * c as i8)), one);
+                    let b1 = vandq_u8(vshlq_u8(b, vdupq_n_s8(-2 * c as i8 - 1)), one);
+                    l = vorrq_u8(l, vshlq_n_u8::<4>(b0));
+                    h = vorrq_u8(h, vshlq_n_u8::<4>(b1));
+                }
+                lo[v] = vreinterpretq_s8_u8(l);
+                hi[v] = vreinterpretq_s8_u8(h);
+            }
+            let q = a.add(A_QS + 64 * c);
+            let sc_lo = bytes4(p.add(SC + 16 * (2 * c) + rows), false);
+            let sc_hi = bytes4(p.add(SC + 16 * (2 * c + 1) + rows), false);
+            sumi = vmlaq_s32(sumi, dot32(&lo, q), sc_lo);
+            sumi = vmlaq_s32(sumi, dot32(&hi, q.add(32)), sc_hi);
+        }
+        let summ: [i32; 4] = std::array::from_fn(|r| {
+            (0..8)
+                .map(|j| mins[32 * (j / 2) + 2 * (rows + r) + j % 2] as i32 * bsum32(ab, j))
+                .sum()
+        });
+        let d = vmulq_n_f32(f16x4(p.add(2 * rows)), da);
+        let dmin = vmulq_n_f32(f16x4(p.add(DMIN + 2 * rows)), da);
+        *acc = vfmaq_f32(*acc, vcvtq_f32_s32(sumi), d);
+        *acc = vfmsq_f32(*acc, vcvtq_f32_s32(vld1q_s32(summ.as_ptr())), dmin);
+    }
+}
+
 impl Format for Q4K {
     const TY: WeightType = WeightType::Q4K;
     const PREFETCH: bool = false;
@@ -175,6 +231,15 @@ impl Format for Q4K {
             }
         }
         k_finish_256(p, a, half, &sumi, acc);
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    const NEON: bool = true;
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
+        neon_k(p, a, acc, None)
     }
 }
 

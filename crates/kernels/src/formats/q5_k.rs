@@ -139,4 +139,13 @@ impl Format for Q5K {
         }
         q4_k::k_finish_256(p, a, half, &sumi, acc);
     }
+
+    #[cfg(target_arch = "aarch64")]
+    const NEON: bool = true;
+
+    #[cfg(target_arch = "aarch64")]
+    #[target_feature(enable = "neon")]
+    unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
+        q4_k::neon_k(p, a, acc, Some(QH))
+    }
 }
