@@ -24,12 +24,13 @@ pub(crate) trait Format {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const PREFETCH: bool = true;
 
-    /// Tokens per AVX2 tile (4 or 8). The formats whose per-token work is heaviest (iq4_nl,
-    /// iq4_xs: `vpsignb` + `vpmaddubsw` + `vpmaddwd` per vector of weights and token) take 8,
-    /// spreading each vector's unpacking over twice the tokens; the others keep their unpacked
-    /// weights in registers and would spill with 8 accumulators.
+    /// Tokens per AVX2 tile (4 or 8). Most formats take 8, spreading the unpacking of each
+    /// vector of weights (masks, shifts, fifth or sixth bits, table lookups, magnitudes) over
+    /// twice the tokens; q4_0 and q8_0, whose unpacking is one or two operations, keep 4 (with 8
+    /// their prompts ran 5 % slower and equal: the accumulators then spill). Measured with the
+    /// micro benchmark, docs/benchmarks.md.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    const AVX2_TOKENS: usize = 4;
+    const AVX2_TOKENS: usize = 8;
 
     /// Writes row `r`'s ggml block `blk` into the group block `out` (zero-filled beforehand;
     /// padding rows stay zero, and a zero scale makes them contribute nothing).

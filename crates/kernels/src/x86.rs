@@ -1,18 +1,18 @@
 //! x86_64: feature detection, the AVX-512 VNNI and AVX2 tile drivers, and the small SIMD helpers
 //! every format's kernels share (nibble unpacking, activation broadcasts, dot-product chains).
 //!
-//! A tile is up to 8 (AVX-512) or 4 (AVX2) tokens against one group of 16 rows: for each block along `k` the
-//! format unpacks the group's weights once and uses them for every token of the tile. AVX-512
-//! holds the 16 rows in one register (one i32/f32 lane per row); AVX2 holds 8, so its driver runs
-//! the two halves of the group: one after the other for tiles of 3–4 tokens, block by block for
-//! one or two (`tile256_both`).
+//! A tile is up to 8 tokens (AVX2: 4 for q4_0 and q8_0, `Format::AVX2_TOKENS`) against one group
+//! of 16 rows: for each block along `k` the format unpacks the group's weights once and uses them
+//! for every token of the tile. AVX-512 holds the 16 rows in one register (one i32/f32 lane per
+//! row); AVX2 holds 8, so its driver runs the two halves of the group: one after the other for
+//! tiles of 3–8 tokens, block by block for one or two (`tile256_both`).
 
 use crate::driver::{for_tiles, Format, Strides};
 use crate::{MatMul, Out, GROUP};
 use std::arch::x86_64::*;
 
 /// Tokens per tile: AVX-512 has 32 registers (16 rows' weights of one block, and one
-/// accumulator per token), AVX2 16.
+/// accumulator per token); AVX2 has 16, and takes 4 or 8 by format.
 const TILE512: usize = 8;
 const TILE256: usize = 4;
 
@@ -246,7 +246,7 @@ pub(crate) fn matmul_avx2<F: Format>(
             // the first half streams the weights in, the second finds them in L2
             let dist = if half == 0 { dist } else { 0 };
             // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
-            // `a` (n ≤ TILE256 activation rows), as for the AVX-512 tile.
+            // `a` (n ≤ F::AVX2_TOKENS ≤ TILE512 activation rows), as for the AVX-512 tile.
             unsafe {
                 if F::AVX2_TOKENS > TILE256 {
                     by_n8!(

@@ -137,7 +137,7 @@ fn every_kernel_matches_the_reference_on_odd_shapes() {
         let qk = ty.block_cols();
         for (rows, blocks) in [(1, 1), (7, 2), (16, 1), (17, 3), (33, 1), (100, 5)] {
             for n in 1..=9 {
-                // every tile size of AVX-512 (8) and AVX2 (4; 8 for iq4_nl/iq4_xs), and a tile plus one
+                // every tile size of AVX-512 (8) and AVX2 (8; 4 for q4_0/q8_0), and a tile plus one
                 let k = blocks * qk;
                 check(ty, rows, k, n, (rows * 1000 + k + n) as u64, false);
             }

@@ -125,8 +125,6 @@ pub(crate) unsafe fn flipped_pairs256(
 
 impl Format for IQ4NL {
     const TY: WeightType = WeightType::IQ4NL;
-    #[cfg(target_arch = "x86_64")]
-    const AVX2_TOKENS: usize = 8;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         q4_0::Q4_0::repack_row(blk, r, out);

@@ -21,6 +21,8 @@ pub(crate) const QS: usize = 2 * GROUP;
 
 impl Format for Q4_0 {
     const TY: WeightType = WeightType::Q4_0;
+    #[cfg(target_arch = "x86_64")]
+    const AVX2_TOKENS: usize = 4;
     const PREFETCH: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {

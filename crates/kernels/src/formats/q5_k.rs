@@ -117,23 +117,32 @@ impl Format for Q5K {
         use crate::x86::*;
         use std::arch::x86_64::*;
         let mut sumi = [_mm256_setzero_si256(); N];
-        for c in 0..4 {
-            ahead.part(c, 4);
-            let mut lo = [_mm256_setzero_si256(); 8];
-            let mut hi = [_mm256_setzero_si256(); 8];
-            for v in 0..8 {
-                let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
-                let (l, u) = nibbles256(p.add(QS + 64 * (8 * c + v) + 32 * half));
-                lo[v] = _mm256_or_si256(l, bit_to_4_256(h, 2 * c));
-                hi[v] = _mm256_or_si256(u, bit_to_4_256(h, 2 * c + 1));
-            }
-            for (j, u) in [(2 * c, &lo), (2 * c + 1, &hi)] {
-                let sc = scales16(p.add(SC + 16 * j + 8 * half), false);
+        // sub-block j in halves of 16 columns: 4 vectors of weights at a time (16 registers hold
+        // neither a sub-block pair's 16 vectors nor one sub-block's 8 beside 4 accumulators)
+        for j in 0..8 {
+            ahead.part(j, 8);
+            let (c, odd) = (j / 2, j % 2 == 1);
+            let sc = scales16(p.add(SC + 16 * j + 8 * half), false);
+            // bit j of the qh bytes to bit 4 (a 16-bit shift right by j leaves each byte's bit j
+            // at its bit 0; j need not be a constant)
+            let shift = _mm_cvtsi32_si128(j as i32);
+            for k in 0..2 {
+                let mut u = [_mm256_setzero_si256(); 4];
+                for (i, u) in u.iter_mut().enumerate() {
+                    let v = 4 * k + i;
+                    let x = _mm256_loadu_si256(p.add(QS + 64 * (8 * c + v) + 32 * half).cast());
+                    let x = if odd { _mm256_srli_epi16::<4>(x) } else { x };
+                    let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
+                    let h = _mm256_and_si256(_mm256_srl_epi16(h, shift), _mm256_set1_epi8(1));
+                    *u = _mm256_or_si256(
+                        _mm256_and_si256(x, _mm256_set1_epi8(0x0f)),
+                        _mm256_slli_epi16::<4>(h),
+                    );
+                }
                 for (sumi, &at) in sumi.iter_mut().zip(a) {
-                    let q = at.add(A_QS + 32 * j);
-                    let s0 = _mm256_madd_epi16(maddubs256::<4>(&u[..4], q), sc);
-                    let s1 = _mm256_madd_epi16(maddubs256::<4>(&u[4..], q.add(16)), sc);
-                    *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(s0, s1));
+                    let q = at.add(A_QS + 32 * j + 16 * k);
+                    let s = _mm256_madd_epi16(maddubs256::<4>(&u, q), sc);
+                    *sumi = _mm256_add_epi32(*sumi, s);
                 }
             }
         }

@@ -22,6 +22,8 @@ const QS: usize = 2 * GROUP;
 
 impl Format for Q8_0 {
     const TY: WeightType = WeightType::Q8_0;
+    #[cfg(target_arch = "x86_64")]
+    const AVX2_TOKENS: usize = 4;
     const PREFETCH: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
