@@ -1,9 +1,10 @@
-//! aarch64 (NEON, which every aarch64 CPU has): the driver and the helpers of the 32-column
-//! formats' kernels, 4 rows per register. The dot-product instructions (`sdot`) are not in stable
-//! Rust yet, so products are widened with `smull` and summed pairwise; the formats make their
-//! weights signed first (nibble − 8, q8 XOR 0x80, the iq4_nl table), so no offset term is
-//! needed. The K formats and iq4_xs multiply each sub-block's sum by the rows' scales in i32
-//! (`mla`), as their x86 kernels do.
+//! aarch64 (NEON, which every aarch64 CPU has): the driver and the helpers of every format's
+//! kernel, 4 rows per register, one token at a time. The dot-product instructions (`sdot`) are
+//! not in stable Rust yet, so products are widened with `smull` and summed pairwise; the 32-column
+//! formats make their weights signed first (nibble − 8, q8 XOR 0x80, the iq4_nl table), so no
+//! offset term is needed. The K formats and iq4_xs multiply each sub-block's sum by the rows'
+//! scales in i32 (`mla`), as their x86 kernels do; q6_K's q − 32 is made signed, q4_K/q5_K's
+//! unsigned quants need no sign and their mins are subtracted per super-block.
 
 use crate::driver::{f16_at, for_tiles, Format, Strides};
 use crate::{MatMul, Out, GROUP};

@@ -11,8 +11,9 @@
 //! Activations q8_0 (ggml's `vec_dot_type` for iq4_nl). A nibble becomes its value with one byte
 //! shuffle (`vpshufb`, NEON `tbl`). AVX-512 looks up KVALUES + 128 (1..241, unsigned) for
 //! `vpdpbusd` and subtracts 128·Σa; AVX2's `vpmaddubsw` would saturate on those, so it looks up
-//! the signed values and multiplies |value| by the activations with the value's sign (pairs of at
-//! most 2·127·127), as ggml does.
+//! |value| and multiplies it by the activations with the value's sign (pairs of at most
+//! 2·127·127), as ggml does, except that the sign comes from the nibble's top bit rather than
+//! from the looked-up value ([`magnitudes_and_flips256`]).
 //!
 //! b2757's AVX2 `ggml_vec_dot_iq4_nl_q8_0` takes blocks two at a time with no tail, so on a row
 //! with an odd number of blocks (the fixture's ffn width 352 = 11 blocks) it reads one block past
@@ -82,7 +83,7 @@ const KVALUES_ABS: [u8; 16] = {
 /// 7 already) and or-ed with 1. `vpsignb` of the activations by it, times the magnitudes
 /// (`vpmaddubsw`), gives −KVALUES[q]·a in pairs of at most 2·127·127: the callers subtract. This
 /// spares the `vpabsb` of each vector, which shares the two multiply ports with `vpsignb`,
-/// `vpmaddubsw` and `vpmaddwd` (measured on AMD Zen 4).
+/// `vpmaddubsw` and `vpmaddwd` (measured on AMD Zen 4 with tools/x86-port-pairs.c).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
