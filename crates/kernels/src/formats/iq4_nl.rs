@@ -124,6 +124,25 @@ pub(crate) unsafe fn flipped_pairs256(
     _mm256_maddubs_epi16(w_abs, _mm256_sign_epi8(x, flip))
 }
 
+/// NEON: the values of 4 rows × 32 columns (iq4_nl's block, an iq4_xs sub-block) — the 16-byte
+/// row quarters at `q`, `q + 64`, `q + 128`, `q + 192` looked up in KVALUES (`tbl`), low nibbles
+/// in `u[v]`, high nibbles in `u[v + 4]`, as [`crate::neon::dot32`] takes them.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon")]
+#[inline]
+pub(crate) unsafe fn values_neon(q: *const u8) -> [std::arch::aarch64::int8x16_t; 8] {
+    use std::arch::aarch64::*;
+    let t = vld1q_s8(KVALUES.as_ptr());
+    let m4 = vdupq_n_u8(0x0f);
+    let mut u = [vdupq_n_s8(0); 8];
+    for v in 0..4 {
+        let x = vld1q_u8(q.add(64 * v));
+        u[v] = vqtbl1q_s8(t, vandq_u8(x, m4));
+        u[v + 4] = vqtbl1q_s8(t, vshrq_n_u8::<4>(x));
+    }
+    u
+}
+
 impl Format for IQ4NL {
     const TY: WeightType = WeightType::IQ4NL;
 
@@ -222,17 +241,8 @@ impl Format for IQ4NL {
     #[target_feature(enable = "neon")]
     unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
         use crate::neon::*;
-        use std::arch::aarch64::*;
-        let t = vld1q_s8(KVALUES.as_ptr());
-        let m4 = vdupq_n_u8(0x0f);
         for (quarter, acc) in acc.iter_mut().enumerate() {
-            let q = p.add(QS + 16 * quarter);
-            let mut u = [vdupq_n_s8(0); 8];
-            for v in 0..4 {
-                let x = vld1q_u8(q.add(64 * v));
-                u[v] = vqtbl1q_s8(t, vandq_u8(x, m4));
-                u[v + 4] = vqtbl1q_s8(t, vshrq_n_u8::<4>(x));
-            }
+            let u = values_neon(p.add(QS + 16 * quarter));
             *acc = scale_add(*acc, dot32(&u, a.add(8)), p.add(8 * quarter), f32_at(a));
         }
     }

@@ -158,26 +158,20 @@ impl Format for IQ4XS {
     #[cfg(target_arch = "aarch64")]
     const NEON: bool = true;
 
-    /// NEON: iq4_nl's table lookup (`tbl`), each sub-block's dot product times the rows' scales
+    /// NEON: iq4_nl's table lookup, each sub-block's dot product times the rows' scales
     /// (ls − 32) in i32.
     #[cfg(target_arch = "aarch64")]
     #[target_feature(enable = "neon")]
     unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
         use crate::act::A_QS;
+        use crate::formats::iq4_nl::values_neon;
         use crate::neon::*;
         use std::arch::aarch64::*;
-        let t = vld1q_s8(KVALUES.as_ptr());
-        let m4 = vdupq_n_u8(0x0f);
         for (quarter, acc) in acc.iter_mut().enumerate() {
             let rows = 4 * quarter;
             let mut sumi = vdupq_n_s32(0);
             for j in 0..8 {
-                let mut u = [vdupq_n_s8(0); 8];
-                for v in 0..4 {
-                    let x = vld1q_u8(p.add(QS + 64 * (4 * j + v) + 4 * rows));
-                    u[v] = vqtbl1q_s8(t, vandq_u8(x, m4));
-                    u[v + 4] = vqtbl1q_s8(t, vshrq_n_u8::<4>(x));
-                }
+                let u = values_neon(p.add(QS + 64 * (4 * j) + 4 * rows));
                 let d = dot32(&u, a.add(A_QS + 32 * j));
                 sumi = vmlaq_s32(sumi, d, bytes4(p.add(SC + 16 * j + rows), true));
             }
