@@ -26,14 +26,14 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The tiny fixture model as f32 (what the script gave llama.cpp).
 fn tiny_f32() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("tiny-f32.gguf");
+    // under target/tmp, not a TempDir: a static is never dropped
+    static OUT: OnceLock<PathBuf> = OnceLock::new();
+    OUT.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("imatrix_golden-tiny-f32.gguf");
         let opts = ConvertOptions {
             family: None,
             policy: TypePolicy::of(FileType::F32),
-            overwrite: false,
+            overwrite: true,
             cancel: None,
             progress: &|_| {},
         };
@@ -43,9 +43,8 @@ fn tiny_f32() -> &'static Path {
             &opts,
         )
         .unwrap();
-        (dir, out)
+        out
     })
-    .1
 }
 
 fn fnv1a64(data: &[u8]) -> String {

@@ -5,7 +5,6 @@
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -25,10 +24,8 @@ fn run(args: &[&str]) -> Output {
     out
 }
 
-fn cache() -> &'static Path {
-    static C: OnceLock<tempfile::TempDir> = OnceLock::new();
-    C.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
+mod common;
+use common::cache;
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()

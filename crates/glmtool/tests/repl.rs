@@ -14,21 +14,22 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+mod common;
+
 /// The demo model's cache, shared by the tests and prepared once.
 fn cache() -> &'static Path {
-    static C: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static C: OnceLock<PathBuf> = OnceLock::new();
     C.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
+        let d = common::shared_dir("cache");
         let o = Command::new(env!("CARGO_BIN_EXE_glmtool"))
             .args(["run", "-p", "hi", "-n", "1", "-t", "1", "--json"])
-            .env("GLMTOOL_CACHE", d.path())
+            .env("GLMTOOL_CACHE", &d)
             .env("GLMTOOL_NO_HISTORY", "1")
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         d
     })
-    .path()
 }
 
 struct Chat {

@@ -12,12 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{agent, Server};
-
-fn cache() -> &'static std::path::Path {
-    static C: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    C.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
+use common::{agent, cache, Server};
 
 fn server(extra: &[&str]) -> Server {
     common::server(cache(), extra)

@@ -11,12 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Command;
 
 mod common;
-use common::{agent, Server};
-
-fn cache() -> &'static std::path::Path {
-    static C: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
-    C.get_or_init(|| tempfile::tempdir().unwrap()).path()
-}
+use common::{agent, cache, Server};
 
 fn server(extra: &[&str]) -> Server {
     common::server(cache(), extra)

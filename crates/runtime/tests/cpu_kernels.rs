@@ -78,10 +78,10 @@ fn fixture_mix(ft: FileType) -> PathBuf {
 
 fn common_fixture_with(name: &str, policy: TypePolicy) -> PathBuf {
     use std::sync::OnceLock;
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-    let out = dir.path().join(format!("fixture-{name}.gguf"));
+    let dir = DIR.get_or_init(|| common::shared_dir("mixes"));
+    let out = dir.join(format!("fixture-{name}.gguf"));
     let _g = LOCK.lock().unwrap();
     if !out.exists() {
         let opts = glm_convert::ConvertOptions {

@@ -15,6 +15,9 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+#[allow(dead_code)] // only shared_dir
+mod common;
+
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../../tests/fixtures/tiny-glm4"
@@ -36,7 +39,7 @@ fn ids(v: &Value) -> Vec<u32> {
 
 /// The fixture converted to `ty` (None when the GLM-4 tokenizer is not available).
 fn gguf(ty: GgmlType) -> Option<PathBuf> {
-    static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     let dir = DIR.get_or_init(|| {
         let tok = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../../shared/reference/glm-4-9b-chat/tokenizer.model");
@@ -44,8 +47,8 @@ fn gguf(ty: GgmlType) -> Option<PathBuf> {
             eprintln!("skipping: {} not found", tok.display());
             return None;
         }
-        let d = tempfile::tempdir().unwrap();
-        let ckpt = d.path().join("tiny-glm4");
+        let d = common::shared_dir("glm4");
+        let ckpt = d.join("tiny-glm4");
         std::fs::create_dir(&ckpt).unwrap();
         for f in ["config.json", "model.safetensors"] {
             std::fs::copy(Path::new(FIXTURE).join(f), ckpt.join(f)).unwrap();
@@ -53,7 +56,7 @@ fn gguf(ty: GgmlType) -> Option<PathBuf> {
         std::fs::copy(tok, ckpt.join("tokenizer.model")).unwrap();
         Some(d)
     });
-    let dir = dir.as_ref()?.path();
+    let dir = dir.as_ref()?;
     let out = dir.join(format!("tiny-glm4-{ty}.gguf"));
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = LOCK.lock().unwrap();

@@ -18,13 +18,12 @@ use std::sync::OnceLock;
 /// fixture's, so the whole-model comparisons measure what they measure on a real model; every
 /// matrix is 256 or 512 columns wide. Generated once per test binary.
 pub fn wide_model() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        write_wide_model(dir.path());
+        let dir = crate::common::shared_dir("wide-model");
+        write_wide_model(&dir);
         dir
     })
-    .path()
 }
 
 // the fixture's shape and the wide one's
@@ -205,9 +204,9 @@ fn write_wide_model(dir: &Path) {
 /// [`wide_model`] converted with `policy`, cached by `name` in a directory shared by the tests
 /// of one binary.
 pub fn wide_gguf(name: &str, policy: TypePolicy) -> PathBuf {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
-    let out = dir.path().join(format!("wide-{name}.gguf"));
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(|| crate::common::shared_dir("wide"));
+    let out = dir.join(format!("wide-{name}.gguf"));
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = LOCK.lock().unwrap();
     if !out.exists() {
