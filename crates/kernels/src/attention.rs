@@ -18,12 +18,14 @@
 //! out    = O / l
 //! ```
 //!
-//! Layout: rows live in vector lanes. Q is transposed once per item into `QT[d][rows]` (scale
-//! folded in), scores are kept as `S[key][rows]` and the output as `OT[d][rows]`, so every step
-//! is vertical: a score is `Σ_k QT[k][rows] · K[key][k]` (a broadcast key element times a vector
-//! of rows), the softmax's maxima and sums are lane-wise, and `O += P · V` is a vector of
-//! probabilities times a broadcast value element. No horizontal reductions, no transposes of
-//! K or V. The kernels are written once (`Vector`: portable, AVX2, AVX-512; simd.rs).
+//! Layout: for the scores and the softmax, rows live in vector lanes. Q is transposed once per
+//! item into `QT[d][rows]` (scale folded in) and scores are kept as `S[key][rows]`, so a score
+//! is `Σ_k QT[k][rows] · K[key][k]` (a broadcast key element times a vector of rows) and the
+//! softmax's maxima and sums are lane-wise. For `O += P · V` the lanes run along the head
+//! instead: the output is kept by rows, `O[rows][d]`, and a chunk of one value (turned into f32
+//! in a register, straight from an f32 or f16 cache) times a broadcast probability serves a
+//! block of rows. No horizontal reductions, no transposes of K or V. The kernels are written
+//! once (`Vector`: portable, AVX2, AVX-512; simd.rs).
 //!
 //! Masks: causal (query token `t` of `n_tokens` sees keys `0 ..= n_kv − n_tokens + t`; tiles past
 //! an item's last visible key are skipped, tiles wholly visible are not masked), or an explicit
@@ -315,16 +317,18 @@ unsafe fn run_avx2(a: &Args<'_>, ith: usize, nth: usize) {
     run_items::<simd::Avx2>(a, ith, nth)
 }
 
-/// One item's working memory (f32): Q and O transposed, a tile of scores, the row statistics,
-/// a tile of keys and of values.
+/// One item's working memory (f32): Q transposed, O by rows (each padded to whole vectors), a
+/// tile of scores, the row statistics, a tile of keys and one of quantized values.
 struct Scratch {
     qt: Vec<f32>,
-    ot: Vec<f32>,
+    /// `O[i][k]` at `i · dp + k`, `dp` = the head size rounded up to [`LANES`].
+    o: Vec<f32>,
     st: Vec<f32>,
     m: Vec<f32>,
     l: Vec<f32>,
     alpha: Vec<f32>,
     kt: Vec<f32>,
+    /// A quantized value tile in f32 (f32 and f16 values are read where they lie).
     vt: Vec<f32>,
     /// Causal mask: the last key each row sees.
     last: Vec<usize>,
@@ -334,7 +338,7 @@ impl Scratch {
     fn new(d: usize, r: usize) -> Scratch {
         Scratch {
             qt: vec![0.0; d * r],
-            ot: vec![0.0; d * r],
+            o: vec![0.0; r * d.div_ceil(LANES) * LANES],
             st: vec![0.0; KEY_TILE * r],
             m: vec![0.0; r],
             l: vec![0.0; r],
@@ -393,7 +397,7 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
             sc.qt[kk * r + i] = x * s.scale;
         }
     }
-    sc.ot.fill(0.0);
+    sc.o.fill(0.0);
     sc.m.fill(f32::NEG_INFINITY);
     sc.l.fill(0.0);
 
@@ -414,7 +418,14 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
     while j0 < key_end {
         let nk = KEY_TILE.min(key_end - j0);
         dequant_tile::<V>(s.k_type, a.k, k_row, g * k_head, j0, nk, d, &mut sc.kt);
-        scores::<V>(&sc.qt, r, &sc.kt, nk, d, &mut sc.st);
+        // the next tile's keys and values, a few rows after each step of the scores
+        let next = |key: usize, n: usize| {
+            for j in j0 + KEY_TILE + key..j0 + KEY_TILE + key + n {
+                prefetch(a.k, j * k_row + g * k_head, k_head);
+                prefetch(a.v, j * v_row + g * v_head, v_head);
+            }
+        };
+        scores::<V>(&sc.qt, r, &sc.kt, nk, d, &mut sc.st, next);
         match a.mask {
             Mask::Causal if j0 + nk - 1 > min_last => {
                 for key in 0..nk {
@@ -435,32 +446,63 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
             }
         }
         softmax::<V>(&mut sc.st, nk, r, &mut sc.m, &mut sc.l, &mut sc.alpha);
-        dequant_tile::<V>(s.v_type, a.v, v_row, g * v_head, j0, nk, d, &mut sc.vt);
-        accumulate::<V>(&sc.st, &sc.vt, nk, d, r, &sc.alpha, &mut sc.ot);
+        // f32 and f16 values are turned into f32 in registers; a quantized block takes more
+        // instructions than a row of rows reuses it for, so its tile is dequantized once
+        let vs = if s.v_type.is_quantized() {
+            dequant_tile::<V>(s.v_type, a.v, v_row, g * v_head, j0, nk, d, &mut sc.vt);
+            Values {
+                ty: KvType::F32,
+                data: f32_bytes(&sc.vt[..nk * d]),
+                row_bytes: 4 * d,
+                head_off: 0,
+                j0: 0,
+                nk,
+                d,
+            }
+        } else {
+            Values {
+                ty: s.v_type,
+                data: a.v,
+                row_bytes: v_row,
+                head_off: g * v_head,
+                j0,
+                nk,
+                d,
+            }
+        };
+        accumulate::<V>(&sc.st, r, rows, &vs, &sc.alpha, &mut sc.o);
         j0 += nk;
     }
 
     // out = O / l (a row that saw no key at all — possible only with an explicit mask — is 0)
+    let dp = d.div_ceil(LANES) * LANES;
     let mut row = vec![0f32; d];
     for i in 0..rows {
         let inv = if sc.l[i] > 0.0 { 1.0 / sc.l[i] } else { 0.0 };
-        for (kk, o) in row.iter_mut().enumerate() {
-            *o = sc.ot[kk * r + i] * inv;
+        for (o, &x) in row.iter_mut().zip(&sc.o[i * dp..][..d]) {
+            *o = x * inv;
         }
         a.out.put(q_at(i), &row);
     }
 }
 
-/// How far ahead of the row being converted [`dequant_tile`] prefetches: two tiles (with K and
-/// V from memory — `attn_bench --layers 28 --huge` — decoding at depth 4096 took 0.71 ms a
-/// layer against 0.75–0.76 without; 4, 8 and 16 tiles ahead gained less).
-const PREFETCH_KEYS: usize = 2 * KEY_TILE;
+/// The bytes of f32s (native order, as the cache's f32 rows).
+fn f32_bytes(x: &[f32]) -> &[u8] {
+    // SAFETY: any initialized f32 is 4 initialized bytes; u8 has no alignment requirement and
+    // the length covers exactly the same memory.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), std::mem::size_of_val(x)) }
+}
 
-/// Asks for `bytes` of `data` from byte `at` to be brought into every cache level (x86's
-/// `prefetcht0`, the matrix kernels' line loop; nothing past the end, nothing on other CPUs).
+/// Asks for `bytes` of `data` from byte `at` to be brought into the L2 cache (x86's
+/// `prefetcht1`, the matrix kernels' line loop; nothing past the end, nothing on other CPUs).
 /// Decoding at depth reads every layer's K and V from memory, the weights having pushed them out
 /// of the caches since the layer before, and the rows of one KV head alternate with the other
-/// heads' halves, a pattern the hardware prefetchers follow poorly.
+/// heads' halves, a pattern the hardware prefetchers follow poorly. `run_item` asks for the next
+/// tile's rows a few at a time between the steps of the scores, so that the requests spread over
+/// the tile's arithmetic. Measured with K and V from memory (`attn_bench --layers 28 --huge`,
+/// depth 4096, 2 threads, AVX-512), ms a layer: the whole tile two tiles ahead at its conversion
+/// into `prefetcht0` 0.71; spread, `prefetcht0` 0.70–0.71; spread, `prefetcht1` 0.57–0.63
+/// (`prefetcht2` the same); warm caches 0.45–0.50.
 #[inline(always)]
 fn prefetch(data: &[u8], at: usize, bytes: usize) {
     #[cfg(target_arch = "x86_64")]
@@ -468,7 +510,7 @@ fn prefetch(data: &[u8], at: usize, bytes: usize) {
         // SAFETY: a prefetch is a hint that never faults, and every SSE CPU has it; the
         // address is inside `data`.
         unsafe {
-            crate::x86::prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            crate::x86::prefetch_lines::<{ std::arch::x86_64::_MM_HINT_T1 }>(
                 data.as_ptr().add(at),
                 bytes,
             )
@@ -494,7 +536,6 @@ unsafe fn dequant_tile<V: Vector>(
 ) {
     let hb = ty.row_bytes(d);
     for key in 0..nk {
-        prefetch(data, (j0 + key + PREFETCH_KEYS) * row_bytes + head_off, hb);
         let src = &data[(j0 + key) * row_bytes + head_off..][..hb];
         let dst = &mut out[key * d..][..d];
         dequant_row::<V>(ty, src, dst);
@@ -551,7 +592,15 @@ fn wide<V: Vector>() -> bool {
 
 /// `st[key][i] = Σ_k qt[k][i] · kt[key][k]` for `nk` keys.
 #[inline(always)]
-unsafe fn scores<V: Vector>(qt: &[f32], r: usize, kt: &[f32], nk: usize, d: usize, st: &mut [f32]) {
+unsafe fn scores<V: Vector>(
+    qt: &[f32],
+    r: usize,
+    kt: &[f32],
+    nk: usize,
+    d: usize,
+    st: &mut [f32],
+    after: impl Fn(usize, usize),
+) {
     assert!(qt.len() >= d * r && kt.len() >= nk * d && st.len() >= nk * r);
     let nv = r / V::W;
     let (qp, kp, sp) = (qt.as_ptr(), kt.as_ptr(), st.as_mut_ptr());
@@ -577,6 +626,9 @@ unsafe fn scores<V: Vector>(qt: &[f32], r: usize, kt: &[f32], nk: usize, d: usiz
                 (_, _) if kb >= 8 => scores_block::<V, 1, 8>(q, r, kpk, d, spk),
                 (_, _) => scores_block::<V, 1, 1>(q, r, kpk, d, spk),
             };
+            if v0 == 0 {
+                after(key, step);
+            }
             key += step;
         }
         v0 += rb;
@@ -676,68 +728,161 @@ unsafe fn softmax<V: Vector>(
     }
 }
 
-/// `ot[k][i] = ot[k][i] · alpha[i] + Σ_key st[key][i] · vt[key][k]`.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn accumulate<V: Vector>(
-    st: &[f32],
-    vt: &[f32],
+/// The values of one tile of keys, read where they lie in the cache: keys `j0 .. j0 + nk` of the
+/// KV head at byte `head_off` of each row.
+struct Values<'a> {
+    ty: KvType,
+    data: &'a [u8],
+    row_bytes: usize,
+    head_off: usize,
+    j0: usize,
     nk: usize,
     d: usize,
-    r: usize,
-    alpha: &[f32],
-    ot: &mut [f32],
-) {
-    assert!(st.len() >= nk * r && vt.len() >= nk * d && alpha.len() >= r && ot.len() >= d * r);
-    let nv = r / V::W;
-    let (sp, vp, ap, op) = (st.as_ptr(), vt.as_ptr(), alpha.as_ptr(), ot.as_mut_ptr());
-    let mut v0 = 0;
-    while v0 < nv {
-        let rb = if nv - v0 >= 4 && wide::<V>() {
-            4
-        } else if nv - v0 >= 2 {
-            2
-        } else {
-            1
-        };
-        let (s, a, o) = (sp.add(v0 * V::W), ap.add(v0 * V::W), op.add(v0 * V::W));
-        let mut k0 = 0;
-        while k0 < d {
-            let (db, vk, ok) = (d - k0, vp.add(k0), o.add(k0 * r));
-            let step = match (rb, wide::<V>()) {
-                (4, _) if db >= 4 => acc_block::<V, 4, 4>(s, vk, d, nk, r, a, ok),
-                (4, _) => acc_block::<V, 4, 1>(s, vk, d, nk, r, a, ok),
-                (2, true) if db >= 8 => acc_block::<V, 2, 8>(s, vk, d, nk, r, a, ok),
-                (2, _) if db >= 4 => acc_block::<V, 2, 4>(s, vk, d, nk, r, a, ok),
-                (2, _) => acc_block::<V, 2, 1>(s, vk, d, nk, r, a, ok),
-                (_, _) if db >= 8 => acc_block::<V, 1, 8>(s, vk, d, nk, r, a, ok),
-                (_, _) => acc_block::<V, 1, 1>(s, vk, d, nk, r, a, ok),
-            };
-            k0 += step;
+}
+
+impl Values<'_> {
+    /// Elements `c .. c + W` of key `key`'s value, as f32 (`c + W ≤ d`, `c` a multiple of
+    /// `V::W`). `TY` is the type's index (`KvType as usize`: the caller's dispatch makes it a
+    /// constant).
+    #[inline(always)]
+    unsafe fn chunk<V: Vector, const TY: usize>(&self, key: usize, c: usize) -> V {
+        let p = self
+            .data
+            .as_ptr()
+            .add((self.j0 + key) * self.row_bytes + self.head_off);
+        // the same products as `dequant_row`
+        match KvType::ALL[TY] {
+            KvType::F32 => V::load(p.add(4 * c).cast()),
+            KvType::F16 => V::from_f16(p.add(2 * c)),
+            KvType::Q8_0 => {
+                let blk = p.add(34 * (c / 32));
+                let d = V::splat(half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32());
+                V::mul(V::from_i8(blk.add(2 + c % 32)), d)
+            }
+            KvType::Q4_0 => {
+                let blk = p.add(18 * (c / 32));
+                let d = V::splat(half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32());
+                let off = c % 32;
+                let q = V::from_nibbles(blk.add(2 + off % 16), off >= 16);
+                V::mul(q, d)
+            }
         }
-        v0 += rb;
     }
 }
 
-/// `RB` row vectors × `DB` value columns of [`accumulate`]; returns `DB`.
+/// `O[i][k] = O[i][k] · alpha[i] + Σ_key st[key][i] · v_key[k]` for the item's `rows` rows.
+///
+/// Vectors run along the head (a chunk of `W` elements of one value), and each value chunk is
+/// turned into f32 in a register and serves a block of rows, each row's probability broadcast:
+/// the values are never written out as f32. Every output is the same chain of one multiply and
+/// `nk` FMAs as a row-vector layout would give.
 #[inline(always)]
-unsafe fn acc_block<V: Vector, const RB: usize, const DB: usize>(
-    st: *const f32,
-    v: *const f32,
-    d: usize,
-    nk: usize,
+unsafe fn accumulate<V: Vector>(
+    st: &[f32],
     r: usize,
-    alpha: *const f32,
-    ot: *mut f32,
+    rows: usize,
+    vs: &Values<'_>,
+    alpha: &[f32],
+    o: &mut [f32],
+) {
+    let dp = vs.d.div_ceil(LANES) * LANES;
+    assert!(st.len() >= vs.nk * r && alpha.len() >= rows && o.len() >= rows * dp && rows <= r);
+    assert!(vs.data.len() >= (vs.j0 + vs.nk) * vs.row_bytes);
+    assert!(vs.head_off + vs.ty.row_bytes(vs.d) <= vs.row_bytes);
+    match vs.ty {
+        KvType::F32 => acc_type::<V, 0>(st, r, rows, vs, alpha, o, dp),
+        KvType::F16 => acc_type::<V, 1>(st, r, rows, vs, alpha, o, dp),
+        KvType::Q8_0 => acc_type::<V, 2>(st, r, rows, vs, alpha, o, dp),
+        KvType::Q4_0 => acc_type::<V, 3>(st, r, rows, vs, alpha, o, dp),
+    }
+}
+
+/// [`accumulate`] for the value type of index `TY`: blocks of rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn acc_type<V: Vector, const TY: usize>(
+    st: &[f32],
+    r: usize,
+    rows: usize,
+    vs: &Values<'_>,
+    alpha: &[f32],
+    o: &mut [f32],
+    dp: usize,
+) {
+    let mut i0 = 0;
+    while i0 < rows {
+        let left = rows - i0;
+        i0 += match (wide::<V>(), left) {
+            (true, 16..) => acc_rows::<V, TY, 16>(st, r, i0, vs, alpha, o, dp),
+            (_, 8..) => acc_rows::<V, TY, 8>(st, r, i0, vs, alpha, o, dp),
+            (_, 4..) => acc_rows::<V, TY, 4>(st, r, i0, vs, alpha, o, dp),
+            _ => acc_rows::<V, TY, 1>(st, r, i0, vs, alpha, o, dp),
+        };
+    }
+}
+
+/// Rows `i0 .. i0 + RB` of [`accumulate`] (bounds asserted there); returns `RB`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn acc_rows<V: Vector, const TY: usize, const RB: usize>(
+    st: &[f32],
+    r: usize,
+    i0: usize,
+    vs: &Values<'_>,
+    alpha: &[f32],
+    o: &mut [f32],
+    dp: usize,
 ) -> usize {
-    let al: [V; RB] = std::array::from_fn(|b| V::load(alpha.add(b * V::W)));
-    let mut acc: [[V; RB]; DB] = std::array::from_fn(|j| {
-        std::array::from_fn(|b| V::mul(V::load(ot.add(j * r + b * V::W)), al[b]))
-    });
-    // step key: the rows' probabilities of that key times its value column j
-    rank1_tile::<V, RB, DB>(&mut acc, st, r, nk, v, d, 1);
-    store_tile(&acc, ot, r);
-    DB
+    let (sp, op) = (st.as_ptr().add(i0), o.as_mut_ptr().add(i0 * dp));
+    let full = vs.d / V::W * V::W;
+    for c in (0..full).step_by(V::W) {
+        let mut acc: [V; RB] =
+            std::array::from_fn(|i| V::mul(V::load(op.add(i * dp + c)), V::splat(alpha[i0 + i])));
+        for key in 0..vs.nk {
+            let v = vs.chunk::<V, TY>(key, c);
+            let p = sp.add(key * r);
+            for (i, a) in acc.iter_mut().enumerate() {
+                *a = V::fma(v, V::splat(*p.add(i)), *a);
+            }
+        }
+        for (i, a) in acc.iter().enumerate() {
+            a.store(op.add(i * dp + c));
+        }
+    }
+    if full < vs.d {
+        acc_tail::<V>(st, r, i0, RB, vs, alpha, o, dp, full);
+    }
+    RB
+}
+
+/// The last, partial chunk of a head size that is not a multiple of `V::W` (f32 and f16 caches
+/// only): the values dequantized one at a time into a zero-padded vector.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+unsafe fn acc_tail<V: Vector>(
+    st: &[f32],
+    r: usize,
+    i0: usize,
+    rb: usize,
+    vs: &Values<'_>,
+    alpha: &[f32],
+    o: &mut [f32],
+    dp: usize,
+    c: usize,
+) {
+    let mut row = vec![0f32; vs.d];
+    let mut pad = [0f32; 16];
+    for i in i0..i0 + rb {
+        let op = o.as_mut_ptr().add(i * dp + c);
+        let mut acc = V::mul(V::load(op), V::splat(alpha[i]));
+        for key in 0..vs.nk {
+            let at = (vs.j0 + key) * vs.row_bytes + vs.head_off;
+            kv::dequant_scalar(vs.ty, &vs.data[at..][..vs.ty.row_bytes(vs.d)], &mut row);
+            pad[..vs.d - c].copy_from_slice(&row[c..]);
+            acc = V::fma(V::load(pad.as_ptr()), V::splat(st[key * r + i]), acc);
+        }
+        acc.store(op);
+    }
 }
 
 /// The definition, in f64: for each query token `t` and head `h`,
