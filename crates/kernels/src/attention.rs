@@ -446,8 +446,9 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
             }
         }
         softmax::<V>(&mut sc.st, nk, r, &mut sc.m, &mut sc.l, &mut sc.alpha);
-        // f32 and f16 values are turned into f32 in registers; a quantized block takes more
-        // instructions than a row of rows reuses it for, so its tile is dequantized once
+        // f32 and f16 values are turned into f32 in registers; decoding a quantized chunk costs
+        // more than a block of rows repays (measured: q8_0 decoding 0.90 → 1.38 ms a layer), so
+        // its tile is dequantized once, as the keys
         let vs = if s.v_type.is_quantized() {
             dequant_tile::<V>(s.v_type, a.v, v_row, g * v_head, j0, nk, d, &mut sc.vt);
             Values {
