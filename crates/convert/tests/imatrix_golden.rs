@@ -17,6 +17,9 @@ use glm_convert::{
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+#[path = "../../runtime/tests/common/shared_dir.rs"]
+mod shared_dir;
+
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 const GOLDEN_DIR: &str = "tests/fixtures/imatrix";
 
@@ -26,10 +29,9 @@ fn fixture(name: &str) -> PathBuf {
 
 /// The tiny fixture model as f32 (what the script gave llama.cpp).
 fn tiny_f32() -> &'static Path {
-    // under target/tmp, not a TempDir: a static is never dropped
     static OUT: OnceLock<PathBuf> = OnceLock::new();
     OUT.get_or_init(|| {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("imatrix_golden-tiny-f32.gguf");
+        let out = shared_dir::shared_dir("tiny").join("tiny-f32.gguf");
         let opts = ConvertOptions {
             family: None,
             policy: TypePolicy::of(FileType::F32),

@@ -321,7 +321,7 @@ unsafe fn run_avx2(a: &Args<'_>, ith: usize, nth: usize) {
 /// tile of scores, the row statistics, a tile of keys and one of quantized values.
 struct Scratch {
     qt: Vec<f32>,
-    /// `O[i][k]` at `i · dp + k`, `dp` = the head size rounded up to [`LANES`].
+    /// `O[i][k]` at `i · dp + k`, `dp` = [`padded_head`].
     o: Vec<f32>,
     st: Vec<f32>,
     m: Vec<f32>,
@@ -338,7 +338,7 @@ impl Scratch {
     fn new(d: usize, r: usize) -> Scratch {
         Scratch {
             qt: vec![0.0; d * r],
-            o: vec![0.0; r * d.div_ceil(LANES) * LANES],
+            o: vec![0.0; r * padded_head(d)],
             st: vec![0.0; KEY_TILE * r],
             m: vec![0.0; r],
             l: vec![0.0; r],
@@ -348,6 +348,11 @@ impl Scratch {
             last: vec![0; r],
         }
     }
+}
+
+/// A row of O: the head size padded to whole vectors.
+fn padded_head(d: usize) -> usize {
+    d.div_ceil(LANES) * LANES
 }
 
 /// Rows of an item, padded to whole vectors.
@@ -476,7 +481,7 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
     }
 
     // out = O / l (a row that saw no key at all — possible only with an explicit mask — is 0)
-    let dp = d.div_ceil(LANES) * LANES;
+    let dp = padded_head(d);
     let mut row = vec![0f32; d];
     for i in 0..rows {
         let inv = if sc.l[i] > 0.0 { 1.0 / sc.l[i] } else { 0.0 };
@@ -786,7 +791,7 @@ unsafe fn accumulate<V: Vector>(
     alpha: &[f32],
     o: &mut [f32],
 ) {
-    let dp = vs.d.div_ceil(LANES) * LANES;
+    let dp = padded_head(vs.d);
     assert!(st.len() >= vs.nk * r && alpha.len() >= rows && o.len() >= rows * dp && rows <= r);
     assert!(vs.data.len() >= (vs.j0 + vs.nk) * vs.row_bytes);
     assert!(vs.head_off + vs.ty.row_bytes(vs.d) <= vs.row_bytes);

@@ -7,23 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
 
-/// A folder the tests of this binary share, `target/tmp/<binary>/<name>`, emptied when the
-/// process first asks for one: a `TempDir` kept in a static is never dropped, so every run
-/// would leave its files behind in /tmp.
-pub fn shared_dir(name: &str) -> PathBuf {
-    static ROOT: OnceLock<PathBuf> = OnceLock::new();
-    let root = ROOT.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join(exe.file_stem().unwrap());
-        let _ = std::fs::remove_dir_all(&root);
-        root
-    });
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+#[path = "../../../runtime/tests/common/shared_dir.rs"]
+mod shared_dir;
+pub use shared_dir::shared_dir;
+use std::time::{Duration, Instant};
 
 /// The `GLMTOOL_CACHE` the tests of this binary share.
 pub fn cache() -> &'static Path {
