@@ -5,8 +5,9 @@
 //! query heads share), a chunk of those heads, and a tile of query tokens. An item's query rows
 //! (tokens × heads, at most [`ROWS`]) walk the keys in tiles of [`KEY_TILE`]; each tile of keys
 //! and values is turned into f32 once and serves every row of the item — for ChatGLM3 and GLM-4
-//! (32 heads in 2 groups) a decoding step's tile serves 16 heads. Per tile (flash attention's
-//! online softmax, everything in f32):
+//! (32 heads in 2 groups) a decoding step's tile serves 16 heads. Quantized keys are scored in
+//! 16-bit integers where the CPU has AVX-512 VNNI (qk16.rs). Per tile (flash attention's online
+//! softmax, everything else in f32):
 //!
 //! ```text
 //! S      = scale·Q · K_tileᵀ (+ mask)              [rows × keys]
@@ -33,6 +34,8 @@
 //! causal items of the last tokens are spread over all threads.
 
 mod kv;
+#[cfg(target_arch = "x86_64")]
+mod qk16;
 mod simd;
 
 pub use kv::KvType;
@@ -306,7 +309,7 @@ struct Args<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn run_avx512(a: &Args<'_>, ith: usize, nth: usize) {
     run_items::<simd::Avx512>(a, ith, nth)
 }
@@ -332,18 +335,23 @@ struct Scratch {
     vt: Vec<f32>,
     /// Causal mask: the last key each row sees.
     last: Vec<usize>,
+    /// Quantized keys scored in integers (`V::INT_SCORES`): qk16.rs's working memory.
+    #[cfg(target_arch = "x86_64")]
+    int: Option<qk16::Work>,
 }
 
 impl Scratch {
-    fn new(d: usize, r: usize) -> Scratch {
+    fn new(d: usize, r: usize, int_keys: bool) -> Scratch {
         Scratch {
+            #[cfg(target_arch = "x86_64")]
+            int: int_keys.then(|| qk16::Work::new(d, r, KEY_TILE)),
             qt: vec![0.0; d * r],
             o: vec![0.0; r * padded_head(d)],
             st: vec![0.0; KEY_TILE * r],
             m: vec![0.0; r],
             l: vec![0.0; r],
             alpha: vec![0.0; r],
-            kt: vec![0.0; KEY_TILE * d],
+            kt: vec![0.0; if int_keys { 0 } else { KEY_TILE * d }],
             vt: vec![0.0; KEY_TILE * d],
             last: vec![0; r],
         }
@@ -370,7 +378,7 @@ unsafe fn run_items<V: Vector>(a: &Args<'_>, ith: usize, nth: usize) {
     if ith >= n {
         return;
     }
-    let mut sc = Scratch::new(a.s.head_dim, padded_rows(&a.til));
+    let mut sc = Scratch::new(a.s.head_dim, padded_rows(&a.til), int_keys::<V>(a.s));
     for item in (ith..n).step_by(nth) {
         run_item::<V>(a, item, &mut sc);
     }
@@ -402,6 +410,10 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
             sc.qt[kk * r + i] = x * s.scale;
         }
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(w) = &mut sc.int {
+        w.set_rows(&sc.qt, d, r);
+    }
     sc.o.fill(0.0);
     sc.m.fill(f32::NEG_INFINITY);
     sc.l.fill(0.0);
@@ -422,7 +434,6 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
     let mut j0 = 0;
     while j0 < key_end {
         let nk = KEY_TILE.min(key_end - j0);
-        dequant_tile::<V>(s.k_type, a.k, k_row, g * k_head, j0, nk, d, &mut sc.kt);
         // the next tile's keys and values, a few rows after each step of the scores
         let next = |key: usize, n: usize| {
             for j in j0 + KEY_TILE + key..j0 + KEY_TILE + key + n {
@@ -430,7 +441,10 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
                 prefetch(a.v, j * v_row + g * v_head, v_head);
             }
         };
-        scores::<V>(&sc.qt, r, &sc.kt, nk, d, &mut sc.st, next);
+        if !int_scores(sc, s.k_type, a.k, k_row, g * k_head, j0, nk, d, r, &next) {
+            dequant_tile::<V>(s.k_type, a.k, k_row, g * k_head, j0, nk, d, &mut sc.kt);
+            scores::<V>(&sc.qt, r, &sc.kt, nk, d, &mut sc.st, next);
+        }
         match a.mask {
             Mask::Causal if j0 + nk - 1 > min_last => {
                 for key in 0..nk {
@@ -568,7 +582,7 @@ unsafe fn dequant_row<V: Vector>(ty: KvType, src: &[u8], dst: &mut [f32]) {
         KvType::Q8_0 => {
             for b in 0..d / 32 {
                 let blk = p.add(34 * b);
-                let scale = V::splat(kv::f16_at(src, 34 * b));
+                let scale = V::splat_f16(blk);
                 for i in (0..32).step_by(V::W) {
                     V::mul(V::from_i8(blk.add(2 + i)), scale).store(o.add(32 * b + i));
                 }
@@ -577,7 +591,7 @@ unsafe fn dequant_row<V: Vector>(ty: KvType, src: &[u8], dst: &mut [f32]) {
         KvType::Q4_0 => {
             for b in 0..d / 32 {
                 let blk = p.add(18 * b);
-                let scale = V::splat(kv::f16_at(src, 18 * b));
+                let scale = V::splat_f16(blk);
                 for i in (0..16).step_by(V::W) {
                     let lo = V::from_nibbles(blk.add(2 + i), false);
                     let hi = V::from_nibbles(blk.add(2 + i), true);
@@ -587,6 +601,40 @@ unsafe fn dequant_row<V: Vector>(ty: KvType, src: &[u8], dst: &mut [f32]) {
             }
         }
     }
+}
+
+/// Whether the item's scores take the integer path (qk16.rs): quantized keys, a vector with
+/// 16-bit integer dot products.
+#[inline(always)]
+fn int_keys<V: Vector>(s: &AttnShape) -> bool {
+    V::INT_SCORES && s.k_type.is_quantized()
+}
+
+/// A tile's scores on the integer path (qk16.rs) where the item takes it (`sc.int`): returns
+/// whether it did.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn int_scores(
+    sc: &mut Scratch,
+    ty: KvType,
+    k: &[u8],
+    row_bytes: usize,
+    head_off: usize,
+    j0: usize,
+    nk: usize,
+    d: usize,
+    r: usize,
+    after: &impl Fn(usize, usize),
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(w) = &mut sc.int {
+        // SAFETY: `sc.int` is made only for the AVX-512 vector (`int_keys`), whose kernels are
+        // entered through Isa::Avx512Vnni (F, BW and VNNI checked).
+        unsafe { w.tile(ty, k, row_bytes, head_off, j0, nk, d, r, &mut sc.st, after) };
+        return true;
+    }
+    let _ = (sc, ty, k, row_bytes, head_off, j0, nk, d, r, after);
+    false
 }
 
 /// Register blockings (row vectors, keys or value columns) for `V`: 32 registers (AVX-512)
@@ -762,12 +810,12 @@ impl Values<'_> {
             KvType::F16 => V::from_f16(p.add(2 * c)),
             KvType::Q8_0 => {
                 let blk = p.add(34 * (c / 32));
-                let d = V::splat(half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32());
+                let d = V::splat_f16(blk);
                 V::mul(V::from_i8(blk.add(2 + c % 32)), d)
             }
             KvType::Q4_0 => {
                 let blk = p.add(18 * (c / 32));
-                let d = V::splat(half::f16::from_le_bytes([*blk, *blk.add(1)]).to_f32());
+                let d = V::splat_f16(blk);
                 let off = c % 32;
                 let q = V::from_nibbles(blk.add(2 + off % 16), off >= 16);
                 V::mul(q, d)

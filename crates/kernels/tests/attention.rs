@@ -34,7 +34,9 @@ fn gamma(n: usize) -> f64 {
 ///
 /// - a score `s_j = scale·q·k_j (+ mask)` is a chain of `d` multiply-adds after the scaling of
 ///   q: |ŝ − s| ≤ Δ = γ(2d+1)·Σ_i|scale·q_i·k_ji| + u·|s| (two roundings per step where there is
-///   no FMA, one for the mask);
+///   no FMA, one for the mask); with quantized keys the kernel may round each scaled query row
+///   to 16-bit integers (`x ≈ σ·q̂`, σ = max|x| / 32767, attention/qk16.rs), which adds at most
+///   half a step (and the division's rounding), 0.502·σ·Σ_i|k_ji|;
 /// - a weight `p_j = exp(s_j − m)` then has relative error at most
 ///   ε_j = 2Δ + E + 2u·|s_j − M| + T·(E + 3u), with E = `EXP_ULPS`·u the error of exp, M the
 ///   row's maximum and T the number of key tiles: every tile's rescaling `exp(m − m')` costs an
@@ -63,7 +65,15 @@ fn bound(s: &AttnShape, q: &[f32], k: &[u8], v: &[u8], mask: Mask<'_>) -> Vec<f6
         for h in 0..s.n_head {
             let g = h / hg;
             let qv = &q[(t * s.n_head + h) * d..][..d];
-            let mut keys = Vec::new(); // (s_j, Σ|terms|)
+            // the 16-bit step of the row (quantized keys), 0 otherwise
+            let sigma = if s.k_type.is_quantized() {
+                qv.iter()
+                    .fold(0f64, |m, &x| m.max((x * s.scale).abs() as f64))
+                    / 32767.0
+            } else {
+                0.0
+            };
+            let mut keys = Vec::new(); // (s_j, Σ|terms|, Σ|k|)
             for j in 0..s.n_kv {
                 let add = match mask {
                     Mask::Causal if j > s.n_kv - s.n_tokens + t => continue,
@@ -72,12 +82,13 @@ fn bound(s: &AttnShape, q: &[f32], k: &[u8], v: &[u8], mask: Mask<'_>) -> Vec<f6
                     Mask::Additive(m) => m[t * s.n_kv + j] as f64,
                 };
                 let kr = &kf[j * kv_w + g * d..][..d];
-                let (mut dot, mut abs) = (0f64, 0f64);
+                let (mut dot, mut abs, mut abs_k) = (0f64, 0f64, 0f64);
                 for (&a, &b) in qv.iter().zip(kr) {
                     dot += a as f64 * b as f64;
                     abs += (a as f64 * s.scale as f64 * b as f64).abs();
+                    abs_k += (b as f64).abs();
                 }
-                keys.push((j, dot * s.scale as f64 + add, abs));
+                keys.push((j, dot * s.scale as f64 + add, abs, abs_k));
             }
             if keys.is_empty() {
                 continue; // exactly 0 expected
@@ -88,8 +99,8 @@ fn bound(s: &AttnShape, q: &[f32], k: &[u8], v: &[u8], mask: Mask<'_>) -> Vec<f6
             let n = keys.len();
             let eps: Vec<f64> = keys
                 .iter()
-                .map(|&(_, sj, abs)| {
-                    let delta = gamma(2 * d + 1) * abs + U * sj.abs();
+                .map(|&(_, sj, abs, abs_k)| {
+                    let delta = gamma(2 * d + 1) * abs + U * sj.abs() + 0.502 * sigma * abs_k;
                     2.0 * delta + e + 2.0 * U * (mx - sj) + t_tiles * (e + 3.0 * U)
                 })
                 .collect();

@@ -41,6 +41,9 @@ pub(crate) const EXP_POLY: [f32; 6] = [
 /// and `store` must be valid for `W` f32s.
 pub(crate) trait Vector: Copy {
     const W: usize;
+    /// Whether the kernels built on this vector score quantized keys in 16-bit integers
+    /// (qk16.rs: AVX-512 with VNNI, which every `Avx512` entry has).
+    const INT_SCORES: bool = false;
     unsafe fn zero() -> Self;
     unsafe fn splat(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
@@ -57,6 +60,8 @@ pub(crate) trait Vector: Copy {
     unsafe fn exp(self) -> Self;
     /// `W` f16 values at `p` (unaligned).
     unsafe fn from_f16(p: *const u8) -> Self;
+    /// The f16 at `p` (unaligned) in every lane: a block's scale.
+    unsafe fn splat_f16(p: *const u8) -> Self;
     /// `W` i8 values at `p`.
     unsafe fn from_i8(p: *const u8) -> Self;
     /// The low (or, with `high`, the high) nibbles of the `W` bytes at `p`, less 8.
@@ -151,6 +156,10 @@ impl Vector for Portable {
         Portable(std::array::from_fn(|i| {
             half::f16::from_le_bytes([b[2 * i], b[2 * i + 1]]).to_f32()
         }))
+    }
+    #[inline(always)]
+    unsafe fn splat_f16(p: *const u8) -> Self {
+        Self::splat(half::f16::from_le_bytes(std::ptr::read_unaligned(p.cast())).to_f32())
     }
     #[inline(always)]
     unsafe fn from_i8(p: *const u8) -> Self {
@@ -252,6 +261,11 @@ mod x86 {
             Avx2(_mm256_cvtph_ps(_mm_loadu_si128(p.cast())))
         }
         #[inline(always)]
+        unsafe fn splat_f16(p: *const u8) -> Self {
+            let h = p.cast::<i16>().read_unaligned();
+            Avx2(_mm256_cvtph_ps(_mm_set1_epi16(h)))
+        }
+        #[inline(always)]
         unsafe fn from_i8(p: *const u8) -> Self {
             Avx2(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
                 p.cast(),
@@ -275,6 +289,7 @@ mod x86 {
 
     impl Vector for Avx512 {
         const W: usize = 16;
+        const INT_SCORES: bool = true;
         #[inline(always)]
         unsafe fn zero() -> Self {
             Avx512(_mm512_setzero_ps())
@@ -341,6 +356,11 @@ mod x86 {
         #[inline(always)]
         unsafe fn from_f16(p: *const u8) -> Self {
             Avx512(_mm512_cvtph_ps(_mm256_loadu_si256(p.cast())))
+        }
+        #[inline(always)]
+        unsafe fn splat_f16(p: *const u8) -> Self {
+            let h = p.cast::<i16>().read_unaligned();
+            Avx512(_mm512_cvtph_ps(_mm256_set1_epi16(h)))
         }
         #[inline(always)]
         unsafe fn from_i8(p: *const u8) -> Self {
