@@ -82,7 +82,9 @@ fn quantize_rows(qt: &[f32], d: usize, r: usize, qi: &mut [i16], sigma: &mut [f3
     assert!(qt.len() >= d * r && qi.len() >= d * r && sigma.len() >= r && d.is_multiple_of(2));
     for (i, sg) in sigma[..r].iter_mut().enumerate() {
         let mx = (0..d).fold(0f32, |m, k| m.max(qt[k * r + i].abs()));
-        *sg = mx / QMAX;
+        // a NaN in the row makes every score of it NaN, as in the f32 path (`max` skips NaNs)
+        let nan = (0..d).any(|k| qt[k * r + i].is_nan());
+        *sg = if nan { f32::NAN } else { mx / QMAX };
         let inv = if mx > 0.0 { QMAX / mx } else { 0.0 };
         for k in 0..d {
             // |x · inv| ≤ 32767 (+ a rounding): the clamp only guards the last ulp
@@ -318,6 +320,34 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// A NaN in a query row makes that row's scores NaN (as the f32 path would), and only its.
+    #[test]
+    fn a_nan_in_a_row_is_not_rounded_away() {
+        if !crate::Isa::Avx512Vnni.runs_here() {
+            eprintln!("skipped: this CPU has no AVX-512 VNNI");
+            return;
+        }
+        let (d, r, nk, ty) = (32, 16, 3, KvType::Q8_0);
+        let mut qt: Vec<f32> = (0..d * r).map(|i| (i % 7) as f32 - 3.0).collect();
+        qt[5 * r + 2] = f32::NAN; // row 2
+        let row_bytes = ty.row_bytes(d);
+        let mut cache = vec![0u8; nk * row_bytes];
+        for (j, row) in cache.chunks_exact_mut(row_bytes).enumerate() {
+            let x: Vec<f32> = (0..d).map(|k| ((k + j) % 5) as f32 - 2.0).collect();
+            ty.quantize_row(&x, row).unwrap();
+        }
+        let mut w = Work::new(d, r, nk);
+        w.set_rows(&qt, d, r);
+        let mut st = vec![0f32; nk * r];
+        // SAFETY: AVX-512 F, BW and VNNI checked above.
+        unsafe { w.tile(ty, &cache, row_bytes, 0, 0, nk, d, r, &mut st, &|_, _| {}) };
+        for key in 0..nk {
+            for i in 0..r {
+                assert_eq!(st[key * r + i].is_nan(), i == 2, "key {key} row {i}");
             }
         }
     }
