@@ -434,6 +434,19 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
     let mut j0 = 0;
     while j0 < key_end {
         let nk = KEY_TILE.min(key_end - j0);
+        let tile = |ty, data, row_bytes, head_bytes| Tile {
+            ty,
+            data,
+            row_bytes,
+            head_off: g * head_bytes,
+            j0,
+            nk,
+            d,
+        };
+        let (kt, vt) = (
+            tile(s.k_type, a.k, k_row, k_head),
+            tile(s.v_type, a.v, v_row, v_head),
+        );
         // the next tile's keys and values, a few rows after each step of the scores
         let next = |key: usize, n: usize| {
             for j in j0 + KEY_TILE + key..j0 + KEY_TILE + key + n {
@@ -441,8 +454,8 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
                 prefetch(a.v, j * v_row + g * v_head, v_head);
             }
         };
-        if !int_scores(sc, s.k_type, a.k, k_row, g * k_head, j0, nk, d, r, &next) {
-            dequant_tile::<V>(s.k_type, a.k, k_row, g * k_head, j0, nk, d, &mut sc.kt);
+        if !int_scores(sc, &kt, r, &next) {
+            dequant_tile::<V>(&kt, &mut sc.kt);
             scores::<V>(&sc.qt, r, &sc.kt, nk, d, &mut sc.st, next);
         }
         match a.mask {
@@ -469,8 +482,8 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
         // more than a block of rows repays (measured: q8_0 decoding 0.90 → 1.38 ms a layer), so
         // its tile is dequantized once, as the keys
         let vs = if s.v_type.is_quantized() {
-            dequant_tile::<V>(s.v_type, a.v, v_row, g * v_head, j0, nk, d, &mut sc.vt);
-            Values {
+            dequant_tile::<V>(&vt, &mut sc.vt);
+            Tile {
                 ty: KvType::F32,
                 data: f32_bytes(&sc.vt[..nk * d]),
                 row_bytes: 4 * d,
@@ -480,15 +493,7 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
                 d,
             }
         } else {
-            Values {
-                ty: s.v_type,
-                data: a.v,
-                row_bytes: v_row,
-                head_off: g * v_head,
-                j0,
-                nk,
-                d,
-            }
+            vt
         };
         accumulate::<V>(&sc.st, r, rows, &vs, &sc.alpha, &mut sc.o);
         j0 += nk;
@@ -540,25 +545,11 @@ fn prefetch(data: &[u8], at: usize, bytes: usize) {
     let _ = (data, at, bytes);
 }
 
-/// Turns keys (or values) `j0 .. j0 + nk` of the KV head at byte `head_off` of each cache row
-/// into f32 rows of `d` in `out`.
-#[allow(clippy::too_many_arguments)]
+/// Turns a tile of keys (or values) into f32 rows of `d` in `out`.
 #[inline(always)]
-unsafe fn dequant_tile<V: Vector>(
-    ty: KvType,
-    data: &[u8],
-    row_bytes: usize,
-    head_off: usize,
-    j0: usize,
-    nk: usize,
-    d: usize,
-    out: &mut [f32],
-) {
-    let hb = ty.row_bytes(d);
-    for key in 0..nk {
-        let src = &data[(j0 + key) * row_bytes + head_off..][..hb];
-        let dst = &mut out[key * d..][..d];
-        dequant_row::<V>(ty, src, dst);
+unsafe fn dequant_tile<V: Vector>(t: &Tile<'_>, out: &mut [f32]) {
+    for key in 0..t.nk {
+        dequant_row::<V>(t.ty, t.row(key), &mut out[key * t.d..][..t.d]);
     }
 }
 
@@ -612,28 +603,16 @@ fn int_keys<V: Vector>(s: &AttnShape) -> bool {
 
 /// A tile's scores on the integer path (qk16.rs) where the item takes it (`sc.int`): returns
 /// whether it did.
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn int_scores(
-    sc: &mut Scratch,
-    ty: KvType,
-    k: &[u8],
-    row_bytes: usize,
-    head_off: usize,
-    j0: usize,
-    nk: usize,
-    d: usize,
-    r: usize,
-    after: &impl Fn(usize, usize),
-) -> bool {
+fn int_scores(sc: &mut Scratch, keys: &Tile<'_>, r: usize, after: &impl Fn(usize, usize)) -> bool {
     #[cfg(target_arch = "x86_64")]
     if let Some(w) = &mut sc.int {
         // SAFETY: `sc.int` is made only for the AVX-512 vector (`int_keys`), whose kernels are
         // entered through Isa::Avx512Vnni (F, BW and VNNI checked).
-        unsafe { w.tile(ty, k, row_bytes, head_off, j0, nk, d, r, &mut sc.st, after) };
+        unsafe { w.tile(keys, r, &mut sc.st, after) };
         return true;
     }
-    let _ = (sc, ty, k, row_bytes, head_off, j0, nk, d, r, after);
+    let _ = (sc, keys, r, after);
     false
 }
 
@@ -782,9 +761,9 @@ unsafe fn softmax<V: Vector>(
     }
 }
 
-/// The values of one tile of keys, read where they lie in the cache: keys `j0 .. j0 + nk` of the
-/// KV head at byte `head_off` of each row.
-struct Values<'a> {
+/// A tile of the cache, keys or values, where it lies: keys `j0 .. j0 + nk` of the KV head at
+/// byte `head_off` of each row (a head is `ty.row_bytes(d)` bytes).
+struct Tile<'a> {
     ty: KvType,
     data: &'a [u8],
     row_bytes: usize,
@@ -794,7 +773,13 @@ struct Values<'a> {
     d: usize,
 }
 
-impl Values<'_> {
+impl Tile<'_> {
+    /// Key `key`'s head, its bytes.
+    #[inline(always)]
+    fn row(&self, key: usize) -> &[u8] {
+        &self.data[(self.j0 + key) * self.row_bytes + self.head_off..][..self.ty.row_bytes(self.d)]
+    }
+
     /// Elements `c .. c + W` of key `key`'s value, as f32 (`c + W ≤ d`, `c` a multiple of
     /// `V::W`). `TY` is the type's index (`KvType as usize`: the caller's dispatch makes it a
     /// constant).
@@ -835,7 +820,7 @@ unsafe fn accumulate<V: Vector>(
     st: &[f32],
     r: usize,
     rows: usize,
-    vs: &Values<'_>,
+    vs: &Tile<'_>,
     alpha: &[f32],
     o: &mut [f32],
 ) {
@@ -858,7 +843,7 @@ unsafe fn acc_type<V: Vector, const TY: usize>(
     st: &[f32],
     r: usize,
     rows: usize,
-    vs: &Values<'_>,
+    vs: &Tile<'_>,
     alpha: &[f32],
     o: &mut [f32],
     dp: usize,
@@ -882,7 +867,7 @@ unsafe fn acc_rows<V: Vector, const TY: usize, const RB: usize>(
     st: &[f32],
     r: usize,
     i0: usize,
-    vs: &Values<'_>,
+    vs: &Tile<'_>,
     alpha: &[f32],
     o: &mut [f32],
     dp: usize,
@@ -918,7 +903,7 @@ unsafe fn acc_tail<V: Vector>(
     r: usize,
     i0: usize,
     rb: usize,
-    vs: &Values<'_>,
+    vs: &Tile<'_>,
     alpha: &[f32],
     o: &mut [f32],
     dp: usize,
@@ -930,8 +915,7 @@ unsafe fn acc_tail<V: Vector>(
         let op = o.as_mut_ptr().add(i * dp + c);
         let mut acc = V::mul(V::load(op), V::splat(alpha[i]));
         for key in 0..vs.nk {
-            let at = (vs.j0 + key) * vs.row_bytes + vs.head_off;
-            kv::dequant_scalar(vs.ty, &vs.data[at..][..vs.ty.row_bytes(vs.d)], &mut row);
+            kv::dequant_scalar(vs.ty, vs.row(key), &mut row);
             pad[..vs.d - c].copy_from_slice(&row[c..]);
             acc = V::fma(V::load(pad.as_ptr()), V::splat(st[key * r + i]), acc);
         }

@@ -18,7 +18,7 @@
 //! f32 path's `2d + 1`. llama.cpp rounds the query to q8_0 (8 bits) for quantized keys; 16 bits
 //! keep the result within the f32 path's bounds (tests/attention.rs counts the rounding).
 
-use super::KvType;
+use super::{KvType, Tile};
 use std::arch::x86_64::*;
 
 /// Elements per quantized block (q8_0, q4_0).
@@ -50,29 +50,21 @@ impl Work {
         quantize_rows(qt, d, r, &mut self.qi, &mut self.sigma);
     }
 
-    /// `st[key][i]` for keys `j0 .. j0 + nk` of the KV head at byte `head_off` of each cache
-    /// row (`ty` quantized): [`widen_tile`], then [`scores`].
+    /// `st[key][i]` for a tile of quantized keys: [`widen_tile`], then [`scores`].
     ///
     /// # Safety
     /// The CPU must have AVX-512 F, BW and VNNI.
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) unsafe fn tile(
         &mut self,
-        ty: KvType,
-        data: &[u8],
-        row_bytes: usize,
-        head_off: usize,
-        j0: usize,
-        nk: usize,
-        d: usize,
+        keys: &Tile<'_>,
         r: usize,
         st: &mut [f32],
         after: &impl Fn(usize, usize),
     ) {
         let (ki, ks) = (&mut self.ki, &mut self.ks);
-        widen_tile(ty, data, row_bytes, head_off, j0, nk, d, ki, ks);
-        scores(&self.qi, &self.sigma, r, ki, ks, nk, d, st, after);
+        widen_tile(keys, ki, ks);
+        scores(&self.qi, &self.sigma, r, ki, ks, keys.nk, keys.d, st, after);
     }
 }
 
@@ -94,30 +86,19 @@ fn quantize_rows(qt: &[f32], d: usize, r: usize, qi: &mut [i16], sigma: &mut [f3
     }
 }
 
-/// Widens keys `j0 .. j0 + nk` of the KV head at byte `head_off` of each cache row (`ty`
-/// quantized) into `ki[key][d]` (16-bit integers) and their block scales `ks[key][d/32]`.
+/// Widens a tile of quantized keys into `ki[key][d]` (16-bit integers) and their block scales
+/// `ks[key][d/32]`.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F and BW.
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn widen_tile(
-    ty: KvType,
-    data: &[u8],
-    row_bytes: usize,
-    head_off: usize,
-    j0: usize,
-    nk: usize,
-    d: usize,
-    ki: &mut [i16],
-    ks: &mut [f32],
-) {
+unsafe fn widen_tile(keys: &Tile<'_>, ki: &mut [i16], ks: &mut [f32]) {
+    let (ty, d) = (keys.ty, keys.d);
     let (bb, nb) = (ty.block_bytes(), d / BLOCK);
     assert!(ty.is_quantized() && d.is_multiple_of(BLOCK));
-    assert!(ki.len() >= nk * d && ks.len() >= nk * nb);
-    assert!(nk == 0 || (j0 + nk - 1) * row_bytes + head_off + nb * bb <= data.len());
-    for key in 0..nk {
-        let src = data.as_ptr().add((j0 + key) * row_bytes + head_off);
+    assert!(ki.len() >= keys.nk * d && ks.len() >= keys.nk * nb);
+    for key in 0..keys.nk {
+        let src = keys.row(key).as_ptr(); // nb blocks of bb bytes
         for b in 0..nb {
             let blk = src.add(b * bb);
             let dst = ki.as_mut_ptr().add(key * d + b * BLOCK);
@@ -288,15 +269,21 @@ mod tests {
                     ty.quantize_row(&x, &mut row[head_off..][..head_off])
                         .unwrap();
                 }
-                let (mut qi, mut sigma) = (vec![0i16; d * r], vec![0f32; r]);
-                quantize_rows(&qt, d, r, &mut qi, &mut sigma);
-                let (mut ki, mut ks) = (vec![0i16; nk * d], vec![0f32; nk * d / 32]);
+                let keys = Tile {
+                    ty,
+                    data: &cache,
+                    row_bytes,
+                    head_off,
+                    j0: 0,
+                    nk,
+                    d,
+                };
+                let mut w = Work::new(d, r, nk);
+                w.set_rows(&qt, d, r);
                 let mut st = vec![f32::NAN; nk * r];
-                // SAFETY: AVX-512 F, BW and VNNI checked above; sizes as the functions assert.
-                unsafe {
-                    widen_tile(ty, &cache, row_bytes, head_off, 0, nk, d, &mut ki, &mut ks);
-                    scores(&qi, &sigma, r, &ki, &ks, nk, d, &mut st, &|_, _| {});
-                }
+                // SAFETY: AVX-512 F, BW and VNNI checked above.
+                unsafe { w.tile(&keys, r, &mut st, &|_, _| {}) };
+                let (qi, sigma) = (&w.qi, &w.sigma);
                 let mut kf = vec![0f32; d];
                 for key in 0..nk {
                     let row = &cache[key * row_bytes + head_off..][..head_off];
@@ -344,7 +331,16 @@ mod tests {
         w.set_rows(&qt, d, r);
         let mut st = vec![0f32; nk * r];
         // SAFETY: AVX-512 F, BW and VNNI checked above.
-        unsafe { w.tile(ty, &cache, row_bytes, 0, 0, nk, d, r, &mut st, &|_, _| {}) };
+        let keys = Tile {
+            ty,
+            data: &cache,
+            row_bytes,
+            head_off: 0,
+            j0: 0,
+            nk,
+            d,
+        };
+        unsafe { w.tile(&keys, r, &mut st, &|_, _| {}) };
         for key in 0..nk {
             for i in 0..r {
                 assert_eq!(st[key * r + i].is_nan(), i == 2, "key {key} row {i}");
