@@ -6,8 +6,8 @@
 //! (tokens × heads, at most [`ROWS`]) walk the keys in tiles of [`KEY_TILE`]; each tile of keys
 //! and values is turned into f32 once and serves every row of the item — for ChatGLM3 and GLM-4
 //! (32 heads in 2 groups) a decoding step's tile serves 16 heads. Quantized keys are scored in
-//! 16-bit integers where the CPU has AVX-512 VNNI (qk16.rs). Per tile (flash attention's online
-//! softmax, everything else in f32):
+//! 16-bit integers on AVX-512 and AVX2 (qk16.rs). Per tile (flash attention's online softmax,
+//! everything else in f32):
 //!
 //! ```text
 //! S      = scale·Q · K_tileᵀ (+ mask)              [rows × keys]
@@ -34,7 +34,6 @@
 //! causal items of the last tokens are spread over all threads.
 
 mod kv;
-#[cfg(target_arch = "x86_64")]
 mod qk16;
 mod simd;
 
@@ -336,14 +335,12 @@ struct Scratch {
     /// Causal mask: the last key each row sees.
     last: Vec<usize>,
     /// Quantized keys scored in integers (`V::INT_SCORES`): qk16.rs's working memory.
-    #[cfg(target_arch = "x86_64")]
     int: Option<qk16::Work>,
 }
 
 impl Scratch {
     fn new(d: usize, r: usize, int_keys: bool) -> Scratch {
         Scratch {
-            #[cfg(target_arch = "x86_64")]
             int: int_keys.then(|| qk16::Work::new(d, r, KEY_TILE)),
             qt: vec![0.0; d * r],
             o: vec![0.0; r * padded_head(d)],
@@ -410,7 +407,6 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
             sc.qt[kk * r + i] = x * s.scale;
         }
     }
-    #[cfg(target_arch = "x86_64")]
     if let Some(w) = &mut sc.int {
         w.set_rows(&sc.qt, d, r);
     }
@@ -454,7 +450,9 @@ unsafe fn run_item<V: Vector>(a: &Args<'_>, item: usize, sc: &mut Scratch) {
                 prefetch(a.v, j * v_row + g * v_head, v_head);
             }
         };
-        if !int_scores(sc, &kt, r, &next) {
+        if let Some(w) = &mut sc.int {
+            w.tile::<V>(&kt, r, &mut sc.st, next);
+        } else {
             dequant_tile::<V>(&kt, &mut sc.kt);
             scores::<V>(&sc.qt, r, &sc.kt, nk, d, &mut sc.st, next);
         }
@@ -594,26 +592,11 @@ unsafe fn dequant_row<V: Vector>(ty: KvType, src: &[u8], dst: &mut [f32]) {
     }
 }
 
-/// Whether the item's scores take the integer path (qk16.rs): quantized keys, a vector with
-/// 16-bit integer dot products.
+/// Whether the item's scores take the integer path (qk16.rs): quantized keys, a vector whose
+/// 16-bit integer dot products beat its FMAs.
 #[inline(always)]
 fn int_keys<V: Vector>(s: &AttnShape) -> bool {
     V::INT_SCORES && s.k_type.is_quantized()
-}
-
-/// A tile's scores on the integer path (qk16.rs) where the item takes it (`sc.int`): returns
-/// whether it did.
-#[inline(always)]
-fn int_scores(sc: &mut Scratch, keys: &Tile<'_>, r: usize, after: &impl Fn(usize, usize)) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(w) = &mut sc.int {
-        // SAFETY: `sc.int` is made only for the AVX-512 vector (`int_keys`), whose kernels are
-        // entered through Isa::Avx512Vnni (F, BW and VNNI checked).
-        unsafe { w.tile(keys, r, &mut sc.st, after) };
-        return true;
-    }
-    let _ = (sc, keys, r, after);
-    false
 }
 
 /// Register blockings (row vectors, keys or value columns) for `V`: 32 registers (AVX-512)

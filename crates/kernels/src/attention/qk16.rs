@@ -1,4 +1,5 @@
-//! Scores against quantized keys in 16-bit integers (AVX-512 VNNI's `vpdpwssd`).
+//! Scores against quantized keys in 16-bit integers (AVX-512 VNNI's `vpdpwssd`, AVX2's
+//! `vpmaddwd`).
 //!
 //! A q8_0 or q4_0 key is `d_b · k` with small integers `k` (|k| ≤ 127) and one f16 scale `d_b`
 //! per block of 32. The f32 path turns each key tile into f32 (a multiply per element) and
@@ -6,11 +7,13 @@
 //! per item to 16-bit integers with a scale of its own, `x ≈ σ · q̂`, `σ = max|x| / 32767`,
 //! `q̂ = round(x / σ)`, the key tile is widened to 16-bit integers, and a block's dot product is
 //! exact integer arithmetic: `vpdpwssd` multiplies two pairs of 16-bit integers and adds both
-//! products to a 32-bit lane, so one instruction does the work of two FMAs. Per block and key
-//! the integer sum becomes f32 once: `s += f32(Σ q̂·k) · (d_b · σ)`.
+//! products to a 32-bit lane, so one instruction does the work of two FMAs (AVX2: `vpmaddwd`
+//! and `vpaddd`, the add on a port the FMAs do not use). Per block and key the integer sum
+//! becomes f32 once: `s += f32(Σ q̂·k) · (d_b · σ)`. Written once against `Vector`'s integer
+//! methods (simd.rs); a vector takes this path where `Vector::INT_SCORES` says so.
 //!
 //! Layout as the f32 scores (rows in lanes): `QI[pair][rows][2]` (a vector holds the two
-//! elements of one pair for 16 rows) times one broadcast pair of a key, `S[key][rows]` out.
+//! elements of one pair for `W` rows) times one broadcast pair of a key, `S[key][rows]` out.
 //!
 //! Error: the rounding of `x` moves a score by at most `0.502 · σ · Σ|k_i|` (half a step, plus
 //! the division's rounding); the integer sums are exact (|Σ| ≤ 32 · 32767 · 127 < 2³¹); the
@@ -18,8 +21,8 @@
 //! f32 path's `2d + 1`. llama.cpp rounds the query to q8_0 (8 bits) for quantized keys; 16 bits
 //! keep the result within the f32 path's bounds (tests/attention.rs counts the rounding).
 
+use super::simd::Vector;
 use super::{KvType, Tile};
-use std::arch::x86_64::*;
 
 /// Elements per quantized block (q8_0, q4_0).
 const BLOCK: usize = 32;
@@ -27,21 +30,26 @@ const BLOCK: usize = 32;
 const QMAX: f32 = 32767.0;
 
 /// An item's working memory: its rows in 16 bits (`QI[d/2][r][2]`) and their steps, a key
-/// tile widened to 16 bits (`[key][d]`) and the tile's block scales (`[key][d/32]`).
+/// tile widened to 16 bits (`[key][d]`) and the tile's block scales (`[key][d/32]`, and the
+/// f16s as read).
 pub(super) struct Work {
     qi: Vec<i16>,
     sigma: Vec<f32>,
     ki: Vec<i16>,
     ks: Vec<f32>,
+    raw: Vec<u16>,
 }
 
 impl Work {
     pub(super) fn new(d: usize, r: usize, key_tile: usize) -> Work {
+        // the scales padded to whole vectors of 16
+        let scales = (key_tile * d / BLOCK).div_ceil(16) * 16;
         Work {
             qi: vec![0; d * r],
             sigma: vec![0.0; r],
             ki: vec![0; key_tile * d],
-            ks: vec![0.0; key_tile * d / BLOCK],
+            ks: vec![0.0; scales],
+            raw: vec![0; scales],
         }
     }
 
@@ -53,18 +61,18 @@ impl Work {
     /// `st[key][i]` for a tile of quantized keys: [`widen_tile`], then [`scores`].
     ///
     /// # Safety
-    /// The CPU must have AVX-512 F, BW and VNNI.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn tile(
+    /// `V`'s instruction set must be available.
+    #[inline(always)]
+    pub(super) unsafe fn tile<V: Vector>(
         &mut self,
         keys: &Tile<'_>,
         r: usize,
         st: &mut [f32],
-        after: &impl Fn(usize, usize),
+        after: impl Fn(usize, usize),
     ) {
-        let (ki, ks) = (&mut self.ki, &mut self.ks);
-        widen_tile(keys, ki, ks);
-        scores(&self.qi, &self.sigma, r, ki, ks, keys.nk, keys.d, st, after);
+        widen_tile::<V>(keys, &mut self.ki, &mut self.ks, &mut self.raw);
+        let (qi, sigma, ki, ks) = (&self.qi, &self.sigma, &self.ki, &self.ks);
+        scores::<V>(qi, sigma, r, ki, ks, keys.nk, keys.d, st, after);
     }
 }
 
@@ -76,62 +84,56 @@ fn quantize_rows(qt: &[f32], d: usize, r: usize, qi: &mut [i16], sigma: &mut [f3
         let mx = (0..d).fold(0f32, |m, k| m.max(qt[k * r + i].abs()));
         // a NaN in the row makes every score of it NaN, as in the f32 path (`max` skips NaNs)
         let nan = (0..d).any(|k| qt[k * r + i].is_nan());
-        *sg = if nan { f32::NAN } else { mx / QMAX };
-        let inv = if mx > 0.0 { QMAX / mx } else { 0.0 };
+        let step = mx / QMAX;
+        *sg = if nan { f32::NAN } else { step };
         for k in 0..d {
-            // |x · inv| ≤ 32767 (+ a rounding): the clamp only guards the last ulp
-            let q = (qt[k * r + i] * inv).round().clamp(-QMAX, QMAX);
+            // x / σ, rounded once (|x / σ| ≤ 32767 up to that rounding: the clamp guards the
+            // last ulp); a row of zeros has σ = 0 and q̂ = 0
+            let q = if step > 0.0 {
+                qt[k * r + i] / step
+            } else {
+                0.0
+            };
+            // to the nearest integer (ties to even) by adding and removing 1.5·2^23
+            let q = ((q + 12_582_912.0) - 12_582_912.0).clamp(-QMAX, QMAX);
             qi[((k / 2) * r + i) * 2 + k % 2] = q as i16;
         }
     }
 }
 
 /// Widens a tile of quantized keys into `ki[key][d]` (16-bit integers) and their block scales
-/// `ks[key][d/32]`.
-///
-/// # Safety
-/// The CPU must have AVX-512 F and BW.
-#[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn widen_tile(keys: &Tile<'_>, ki: &mut [i16], ks: &mut [f32]) {
-    let (ty, d) = (keys.ty, keys.d);
+/// `ks[key][d/32]` (gathered into `raw` as f16s, then turned into f32 a vector at a time).
+#[inline(always)]
+unsafe fn widen_tile<V: Vector>(keys: &Tile<'_>, ki: &mut [i16], ks: &mut [f32], raw: &mut [u16]) {
+    let (ty, d, nk) = (keys.ty, keys.d, keys.nk);
     let (bb, nb) = (ty.block_bytes(), d / BLOCK);
+    let n = (nk * nb).div_ceil(V::W) * V::W;
     assert!(ty.is_quantized() && d.is_multiple_of(BLOCK));
-    assert!(ki.len() >= keys.nk * d && ks.len() >= keys.nk * nb);
-    for key in 0..keys.nk {
-        let src = keys.row(key).as_ptr(); // nb blocks of bb bytes
+    assert!(ki.len() >= nk * d && ks.len() >= n && raw.len() >= n);
+    for key in 0..nk {
+        let row = keys.row(key); // nb blocks of bb bytes
+        let out = ki[key * d..][..d].as_mut_ptr();
         for b in 0..nb {
-            let blk = src.add(b * bb);
-            let dst = ki.as_mut_ptr().add(key * d + b * BLOCK);
-            let scale = _mm256_castsi128_si256(_mm_cvtsi32_si128(
-                blk.cast::<u16>().read_unaligned() as i32,
-            ));
-            ks[key * nb + b] = _mm512_cvtss_f32(_mm512_cvtph_ps(scale));
-            let w = match ty {
-                KvType::Q4_0 => {
-                    // elements 0..16: the low nibbles, 16..32: the high ones
-                    let x = _mm_loadu_si128(blk.add(2).cast());
-                    let m = _mm_set1_epi8(0x0f);
-                    let lo = _mm_and_si128(x, m);
-                    let hi = _mm_and_si128(_mm_srli_epi16::<4>(x), m);
-                    let w = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
-                    _mm512_sub_epi16(w, _mm512_set1_epi16(8))
-                }
-                _ => _mm512_cvtepi8_epi16(_mm256_loadu_si256(blk.add(2).cast())),
-            };
-            _mm512_storeu_si512(dst.cast(), w);
+            let blk = &row[b * bb..][..bb];
+            raw[key * nb + b] = u16::from_le_bytes([blk[0], blk[1]]);
+            match ty {
+                KvType::Q4_0 => V::widen_nibbles32(blk[2..].as_ptr(), out.add(b * BLOCK)),
+                _ => V::widen_i8x32(blk[2..].as_ptr(), out.add(b * BLOCK)),
+            }
         }
+    }
+    raw[nk * nb..n].fill(0);
+    for i in (0..n).step_by(V::W) {
+        V::from_f16(raw.as_ptr().add(i).cast()).store(ks.as_mut_ptr().add(i));
     }
 }
 
 /// `st[key][i] = σ_i · Σ_b ks[key][b] · Σ_{k in b} qi[k][i] · ki[key][k]` for `nk` keys, rows
-/// in vectors of 16; `after(key, n)` is called after each step of `n` keys of the first rows
+/// in vectors of `W`; `after(key, n)` is called after each step of `n` keys of the first rows
 /// (the caller's prefetches), as in the f32 scores.
-///
-/// # Safety
-/// The CPU must have AVX-512 F, BW and VNNI.
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn scores(
+#[inline(always)]
+unsafe fn scores<V: Vector>(
     qi: &[i16],
     sigma: &[f32],
     r: usize,
@@ -140,41 +142,40 @@ unsafe fn scores(
     nk: usize,
     d: usize,
     st: &mut [f32],
-    after: &impl Fn(usize, usize),
+    after: impl Fn(usize, usize),
 ) {
     let nb = d / BLOCK;
-    assert!(r.is_multiple_of(16) && d.is_multiple_of(BLOCK));
+    assert!(r.is_multiple_of(V::W) && d.is_multiple_of(BLOCK));
     assert!(qi.len() >= d * r && sigma.len() >= r && st.len() >= nk * r);
     assert!(ki.len() >= nk * d && ks.len() >= nk * nb);
-    let nv = r / 16;
+    let nv = r / V::W;
+    let wide = V::W == 16;
     let (qp, kp, sp) = (qi.as_ptr(), ki.as_ptr(), st.as_mut_ptr());
     let mut v0 = 0;
     while v0 < nv {
         let rb = match nv - v0 {
-            4.. => 4,
+            4.. if wide => 4,
             2.. => 2,
             _ => 1,
         };
         let (q, sg, s) = (
-            qp.add(v0 * 32),
-            sigma.as_ptr().add(v0 * 16),
-            sp.add(v0 * 16),
+            qp.add(v0 * 2 * V::W),
+            sigma.as_ptr().add(v0 * V::W),
+            sp.add(v0 * V::W),
         );
         let mut key = 0;
         while key < nk {
-            let (kb, kpk, ksk, spk) = (
-                nk - key,
-                kp.add(key * d),
-                ks.as_ptr().add(key * nb),
-                s.add(key * r),
-            );
-            let step = match rb {
-                4 if kb >= 4 => block::<4, 4>(q, sg, r, kpk, ksk, d, spk),
-                4 => block::<4, 1>(q, sg, r, kpk, ksk, d, spk),
-                2 if kb >= 8 => block::<2, 8>(q, sg, r, kpk, ksk, d, spk),
-                2 => block::<2, 1>(q, sg, r, kpk, ksk, d, spk),
-                _ if kb >= 8 => block::<1, 8>(q, sg, r, kpk, ksk, d, spk),
-                _ => block::<1, 1>(q, sg, r, kpk, ksk, d, spk),
+            let kb = nk - key;
+            let (kpk, ksk, spk) = (kp.add(key * d), ks.as_ptr().add(key * nb), s.add(key * r));
+            let step = match (rb, wide) {
+                (4, _) if kb >= 4 => block::<V, 4, 4>(q, sg, r, kpk, ksk, d, spk),
+                (4, _) => block::<V, 4, 1>(q, sg, r, kpk, ksk, d, spk),
+                (2, true) if kb >= 8 => block::<V, 2, 8>(q, sg, r, kpk, ksk, d, spk),
+                (2, _) if kb >= 4 => block::<V, 2, 4>(q, sg, r, kpk, ksk, d, spk),
+                (2, _) => block::<V, 2, 1>(q, sg, r, kpk, ksk, d, spk),
+                (_, true) if kb >= 8 => block::<V, 1, 8>(q, sg, r, kpk, ksk, d, spk),
+                (_, false) if kb >= 4 => block::<V, 1, 4>(q, sg, r, kpk, ksk, d, spk),
+                _ => block::<V, 1, 1>(q, sg, r, kpk, ksk, d, spk),
             };
             if v0 == 0 {
                 after(key, step);
@@ -188,7 +189,7 @@ unsafe fn scores(
 /// `RB` row vectors × `KB` keys of [`scores`]: per block, `RB · KB` integer accumulators over
 /// its 16 pairs, then one conversion and multiply-add into `st` each. Returns `KB`.
 #[inline(always)]
-unsafe fn block<const RB: usize, const KB: usize>(
+unsafe fn block<V: Vector, const RB: usize, const KB: usize>(
     qi: *const i16,
     sigma: *const f32,
     r: usize,
@@ -198,33 +199,32 @@ unsafe fn block<const RB: usize, const KB: usize>(
     st: *mut f32,
 ) -> usize {
     let nb = d / BLOCK;
-    let sg: [__m512; RB] = std::array::from_fn(|v| _mm512_loadu_ps(sigma.add(16 * v)));
+    let sg: [V; RB] = std::array::from_fn(|v| V::load(sigma.add(V::W * v)));
     for b in 0..nb {
-        let mut acc = [[_mm512_setzero_si512(); RB]; KB];
+        let mut acc = [[V::int_zero(); RB]; KB];
         for p in b * BLOCK / 2..(b + 1) * BLOCK / 2 {
             let xs = qi.add(p * r * 2);
-            let x: [__m512i; RB] =
-                std::array::from_fn(|v| _mm512_loadu_si512(xs.add(32 * v).cast()));
+            let x: [V::Int; RB] = std::array::from_fn(|v| V::int_load(xs.add(2 * V::W * v)));
             for (j, acc) in acc.iter_mut().enumerate() {
-                // key j's elements 2p and 2p + 1, broadcast
-                let y = _mm512_set1_epi32(ki.add(j * d + 2 * p).cast::<i32>().read_unaligned());
+                // key j's elements 2p and 2p + 1, in every lane
+                let y = V::int_splat_pair(ki.add(j * d + 2 * p));
                 for (a, &x) in acc.iter_mut().zip(&x) {
-                    *a = _mm512_dpwssd_epi32(*a, x, y);
+                    *a = V::int_dot(*a, x, y);
                 }
             }
         }
         for (j, acc) in acc.iter().enumerate() {
-            let kscale = _mm512_set1_ps(*ks.add(j * nb + b));
+            let kscale = V::splat(*ks.add(j * nb + b));
             for (v, &a) in acc.iter().enumerate() {
-                let p = st.add(j * r + 16 * v);
-                let fac = _mm512_mul_ps(kscale, sg[v]);
-                let f = _mm512_cvtepi32_ps(a);
+                let p = st.add(j * r + V::W * v);
+                let fac = V::mul(kscale, sg[v]);
+                let f = V::int_to_f32(a);
                 let out = if b == 0 {
-                    _mm512_mul_ps(f, fac)
+                    V::mul(f, fac)
                 } else {
-                    _mm512_fmadd_ps(f, fac, _mm512_loadu_ps(p))
+                    V::fma(f, fac, V::load(p))
                 };
-                _mm512_storeu_ps(p, out);
+                out.store(p);
             }
         }
     }
@@ -234,6 +234,36 @@ unsafe fn block<const RB: usize, const KB: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attention::simd::Portable;
+    use crate::Isa;
+
+    /// `w.tile` with `isa`'s vector (the portable one for any other).
+    fn tile_on(isa: Isa, w: &mut Work, keys: &Tile<'_>, r: usize, st: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::attention::simd::{Avx2, Avx512};
+            #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+            unsafe fn avx512(w: &mut Work, keys: &Tile<'_>, r: usize, st: &mut [f32]) {
+                w.tile::<Avx512>(keys, r, st, |_, _| {})
+            }
+            #[target_feature(enable = "avx2,fma,f16c")]
+            unsafe fn avx2(w: &mut Work, keys: &Tile<'_>, r: usize, st: &mut [f32]) {
+                w.tile::<Avx2>(keys, r, st, |_, _| {})
+            }
+            assert!(isa.runs_here());
+            match isa {
+                // SAFETY: the instruction set was checked just above.
+                Isa::Avx512Vnni => return unsafe { avx512(w, keys, r, st) },
+                // SAFETY: as above.
+                Isa::Avx2 => return unsafe { avx2(w, keys, r, st) },
+                _ => {}
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = isa;
+        // SAFETY: the portable vector needs no CPU feature.
+        unsafe { w.tile::<Portable>(keys, r, st, |_, _| {}) }
+    }
 
     /// The integer scores against the same rounded queries in f64: only the conversion, the
     /// scale product and the sum over blocks round (`d/32 + 3` roundings of terms bounded by
@@ -241,10 +271,6 @@ mod tests {
     /// the queries themselves is checked against its half step.
     #[test]
     fn integer_scores_are_exact_up_to_the_final_roundings() {
-        if !crate::Isa::Avx512Vnni.runs_here() {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI");
-            return;
-        }
         let mut seed = 7u64;
         let mut rnd = || {
             seed ^= seed << 13;
@@ -252,59 +278,61 @@ mod tests {
             seed ^= seed << 17;
             (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
         };
-        for ty in [KvType::Q8_0, KvType::Q4_0] {
-            for (d, r, nk) in [(32, 16, 1), (64, 32, 9), (128, 16, 64), (96, 64, 13)] {
-                // rows of different sizes (the last all zero: padding), keys from −3 to 3
-                let mut qt = vec![0f32; d * r];
-                for i in 0..r - 1 {
-                    let amp = 0.1 + i as f32;
-                    for k in 0..d {
-                        qt[k * r + i] = rnd() * amp;
-                    }
-                }
-                let (head_off, row_bytes) = (ty.row_bytes(d), 3 * ty.row_bytes(d));
-                let mut cache = vec![0u8; nk * row_bytes];
-                for row in cache.chunks_exact_mut(row_bytes) {
-                    let x: Vec<f32> = (0..d).map(|_| rnd() * 3.0).collect();
-                    ty.quantize_row(&x, &mut row[head_off..][..head_off])
-                        .unwrap();
-                }
-                let keys = Tile {
-                    ty,
-                    data: &cache,
-                    row_bytes,
-                    head_off,
-                    j0: 0,
-                    nk,
-                    d,
-                };
-                let mut w = Work::new(d, r, nk);
-                w.set_rows(&qt, d, r);
-                let mut st = vec![f32::NAN; nk * r];
-                // SAFETY: AVX-512 F, BW and VNNI checked above.
-                unsafe { w.tile(&keys, r, &mut st, &|_, _| {}) };
-                let (qi, sigma) = (&w.qi, &w.sigma);
-                let mut kf = vec![0f32; d];
-                for key in 0..nk {
-                    let row = &cache[key * row_bytes + head_off..][..head_off];
-                    ty.dequantize_row(row, &mut kf).unwrap();
-                    for i in 0..r {
-                        let (mut want, mut abs) = (0f64, 0f64);
-                        for (k, &kv) in kf.iter().enumerate() {
-                            let x = qt[k * r + i];
-                            let q = qi[((k / 2) * r + i) * 2 + k % 2] as f64;
-                            let err = (x as f64 - sigma[i] as f64 * q).abs();
-                            assert!(err <= 0.502 * sigma[i] as f64, "{ty:?} d{d} row {i}");
-                            want += sigma[i] as f64 * q * kv as f64;
-                            abs += (sigma[i] as f64 * q * kv as f64).abs();
+        for isa in Isa::available() {
+            for ty in [KvType::Q8_0, KvType::Q4_0] {
+                for (d, r, nk) in [(32, 16, 1), (64, 32, 9), (128, 16, 64), (96, 64, 13)] {
+                    // rows of different sizes (the last all zero: padding), keys from −3 to 3
+                    let mut qt = vec![0f32; d * r];
+                    for i in 0..r - 1 {
+                        let amp = 0.1 + i as f32;
+                        for k in 0..d {
+                            qt[k * r + i] = rnd() * amp;
                         }
-                        let n = (d / 32 + 3) as f64;
-                        let tol = n * f32::EPSILON as f64 * abs * 1.01;
-                        let got = st[key * r + i] as f64;
-                        assert!(
+                    }
+                    let (head_off, row_bytes) = (ty.row_bytes(d), 3 * ty.row_bytes(d));
+                    let mut cache = vec![0u8; nk * row_bytes];
+                    for row in cache.chunks_exact_mut(row_bytes) {
+                        let x: Vec<f32> = (0..d).map(|_| rnd() * 3.0).collect();
+                        ty.quantize_row(&x, &mut row[head_off..][..head_off])
+                            .unwrap();
+                    }
+                    let keys = Tile {
+                        ty,
+                        data: &cache,
+                        row_bytes,
+                        head_off,
+                        j0: 0,
+                        nk,
+                        d,
+                    };
+                    let mut w = Work::new(d, r, nk);
+                    w.set_rows(&qt, d, r);
+                    let mut st = vec![f32::NAN; nk * r];
+                    tile_on(isa, &mut w, &keys, r, &mut st);
+                    let (qi, sigma) = (&w.qi, &w.sigma);
+                    let mut kf = vec![0f32; d];
+                    for key in 0..nk {
+                        let row = &cache[key * row_bytes + head_off..][..head_off];
+                        ty.dequantize_row(row, &mut kf).unwrap();
+                        for i in 0..r {
+                            let (mut want, mut abs) = (0f64, 0f64);
+                            for (k, &kv) in kf.iter().enumerate() {
+                                let x = qt[k * r + i];
+                                let q = qi[((k / 2) * r + i) * 2 + k % 2] as f64;
+                                let err = (x as f64 - sigma[i] as f64 * q).abs();
+                                assert!(err <= 0.502 * sigma[i] as f64, "{ty:?} d{d} row {i}");
+                                want += sigma[i] as f64 * q * kv as f64;
+                                abs += (sigma[i] as f64 * q * kv as f64).abs();
+                            }
+                            let n = (d / 32 + 3) as f64;
+                            let tol = n * f32::EPSILON as f64 * abs * 1.01;
+                            let got = st[key * r + i] as f64;
+                            assert!(
                             (got - want).abs() <= tol,
-                            "{ty:?} d{d} r{r} key {key} row {i}: {got} want {want} (tol {tol:e})"
+                            "{} {ty:?} d{d} r{r} key {key} row {i}: {got} want {want} (tol {tol:e})",
+                            isa.name()
                         );
+                        }
                     }
                 }
             }
@@ -314,10 +342,6 @@ mod tests {
     /// A NaN in a query row makes that row's scores NaN (as the f32 path would), and only its.
     #[test]
     fn a_nan_in_a_row_is_not_rounded_away() {
-        if !crate::Isa::Avx512Vnni.runs_here() {
-            eprintln!("skipped: this CPU has no AVX-512 VNNI");
-            return;
-        }
         let (d, r, nk, ty) = (32, 16, 3, KvType::Q8_0);
         let mut qt: Vec<f32> = (0..d * r).map(|i| (i % 7) as f32 - 3.0).collect();
         qt[5 * r + 2] = f32::NAN; // row 2
@@ -327,10 +351,6 @@ mod tests {
             let x: Vec<f32> = (0..d).map(|k| ((k + j) % 5) as f32 - 2.0).collect();
             ty.quantize_row(&x, row).unwrap();
         }
-        let mut w = Work::new(d, r, nk);
-        w.set_rows(&qt, d, r);
-        let mut st = vec![0f32; nk * r];
-        // SAFETY: AVX-512 F, BW and VNNI checked above.
         let keys = Tile {
             ty,
             data: &cache,
@@ -340,10 +360,20 @@ mod tests {
             nk,
             d,
         };
-        unsafe { w.tile(&keys, r, &mut st, &|_, _| {}) };
-        for key in 0..nk {
-            for i in 0..r {
-                assert_eq!(st[key * r + i].is_nan(), i == 2, "key {key} row {i}");
+        for isa in Isa::available() {
+            let mut w = Work::new(d, r, nk);
+            w.set_rows(&qt, d, r);
+            let mut st = vec![0f32; nk * r];
+            tile_on(isa, &mut w, &keys, r, &mut st);
+            for key in 0..nk {
+                for i in 0..r {
+                    assert_eq!(
+                        st[key * r + i].is_nan(),
+                        i == 2,
+                        "{} key {key} row {i}",
+                        isa.name()
+                    );
+                }
             }
         }
     }

@@ -42,8 +42,11 @@ pub(crate) const EXP_POLY: [f32; 6] = [
 pub(crate) trait Vector: Copy {
     const W: usize;
     /// Whether the kernels built on this vector score quantized keys in 16-bit integers
-    /// (qk16.rs: AVX-512 with VNNI, which every `Avx512` entry has).
-    const INT_SCORES: bool = false;
+    /// (qk16.rs, with the `int_*` methods).
+    const INT_SCORES: bool;
+    /// `W` lanes of i32: the integer scores' accumulators, or `W` pairs of i16 (the low
+    /// element in the low half of a lane).
+    type Int: Copy;
     unsafe fn zero() -> Self;
     unsafe fn splat(x: f32) -> Self;
     unsafe fn load(p: *const f32) -> Self;
@@ -66,6 +69,39 @@ pub(crate) trait Vector: Copy {
     unsafe fn from_i8(p: *const u8) -> Self;
     /// The low (or, with `high`, the high) nibbles of the `W` bytes at `p`, less 8.
     unsafe fn from_nibbles(p: *const u8, high: bool) -> Self;
+    unsafe fn int_zero() -> Self::Int;
+    /// `W` pairs of i16 at `p`.
+    unsafe fn int_load(p: *const i16) -> Self::Int;
+    /// The pair of i16 at `p` in every lane.
+    unsafe fn int_splat_pair(p: *const i16) -> Self::Int;
+    /// `acc + a.lo · b.lo + a.hi · b.hi` per lane (`a`, `b` pairs of i16; no overflow: the
+    /// caller's sums stay below 2³¹).
+    unsafe fn int_dot(acc: Self::Int, a: Self::Int, b: Self::Int) -> Self::Int;
+    /// The lanes as f32 (rounded to nearest).
+    unsafe fn int_to_f32(a: Self::Int) -> Self;
+    /// A q8_0 block's 32 values (i8 at `p`) as i16 at `out`.
+    unsafe fn widen_i8x32(p: *const u8, out: *mut i16);
+    /// A q4_0 block's 32 values (16 bytes at `p`: the low nibbles, then the high ones), less 8,
+    /// as i16 at `out`.
+    unsafe fn widen_nibbles32(p: *const u8, out: *mut i16);
+}
+
+/// The portable [`Vector::widen_i8x32`] and [`Vector::widen_nibbles32`].
+#[inline(always)]
+unsafe fn widen_portable(p: *const u8, out: *mut i16, nibbles: bool) {
+    let out = std::slice::from_raw_parts_mut(out, 32);
+    if nibbles {
+        let b: [u8; 16] = std::ptr::read_unaligned(p.cast());
+        for (i, &x) in b.iter().enumerate() {
+            out[i] = (x & 0x0f) as i16 - 8;
+            out[16 + i] = (x >> 4) as i16 - 8;
+        }
+    } else {
+        let b: [u8; 32] = std::ptr::read_unaligned(p.cast());
+        for (o, &x) in out.iter_mut().zip(&b) {
+            *o = x as i8 as i16;
+        }
+    }
 }
 
 /// The portable vector: 16 lanes in an array.
@@ -106,6 +142,8 @@ pub(crate) fn exp_portable(x: f32) -> f32 {
 
 impl Vector for Portable {
     const W: usize = 16;
+    const INT_SCORES: bool = false;
+    type Int = [i32; 16];
     #[inline(always)]
     unsafe fn zero() -> Self {
         Portable([0.0; 16])
@@ -172,6 +210,35 @@ impl Vector for Portable {
         let shift = if high { 4 } else { 0 };
         Portable(b.map(|q| ((q >> shift) & 0x0f) as f32 - 8.0))
     }
+    #[inline(always)]
+    unsafe fn int_zero() -> [i32; 16] {
+        [0; 16]
+    }
+    #[inline(always)]
+    unsafe fn int_load(p: *const i16) -> [i32; 16] {
+        std::ptr::read_unaligned(p.cast())
+    }
+    #[inline(always)]
+    unsafe fn int_splat_pair(p: *const i16) -> [i32; 16] {
+        [p.cast::<i32>().read_unaligned(); 16]
+    }
+    #[inline(always)]
+    unsafe fn int_dot(acc: [i32; 16], a: [i32; 16], b: [i32; 16]) -> [i32; 16] {
+        let (lo, hi) = (|x: i32| x as i16 as i32, |x: i32| x >> 16);
+        std::array::from_fn(|i| acc[i] + lo(a[i]) * lo(b[i]) + hi(a[i]) * hi(b[i]))
+    }
+    #[inline(always)]
+    unsafe fn int_to_f32(a: [i32; 16]) -> Self {
+        Portable(a.map(|x| x as f32))
+    }
+    #[inline(always)]
+    unsafe fn widen_i8x32(p: *const u8, out: *mut i16) {
+        widen_portable(p, out, false)
+    }
+    #[inline(always)]
+    unsafe fn widen_nibbles32(p: *const u8, out: *mut i16) {
+        widen_portable(p, out, true)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -188,6 +255,8 @@ mod x86 {
 
     impl Vector for Avx2 {
         const W: usize = 8;
+        const INT_SCORES: bool = true;
+        type Int = __m256i;
         #[inline(always)]
         unsafe fn zero() -> Self {
             Avx2(_mm256_setzero_ps())
@@ -281,15 +350,54 @@ mod x86 {
             );
             Avx2(_mm256_cvtepi32_ps(q))
         }
+        #[inline(always)]
+        unsafe fn int_zero() -> __m256i {
+            _mm256_setzero_si256()
+        }
+        #[inline(always)]
+        unsafe fn int_load(p: *const i16) -> __m256i {
+            _mm256_loadu_si256(p.cast())
+        }
+        #[inline(always)]
+        unsafe fn int_splat_pair(p: *const i16) -> __m256i {
+            _mm256_set1_epi32(p.cast::<i32>().read_unaligned())
+        }
+        #[inline(always)]
+        unsafe fn int_dot(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+            _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+        }
+        #[inline(always)]
+        unsafe fn int_to_f32(a: __m256i) -> Self {
+            Avx2(_mm256_cvtepi32_ps(a))
+        }
+        #[inline(always)]
+        unsafe fn widen_i8x32(p: *const u8, out: *mut i16) {
+            let lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast()));
+            let hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(p.add(16).cast()));
+            _mm256_storeu_si256(out.cast(), lo);
+            _mm256_storeu_si256(out.add(16).cast(), hi);
+        }
+        #[inline(always)]
+        unsafe fn widen_nibbles32(p: *const u8, out: *mut i16) {
+            let x = _mm_loadu_si128(p.cast());
+            let m = _mm_set1_epi8(0x0f);
+            let eight = _mm256_set1_epi16(8);
+            let lo = _mm256_cvtepu8_epi16(_mm_and_si128(x, m));
+            let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(x), m));
+            _mm256_storeu_si256(out.cast(), _mm256_sub_epi16(lo, eight));
+            _mm256_storeu_si256(out.add(16).cast(), _mm256_sub_epi16(hi, eight));
+        }
     }
 
-    /// 16 lanes (AVX-512 F).
+    /// 16 lanes (AVX-512 F; the integer methods need BW and VNNI, which every entry through
+    /// `Isa::Avx512Vnni` has).
     #[derive(Clone, Copy)]
     pub(crate) struct Avx512(__m512);
 
     impl Vector for Avx512 {
         const W: usize = 16;
         const INT_SCORES: bool = true;
+        type Int = __m512i;
         #[inline(always)]
         unsafe fn zero() -> Self {
             Avx512(_mm512_setzero_ps())
@@ -377,6 +485,42 @@ mod x86 {
                 _mm512_set1_epi32(8),
             );
             Avx512(_mm512_cvtepi32_ps(q))
+        }
+        #[inline(always)]
+        unsafe fn int_zero() -> __m512i {
+            _mm512_setzero_si512()
+        }
+        #[inline(always)]
+        unsafe fn int_load(p: *const i16) -> __m512i {
+            _mm512_loadu_si512(p.cast())
+        }
+        #[inline(always)]
+        unsafe fn int_splat_pair(p: *const i16) -> __m512i {
+            _mm512_set1_epi32(p.cast::<i32>().read_unaligned())
+        }
+        #[inline(always)]
+        unsafe fn int_dot(acc: __m512i, a: __m512i, b: __m512i) -> __m512i {
+            _mm512_dpwssd_epi32(acc, a, b)
+        }
+        #[inline(always)]
+        unsafe fn int_to_f32(a: __m512i) -> Self {
+            Avx512(_mm512_cvtepi32_ps(a))
+        }
+        #[inline(always)]
+        unsafe fn widen_i8x32(p: *const u8, out: *mut i16) {
+            _mm512_storeu_si512(
+                out.cast(),
+                _mm512_cvtepi8_epi16(_mm256_loadu_si256(p.cast())),
+            );
+        }
+        #[inline(always)]
+        unsafe fn widen_nibbles32(p: *const u8, out: *mut i16) {
+            let x = _mm_loadu_si128(p.cast());
+            let m = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(x, m);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(x), m);
+            let w = _mm512_cvtepu8_epi16(_mm256_set_m128i(hi, lo));
+            _mm512_storeu_si512(out.cast(), _mm512_sub_epi16(w, _mm512_set1_epi16(8)));
         }
     }
 }
