@@ -38,7 +38,7 @@ pub(crate) const EXP_POLY: [f32; 6] = [
 /// # Safety
 /// Implementations for an instruction set may only be used where the CPU has it (the kernels
 /// are entered through `Isa` values whose availability was checked). Pointers passed to `load`
-/// and `store` must be valid for `W` f32s.
+/// and `store` must be valid for `W` f32s, those of the other methods for what their docs name.
 pub(crate) trait Vector: Copy {
     const W: usize;
     /// Whether the kernels built on this vector score quantized keys in 16-bit integers
@@ -69,6 +69,7 @@ pub(crate) trait Vector: Copy {
     unsafe fn from_i8(p: *const u8) -> Self;
     /// The low (or, with `high`, the high) nibbles of the `W` bytes at `p`, less 8.
     unsafe fn from_nibbles(p: *const u8, high: bool) -> Self;
+    /// 0 in every lane.
     unsafe fn int_zero() -> Self::Int;
     /// `W` pairs of i16 at `p`.
     unsafe fn int_load(p: *const i16) -> Self::Int;
