@@ -618,30 +618,45 @@ unsafe fn scores<V: Vector>(
     after: impl Fn(usize, usize),
 ) {
     assert!(qt.len() >= d * r && kt.len() >= nk * d && st.len() >= nk * r);
-    let nv = r / V::W;
     let (qp, kp, sp) = (qt.as_ptr(), kt.as_ptr(), st.as_mut_ptr());
+    score_blocks::<V>(r, nk, after, |rb, v0, key| {
+        let (q, kb) = (qp.add(v0 * V::W), nk - key);
+        let (kpk, spk) = (kp.add(key * d), sp.add(v0 * V::W + key * r));
+        match (rb, wide::<V>()) {
+            (4, _) if kb >= 4 => scores_block::<V, 4, 4>(q, r, kpk, d, spk),
+            (4, _) => scores_block::<V, 4, 1>(q, r, kpk, d, spk),
+            (2, true) if kb >= 8 => scores_block::<V, 2, 8>(q, r, kpk, d, spk),
+            (2, _) if kb >= 4 => scores_block::<V, 2, 4>(q, r, kpk, d, spk),
+            (2, _) => scores_block::<V, 2, 1>(q, r, kpk, d, spk),
+            (_, _) if kb >= 8 => scores_block::<V, 1, 8>(q, r, kpk, d, spk),
+            (_, _) => scores_block::<V, 1, 1>(q, r, kpk, d, spk),
+        }
+    });
+}
+
+/// The register blocking of both score paths (f32 here, integers in qk16.rs) over `r` rows and
+/// `nk` keys: row vectors in blocks of `rb` (4 where 32 registers allow, else 2, then 1),
+/// `block(rb, v0, key)` scoring rows from vector `v0` against keys from `key` and returning how
+/// many keys it took; `after(key, n)` follows each step of the first block of rows (the
+/// caller's prefetches).
+#[inline(always)]
+fn score_blocks<V: Vector>(
+    r: usize,
+    nk: usize,
+    after: impl Fn(usize, usize),
+    mut block: impl FnMut(usize, usize, usize) -> usize,
+) {
+    let nv = r / V::W;
     let mut v0 = 0;
     while v0 < nv {
-        let rb = if nv - v0 >= 4 && wide::<V>() {
-            4
-        } else if nv - v0 >= 2 {
-            2
-        } else {
-            1
+        let rb = match nv - v0 {
+            4.. if wide::<V>() => 4,
+            2.. => 2,
+            _ => 1,
         };
-        let (q, s) = (qp.add(v0 * V::W), sp.add(v0 * V::W));
         let mut key = 0;
         while key < nk {
-            let (kb, kpk, spk) = (nk - key, kp.add(key * d), s.add(key * r));
-            let step = match (rb, wide::<V>()) {
-                (4, _) if kb >= 4 => scores_block::<V, 4, 4>(q, r, kpk, d, spk),
-                (4, _) => scores_block::<V, 4, 1>(q, r, kpk, d, spk),
-                (2, true) if kb >= 8 => scores_block::<V, 2, 8>(q, r, kpk, d, spk),
-                (2, _) if kb >= 4 => scores_block::<V, 2, 4>(q, r, kpk, d, spk),
-                (2, _) => scores_block::<V, 2, 1>(q, r, kpk, d, spk),
-                (_, _) if kb >= 8 => scores_block::<V, 1, 8>(q, r, kpk, d, spk),
-                (_, _) => scores_block::<V, 1, 1>(q, r, kpk, d, spk),
-            };
+            let step = block(rb, v0, key);
             if v0 == 0 {
                 after(key, step);
             }
@@ -764,30 +779,18 @@ impl Tile<'_> {
     }
 
     /// Elements `c .. c + W` of key `key`'s value, as f32 (`c + W ≤ d`, `c` a multiple of
-    /// `V::W`). `TY` is the type's index (`KvType as usize`: the caller's dispatch makes it a
-    /// constant).
+    /// `V::W`; f32 and f16 tiles: a quantized value tile is dequantized first, `run_item`).
+    /// `TY` is the type's index (`KvType as usize`: the caller's dispatch makes it a constant).
     #[inline(always)]
     unsafe fn chunk<V: Vector, const TY: usize>(&self, key: usize, c: usize) -> V {
         let p = self
             .data
             .as_ptr()
             .add((self.j0 + key) * self.row_bytes + self.head_off);
-        // the same products as `dequant_row`
         match KvType::ALL[TY] {
             KvType::F32 => V::load(p.add(4 * c).cast()),
             KvType::F16 => V::from_f16(p.add(2 * c)),
-            KvType::Q8_0 => {
-                let blk = p.add(34 * (c / 32));
-                let d = V::splat_f16(blk);
-                V::mul(V::from_i8(blk.add(2 + c % 32)), d)
-            }
-            KvType::Q4_0 => {
-                let blk = p.add(18 * (c / 32));
-                let d = V::splat_f16(blk);
-                let off = c % 32;
-                let q = V::from_nibbles(blk.add(2 + off % 16), off >= 16);
-                V::mul(q, d)
-            }
+            KvType::Q8_0 | KvType::Q4_0 => unreachable!("values are f32 or f16 here"),
         }
     }
 }
@@ -814,8 +817,7 @@ unsafe fn accumulate<V: Vector>(
     match vs.ty {
         KvType::F32 => acc_type::<V, 0>(st, r, rows, vs, alpha, o, dp),
         KvType::F16 => acc_type::<V, 1>(st, r, rows, vs, alpha, o, dp),
-        KvType::Q8_0 => acc_type::<V, 2>(st, r, rows, vs, alpha, o, dp),
-        KvType::Q4_0 => acc_type::<V, 3>(st, r, rows, vs, alpha, o, dp),
+        KvType::Q8_0 | KvType::Q4_0 => panic!("quantized values reach accumulate dequantized"),
     }
 }
 

@@ -22,7 +22,7 @@
 //! keep the result within the f32 path's bounds (tests/attention.rs counts the rounding).
 
 use super::simd::Vector;
-use super::{KvType, Tile};
+use super::{score_blocks, wide, KvType, Tile};
 
 /// Elements per quantized block (q8_0, q4_0).
 const BLOCK: usize = 32;
@@ -148,42 +148,26 @@ unsafe fn scores<V: Vector>(
     assert!(r.is_multiple_of(V::W) && d.is_multiple_of(BLOCK));
     assert!(qi.len() >= d * r && sigma.len() >= r && st.len() >= nk * r);
     assert!(ki.len() >= nk * d && ks.len() >= nk * nb);
-    let nv = r / V::W;
-    let wide = V::W == 16;
     let (qp, kp, sp) = (qi.as_ptr(), ki.as_ptr(), st.as_mut_ptr());
-    let mut v0 = 0;
-    while v0 < nv {
-        let rb = match nv - v0 {
-            4.. if wide => 4,
-            2.. => 2,
-            _ => 1,
-        };
-        let (q, sg, s) = (
+    score_blocks::<V>(r, nk, after, |rb, v0, key| {
+        let (q, sg, kb) = (
             qp.add(v0 * 2 * V::W),
             sigma.as_ptr().add(v0 * V::W),
-            sp.add(v0 * V::W),
+            nk - key,
         );
-        let mut key = 0;
-        while key < nk {
-            let kb = nk - key;
-            let (kpk, ksk, spk) = (kp.add(key * d), ks.as_ptr().add(key * nb), s.add(key * r));
-            let step = match (rb, wide) {
-                (4, _) if kb >= 4 => block::<V, 4, 4>(q, sg, r, kpk, ksk, d, spk),
-                (4, _) => block::<V, 4, 1>(q, sg, r, kpk, ksk, d, spk),
-                (2, true) if kb >= 8 => block::<V, 2, 8>(q, sg, r, kpk, ksk, d, spk),
-                (2, _) if kb >= 4 => block::<V, 2, 4>(q, sg, r, kpk, ksk, d, spk),
-                (2, _) => block::<V, 2, 1>(q, sg, r, kpk, ksk, d, spk),
-                (_, true) if kb >= 8 => block::<V, 1, 8>(q, sg, r, kpk, ksk, d, spk),
-                (_, false) if kb >= 4 => block::<V, 1, 4>(q, sg, r, kpk, ksk, d, spk),
-                _ => block::<V, 1, 1>(q, sg, r, kpk, ksk, d, spk),
-            };
-            if v0 == 0 {
-                after(key, step);
-            }
-            key += step;
+        let (kpk, ksk) = (kp.add(key * d), ks.as_ptr().add(key * nb));
+        let spk = sp.add(v0 * V::W + key * r);
+        match (rb, wide::<V>()) {
+            (4, _) if kb >= 4 => block::<V, 4, 4>(q, sg, r, kpk, ksk, d, spk),
+            (4, _) => block::<V, 4, 1>(q, sg, r, kpk, ksk, d, spk),
+            (2, true) if kb >= 8 => block::<V, 2, 8>(q, sg, r, kpk, ksk, d, spk),
+            (2, _) if kb >= 4 => block::<V, 2, 4>(q, sg, r, kpk, ksk, d, spk),
+            (2, _) => block::<V, 2, 1>(q, sg, r, kpk, ksk, d, spk),
+            (_, true) if kb >= 8 => block::<V, 1, 8>(q, sg, r, kpk, ksk, d, spk),
+            (_, false) if kb >= 4 => block::<V, 1, 4>(q, sg, r, kpk, ksk, d, spk),
+            _ => block::<V, 1, 1>(q, sg, r, kpk, ksk, d, spk),
         }
-        v0 += rb;
-    }
+    });
 }
 
 /// `RB` row vectors × `KB` keys of [`scores`]: per block, `RB · KB` integer accumulators over
