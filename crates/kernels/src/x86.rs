@@ -60,8 +60,9 @@ macro_rules! by_n8 {
 
 /// Runs `tile(group weights, the tile's activation rows, n tokens, prefetch distance)` over the
 /// groups and tokens and stores the results. Only the first tile of tokens of a chunk streams the
-/// weights from memory (the others find them in L2), so only it prefetches.
-fn run<F: Format>(
+/// weights from memory (the others find them in L2), so only it prefetches (the AVX-512 kernels
+/// by `Format::PREFETCH_AVX512`, the AVX2 ones by `Format::PREFETCH`).
+fn run<F: Format, const AVX512: bool>(
     m: MatMul,
     w: &[u8],
     acts: &[u8],
@@ -77,7 +78,12 @@ fn run<F: Format>(
             &acts[t0 * s.arb..][..n * s.arb],
             n,
             if t0 == 0 {
-                prefetch_distance::<F>(n)
+                let one = if AVX512 {
+                    F::PREFETCH_AVX512
+                } else {
+                    F::PREFETCH
+                };
+                prefetch_distance(n, one)
             } else {
                 0
             },
@@ -97,7 +103,7 @@ pub(crate) fn matmul_avx512<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
-    run::<F>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
+    run::<F, true>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
         // SAFETY: AVX-512 F/BW/VNNI were detected (matmul checks availability); `wg` holds the
         // group's nb blocks and `a` n ≤ TILE512 activation rows (sliced by `run`, sizes checked
         // by MatMul::check), which is all the tile reads.
@@ -105,22 +111,23 @@ pub(crate) fn matmul_avx512<F: Format>(
     });
 }
 
-/// How far ahead of the block being multiplied `F`'s weights are prefetched into L2 (bytes) by
+/// How far ahead of the block being multiplied the weights are prefetched into L2 (bytes) by
 /// a tile of `n` tokens: what a core must have in flight to stream from DRAM (latency ×
-/// bandwidth ≈ 100 ns × 20 GB/s = 2 KB), with margin. A tile of one token prefetches for the
-/// formats that ask for it (`Format::PREFETCH`); a tile of several always does: each block
+/// bandwidth ≈ 100 ns × 20 GB/s = 2 KB), with margin. A tile of one token prefetches if its
+/// format asks for it on this instruction set (`one`: `Format::PREFETCH`,
+/// `Format::PREFETCH_AVX512`); a tile of several always does: each block
 /// takes n times the work, so the loads no longer overlap by themselves (measured, q4_0 6B,
 /// AVX-512, 2 threads: four sequences decoding side by side 25 → 40 t/s, two 18 → 23, one
 /// unchanged; `glmtool bench --parallel 1,2,4`, docs/benchmarks.md).
 /// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for tuning (0: off).
-fn prefetch_distance<F: Format>(n: usize) -> usize {
+fn prefetch_distance(n: usize, one: bool) -> usize {
     static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let env = *ENV.get_or_init(|| {
         std::env::var("GLM_KERNELS_PREFETCH")
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    env.unwrap_or(if F::PREFETCH || n > 1 { 8192 } else { 0 })
+    env.unwrap_or(if one || n > 1 { 8192 } else { 0 })
 }
 
 /// The group block a kernel prefetches into L2 while it multiplies the current one: the block
@@ -212,6 +219,7 @@ unsafe fn tile512<const N: usize, F: Format>(
     for b in 0..s.nb {
         let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
         let p = wg.add(b * s.gbb);
+        touch_header::<F>(p);
         F::avx512::<N>(p, &ab, Ahead::new(p, dist, s.gbb), &mut acc);
     }
     let mut res = [[0f32; GROUP]; TILE512];
@@ -229,7 +237,7 @@ pub(crate) fn matmul_avx2<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
-    run::<F>(m, w, acts, groups, out, F::AVX2_TOKENS, |wg, a, n, dist| {
+    run::<F, false>(m, w, acts, groups, out, F::AVX2_TOKENS, |wg, a, n, dist| {
         let mut res = [[0f32; GROUP]; TILE512];
         if n <= 2 {
             // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
@@ -279,6 +287,9 @@ unsafe fn tile256<const N: usize, F: Format>(
     for b in 0..s.nb {
         let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
         let p = wg.add(b * s.gbb);
+        if half == 0 {
+            touch_header::<F>(p);
+        }
         F::avx2::<N>(p, &ab, half, Ahead::new(p, dist, s.gbb), &mut acc);
     }
     for (r, acc) in res.iter_mut().zip(&acc) {
@@ -303,6 +314,7 @@ unsafe fn tile256_both<const N: usize, F: Format>(
     for b in 0..s.nb {
         let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
         let p = wg.add(b * s.gbb);
+        touch_header::<F>(p);
         F::avx2::<N>(p, &ab, 0, Ahead::new(p, dist, s.gbb), &mut acc[0]);
         F::avx2::<N>(p, &ab, 1, Ahead::NONE, &mut acc[1]);
     }
@@ -310,6 +322,22 @@ unsafe fn tile256_both<const N: usize, F: Format>(
         for (r, acc) in res.iter_mut().zip(acc) {
             _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
         }
+    }
+}
+
+/// Reads one byte of each 64-byte line of the first `F::HEADER` bytes of the group block at
+/// `p`, in address order, before the kernel reads the rest ([`Format::HEADER`]): the loads'
+/// values are not used, only the order in which the lines are first missed.
+///
+/// # Safety
+/// `p` must point at a whole group block of `F` (`F::HEADER` ≤ its size).
+#[inline(always)]
+unsafe fn touch_header<F: Format>(p: *const u8) {
+    let mut off = 0;
+    while off < F::HEADER {
+        // volatile: a plain read whose value is unused would be dropped
+        std::ptr::read_volatile(p.add(off));
+        off += 64;
     }
 }
 

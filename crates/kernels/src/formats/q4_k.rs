@@ -77,7 +77,8 @@ pub(crate) fn finish_scalar(p: &[u8], a: &[u8], r: usize, sumi: i32, acc: &mut f
     *acc -= f16_at(p, DMIN + 2 * r) * da * summ as f32;
 }
 
-/// NEON for q4_K and q5_K (`qh`: the offset of q5_K's fifth-bit vectors), 4 rows at a time:
+/// NEON for q4_K and q5_K (`qs`: the offset of the nibble vectors, `qh`: of q5_K's fifth-bit
+/// vectors), 4 rows at a time:
 /// each sub-block's dot product times the rows' scales in i32, the mins' sums per row, then
 /// `d·da·Σ − dmin·da·Σmins` in f32.
 #[cfg(target_arch = "aarch64")]
@@ -87,6 +88,7 @@ pub(crate) unsafe fn neon_k(
     p: *const u8,
     a: *const u8,
     acc: &mut [std::arch::aarch64::float32x4_t; 4],
+    qs: usize,
     qh: Option<usize>,
 ) {
     use crate::act::{A_QS, Q8K_BLOCK};
@@ -102,7 +104,7 @@ pub(crate) unsafe fn neon_k(
         for c in 0..4 {
             let (mut lo, mut hi) = ([vdupq_n_s8(0); 8], [vdupq_n_s8(0); 8]);
             for v in 0..8 {
-                let x = vld1q_u8(p.add(QS + 64 * (8 * c + v) + 4 * rows));
+                let x = vld1q_u8(p.add(qs + 64 * (8 * c + v) + 4 * rows));
                 let (mut l, mut h) = (vandq_u8(x, m4), vshrq_n_u8::<4>(x));
                 if let Some(qh) = qh {
                     // bits 2c (low nibbles) and 2c+1 (high nibbles): the fifth bits, worth 16
@@ -136,6 +138,7 @@ pub(crate) unsafe fn neon_k(
 impl Format for Q4K {
     const TY: WeightType = WeightType::Q4K;
     const PREFETCH: bool = false;
+    const HEADER: usize = QS;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         repack_header(blk, r, out);
@@ -239,7 +242,7 @@ impl Format for Q4K {
     #[cfg(target_arch = "aarch64")]
     #[target_feature(enable = "neon")]
     unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
-        neon_k(p, a, acc, None)
+        neon_k(p, a, acc, QS, None)
     }
 }
 

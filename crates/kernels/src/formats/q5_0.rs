@@ -5,13 +5,15 @@
 //!                         (byte j: column j low nibble, column 16+j high nibble)
 //! packed group block (352 bytes = 16 × 22):
 //!   0    16 × f16 d
-//!   32   4 × 64 bytes: vector v, lane r = row r's qs[4v .. 4v+3] (as q4_0)
-//!   288  64 bytes of fifth bits: lane r, byte i: bit v (v = 0..3) = fifth bit of column 4v+i,
+//!   32   64 bytes of fifth bits: lane r, byte i: bit v (v = 0..3) = fifth bit of column 4v+i,
 //!        bit 4+v = fifth bit of column 16+4v+i
+//!   96   4 × 64 bytes: vector v, lane r = row r's qs[4v .. 4v+3] (as q4_0)
 //! ```
 //!
 //! The fifth bits are stored as bit planes matching the nibble vectors, so vector v's are one
-//! shift and one mask away (`x86::bit_to_4_*`): no shuffles, on every instruction set.
+//! shift and one mask away (`x86::bit_to_4_*`): no shuffles, on every instruction set. They
+//! lie before the nibbles because the kernels read them first: a block read front to back keeps
+//! the hardware prefetcher streaming (see `Format::HEADER`).
 //! Activations q8_0; `Σ (q−16)·a = Σ q·a − 16·Σa`. AVX2 sums 4 `vpmaddubsw` in i16 (at most
 //! 4·2·31·128 = 31744) before widening.
 
@@ -21,8 +23,8 @@ use crate::{WeightType, GROUP};
 
 pub(crate) struct Q5_0;
 
-const QS: usize = 2 * GROUP;
-const QH: usize = QS + 256;
+const QH: usize = 2 * GROUP;
+const QS: usize = QH + 64;
 
 /// Byte `i` of a row's fifth-bit lane (see the layout) from ggml's `qh`.
 pub(crate) fn bit_plane_byte(qh: u32, i: usize) -> u8 {
@@ -168,6 +170,7 @@ pub(crate) unsafe fn unpack_neon(
 
 impl Format for Q5_0 {
     const TY: WeightType = WeightType::Q5_0;
+    const PREFETCH_AVX512: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);

@@ -5,8 +5,8 @@
 //! packed group block (384 bytes = 16 × 24):
 //!   0    16 × f16 d
 //!   32   16 × f16 m
-//!   64   4 × 64 bytes: vector v, lane r = row r's qs[4v .. 4v+3]
-//!   320  64 bytes of fifth bits, as q5_0's
+//!   64   64 bytes of fifth bits, as q5_0's
+//!   128  4 × 64 bytes: vector v, lane r = row r's qs[4v .. 4v+3]
 //! ```
 //!
 //! Activations q8_1, as ggml's `vec_dot_type` for q5_1: each block carries `s = f16(d_a·Σa)`,
@@ -21,11 +21,12 @@ use crate::{WeightType, GROUP};
 pub(crate) struct Q5_1;
 
 const M: usize = 2 * GROUP;
-const QS: usize = 4 * GROUP;
-const QH: usize = QS + 256;
+const QH: usize = 4 * GROUP;
+const QS: usize = QH + 64;
 
 impl Format for Q5_1 {
     const TY: WeightType = WeightType::Q5_1;
+    const PREFETCH_AVX512: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);

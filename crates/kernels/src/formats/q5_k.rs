@@ -5,10 +5,14 @@
 //! ggml block (176 bytes): f16 d, f16 dmin, 12 bytes of scales/mins (as q4_K), 32 bytes qh,
 //!                         128 bytes qs (as q4_K); the fifth bit of column 64c+l (l < 32) is
 //!                         bit 2c of qh[l], of column 64c+32+l bit 2c+1 of qh[l]
-//! packed group block (2880 bytes, 16 × 180): q4_K's 2368 bytes (header, unpacked scales and
-//! mins, nibble vectors), then
-//!   2368  8 × 64 bytes qh: vector v, lane r = row r's qh[4v .. 4v+3]
+//! packed group block (2880 bytes, 16 × 180): q4_K's header (d, dmin, unpacked scales and
+//! mins, 320 bytes), then
+//!   320   8 × 64 bytes qh: vector v, lane r = row r's qh[4v .. 4v+3]
+//!   832   q4_K's 32 nibble vectors
 //! ```
+//!
+//! The qh vectors come before the nibbles because every sub-block reads them, the first one
+//! included: a block read front to back (`Format::HEADER` for the header).
 //!
 //! Nibble vector 8c+v's fifth bits are bits 2c (low nibbles) and 2c+1 (high nibbles) of qh
 //! vector v: one shift and one mask each (`x86::bit_to_4_*`). Activations q8_K. AVX-512 runs
@@ -21,12 +25,13 @@ use crate::{WeightType, GROUP};
 
 pub(crate) struct Q5K;
 
-const QS: usize = q4_k::QS;
-const QH: usize = QS + 32 * 64;
+const QH: usize = q4_k::QS;
+const QS: usize = QH + 8 * 64;
 const SC: usize = q4_k::SC;
 
 impl Format for Q5K {
     const TY: WeightType = WeightType::Q5K;
+    const HEADER: usize = QH;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         repack_header(blk, r, out);
@@ -155,6 +160,6 @@ impl Format for Q5K {
     #[cfg(target_arch = "aarch64")]
     #[target_feature(enable = "neon")]
     unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
-        q4_k::neon_k(p, a, acc, Some(QH))
+        q4_k::neon_k(p, a, acc, QS, Some(QH))
     }
 }

@@ -9,11 +9,15 @@
 //! packed group block (3360 bytes, exactly 16 × 210):
 //!   0     16 × f16 d
 //!   32    16 × 16 i8 scales: [j][r]
-//!   288   32 × 64 bytes ql: vector 16n+v, lane r = row r's ql[64n+4v .. +3]
-//!         (low nibbles: columns 128n+4v+i, high nibbles: 128n+64+4v+i)
-//!   2336  16 × 64 bytes qh: vector 8n+w, lane r = row r's qh[32n+4w .. +3]
-//!         (bits 0-1: column 128n+4w+i, 2-3: +32, 4-5: +64, 6-7: +96)
+//!   288   half n = 0, then 1824 half n = 1 (columns 128n ..), each 24 × 64 bytes:
+//!         +0     16 vectors ql: vector v, lane r = row r's ql[64n+4v .. +3]
+//!                (low nibbles: columns 128n+4v+i, high nibbles: 128n+64+4v+i)
+//!         +1024  8 vectors qh: vector w, lane r = row r's qh[32n+4w .. +3]
+//!                (bits 0-1: column 128n+4w+i, 2-3: +32, 4-5: +64, 6-7: +96)
 //! ```
+//!
+//! The kernels take the halves in turn, each half's ql and qh together, so each half's vectors
+//! lie together and in that order (a block read front to back; `Format::HEADER` for the scales).
 //!
 //! Activations q8_K. AVX-512: the 6-bit q (unsigned) times the activations with `vpdpbusd`,
 //! starting each 16-column sum at −32·Σa, then one `vpmulld` by the sub-block scales. AVX2:
@@ -28,10 +32,22 @@ pub(crate) struct Q6K;
 
 const SC: usize = 32;
 const QL: usize = 288;
-const QH: usize = 2336;
+/// Bytes of one 128-column half's vectors: 16 of ql, then 8 of qh.
+const HALF: usize = 24 * 64;
+
+/// Offset of ql vector `v` (0..16) of half `n`.
+const fn ql_at(n: usize, v: usize) -> usize {
+    QL + HALF * n + 64 * v
+}
+
+/// Offset of qh vector `w` (0..8) of half `n`.
+const fn qh_at(n: usize, w: usize) -> usize {
+    QL + HALF * n + 16 * 64 + 64 * w
+}
 
 impl Format for Q6K {
     const TY: WeightType = WeightType::Q6K;
+    const HEADER: usize = QL;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[208..210]);
@@ -39,10 +55,10 @@ impl Format for Q6K {
             out[SC + 16 * j + r] = blk[192 + j];
         }
         for v in 0..32 {
-            put_lane(out, QL + 64 * v, r, &blk[4 * v..]);
+            put_lane(out, ql_at(v / 16, v % 16), r, &blk[4 * v..]);
         }
         for w in 0..16 {
-            put_lane(out, QH + 64 * w, r, &blk[128 + 4 * w..]);
+            put_lane(out, qh_at(w / 8, w % 8), r, &blk[128 + 4 * w..]);
         }
     }
 
@@ -69,9 +85,9 @@ impl Format for Q6K {
                 let (s, l32) = (l / 32, l % 32);
                 let (v, i) = (l32 / 4, l32 % 4);
                 // ql vector: v for s = 0, 2 and 8 + v for s = 1, 3
-                let qlb = p[QL + 64 * (16 * n + 8 * (s % 2) + v) + 4 * r + i];
+                let qlb = p[ql_at(n, 8 * (s % 2) + v) + 4 * r + i];
                 let lo = if s < 2 { qlb & 15 } else { qlb >> 4 };
-                let qh = p[QH + 64 * (8 * n + v) + 4 * r + i];
+                let qh = p[qh_at(n, v) + 4 * r + i];
                 let q = (lo | (((qh >> (2 * s)) & 3) << 4)) as i32 - 32;
                 sumi += p[SC + 16 * (col / 16) + r] as i8 as i32 * q * q8k(a, col);
             }
@@ -102,13 +118,13 @@ impl Format for Q6K {
             let mut u = [_mm512_setzero_si512(); 4];
             for (i, u) in u.iter_mut().enumerate() {
                 let w = 4 * h + i;
-                let ql = _mm512_loadu_si512(p.add(QL + 64 * (16 * n + 8 * (s % 2) + w)).cast());
+                let ql = _mm512_loadu_si512(p.add(ql_at(n, 8 * (s % 2) + w)).cast());
                 let ql = if s >= 2 {
                     _mm512_srli_epi16::<4>(ql)
                 } else {
                     ql
                 };
-                let qh = _mm512_loadu_si512(p.add(QH + 64 * (8 * n + w)).cast());
+                let qh = _mm512_loadu_si512(p.add(qh_at(n, w)).cast());
                 // bits 2s, 2s+1 of qh to bits 4, 5
                 let hb = match s {
                     0 => _mm512_slli_epi16::<4>(qh),
@@ -155,10 +171,10 @@ impl Format for Q6K {
                 // columns 128n + 32s .. +31: sub-blocks 8n+2s (w 0..3) and 8n+2s+1 (w 4..7)
                 let mut u = [_mm256_setzero_si256(); 8];
                 for (w, u) in u.iter_mut().enumerate() {
-                    let ql = p.add(QL + 64 * (16 * n + 8 * (s % 2) + w) + 32 * half);
+                    let ql = p.add(ql_at(n, 8 * (s % 2) + w) + 32 * half);
                     let x = _mm256_loadu_si256(ql.cast());
                     let x = if s >= 2 { _mm256_srli_epi16::<4>(x) } else { x };
-                    let qh = _mm256_loadu_si256(p.add(QH + 64 * (8 * n + w) + 32 * half).cast());
+                    let qh = _mm256_loadu_si256(p.add(qh_at(n, w) + 32 * half).cast());
                     let h = match s {
                         0 => _mm256_slli_epi16::<4>(qh),
                         1 => _mm256_slli_epi16::<2>(qh),
@@ -215,13 +231,13 @@ impl Format for Q6K {
                 let mut u = [vdupq_n_s8(0); 4];
                 for (i, u) in u.iter_mut().enumerate() {
                     let w = 4 * h + i;
-                    let ql = vld1q_u8(p.add(QL + 64 * (16 * n + 8 * (s % 2) + w) + 4 * rows));
+                    let ql = vld1q_u8(p.add(ql_at(n, 8 * (s % 2) + w) + 4 * rows));
                     let lo = if s >= 2 {
                         vshrq_n_u8::<4>(ql)
                     } else {
                         vandq_u8(ql, m4)
                     };
-                    let qh = vld1q_u8(p.add(QH + 64 * (8 * n + w) + 4 * rows));
+                    let qh = vld1q_u8(p.add(qh_at(n, w) + 4 * rows));
                     let hi = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-2 * s as i8)), three);
                     let q = vorrq_u8(lo, vshlq_n_u8::<4>(hi));
                     *u = vsubq_s8(vreinterpretq_s8_u8(q), m32);
