@@ -24,10 +24,13 @@ pub(crate) trait Format {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const PREFETCH: bool = true;
 
-    /// [`Format::PREFETCH`] for the AVX-512 kernels, where they differ: q5_0 and q5_1, whose
-    /// fifth bits lie before the nibbles (a block read front to back), stream faster without
-    /// it on AVX-512 (one token, one core from memory: q5_0 25.4 → 28.1 GB/s, q5_1 25.7 →
-    /// 26.5) and slower without it on AVX2 (q5_0 25.4 → 20.6).
+    /// [`Format::PREFETCH`] for the AVX-512 kernels, where they differ. q5_0 and q5_1, whose
+    /// fifth bits lie before the nibbles (a block read front to back), and iq4_nl and iq4_xs
+    /// stream faster without it on AVX-512 and slower without it on AVX2 (one token's `up`
+    /// product, one core from memory, `examples/bench.rs --probe`: AVX-512 q5_0 25.4 → 28.1
+    /// GB/s, q5_1 25.7 → 26.5, iq4_xs 26.1 → 27.7, iq4_nl 24.7 → 27.2; AVX2 q5_0 25.4 → 20.6,
+    /// iq4_xs 21.3 → 18.0, iq4_nl 20.7 → 17.2). q5_K and q6_K want it on both (AVX-512, two
+    /// cores: 58.5 → 43.2 and 53.8 → 34.2 GB/s without).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const PREFETCH_AVX512: bool = Self::PREFETCH;
 

@@ -145,6 +145,7 @@ pub(crate) unsafe fn values_neon(q: *const u8) -> [std::arch::aarch64::int8x16_t
 
 impl Format for IQ4NL {
     const TY: WeightType = WeightType::IQ4NL;
+    const PREFETCH_AVX512: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         q4_0::Q4_0::repack_row(blk, r, out);

@@ -38,6 +38,7 @@ fn scale(blk: &[u8], j: usize) -> i32 {
 
 impl Format for IQ4XS {
     const TY: WeightType = WeightType::IQ4XS;
+    const PREFETCH_AVX512: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
