@@ -16,9 +16,8 @@
 //! for 2 MiB pages for those caches, as the runtime does.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)] // the tests' random numbers are not used here
 mod common;
-use common::copy;
+use common::{copy, Rng};
 use glm_kernels::attention::*;
 use glm_kernels::Isa;
 use std::time::Instant;
@@ -76,13 +75,8 @@ fn main() {
                 v_type: ty,
                 scale: 1.0 / (d as f32).sqrt(),
             };
-            let mut seed = 1u64;
-            let mut rnd = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                (seed >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            };
+            let mut rng = Rng(1);
+            let mut rnd = || rng.f32();
             let q: Vec<f32> = (0..s.q_len()).map(|_| rnd()).collect();
             let row = |rnd: &mut dyn FnMut() -> f32| {
                 let x: Vec<f32> = (0..nkv * d).map(|_| rnd()).collect();
