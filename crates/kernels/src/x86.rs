@@ -83,7 +83,7 @@ fn run<F: Format, const AVX512: bool>(
                 } else {
                     F::PREFETCH
                 };
-                prefetch_distance(n, one)
+                prefetch_distance(n, one, amd())
             } else {
                 0
             },
@@ -113,21 +113,46 @@ pub(crate) fn matmul_avx512<F: Format>(
 
 /// How far ahead of the block being multiplied the weights are prefetched into L2 (bytes) by
 /// a tile of `n` tokens: what a core must have in flight to stream from DRAM (latency ×
-/// bandwidth ≈ 100 ns × 20 GB/s = 2 KB), with margin. A tile of one token prefetches if its
-/// format asks for it on this instruction set (`one`: `Format::PREFETCH`,
-/// `Format::PREFETCH_AVX512`); a tile of several always does: each block
-/// takes n times the work, so the loads no longer overlap by themselves (measured, q4_0 6B,
-/// AVX-512, 2 threads: four sequences decoding side by side 25 → 40 t/s, two 18 → 23, one
-/// unchanged; `glmtool bench --parallel 1,2,4`, docs/benchmarks.md).
-/// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for tuning (0: off).
-fn prefetch_distance(n: usize, one: bool) -> usize {
+/// bandwidth ≈ 100 ns × 20 GB/s = 2 KB), with margin. A tile of several tokens always
+/// prefetches: each block takes n times the work, so the loads no longer overlap by themselves
+/// (measured, q4_0 6B, AVX-512, 2 threads: four sequences decoding side by side 25 → 40 t/s,
+/// two 18 → 23, one unchanged; `glmtool bench --parallel 1,2,4`, docs/benchmarks.md).
+///
+/// A tile of one token (decoding) prefetches as the CPU wants it. On AMD (`amd`: measured on
+/// Zen 4), by format and instruction set (`one`: `Format::PREFETCH`, `Format::PREFETCH_AVX512`):
+/// there the hardware prefetchers stream a block read front to back by themselves, and the
+/// prefetch instructions only cost issue slots. On Intel every format streams faster with it,
+/// and from nearer (an AMX Xeon VM, 2 threads, the 6B files decoding, `glmtool bench -p 0 -n 32
+/// --bandwidth`: q4_0 58 → 82 % of the paired read probe, Q4_K_M 63 → 83 % 8 KiB ahead; 3 KiB
+/// ahead was the fastest of 2, 3, 4 and 8 KiB in 6 of 8 alternating runs; docs/benchmarks.md).
+/// Other vendors are taken to be like Intel. `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for
+/// tuning (0: off).
+fn prefetch_distance(n: usize, one: bool, amd: bool) -> usize {
     static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let env = *ENV.get_or_init(|| {
         std::env::var("GLM_KERNELS_PREFETCH")
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    env.unwrap_or(if one || n > 1 { 8192 } else { 0 })
+    env.unwrap_or(match (n, amd) {
+        (1, true) if !one => 0,
+        (1, false) => 3072,
+        _ => 8192,
+    })
+}
+
+/// Whether this is an AMD (or Hygon, the same cores) CPU: the vendor string of `cpuid` leaf 0.
+/// Read once.
+fn amd() -> bool {
+    static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMD.get_or_init(|| {
+        let r = __cpuid(0);
+        let mut vendor = [0u8; 12];
+        for (i, x) in [r.ebx, r.edx, r.ecx].into_iter().enumerate() {
+            vendor[4 * i..4 * i + 4].copy_from_slice(&x.to_le_bytes());
+        }
+        &vendor == b"AuthenticAMD" || &vendor == b"HygonGenuine"
+    })
 }
 
 /// The group block a kernel prefetches into L2 while it multiplies the current one: the block
@@ -521,7 +546,46 @@ pub(crate) unsafe fn bit_to_4_256(x: __m256i, b: usize) -> __m256i {
 
 #[cfg(test)]
 mod tests {
-    use super::part_lines;
+    use super::{amd, part_lines, prefetch_distance};
+
+    #[test]
+    fn one_token_prefetch_follows_the_vendor() {
+        if std::env::var_os("GLM_KERNELS_PREFETCH").is_some() {
+            eprintln!("skipped: GLM_KERNELS_PREFETCH overrides the distances");
+            return;
+        }
+        // AMD: the format's choice for its instruction set
+        assert_eq!(prefetch_distance(1, false, true), 0);
+        assert_eq!(prefetch_distance(1, true, true), 8192);
+        // any other vendor: always, 3 KiB ahead
+        assert_eq!(prefetch_distance(1, false, false), 3072);
+        assert_eq!(prefetch_distance(1, true, false), 3072);
+        // tiles of several tokens: always, 8 KiB ahead
+        for (one, amd) in [(false, false), (false, true), (true, false), (true, true)] {
+            assert_eq!(prefetch_distance(2, one, amd), 8192);
+            assert_eq!(prefetch_distance(8, one, amd), 8192);
+        }
+    }
+
+    #[test]
+    fn vendor_matches_proc_cpuinfo() {
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            eprintln!("skipped: no /proc/cpuinfo");
+            return;
+        };
+        let Some(vendor) = info.lines().find_map(|l| {
+            l.strip_prefix("vendor_id")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']))
+        }) else {
+            eprintln!("skipped: /proc/cpuinfo names no vendor_id");
+            return;
+        };
+        assert_eq!(
+            amd(),
+            vendor == "AuthenticAMD" || vendor == "HygonGenuine",
+            "{vendor}"
+        );
+    }
 
     #[test]
     fn prefetch_parts_name_every_line_once() {
