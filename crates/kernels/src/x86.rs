@@ -124,9 +124,9 @@ pub(crate) fn matmul_avx512<F: Format>(
 /// prefetch instructions only cost issue slots. On Intel every format streams faster with it,
 /// and from nearer (an AMX Xeon VM, 2 threads, the 6B files decoding, `glmtool bench -p 0 -n 32
 /// --bandwidth`: q4_0 58 → 82 % of the paired read probe, Q4_K_M 63 → 83 % 8 KiB ahead; 3 KiB
-/// ahead was the fastest of 2, 3, 4 and 8 KiB in 6 of 8 alternating runs; docs/benchmarks.md).
-/// Other vendors are taken to be like Intel. `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for
-/// tuning (0: off).
+/// ahead was the fastest of 2, 3 and 4 KiB in 5 of 8 alternating runs, 4 KiB faster than 8 in
+/// 11 of 12; docs/benchmarks.md). Other vendors are taken to be like Intel.
+/// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for tuning (0: off).
 fn prefetch_distance(n: usize, one: bool, amd: bool) -> usize {
     static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let env = *ENV.get_or_init(|| {
