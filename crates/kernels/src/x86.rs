@@ -114,7 +114,7 @@ pub(crate) fn matmul_avx512<F: Format>(
 /// How far ahead of the block being multiplied the weights are prefetched into L2 (bytes) by
 /// a tile of `n` tokens: what a core must have in flight to stream from DRAM (latency ×
 /// bandwidth ≈ 100 ns × 20 GB/s = 2 KB), with margin. A tile of several tokens always
-/// prefetches: each block takes n times the work, so the loads no longer overlap by themselves
+/// prefetches (on AMD 8 KiB ahead): each block takes n times the work, so the loads no longer overlap by themselves
 /// (measured, q4_0 6B, AVX-512, 2 threads: four sequences decoding side by side 25 → 40 t/s,
 /// two 18 → 23, one unchanged; `glmtool bench --parallel 1,2,4`, docs/benchmarks.md).
 ///
@@ -125,7 +125,9 @@ pub(crate) fn matmul_avx512<F: Format>(
 /// and from nearer (an AMX Xeon VM, 2 threads, the 6B files decoding, `glmtool bench -p 0 -n 32
 /// --bandwidth`: q4_0 58 → 82 % of the paired read probe, Q4_K_M 63 → 83 % 8 KiB ahead; 3 KiB
 /// ahead was the fastest of 2, 3 and 4 KiB in 5 of 8 alternating runs, 4 KiB faster than 8 in
-/// 11 of 12; docs/benchmarks.md). Other vendors are taken to be like Intel.
+/// 11 of 12; docs/benchmarks.md). Tiles of several tokens there prefetch 3 KiB ahead too
+/// (sequences decoding side by side, `bench --parallel 2,4`: 3 KiB faster than 8 in 8 of 8
+/// paired runs, by 1–6 %; prompts unchanged). Other vendors are taken to be like Intel.
 /// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for tuning (0: off).
 fn prefetch_distance(n: usize, one: bool, amd: bool) -> usize {
     static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
@@ -136,8 +138,8 @@ fn prefetch_distance(n: usize, one: bool, amd: bool) -> usize {
     });
     env.unwrap_or(match (n, amd) {
         (1, true) if !one => 0,
-        (1, false) => 3072,
-        _ => 8192,
+        (_, true) => 8192,
+        (_, false) => 3072,
     })
 }
 
@@ -558,12 +560,14 @@ mod tests {
         assert_eq!(prefetch_distance(1, false, true), 0);
         assert_eq!(prefetch_distance(1, true, true), 8192);
         // any other vendor: always, 3 KiB ahead
-        assert_eq!(prefetch_distance(1, false, false), 3072);
-        assert_eq!(prefetch_distance(1, true, false), 3072);
-        // tiles of several tokens: always, 8 KiB ahead
-        for (one, amd) in [(false, false), (false, true), (true, false), (true, true)] {
-            assert_eq!(prefetch_distance(2, one, amd), 8192);
-            assert_eq!(prefetch_distance(8, one, amd), 8192);
+        for n in [1, 2, 8] {
+            assert_eq!(prefetch_distance(n, false, false), 3072);
+            assert_eq!(prefetch_distance(n, true, false), 3072);
+        }
+        // tiles of several tokens on AMD: always, 8 KiB ahead
+        for one in [false, true] {
+            assert_eq!(prefetch_distance(2, one, true), 8192);
+            assert_eq!(prefetch_distance(8, one, true), 8192);
         }
     }
 
