@@ -15,7 +15,7 @@ pub(crate) trait Format {
     const TY: WeightType;
 
     /// Whether the x86 kernels prefetch the weights ahead when decoding one token on an AMD CPU
-    /// (`x86::prefetch_distance`; on Intel they always do). Measured per format on Zen 4,
+    /// (`x86::prefetch_distance`; on other CPUs they always do). Measured per format on Zen 4,
     /// decoding one token on one thread: q5_K and q6_K stream twice as fast with it
     /// (they read two regions of each group block, nibbles and high bits, in turn), q5_0, q5_1
     /// and iq4_xs on AVX2 1.2–1.5× as fast; q4_0, q8_0 and q4_K, which read their group blocks

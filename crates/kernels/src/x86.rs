@@ -72,18 +72,20 @@ fn run<F: Format, const AVX512: bool>(
     tile: impl Fn(&[u8], &[u8], usize, usize) -> Tile,
 ) {
     let s = Strides::of(&m);
+    // the format's one-token choice and the vendor, once per product rather than per tile
+    let one = if AVX512 {
+        F::PREFETCH_AVX512
+    } else {
+        F::PREFETCH
+    };
+    let amd = amd();
     for_tiles(&m, groups, tile_tokens, |g, t0, n| {
         let res = tile(
             &w[g * s.nb * s.gbb..][..s.nb * s.gbb],
             &acts[t0 * s.arb..][..n * s.arb],
             n,
             if t0 == 0 {
-                let one = if AVX512 {
-                    F::PREFETCH_AVX512
-                } else {
-                    F::PREFETCH
-                };
-                prefetch_distance(n, one, amd())
+                prefetch_distance(n, one, amd)
             } else {
                 0
             },
@@ -114,9 +116,10 @@ pub(crate) fn matmul_avx512<F: Format>(
 /// How far ahead of the block being multiplied the weights are prefetched into L2 (bytes) by
 /// a tile of `n` tokens: what a core must have in flight to stream from DRAM (latency ×
 /// bandwidth ≈ 100 ns × 20 GB/s = 2 KB), with margin. A tile of several tokens always
-/// prefetches (on AMD 8 KiB ahead): each block takes n times the work, so the loads no longer overlap by themselves
-/// (measured, q4_0 6B, AVX-512, 2 threads: four sequences decoding side by side 25 → 40 t/s,
-/// two 18 → 23, one unchanged; `glmtool bench --parallel 1,2,4`, docs/benchmarks.md).
+/// prefetches (on AMD 8 KiB ahead): each block takes n times the work, so the loads no longer
+/// overlap by themselves (measured, q4_0 6B, AVX-512, 2 threads: four sequences decoding side
+/// by side 25 → 40 t/s, two 18 → 23, one unchanged; `glmtool bench --parallel 1,2,4`,
+/// docs/benchmarks.md).
 ///
 /// A tile of one token (decoding) prefetches as the CPU wants it. On AMD (`amd`: measured on
 /// Zen 4), by format and instruction set (`one`: `Format::PREFETCH`, `Format::PREFETCH_AVX512`):
