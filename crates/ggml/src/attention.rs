@@ -27,23 +27,13 @@ pub fn kv_type_of(ty: u32) -> Option<KvType> {
 /// The op's user data: the scale's bits and the kernel (a pointer-sized integer: glmtool runs on
 /// 64-bit targets, where both fit).
 fn params_to_ptr(scale: f32, isa: Isa) -> *mut c_void {
-    let i = match isa {
-        Isa::Scalar => 0usize,
-        Isa::Avx2 => 1,
-        Isa::Avx512Vnni => 2,
-        Isa::Neon => 3,
-    };
+    let i = isa.code() as usize;
     ((scale.to_bits() as u64) << 8 | i as u64) as usize as *mut c_void
 }
 
 fn params_from_ptr(p: *mut c_void) -> (f32, Isa) {
     let p = p as usize as u64;
-    let isa = match p & 0xff {
-        1 => Isa::Avx2,
-        2 => Isa::Avx512Vnni,
-        3 => Isa::Neon,
-        _ => Isa::Scalar,
-    };
+    let isa = Isa::from_code((p & 0xff) as u8);
     (f32::from_bits((p >> 8) as u32), isa)
 }
 

@@ -151,23 +151,13 @@ const N_TASKS_MAX: c_int = -1;
 /// The matmul op's user data: the weight type (index in `WeightType::ALL`) and the kernel.
 fn op_to_ptr(ty: WeightType, isa: Isa) -> *mut c_void {
     let t = WeightType::ALL.iter().position(|&t| t == ty).unwrap_or(0);
-    let i = match isa {
-        Isa::Scalar => 0usize,
-        Isa::Avx2 => 1,
-        Isa::Avx512Vnni => 2,
-        Isa::Neon => 3,
-    };
+    let i = isa.code() as usize;
     (t << 8 | i) as *mut c_void
 }
 
 fn op_from_ptr(p: *mut c_void) -> (WeightType, Isa) {
     let p = p as usize;
-    let isa = match p & 0xff {
-        1 => Isa::Avx2,
-        2 => Isa::Avx512Vnni,
-        3 => Isa::Neon,
-        _ => Isa::Scalar,
-    };
+    let isa = Isa::from_code((p & 0xff) as u8);
     (
         WeightType::ALL[(p >> 8).min(WeightType::ALL.len() - 1)],
         isa,

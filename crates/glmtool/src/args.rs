@@ -27,7 +27,8 @@ pub struct ModelArgs {
     pub gpu: GpuArgs,
     /// Kernels for quantized matrices on the CPU (q4_0, q8_0, q5_0, q5_1, iq4_nl, q4_K, q5_K,
     /// q6_K, iq4_xs): native (glmtool's own, for the best
-    /// instruction set here; the weights are repacked at load), avx512, avx2, scalar, neon, or
+    /// instruction set here; the weights are repacked at load), avx512, avx-vnni, avx2, scalar,
+    /// neon, or
     /// ggml (ggml's mul_mat, as llama.cpp b2757). Layers on a GPU always use ggml's
     #[arg(long = "cpu-kernels", default_value = "native", value_parser = parse_cpu_kernels)]
     pub cpu_kernels: CpuKernelsArg,
@@ -42,12 +43,13 @@ fn parse_cpu_kernels(s: &str) -> Result<CpuKernelsArg, String> {
         "ggml" => return Ok(CpuKernelsArg(None)),
         "native" => Isa::detect(),
         "avx512" | "avx512-vnni" => Isa::Avx512Vnni,
+        "avx-vnni" => Isa::AvxVnni,
         "avx2" => Isa::Avx2,
         "scalar" => Isa::Scalar,
         "neon" => Isa::Neon,
         _ => {
             return Err(format!(
-                "{s:?}: expected native, avx512, avx2, scalar, neon or ggml"
+                "{s:?}: expected native, avx512, avx-vnni, avx2, scalar, neon or ggml"
             ))
         }
     };
@@ -589,5 +591,23 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert!(parse_size("lots").unwrap_err().contains("not a size"));
         assert!(parse_size("2X").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn cpu_kernels_names() {
+        assert_eq!(parse_cpu_kernels("ggml").unwrap().0, None);
+        assert_eq!(parse_cpu_kernels("scalar").unwrap().0, Some(Isa::Scalar));
+        assert_eq!(parse_cpu_kernels("native").unwrap().0, Some(Isa::detect()));
+        assert!(parse_cpu_kernels("sse9").unwrap_err().contains("avx-vnni"));
+        // a named kernel is taken where the CPU runs it and refused, naming what it can, where not
+        for (name, isa) in [("avx2", Isa::Avx2), ("avx-vnni", Isa::AvxVnni)] {
+            match parse_cpu_kernels(name) {
+                Ok(k) => assert_eq!(k.0, Some(isa)),
+                Err(e) => {
+                    assert!(!isa.runs_here());
+                    assert!(e.contains("this CPU cannot run it"), "{e}");
+                }
+            }
+        }
     }
 }

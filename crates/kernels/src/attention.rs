@@ -259,7 +259,7 @@ pub fn flash_attention(
         Isa::Avx512Vnni => unsafe { run_avx512(&a, ith, nth) },
         // SAFETY: as above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { run_avx2(&a, ith, nth) },
+        Isa::Avx2 | Isa::AvxVnni => unsafe { run_avx2(&a, ith, nth) },
         // SAFETY: the portable vector needs no CPU feature; bounds as above.
         _ => unsafe { run_items::<Portable>(&a, ith, nth) },
     }

@@ -24,8 +24,8 @@
 //!   q4_0 rows (online softmax in f32, query rows in vector lanes; its own module doc);
 //! - `bandwidth.rs`: the read-bandwidth probe that decoding speed is judged against.
 //!
-//! Kernels: AVX-512 VNNI and AVX2 on x86_64 (chosen at run time), NEON on aarch64 (every
-//! format), and a portable one everywhere. All of them read the same layout.
+//! Kernels: AVX-512 VNNI, AVX-VNNI (256-bit) and AVX2 on x86_64 (chosen at run time), NEON on
+//! aarch64 (every format), and a portable one everywhere. All of them read the same layout.
 
 mod act;
 pub mod attention;
@@ -171,11 +171,24 @@ impl WeightType {
 pub enum Isa {
     Scalar,
     Avx2,
+    /// AVX2 with AVX-VNNI (Intel since Alder Lake, AMD since Zen 5): the AVX2 kernels' 256-bit
+    /// layout and driver, with `vpdpbusd` (VEX) in place of `vpmaddubsw` + `vpmaddwd`
+    /// (`Format::avx_vnni`; q6_K keeps its AVX2 kernel).
+    AvxVnni,
     Avx512Vnni,
     Neon,
 }
 
 impl Isa {
+    /// Every instruction set, slowest first; an [`Isa`]'s index here is its [`Isa::code`].
+    pub const ALL: [Isa; 5] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::AvxVnni,
+        Isa::Avx512Vnni,
+        Isa::Neon,
+    ];
+
     /// The best kernel this CPU can run.
     pub fn detect() -> Isa {
         *Self::available().last().unwrap_or(&Isa::Scalar)
@@ -183,15 +196,22 @@ impl Isa {
 
     /// Every kernel this CPU can run, slowest first (the scalar one always).
     pub fn available() -> Vec<Isa> {
-        [Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon]
-            .into_iter()
-            .filter(|i| i.runs_here())
-            .collect()
+        Isa::ALL.into_iter().filter(|i| i.runs_here()).collect()
+    }
+
+    /// A small integer naming the instruction set (for ops that carry it in their user data).
+    pub fn code(self) -> u8 {
+        Isa::ALL.iter().position(|&i| i == self).unwrap_or(0) as u8
+    }
+
+    /// The instruction set of [`Isa::code`] `c` (an unknown code: the scalar kernel).
+    pub fn from_code(c: u8) -> Isa {
+        Isa::ALL.get(c as usize).copied().unwrap_or(Isa::Scalar)
     }
 
     /// Whether this CPU can run the kernel (std caches the feature detection). The environment
-    /// variable `GLM_KERNELS_MAX_ISA` (`scalar` or `avx2`) hides the kernels above it, so an
-    /// AVX-512 machine can be tested as an AVX2-only one (.ci/run does).
+    /// variable `GLM_KERNELS_MAX_ISA` (`scalar`, `avx2` or `avx-vnni`) hides the kernels above
+    /// it, so an AVX-512 machine can be tested as an AVX2-only one (.ci/run does).
     pub fn runs_here(self) -> bool {
         if self.rank() > max_rank() {
             return false;
@@ -200,6 +220,8 @@ impl Isa {
             Isa::Scalar => true,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => x86::has_avx2(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => x86::has_avx_vnni(),
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512Vnni => x86::has_avx512_vnni(),
             #[cfg(target_arch = "aarch64")]
@@ -214,7 +236,8 @@ impl Isa {
         match self {
             Isa::Scalar => 0,
             Isa::Avx2 => 1,
-            Isa::Avx512Vnni => 2,
+            Isa::AvxVnni => 2,
+            Isa::Avx512Vnni => 3,
             Isa::Neon => 1,
         }
     }
@@ -223,6 +246,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
+            Isa::AvxVnni => "avx-vnni",
             Isa::Avx512Vnni => "avx512-vnni",
             Isa::Neon => "neon",
         }
@@ -235,6 +259,7 @@ fn max_rank() -> u8 {
     *MAX.get_or_init(|| match std::env::var("GLM_KERNELS_MAX_ISA").as_deref() {
         Ok("scalar") => 0,
         Ok("avx2") => 1,
+        Ok("avx-vnni") => 2,
         _ => u8::MAX,
     })
 }

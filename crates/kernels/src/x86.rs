@@ -1,5 +1,6 @@
-//! x86_64: feature detection, the AVX-512 VNNI and AVX2 tile drivers, and the small SIMD helpers
-//! every format's kernels share (nibble unpacking, activation broadcasts, dot-product chains).
+//! x86_64: feature detection, the AVX-512 VNNI, AVX-VNNI and AVX2 tile drivers, and the small SIMD
+//! helpers every format's kernels share (nibble unpacking, activation broadcasts, dot-product
+//! chains). AVX-VNNI's kernels work on AVX2's 256-bit halves of the group, with its driver.
 //!
 //! A tile is up to 8 tokens (AVX2: 4 for q4_0 and q8_0, `Format::AVX2_TOKENS`) against one group
 //! of 16 rows: for each block along `k` the format unpacks the group's weights once and uses them
@@ -22,6 +23,12 @@ pub(crate) fn has_avx2() -> bool {
     is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
         && is_x86_feature_detected!("f16c")
+}
+
+/// AVX2 (with FMA and F16C) and AVX-VNNI: the 256-bit `vpdpbusd` in its VEX form, which CPUs
+/// without AVX-512 have (Intel since Alder Lake, AMD since Zen 5).
+pub(crate) fn has_avx_vnni() -> bool {
+    has_avx2() && is_x86_feature_detected!("avxvnni")
 }
 
 pub(crate) fn has_avx512_vnni() -> bool {
@@ -259,101 +266,129 @@ unsafe fn tile512<const N: usize, F: Format>(
     res
 }
 
-pub(crate) fn matmul_avx2<F: Format>(
-    m: MatMul,
-    w: &[u8],
-    acts: &[u8],
-    groups: std::ops::Range<usize>,
-    out: Out,
-) {
-    let s = Strides::of(&m);
-    run::<F, false>(m, w, acts, groups, out, F::AVX2_TOKENS, |wg, a, n, dist| {
-        let mut res = [[0f32; GROUP]; TILE512];
-        if n <= 2 {
-            // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
-            // `a` (n ≤ 2 activation rows), as for the AVX-512 tile.
-            unsafe {
-                match n {
-                    1 => tile256_both::<1, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
-                    _ => tile256_both::<2, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
+/// The 256-bit drivers: `$matmul` runs `F::$kernel` (compiled with `$features`) over the tiles
+/// of `$tokens` tokens, with the tile functions `$tile` and `$both` compiled with the same
+/// features so that the kernel inlines into them. Written once for AVX2 and AVX-VNNI, whose
+/// kernels share the layout and the halves of the group.
+macro_rules! driver256 {
+    ($features:literal, $matmul:ident, $tile:ident, $both:ident, $kernel:ident, $tokens:ident) => {
+        pub(crate) fn $matmul<F: Format>(
+            m: MatMul,
+            w: &[u8],
+            acts: &[u8],
+            groups: std::ops::Range<usize>,
+            out: Out,
+        ) {
+            let s = Strides::of(&m);
+            run::<F, false>(m, w, acts, groups, out, F::$tokens, |wg, a, n, dist| {
+                let mut res = [[0f32; GROUP]; TILE512];
+                if n <= 2 {
+                    // SAFETY: the features were detected (matmul checks availability); reads
+                    // stay inside `wg` (nb group blocks) and `a` (n ≤ 2 activation rows), as
+                    // for the AVX-512 tile.
+                    unsafe {
+                        match n {
+                            1 => $both::<1, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
+                            _ => $both::<2, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
+                        }
+                    }
+                    return res;
+                }
+                for half in 0..2 {
+                    // the first half streams the weights in, the second finds them in L2
+                    let dist = if half == 0 { dist } else { 0 };
+                    // SAFETY: the features were detected; reads stay inside `wg` (nb group
+                    // blocks) and `a` (n ≤ the format's tile ≤ TILE512 activation rows), as for
+                    // the AVX-512 tile.
+                    unsafe {
+                        if F::$tokens > TILE256 {
+                            by_n8!(
+                                n,
+                                $tile::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                            )
+                        } else {
+                            by_n4!(
+                                n,
+                                $tile::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                            )
+                        }
+                    }
+                }
+                res
+            });
+        }
+
+        /// Rows 8·half .. 8·half+7 of the group.
+        #[target_feature(enable = $features)]
+        unsafe fn $tile<const N: usize, F: Format>(
+            wg: *const u8,
+            a: *const u8,
+            s: Strides,
+            half: usize,
+            dist: usize,
+            res: &mut Tile,
+        ) {
+            let mut acc = [_mm256_setzero_ps(); N];
+            for b in 0..s.nb {
+                let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+                let p = wg.add(b * s.gbb);
+                if half == 0 {
+                    touch_header::<F>(p);
+                }
+                F::$kernel::<N>(p, &ab, half, Ahead::new(p, dist, s.gbb), &mut acc);
+            }
+            for (r, acc) in res.iter_mut().zip(&acc) {
+                _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
+            }
+        }
+
+        /// Both halves of the group, block by block, for one or two tokens (decoding), whose
+        /// accumulators for all 16 rows fit the registers. Half by half, a core would stream
+        /// the weights from memory during the first half's pass only and then compute the
+        /// second half from L2 with the memory idle; block by block it streams at an even pace.
+        /// Measured on q4_0 6B, 2 threads, `glmtool bench -p 0 -n 32 --bandwidth --cpu-kernels
+        /// avx2`: see docs/benchmarks.md.
+        #[target_feature(enable = $features)]
+        unsafe fn $both<const N: usize, F: Format>(
+            wg: *const u8,
+            a: *const u8,
+            s: Strides,
+            dist: usize,
+            res: &mut Tile,
+        ) {
+            let mut acc = [[_mm256_setzero_ps(); N]; 2];
+            for b in 0..s.nb {
+                let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+                let p = wg.add(b * s.gbb);
+                touch_header::<F>(p);
+                F::$kernel::<N>(p, &ab, 0, Ahead::new(p, dist, s.gbb), &mut acc[0]);
+                F::$kernel::<N>(p, &ab, 1, Ahead::NONE, &mut acc[1]);
+            }
+            for (half, acc) in acc.iter().enumerate() {
+                for (r, acc) in res.iter_mut().zip(acc) {
+                    _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
                 }
             }
-            return res;
         }
-        for half in 0..2 {
-            // the first half streams the weights in, the second finds them in L2
-            let dist = if half == 0 { dist } else { 0 };
-            // SAFETY: AVX2/FMA/F16C were detected; reads stay inside `wg` (nb group blocks) and
-            // `a` (n ≤ F::AVX2_TOKENS ≤ TILE512 activation rows), as for the AVX-512 tile.
-            unsafe {
-                if F::AVX2_TOKENS > TILE256 {
-                    by_n8!(
-                        n,
-                        tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
-                    )
-                } else {
-                    by_n4!(
-                        n,
-                        tile256::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
-                    )
-                }
-            }
-        }
-        res
-    });
+    };
 }
 
-/// Rows 8·half .. 8·half+7 of the group.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile256<const N: usize, F: Format>(
-    wg: *const u8,
-    a: *const u8,
-    s: Strides,
-    half: usize,
-    dist: usize,
-    res: &mut Tile,
-) {
-    let mut acc = [_mm256_setzero_ps(); N];
-    for b in 0..s.nb {
-        let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
-        let p = wg.add(b * s.gbb);
-        if half == 0 {
-            touch_header::<F>(p);
-        }
-        F::avx2::<N>(p, &ab, half, Ahead::new(p, dist, s.gbb), &mut acc);
-    }
-    for (r, acc) in res.iter_mut().zip(&acc) {
-        _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
-    }
-}
-
-/// Both halves of the group, block by block, for one or two tokens (decoding), whose
-/// accumulators for all 16 rows fit the registers. Half by half, a core would stream the weights
-/// from memory during the first half's pass only and then compute the second half from L2 with
-/// the memory idle; block by block it streams at an even pace. Measured on q4_0 6B, 2 threads,
-/// `glmtool bench -p 0 -n 32 --bandwidth --cpu-kernels avx2`: see docs/benchmarks.md.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn tile256_both<const N: usize, F: Format>(
-    wg: *const u8,
-    a: *const u8,
-    s: Strides,
-    dist: usize,
-    res: &mut Tile,
-) {
-    let mut acc = [[_mm256_setzero_ps(); N]; 2];
-    for b in 0..s.nb {
-        let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
-        let p = wg.add(b * s.gbb);
-        touch_header::<F>(p);
-        F::avx2::<N>(p, &ab, 0, Ahead::new(p, dist, s.gbb), &mut acc[0]);
-        F::avx2::<N>(p, &ab, 1, Ahead::NONE, &mut acc[1]);
-    }
-    for (half, acc) in acc.iter().enumerate() {
-        for (r, acc) in res.iter_mut().zip(acc) {
-            _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
-        }
-    }
-}
+driver256!(
+    "avx2,fma,f16c",
+    matmul_avx2,
+    tile256,
+    tile256_both,
+    avx2,
+    AVX2_TOKENS
+);
+driver256!(
+    "avx2,fma,f16c,avxvnni",
+    matmul_avx_vnni,
+    tile256_vnni,
+    tile256_both_vnni,
+    avx_vnni,
+    AVX_VNNI_TOKENS
+);
 
 /// Reads one byte of each 64-byte line of the first `F::HEADER` bytes of the group block at
 /// `p`, in address order, before the kernel reads the rest ([`Format::HEADER`]): the loads'
@@ -435,6 +470,22 @@ pub(crate) unsafe fn fma512(acc: __m512, s: __m512i, dw: __m512, da: f32) -> __m
         _mm512_mul_ps(dw, _mm512_set1_ps(da)),
         acc,
     )
+}
+
+/// `init + Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` with the 256-bit `vpdpbusd`
+/// of AVX-VNNI (u8 × i8, 4 products summed into each i32 lane; [`dot512`] on 8 rows).
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+#[inline]
+pub(crate) unsafe fn dot256_vnni<const K: usize>(
+    init: __m256i,
+    u: &[__m256i; K],
+    q: *const u8,
+) -> __m256i {
+    let mut s = init;
+    for (i, &u) in u.iter().enumerate() {
+        s = _mm256_dpbusd_avx_epi32(s, u, _mm256_set1_epi32(word(q.add(4 * i))));
+    }
+    s
 }
 
 /// 8 f16 at `p` as f32 lanes.

@@ -325,6 +325,8 @@ fn the_best_kernel_of_this_cpu_is_chosen_and_tested() {
         && std::is_x86_feature_detected!("avx512bw")
     {
         Isa::Avx512Vnni
+    } else if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("avxvnni") {
+        Isa::AvxVnni
     } else if std::is_x86_feature_detected!("avx2") {
         Isa::Avx2
     } else {
@@ -388,4 +390,21 @@ fn k_quant_bad_shapes_are_errors() {
 #[test]
 fn neon_is_tested_on_aarch64() {
     assert_eq!(Isa::detect(), Isa::Neon);
+}
+
+/// Every instruction set has its own code and name, and a code names it back: the ggml ops carry
+/// the kernel in their user data as this code.
+#[test]
+fn isa_codes_and_names_are_distinct_and_round_trip() {
+    let mut names = std::collections::HashSet::new();
+    for (i, isa) in Isa::ALL.into_iter().enumerate() {
+        assert_eq!(isa.code() as usize, i);
+        assert_eq!(Isa::from_code(isa.code()), isa);
+        assert!(names.insert(isa.name()), "{} twice", isa.name());
+    }
+    assert_eq!(Isa::from_code(200), Isa::Scalar);
+    // available() lists the kernels slowest first, AVX-VNNI between AVX2 and AVX-512
+    let avail = Isa::available();
+    let rank = |i: &Isa| Isa::ALL.iter().position(|x| x == i);
+    assert!(avail.windows(2).all(|w| rank(&w[0]) < rank(&w[1])));
 }

@@ -239,7 +239,7 @@ mod tests {
                 // SAFETY: the instruction set was checked just above.
                 Isa::Avx512Vnni => return unsafe { avx512(w, keys, r, st) },
                 // SAFETY: as above.
-                Isa::Avx2 => return unsafe { avx2(w, keys, r, st) },
+                Isa::Avx2 | Isa::AvxVnni => return unsafe { avx2(w, keys, r, st) },
                 _ => {}
             }
         }

@@ -145,6 +145,8 @@ pub(crate) unsafe fn values_neon(q: *const u8) -> [std::arch::aarch64::int8x16_t
 
 impl Format for IQ4NL {
     const TY: WeightType = WeightType::IQ4NL;
+    #[cfg(target_arch = "x86_64")]
+    const AVX_VNNI_TOKENS: usize = 4;
     const PREFETCH_AVX512: bool = false;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
@@ -231,6 +233,34 @@ impl Format for IQ4NL {
             }
         }
         for ((acc, &a), &s) in acc.iter_mut().zip(a).zip(&s) {
+            *acc = fma256(*acc, s, dw, f32_at(a));
+        }
+    }
+
+    /// AVX-VNNI: the AVX-512 kernel's arithmetic (`vpdpbusd`) on one half of the group (8 rows).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    unsafe fn avx_vnni<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        ahead.part(0, 1);
+        let t = table256(&KVALUES_U8);
+        let dw = f16x8(p.add(16 * half));
+        let mut u = [_mm256_setzero_si256(); 8];
+        for v in 0..4 {
+            let (lo, hi) = nibbles256(p.add(QS + 64 * v + 32 * half));
+            u[v] = _mm256_shuffle_epi8(t, lo);
+            u[v + 4] = _mm256_shuffle_epi8(t, hi);
+        }
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = dot256_vnni(_mm256_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
             *acc = fma256(*acc, s, dw, f32_at(a));
         }
     }

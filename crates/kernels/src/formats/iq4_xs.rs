@@ -156,6 +156,44 @@ impl Format for IQ4XS {
         }
     }
 
+    /// AVX-VNNI: the AVX-512 kernel's arithmetic (`vpdpbusd`) on one half of the group (8 rows).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    unsafe fn avx_vnni<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::act::{A_BS32, A_QS};
+        use crate::formats::iq4_nl::{table256, KVALUES_U8};
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let t = table256(&KVALUES_U8);
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for j in 0..8 {
+            ahead.part(j, 8);
+            let mut u = [_mm256_setzero_si256(); 8];
+            for v in 0..4 {
+                let (lo, hi) = nibbles256(p.add(QS + 64 * (4 * j + v) + 32 * half));
+                u[v] = _mm256_shuffle_epi8(t, lo);
+                u[v + 4] = _mm256_shuffle_epi8(t, hi);
+            }
+            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(SC + 16 * j + 8 * half).cast()));
+            for (sumi, &at) in sumi.iter_mut().zip(a) {
+                let init = _mm256_set1_epi32(-128 * half_word(at.add(A_BS32 + 2 * j)) as i32);
+                let s = dot256_vnni(init, &u, at.add(A_QS + 32 * j));
+                *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(s, sc));
+            }
+        }
+        let dw = f16x8(p.add(16 * half));
+        for ((acc, &at), &sumi) in acc.iter_mut().zip(a).zip(&sumi) {
+            *acc = fma256(*acc, sumi, dw, f32_at(at));
+        }
+    }
+
     #[cfg(target_arch = "aarch64")]
     const NEON: bool = true;
 

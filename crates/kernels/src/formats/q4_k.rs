@@ -236,6 +236,40 @@ impl Format for Q4K {
         k_finish_256(p, a, half, &sumi, acc);
     }
 
+    /// AVX-VNNI: the AVX-512 kernel's arithmetic (`vpdpbusd`) on one half of the group (8 rows).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    unsafe fn avx_vnni<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::act::A_QS;
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let mut sumi = [_mm256_setzero_si256(); N];
+        for c in 0..4 {
+            ahead.part(c, 4);
+            let mut lo = [_mm256_setzero_si256(); 8];
+            let mut hi = [_mm256_setzero_si256(); 8];
+            for v in 0..8 {
+                (lo[v], hi[v]) = nibbles256(p.add(QS + 64 * (8 * c + v) + 32 * half));
+            }
+            for (j, u) in [(2 * c, &lo), (2 * c + 1, &hi)] {
+                let sc =
+                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(SC + 16 * j + 8 * half).cast()));
+                for (sumi, &at) in sumi.iter_mut().zip(a) {
+                    let s = dot256_vnni(_mm256_setzero_si256(), u, at.add(A_QS + 32 * j));
+                    *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(s, sc));
+                }
+            }
+        }
+        k_finish_256(p, a, half, &sumi, acc);
+    }
+
     #[cfg(target_arch = "aarch64")]
     const NEON: bool = true;
 

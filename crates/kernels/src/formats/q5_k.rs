@@ -154,6 +154,54 @@ impl Format for Q5K {
         q4_k::k_finish_256(p, a, half, &sumi, acc);
     }
 
+    /// AVX-VNNI: the AVX2 kernel's steps of 4 vectors with `vpdpbusd`, each sub-block's sum times
+    /// the rows' scales with `vpmulld`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    unsafe fn avx_vnni<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::act::A_QS;
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let mut sumi = [_mm256_setzero_si256(); N];
+        // sub-block j in halves of 16 columns, 4 vectors of weights at a time (as the AVX2
+        // kernel), each token's sum of the two halves times the rows' scales in i32
+        for j in 0..8 {
+            ahead.part(j, 8);
+            let (c, odd) = (j / 2, j % 2 == 1);
+            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(SC + 16 * j + 8 * half).cast()));
+            let shift = _mm_cvtsi32_si128(j as i32);
+            let mut s = [_mm256_setzero_si256(); N];
+            for k in 0..2 {
+                let mut u = [_mm256_setzero_si256(); 4];
+                for (i, u) in u.iter_mut().enumerate() {
+                    let v = 4 * k + i;
+                    let x = _mm256_loadu_si256(p.add(QS + 64 * (8 * c + v) + 32 * half).cast());
+                    let x = if odd { _mm256_srli_epi16::<4>(x) } else { x };
+                    let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
+                    let h = _mm256_and_si256(_mm256_srl_epi16(h, shift), _mm256_set1_epi8(1));
+                    *u = _mm256_or_si256(
+                        _mm256_and_si256(x, _mm256_set1_epi8(0x0f)),
+                        _mm256_slli_epi16::<4>(h),
+                    );
+                }
+                for (s, &at) in s.iter_mut().zip(a) {
+                    *s = dot256_vnni(*s, &u, at.add(A_QS + 32 * j + 16 * k));
+                }
+            }
+            for (sumi, &s) in sumi.iter_mut().zip(&s) {
+                *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(s, sc));
+            }
+        }
+        q4_k::k_finish_256(p, a, half, &sumi, acc);
+    }
+
     #[cfg(target_arch = "aarch64")]
     const NEON: bool = true;
 

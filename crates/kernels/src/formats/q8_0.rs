@@ -111,6 +111,31 @@ impl Format for Q8_0 {
         }
     }
 
+    /// AVX-VNNI: the AVX-512 kernel's arithmetic (`vpdpbusd`) on one half of the group (8 rows).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+    #[inline]
+    unsafe fn avx_vnni<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        half: usize,
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m256; N],
+    ) {
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        ahead.part(0, 1);
+        let dw = f16x8(p.add(16 * half));
+        let mut u = [_mm256_setzero_si256(); 8];
+        for (s, u) in u.iter_mut().enumerate() {
+            *u = _mm256_loadu_si256(p.add(QS + 64 * s + 32 * half).cast());
+        }
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = dot256_vnni(_mm256_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
+            *acc = fma256(*acc, s, dw, f32_at(a));
+        }
+    }
+
     #[cfg(target_arch = "aarch64")]
     const NEON: bool = true;
 
