@@ -68,7 +68,7 @@ macro_rules! by_n8 {
 /// Runs `tile(group weights, the tile's activation rows, n tokens, prefetch distance)` over the
 /// groups and tokens and stores the results. Only the first tile of tokens of a chunk streams the
 /// weights from memory (the others find them in L2), so only it prefetches (the AVX-512 kernels
-/// by `Format::PREFETCH_AVX512`, the AVX2 ones by `Format::PREFETCH`).
+/// by `Format::PREFETCH_AVX512`, the AVX2 and AVX-VNNI ones by `Format::PREFETCH`).
 fn run<F: Format, const AVX512: bool>(
     m: MatMul,
     w: &[u8],
