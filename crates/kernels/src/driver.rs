@@ -55,7 +55,7 @@ pub(crate) trait Format {
     const AVX2_TOKENS: usize = 8;
 
     /// Tokens per AVX-VNNI tile (4 or 8): by default the AVX2 kernel's. iq4_nl takes 4 (prompts
-    /// 23 % faster than with 8; q4_K, q5_0 and q5_1 were 13–14 % faster with 8, iq4_xs even:
+    /// 23 % faster than with 8; q4_K, q5_0 and q5_1 were 12–14 % faster with 8, iq4_xs even:
     /// `examples/bench.rs --tokens 512 --shapes small --resident`, one core of the AMX Xeon, medians
     /// of 4 alternating runs).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
