@@ -472,6 +472,25 @@ pub(crate) unsafe fn fma512(acc: __m512, s: __m512i, dw: __m512, da: f32) -> __m
     )
 }
 
+/// One 32-column block against each token's q8_0 block (`a[t]`: d_a at 0, Σa at 4, the quants
+/// at 8): `acc[t] += f32(Σ u·a + off·Σa) · dw · d_a`, with `u` the block's 8 vectors of unsigned
+/// weights (columns 4i.. in `u[i]`) and `off` their offset (q4_0 −8, q5_0 −16, q8_0 and iq4_nl
+/// −128).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn block32_512<const N: usize>(
+    u: &[__m512i; 8],
+    dw: __m512,
+    off: i32,
+    a: &[*const u8; N],
+    acc: &mut [__m512; N],
+) {
+    for (acc, &a) in acc.iter_mut().zip(a) {
+        let s = dot512(_mm512_set1_epi32(off * word(a.add(4))), u, a.add(8));
+        *acc = fma512(*acc, s, dw, f32_at(a));
+    }
+}
+
 /// `init + Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` with the 256-bit `vpdpbusd`
 /// of AVX-VNNI (u8 × i8, 4 products summed into each i32 lane; [`dot512`] on 8 rows).
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
@@ -486,6 +505,22 @@ pub(crate) unsafe fn dot256_vnni<const K: usize>(
         s = _mm256_dpbusd_avx_epi32(s, u, _mm256_set1_epi32(word(q.add(4 * i))));
     }
     s
+}
+
+/// [`block32_512`] on 8 rows with AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+#[inline]
+pub(crate) unsafe fn block32_vnni<const N: usize>(
+    u: &[__m256i; 8],
+    dw: __m256,
+    off: i32,
+    a: &[*const u8; N],
+    acc: &mut [__m256; N],
+) {
+    for (acc, &a) in acc.iter_mut().zip(a) {
+        let s = dot256_vnni(_mm256_set1_epi32(off * word(a.add(4))), u, a.add(8));
+        *acc = fma256(*acc, s, dw, f32_at(a));
+    }
 }
 
 /// 8 f16 at `p` as f32 lanes.
@@ -547,17 +582,24 @@ pub(crate) unsafe fn fma256(acc: __m256, s: __m256i, dw: __m256, da: f32) -> __m
     )
 }
 
+/// 8 scales (u8 or i8 at `p`) as i32 lanes (for `vpmulld` of i32 sums).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn scales32(p: *const u8, signed: bool) -> __m256i {
+    let b = _mm_loadl_epi64(p.cast());
+    if signed {
+        _mm256_cvtepi8_epi32(b)
+    } else {
+        _mm256_cvtepu8_epi32(b)
+    }
+}
+
 /// 8 scales (u8 or i8 at `p`) as i32 lanes holding the scale in both 16-bit halves, for
 /// `vpmaddwd` of i16 pairs.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 pub(crate) unsafe fn scales16(p: *const u8, signed: bool) -> __m256i {
-    let b = _mm_loadl_epi64(p.cast());
-    let s = if signed {
-        _mm256_cvtepi8_epi32(b)
-    } else {
-        _mm256_cvtepu8_epi32(b)
-    };
+    let s = scales32(p, signed);
     _mm256_or_si256(
         _mm256_slli_epi32::<16>(s),
         _mm256_and_si256(s, _mm256_set1_epi32(0xffff)),

@@ -63,6 +63,44 @@ pub(crate) unsafe fn table256(t: &[u8; 16]) -> std::arch::x86_64::__m256i {
     _mm256_broadcastsi128_si256(_mm_loadu_si128(t.as_ptr().cast()))
 }
 
+/// AVX-512: the values (looked up in `t`, [`table512`]) of the 4 vectors of nibbles at `q`,
+/// `q + 64`, `q + 128`, `q + 192` (an iq4_nl block, an iq4_xs sub-block): low nibbles in `u[v]`,
+/// high nibbles in `u[v + 4]`, as [`crate::x86::dot512`] takes them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn values512(
+    t: std::arch::x86_64::__m512i,
+    q: *const u8,
+) -> [std::arch::x86_64::__m512i; 8] {
+    use std::arch::x86_64::*;
+    let mut u = [_mm512_setzero_si512(); 8];
+    for v in 0..4 {
+        let (lo, hi) = crate::x86::nibbles512(q.add(64 * v));
+        u[v] = _mm512_shuffle_epi8(t, lo);
+        u[v + 4] = _mm512_shuffle_epi8(t, hi);
+    }
+    u
+}
+
+/// [`values512`] for one half of the group (`q` already at the half's 32 bytes; [`table256`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn values256(
+    t: std::arch::x86_64::__m256i,
+    q: *const u8,
+) -> [std::arch::x86_64::__m256i; 8] {
+    use std::arch::x86_64::*;
+    let mut u = [_mm256_setzero_si256(); 8];
+    for v in 0..4 {
+        let (lo, hi) = crate::x86::nibbles256(q.add(64 * v));
+        u[v] = _mm256_shuffle_epi8(t, lo);
+        u[v + 4] = _mm256_shuffle_epi8(t, hi);
+    }
+    u
+}
+
 #[cfg(target_arch = "x86_64")]
 /// |KVALUES| as bytes (AVX2 looks up the magnitudes; see [`magnitudes_and_flips256`]).
 const KVALUES_ABS: [u8; 16] = {
@@ -191,20 +229,9 @@ impl Format for IQ4NL {
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::x86::*;
-        use std::arch::x86_64::*;
         ahead.part(0, 1);
-        let t = table512(&KVALUES_U8);
-        let dw = f16x16(p);
-        let mut u = [_mm512_setzero_si512(); 8];
-        for v in 0..4 {
-            let (lo, hi) = nibbles512(p.add(QS + 64 * v));
-            u[v] = _mm512_shuffle_epi8(t, lo);
-            u[v + 4] = _mm512_shuffle_epi8(t, hi);
-        }
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot512(_mm512_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
-            *acc = fma512(*acc, s, dw, f32_at(a));
-        }
+        let u = values512(table512(&KVALUES_U8), p.add(QS));
+        block32_512(&u, f16x16(p), -128, a, acc);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -249,20 +276,9 @@ impl Format for IQ4NL {
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::x86::*;
-        use std::arch::x86_64::*;
         ahead.part(0, 1);
-        let t = table256(&KVALUES_U8);
-        let dw = f16x8(p.add(16 * half));
-        let mut u = [_mm256_setzero_si256(); 8];
-        for v in 0..4 {
-            let (lo, hi) = nibbles256(p.add(QS + 64 * v + 32 * half));
-            u[v] = _mm256_shuffle_epi8(t, lo);
-            u[v + 4] = _mm256_shuffle_epi8(t, hi);
-        }
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot256_vnni(_mm256_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
-            *acc = fma256(*acc, s, dw, f32_at(a));
-        }
+        let u = values256(table256(&KVALUES_U8), p.add(QS + 32 * half));
+        block32_vnni(&u, f16x8(p.add(16 * half)), -128, a, acc);
     }
 
     #[cfg(target_arch = "aarch64")]

@@ -94,19 +94,14 @@ impl Format for IQ4XS {
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::act::{A_BS32, A_QS};
-        use crate::formats::iq4_nl::{table512, KVALUES_U8};
+        use crate::formats::iq4_nl::{table512, values512, KVALUES_U8};
         use crate::x86::*;
         use std::arch::x86_64::*;
         let t = table512(&KVALUES_U8);
         let mut sumi = [_mm512_setzero_si512(); N];
         for j in 0..8 {
             ahead.part(j, 8);
-            let mut u = [_mm512_setzero_si512(); 8];
-            for v in 0..4 {
-                let (lo, hi) = nibbles512(p.add(QS + 64 * (4 * j + v)));
-                u[v] = _mm512_shuffle_epi8(t, lo);
-                u[v + 4] = _mm512_shuffle_epi8(t, hi);
-            }
+            let u = values512(t, p.add(QS + 256 * j));
             let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(SC + 16 * j).cast()));
             for (sumi, &at) in sumi.iter_mut().zip(a) {
                 let init = _mm512_set1_epi32(-128 * half_word(at.add(A_BS32 + 2 * j)) as i32);
@@ -168,20 +163,15 @@ impl Format for IQ4XS {
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::act::{A_BS32, A_QS};
-        use crate::formats::iq4_nl::{table256, KVALUES_U8};
+        use crate::formats::iq4_nl::{table256, values256, KVALUES_U8};
         use crate::x86::*;
         use std::arch::x86_64::*;
         let t = table256(&KVALUES_U8);
         let mut sumi = [_mm256_setzero_si256(); N];
         for j in 0..8 {
             ahead.part(j, 8);
-            let mut u = [_mm256_setzero_si256(); 8];
-            for v in 0..4 {
-                let (lo, hi) = nibbles256(p.add(QS + 64 * (4 * j + v) + 32 * half));
-                u[v] = _mm256_shuffle_epi8(t, lo);
-                u[v + 4] = _mm256_shuffle_epi8(t, hi);
-            }
-            let sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(SC + 16 * j + 8 * half).cast()));
+            let u = values256(t, p.add(QS + 256 * j + 32 * half));
+            let sc = scales32(p.add(SC + 16 * j + 8 * half), true);
             for (sumi, &at) in sumi.iter_mut().zip(a) {
                 let init = _mm256_set1_epi32(-128 * half_word(at.add(A_BS32 + 2 * j)) as i32);
                 let s = dot256_vnni(init, &u, at.add(A_QS + 32 * j));

@@ -76,10 +76,7 @@ impl Format for Q4_0 {
         for v in 0..4 {
             (u[v], u[v + 4]) = nibbles512(p.add(QS + 64 * v));
         }
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot512(_mm512_set1_epi32(-8 * word(a.add(4))), &u, a.add(8));
-            *acc = fma512(*acc, s, dw, f32_at(a));
-        }
+        block32_512(&u, dw, -8, a, acc);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -127,10 +124,7 @@ impl Format for Q4_0 {
         for v in 0..4 {
             (u[v], u[v + 4]) = nibbles256(p.add(QS + 64 * v + 32 * half));
         }
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot256_vnni(_mm256_set1_epi32(-8 * word(a.add(4))), &u, a.add(8));
-            *acc = fma256(*acc, s, dw, f32_at(a));
-        }
+        block32_vnni(&u, dw, -8, a, acc);
     }
 
     #[cfg(target_arch = "aarch64")]

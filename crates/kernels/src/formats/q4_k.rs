@@ -220,11 +220,7 @@ impl Format for Q4K {
         let mut sumi = [_mm256_setzero_si256(); N];
         for c in 0..4 {
             ahead.part(c, 4);
-            let mut lo = [_mm256_setzero_si256(); 8];
-            let mut hi = [_mm256_setzero_si256(); 8];
-            for v in 0..8 {
-                (lo[v], hi[v]) = nibbles256(p.add(QS + 64 * (8 * c + v) + 32 * half));
-            }
+            let (lo, hi) = chunk256(p, c, half);
             for (j, u) in [(2 * c, &lo), (2 * c + 1, &hi)] {
                 let sc = scales16(p.add(SC + 16 * j + 8 * half), false);
                 for (sumi, &at) in sumi.iter_mut().zip(a) {
@@ -253,14 +249,9 @@ impl Format for Q4K {
         let mut sumi = [_mm256_setzero_si256(); N];
         for c in 0..4 {
             ahead.part(c, 4);
-            let mut lo = [_mm256_setzero_si256(); 8];
-            let mut hi = [_mm256_setzero_si256(); 8];
-            for v in 0..8 {
-                (lo[v], hi[v]) = nibbles256(p.add(QS + 64 * (8 * c + v) + 32 * half));
-            }
+            let (lo, hi) = chunk256(p, c, half);
             for (j, u) in [(2 * c, &lo), (2 * c + 1, &hi)] {
-                let sc =
-                    _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(SC + 16 * j + 8 * half).cast()));
+                let sc = scales32(p.add(SC + 16 * j + 8 * half), false);
                 for (sumi, &at) in sumi.iter_mut().zip(a) {
                     let s = dot256_vnni(_mm256_setzero_si256(), u, at.add(A_QS + 32 * j));
                     *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(s, sc));
@@ -278,6 +269,28 @@ impl Format for Q4K {
     unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
         neon_k(p, a, acc, QS, None)
     }
+}
+
+/// AVX2: chunk `c` (64 columns) of the group's half `half`: its 8 vectors' low nibbles
+/// (sub-block 2c) and high nibbles (sub-block 2c + 1).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn chunk256(
+    p: *const u8,
+    c: usize,
+    half: usize,
+) -> (
+    [std::arch::x86_64::__m256i; 8],
+    [std::arch::x86_64::__m256i; 8],
+) {
+    use std::arch::x86_64::*;
+    let mut lo = [_mm256_setzero_si256(); 8];
+    let mut hi = [_mm256_setzero_si256(); 8];
+    for v in 0..8 {
+        (lo[v], hi[v]) = crate::x86::nibbles256(p.add(QS + 64 * (8 * c + v) + 32 * half));
+    }
+    (lo, hi)
 }
 
 /// Sub-block `j` (32 columns, `u`: 8 vectors of 4 columns) of a q4_K/q5_K super-block into

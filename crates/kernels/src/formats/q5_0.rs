@@ -206,14 +206,10 @@ impl Format for Q5_0 {
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use crate::x86::*;
-        use std::arch::x86_64::*;
         ahead.part(0, 1);
         let dw = f16x16(p);
         let u = unpack512(p, QS, QH);
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot512(_mm512_set1_epi32(-16 * word(a.add(4))), &u, a.add(8));
-            *acc = fma512(*acc, s, dw, f32_at(a));
-        }
+        block32_512(&u, dw, -16, a, acc);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -252,14 +248,10 @@ impl Format for Q5_0 {
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
         use crate::x86::*;
-        use std::arch::x86_64::*;
         ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
         let u = unpack256(p, QS, QH, half);
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot256_vnni(_mm256_set1_epi32(-16 * word(a.add(4))), &u, a.add(8));
-            *acc = fma256(*acc, s, dw, f32_at(a));
-        }
+        block32_vnni(&u, dw, -16, a, acc);
     }
 
     #[cfg(target_arch = "aarch64")]

@@ -29,6 +29,41 @@ const QH: usize = q4_k::QS;
 const QS: usize = QH + 8 * 64;
 const SC: usize = q4_k::SC;
 
+/// AVX2: vectors 4k .. 4k+3 of sub-block `j`'s 5-bit quants in the group's half `half`: the
+/// nibbles of chunk j/2 (low for even j, high for odd) with bit j of the qh bytes as bit 4.
+/// `shift` holds j (`_mm_cvtsi32_si128`): a 16-bit shift right by j leaves each byte's bit j at
+/// its bit 0, and j need not be a constant.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn unpack4_256(
+    p: *const u8,
+    j: usize,
+    k: usize,
+    half: usize,
+    shift: std::arch::x86_64::__m128i,
+) -> [std::arch::x86_64::__m256i; 4] {
+    use std::arch::x86_64::*;
+    let c = j / 2;
+    let mut u = [_mm256_setzero_si256(); 4];
+    for (i, u) in u.iter_mut().enumerate() {
+        let v = 4 * k + i;
+        let x = _mm256_loadu_si256(p.add(QS + 64 * (8 * c + v) + 32 * half).cast());
+        let x = if j % 2 == 1 {
+            _mm256_srli_epi16::<4>(x)
+        } else {
+            x
+        };
+        let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
+        let h = _mm256_and_si256(_mm256_srl_epi16(h, shift), _mm256_set1_epi8(1));
+        *u = _mm256_or_si256(
+            _mm256_and_si256(x, _mm256_set1_epi8(0x0f)),
+            _mm256_slli_epi16::<4>(h),
+        );
+    }
+    u
+}
+
 impl Format for Q5K {
     const TY: WeightType = WeightType::Q5K;
     const HEADER: usize = QH;
@@ -126,24 +161,10 @@ impl Format for Q5K {
         // neither a sub-block pair's 16 vectors nor one sub-block's 8 beside 4 accumulators)
         for j in 0..8 {
             ahead.part(j, 8);
-            let (c, odd) = (j / 2, j % 2 == 1);
             let sc = scales16(p.add(SC + 16 * j + 8 * half), false);
-            // bit j of the qh bytes to bit 4 (a 16-bit shift right by j leaves each byte's bit j
-            // at its bit 0; j need not be a constant)
             let shift = _mm_cvtsi32_si128(j as i32);
             for k in 0..2 {
-                let mut u = [_mm256_setzero_si256(); 4];
-                for (i, u) in u.iter_mut().enumerate() {
-                    let v = 4 * k + i;
-                    let x = _mm256_loadu_si256(p.add(QS + 64 * (8 * c + v) + 32 * half).cast());
-                    let x = if odd { _mm256_srli_epi16::<4>(x) } else { x };
-                    let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
-                    let h = _mm256_and_si256(_mm256_srl_epi16(h, shift), _mm256_set1_epi8(1));
-                    *u = _mm256_or_si256(
-                        _mm256_and_si256(x, _mm256_set1_epi8(0x0f)),
-                        _mm256_slli_epi16::<4>(h),
-                    );
-                }
+                let u = unpack4_256(p, j, k, half, shift);
                 for (sumi, &at) in sumi.iter_mut().zip(a) {
                     let q = at.add(A_QS + 32 * j + 16 * k);
                     let s = _mm256_madd_epi16(maddubs256::<4>(&u, q), sc);
@@ -174,23 +195,11 @@ impl Format for Q5K {
         // kernel), each token's sum of the two halves times the rows' scales in i32
         for j in 0..8 {
             ahead.part(j, 8);
-            let (c, odd) = (j / 2, j % 2 == 1);
-            let sc = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p.add(SC + 16 * j + 8 * half).cast()));
+            let sc = scales32(p.add(SC + 16 * j + 8 * half), false);
             let shift = _mm_cvtsi32_si128(j as i32);
             let mut s = [_mm256_setzero_si256(); N];
             for k in 0..2 {
-                let mut u = [_mm256_setzero_si256(); 4];
-                for (i, u) in u.iter_mut().enumerate() {
-                    let v = 4 * k + i;
-                    let x = _mm256_loadu_si256(p.add(QS + 64 * (8 * c + v) + 32 * half).cast());
-                    let x = if odd { _mm256_srli_epi16::<4>(x) } else { x };
-                    let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
-                    let h = _mm256_and_si256(_mm256_srl_epi16(h, shift), _mm256_set1_epi8(1));
-                    *u = _mm256_or_si256(
-                        _mm256_and_si256(x, _mm256_set1_epi8(0x0f)),
-                        _mm256_slli_epi16::<4>(h),
-                    );
-                }
+                let u = unpack4_256(p, j, k, half, shift);
                 for (s, &at) in s.iter_mut().zip(a) {
                     *s = dot256_vnni(*s, &u, at.add(A_QS + 32 * j + 16 * k));
                 }

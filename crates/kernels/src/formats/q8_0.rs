@@ -72,10 +72,7 @@ impl Format for Q8_0 {
         for (s, u) in u.iter_mut().enumerate() {
             *u = _mm512_loadu_si512(p.add(QS + 64 * s).cast());
         }
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot512(_mm512_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
-            *acc = fma512(*acc, s, dw, f32_at(a));
-        }
+        block32_512(&u, dw, -128, a, acc);
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -130,10 +127,7 @@ impl Format for Q8_0 {
         for (s, u) in u.iter_mut().enumerate() {
             *u = _mm256_loadu_si256(p.add(QS + 64 * s + 32 * half).cast());
         }
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot256_vnni(_mm256_set1_epi32(-128 * word(a.add(4))), &u, a.add(8));
-            *acc = fma256(*acc, s, dw, f32_at(a));
-        }
+        block32_vnni(&u, dw, -128, a, acc);
     }
 
     #[cfg(target_arch = "aarch64")]
