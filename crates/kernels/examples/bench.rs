@@ -227,9 +227,20 @@ fn main() {
                         }
                         _ => (f64::NAN, f64::NAN),
                     };
-                    // passes of ≥ 0.3 s (the CPU clock ticks every few ms); the best of 5
+                    // passes of ≥ 0.3 s (the CPU clock ticks every few ms); the best of 5. The
+                    // length is timed on passes of growing length after a first one: a single
+                    // product would count the cold caches and the threads' start-up, and leave
+                    // the passes far too short
                     let first = if n == 1 { packed.len() } else { 1 };
-                    let (w0, _) = pass(first);
+                    pass(first);
+                    let mut reps = first;
+                    let w0 = loop {
+                        let (w, _) = pass(reps);
+                        if w * reps as f64 >= 0.03 {
+                            break w;
+                        }
+                        reps *= 4;
+                    };
                     let reps = ((0.3 / w0) as usize).max(first);
                     let (mut best, mut best_cpu) = (f64::MAX, f64::MAX);
                     for _ in 0..5 {

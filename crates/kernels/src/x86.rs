@@ -135,9 +135,15 @@ pub(crate) fn matmul_avx512<F: Format>(
 /// and from nearer (an AMX Xeon VM, 2 threads, the 6B files decoding, `glmtool bench -p 0 -n 32
 /// --bandwidth`: q4_0 58 → 82 % of the paired read probe, Q4_K_M 63 → 83 % 8 KiB ahead; 3 KiB
 /// ahead was the fastest of 2, 3 and 4 KiB in 5 of 8 alternating runs, 4 KiB faster than 8 in
-/// 11 of 12; docs/benchmarks.md). Tiles of several tokens there prefetch 3 KiB ahead too
-/// (sequences decoding side by side, `bench --parallel 2,4`: 3 KiB faster than 8 in 8 of 8
-/// paired runs, by 1–6 %; prompts unchanged). Other vendors are taken to be like Intel.
+/// 11 of 12; docs/benchmarks.md). A later session on the same kind of VM found 8 KiB ahead the
+/// better one-token distance, and since the kernels' two `vpdpbusd` chains ([`dot512`]) the
+/// one that reaches the bound (one token's `up` product, 2 threads, `examples/bench.rs --probe`,
+/// 3 → 8 KiB: q4_0 84 → 89 %, q4_K 83 → 88 %, q6_K 74 → 78 %, q8_0 95 → 99 %; whole files
+/// in docs/benchmarks.md): the latency the distance must cover moves with the host's load, and
+/// reaching too far costs only a few lines of L2, so one token now prefetches 8 KiB ahead.
+/// Tiles of several tokens prefetch 3 KiB ahead (sequences decoding side by side, `bench
+/// --parallel 2,4`: 3 KiB faster than 8 in 8 of 8 paired runs, by 1–6 %; prompts unchanged).
+/// Other vendors are taken to be like Intel.
 /// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for tuning (0: off).
 fn prefetch_distance(n: usize, one: bool, amd: bool) -> usize {
     static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
@@ -148,7 +154,7 @@ fn prefetch_distance(n: usize, one: bool, amd: bool) -> usize {
     });
     env.unwrap_or(match (n, amd) {
         (1, true) if !one => 0,
-        (_, true) => 8192,
+        (1, _) | (_, true) => 8192,
         (_, false) => 3072,
     })
 }
@@ -447,6 +453,14 @@ pub(crate) unsafe fn nibbles512(p: *const u8) -> (__m512i, __m512i) {
 
 /// `init + Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` with `vpdpbusd` (u8 × i8, 4
 /// products summed into each i32 lane).
+///
+/// From 8 vectors on, the even and odd `i` are summed in two chains and added at the end (the
+/// same integers: exact). One chain of 8 dependent `vpdpbusd` (about 5 cycles each) is what a
+/// tile of one token, and even one of 4 or 8, waited on: one core of the AMX Xeon, 1 token
+/// (weights in L2) q4_0 +35 %, q4_K +14 %, iq4_xs +6 %; 512 tokens q4_0 +13 %, q5_0 +33 %,
+/// iq4_nl +38 %, iq4_xs +17 %, q5_1 +9 %, q4_K even; q6_K's 4-vector sums were no faster
+/// with two (1 token even, 512 tokens −5 %) and stay one chain (`examples/bench.rs --resident
+/// --shapes small`, medians of 3 alternating runs; runs of an unchanged kernel spread ±10 %).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 pub(crate) unsafe fn dot512<const K: usize>(
@@ -454,11 +468,16 @@ pub(crate) unsafe fn dot512<const K: usize>(
     u: &[__m512i; K],
     q: *const u8,
 ) -> __m512i {
-    let mut s = init;
+    let c = if K >= 8 { 2 } else { 1 };
+    let mut s = [init, _mm512_setzero_si512()];
     for (i, &u) in u.iter().enumerate() {
-        s = _mm512_dpbusd_epi32(s, u, _mm512_set1_epi32(word(q.add(4 * i))));
+        s[i % c] = _mm512_dpbusd_epi32(s[i % c], u, _mm512_set1_epi32(word(q.add(4 * i))));
     }
-    s
+    if c == 2 {
+        _mm512_add_epi32(s[0], s[1])
+    } else {
+        s[0]
+    }
 }
 
 /// `acc + f32(s) · (dw · da)`.
@@ -492,7 +511,9 @@ pub(crate) unsafe fn block32_512<const N: usize>(
 }
 
 /// `init + Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` with the 256-bit `vpdpbusd`
-/// of AVX-VNNI (u8 × i8, 4 products summed into each i32 lane; [`dot512`] on 8 rows).
+/// of AVX-VNNI (u8 × i8, 4 products summed into each i32 lane; [`dot512`] on 8 rows, with its
+/// two chains from 8 vectors on: 512 tokens, one core, q4_0 +37 %, q5_1 +12 %, iq4_xs and q5_0
+/// +6 %, the rest even).
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 #[inline]
 pub(crate) unsafe fn dot256_vnni<const K: usize>(
@@ -500,11 +521,16 @@ pub(crate) unsafe fn dot256_vnni<const K: usize>(
     u: &[__m256i; K],
     q: *const u8,
 ) -> __m256i {
-    let mut s = init;
+    let c = if K >= 8 { 2 } else { 1 };
+    let mut s = [init, _mm256_setzero_si256()];
     for (i, &u) in u.iter().enumerate() {
-        s = _mm256_dpbusd_avx_epi32(s, u, _mm256_set1_epi32(word(q.add(4 * i))));
+        s[i % c] = _mm256_dpbusd_avx_epi32(s[i % c], u, _mm256_set1_epi32(word(q.add(4 * i))));
     }
-    s
+    if c == 2 {
+        _mm256_add_epi32(s[0], s[1])
+    } else {
+        s[0]
+    }
 }
 
 /// [`block32_512`] on 8 rows with AVX-VNNI.
@@ -655,10 +681,12 @@ mod tests {
         // AMD: the format's choice for its instruction set
         assert_eq!(prefetch_distance(1, false, true), 0);
         assert_eq!(prefetch_distance(1, true, true), 8192);
-        // any other vendor: always, 3 KiB ahead
-        for n in [1, 2, 8] {
-            assert_eq!(prefetch_distance(n, false, false), 3072);
-            assert_eq!(prefetch_distance(n, true, false), 3072);
+        // any other vendor: always, one token 8 KiB ahead, several 3 KiB
+        for one in [false, true] {
+            assert_eq!(prefetch_distance(1, one, false), 8192);
+            for n in [2, 8] {
+                assert_eq!(prefetch_distance(n, one, false), 3072);
+            }
         }
         // tiles of several tokens on AMD: always, 8 KiB ahead
         for one in [false, true] {
