@@ -456,7 +456,7 @@ pub(crate) unsafe fn nibbles512(p: *const u8) -> (__m512i, __m512i) {
 ///
 /// From 8 vectors on, the even and odd `i` are summed in two chains and added at the end (the
 /// same integers: exact). One chain of 8 dependent `vpdpbusd` (about 5 cycles each) is what a
-/// tile of one token, and even one of 4 or 8, waited on: one core of the AMX Xeon, 1 token
+/// tile of one token, and even one of 4 or 8, waited on: one core of the Intel Xeon, 1 token
 /// (weights in L2) q4_0 +35 %, q4_K +14 %, iq4_xs +6 %; 512 tokens q4_0 +13 %, q5_0 +33 %,
 /// iq4_nl +38 %, iq4_xs +17 %, q5_1 +9 %, q4_K even; q6_K's 4-vector sums were no faster
 /// with two (1 token even, 512 tokens −5 %) and stay one chain (`examples/bench.rs --resident
