@@ -136,7 +136,7 @@ pub(crate) fn matmul_avx512<F: Format>(
 /// --bandwidth`: q4_0 58 → 82 % of the paired read probe, Q4_K_M 63 → 83 % 8 KiB ahead; 3 KiB
 /// ahead was the fastest of 2, 3 and 4 KiB in 5 of 8 alternating runs, 4 KiB faster than 8 in
 /// 11 of 12; docs/benchmarks.md). A later session on the same kind of VM found 8 KiB ahead the
-/// better one-token distance, and since the kernels' two `vpdpbusd` chains ([`dot512`]) the
+/// better one-token distance, and since the kernels' two `vpdpbusd` chains ([`dot_chains`]) the
 /// one that reaches the bound (one token's `up` product, 2 threads, `examples/bench.rs --probe`,
 /// 3 → 8 KiB: q4_0 84 → 89 %, q4_K 83 → 88 %, q6_K 74 → 78 %, q8_0 95 → 99 %; whole files
 /// in docs/benchmarks.md): the latency the distance must cover moves with the host's load, and
@@ -451,16 +451,25 @@ pub(crate) unsafe fn nibbles512(p: *const u8) -> (__m512i, __m512i) {
     )
 }
 
+/// How many chains [`dot512`] and [`dot256_vnni`] sum `k` vectors in: the even and odd vectors
+/// apart from 8 vectors on, added at the end (the same integers: exact). One chain of 8
+/// dependent `vpdpbusd` (about 5 cycles each) is what a tile of one token, and even one of 4 or
+/// 8, waited on: one core of the Intel Xeon, AVX-512, 1 token (weights in L2) q4_0 +35 %, q4_K
+/// +14 %, iq4_xs +6 %; 512 tokens q4_0 +13 %, q5_0 +33 %, iq4_nl +38 %, iq4_xs +17 %, q5_1 +9 %,
+/// q4_K even; AVX-VNNI, 512 tokens, q4_0 +37 %, q5_1 +12 %, iq4_xs and q5_0 +6 %, the rest even.
+/// q6_K's 4-vector sums were no faster with two (1 token even, 512 tokens −5 %) and stay one
+/// chain (`examples/bench.rs --resident --shapes small`, medians of 3 alternating runs; runs of
+/// an unchanged kernel spread ±10 %).
+const fn dot_chains(k: usize) -> usize {
+    if k >= 8 {
+        2
+    } else {
+        1
+    }
+}
+
 /// `init + Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` with `vpdpbusd` (u8 × i8, 4
-/// products summed into each i32 lane).
-///
-/// From 8 vectors on, the even and odd `i` are summed in two chains and added at the end (the
-/// same integers: exact). One chain of 8 dependent `vpdpbusd` (about 5 cycles each) is what a
-/// tile of one token, and even one of 4 or 8, waited on: one core of the Intel Xeon, 1 token
-/// (weights in L2) q4_0 +35 %, q4_K +14 %, iq4_xs +6 %; 512 tokens q4_0 +13 %, q5_0 +33 %,
-/// iq4_nl +38 %, iq4_xs +17 %, q5_1 +9 %, q4_K even; q6_K's 4-vector sums were no faster
-/// with two (1 token even, 512 tokens −5 %) and stay one chain (`examples/bench.rs --resident
-/// --shapes small`, medians of 3 alternating runs; runs of an unchanged kernel spread ±10 %).
+/// products summed into each i32 lane), in [`dot_chains`] chains.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 pub(crate) unsafe fn dot512<const K: usize>(
@@ -468,7 +477,7 @@ pub(crate) unsafe fn dot512<const K: usize>(
     u: &[__m512i; K],
     q: *const u8,
 ) -> __m512i {
-    let c = if K >= 8 { 2 } else { 1 };
+    let c = dot_chains(K);
     let mut s = [init, _mm512_setzero_si512()];
     for (i, &u) in u.iter().enumerate() {
         s[i % c] = _mm512_dpbusd_epi32(s[i % c], u, _mm512_set1_epi32(word(q.add(4 * i))));
@@ -511,9 +520,8 @@ pub(crate) unsafe fn block32_512<const N: usize>(
 }
 
 /// `init + Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` with the 256-bit `vpdpbusd`
-/// of AVX-VNNI (u8 × i8, 4 products summed into each i32 lane; [`dot512`] on 8 rows, with its
-/// two chains from 8 vectors on: 512 tokens, one core, q4_0 +37 %, q5_1 +12 %, iq4_xs and q5_0
-/// +6 %, the rest even).
+/// of AVX-VNNI (u8 × i8, 4 products summed into each i32 lane; [`dot512`] on 8 rows), in
+/// [`dot_chains`] chains.
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
 #[inline]
 pub(crate) unsafe fn dot256_vnni<const K: usize>(
@@ -521,7 +529,7 @@ pub(crate) unsafe fn dot256_vnni<const K: usize>(
     u: &[__m256i; K],
     q: *const u8,
 ) -> __m256i {
-    let c = if K >= 8 { 2 } else { 1 };
+    let c = dot_chains(K);
     let mut s = [init, _mm256_setzero_si256()];
     for (i, &u) in u.iter().enumerate() {
         s[i % c] = _mm256_dpbusd_avx_epi32(s[i % c], u, _mm256_set1_epi32(word(q.add(4 * i))));
