@@ -87,6 +87,29 @@ pub(crate) trait Format {
         acc: &mut [std::arch::x86_64::__m512; N],
     );
 
+    /// Whether [`Format::avx512_vbmi`] is a kernel of its own, which the AVX-512 driver runs
+    /// where the CPU has AVX-512 VBMI and GFNI (`x86::has_avx512_vbmi`).
+    #[cfg(target_arch = "x86_64")]
+    const AVX512_VBMI: bool = false;
+
+    /// AVX-512 VBMI and GFNI: as [`Format::avx512`], with `vpermb` (a 64-byte table lookup that
+    /// ignores the index's top two bits) or `vgf2p8affineqb` (any permutation of the bits of each
+    /// byte). By default the AVX-512 kernel itself.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VNNI/VBMI and GFNI must be available; pointers as for [`Format::avx512`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+    #[inline]
+    unsafe fn avx512_vbmi<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        Self::avx512::<N>(p, a, ahead, acc)
+    }
+
     /// AVX2: as [`Format::avx512`] for rows `8·half .. 8·half + 7` of the group.
     ///
     /// # Safety

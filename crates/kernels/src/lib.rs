@@ -210,8 +210,9 @@ impl Isa {
     }
 
     /// Whether this CPU can run the kernel (std caches the feature detection). The environment
-    /// variable `GLM_KERNELS_MAX_ISA` (`scalar`, `avx2` or `avx-vnni`) hides the kernels above
-    /// it, so an AVX-512 machine can be tested as an AVX2-only one (.ci/run does).
+    /// variable `GLM_KERNELS_MAX_ISA` (`scalar`, `avx2`, `avx-vnni` or `avx512-vnni`) hides the
+    /// kernels above it, so an AVX-512 machine can be tested as an AVX2-only one (.ci/run does);
+    /// `avx512-vnni` hides AVX-512 VBMI and GFNI from the AVX-512 kernels.
     pub fn runs_here(self) -> bool {
         if self.rank() > max_rank() {
             return false;
@@ -260,8 +261,16 @@ fn max_rank() -> u8 {
         Ok("scalar") => 0,
         Ok("avx2") => 1,
         Ok("avx-vnni") => 2,
+        Ok("avx512-vnni") => 3,
         _ => u8::MAX,
     })
+}
+
+/// Whether `GLM_KERNELS_MAX_ISA` hides AVX-512 VBMI and GFNI (`avx512-vnni` and below: the
+/// AVX-512 kernels run as on a CPU without them, such as Cascade Lake).
+#[cfg(target_arch = "x86_64")]
+fn vbmi_hidden() -> bool {
+    max_rank() <= Isa::Avx512Vnni.rank()
 }
 
 /// What can be wrong with the arguments of a kernel call.

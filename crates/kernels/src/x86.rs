@@ -31,6 +31,17 @@ pub(crate) fn has_avx_vnni() -> bool {
     has_avx2() && is_x86_feature_detected!("avxvnni")
 }
 
+/// AVX-512 VBMI (`vpermb`) and GFNI (`vgf2p8affineqb`), which Intel has since Ice Lake and AMD
+/// since Zen 4 (not Cascade Lake), for the second AVX-512 kernels ([`Format::AVX512_VBMI`]: the
+/// iq4 table lookups, q6_K's high bits). `GLM_KERNELS_MAX_ISA=avx512-vnni` hides them, so that
+/// the kernels can be tested as an AVX-512 CPU without them runs them.
+pub(crate) fn has_avx512_vbmi() -> bool {
+    has_avx512_vnni()
+        && is_x86_feature_detected!("avx512vbmi")
+        && is_x86_feature_detected!("gfni")
+        && !crate::vbmi_hidden()
+}
+
 pub(crate) fn has_avx512_vnni() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
@@ -112,6 +123,13 @@ pub(crate) fn matmul_avx512<F: Format>(
     out: Out,
 ) {
     let s = Strides::of(&m);
+    if F::AVX512_VBMI && has_avx512_vbmi() {
+        run::<F, true>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
+            // SAFETY: AVX-512 F/BW/VNNI/VBMI and GFNI were detected; pointers as below.
+            unsafe { by_n8!(n, tile512_vbmi::<F>(wg.as_ptr(), a.as_ptr(), s, dist)) }
+        });
+        return;
+    }
     run::<F, true>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
         // SAFETY: AVX-512 F/BW/VNNI were detected (matmul checks availability); `wg` holds the
         // group's nb blocks and `a` n ≤ TILE512 activation rows (sliced by `run`, sizes checked
@@ -251,26 +269,39 @@ pub(crate) unsafe fn prefetch_lines<const HINT: i32>(p: *const u8, len: usize) {
     }
 }
 
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-unsafe fn tile512<const N: usize, F: Format>(
-    wg: *const u8,
-    a: *const u8,
-    s: Strides,
-    dist: usize,
-) -> Tile {
-    let mut acc = [_mm512_setzero_ps(); N];
-    for b in 0..s.nb {
-        let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
-        let p = wg.add(b * s.gbb);
-        touch_header::<F>(p);
-        F::avx512::<N>(p, &ab, Ahead::new(p, dist, s.gbb), &mut acc);
-    }
-    let mut res = [[0f32; GROUP]; TILE512];
-    for (r, acc) in res.iter_mut().zip(&acc) {
-        _mm512_storeu_ps(r.as_mut_ptr(), *acc);
-    }
-    res
+/// The AVX-512 tile functions: `$tile` runs `F::$kernel` (compiled with `$features`, so that
+/// the kernel inlines into it) over a group's blocks for a tile of `N` tokens.
+macro_rules! tile512 {
+    ($features:literal, $tile:ident, $kernel:ident) => {
+        #[target_feature(enable = $features)]
+        unsafe fn $tile<const N: usize, F: Format>(
+            wg: *const u8,
+            a: *const u8,
+            s: Strides,
+            dist: usize,
+        ) -> Tile {
+            let mut acc = [_mm512_setzero_ps(); N];
+            for b in 0..s.nb {
+                let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
+                let p = wg.add(b * s.gbb);
+                touch_header::<F>(p);
+                F::$kernel::<N>(p, &ab, Ahead::new(p, dist, s.gbb), &mut acc);
+            }
+            let mut res = [[0f32; GROUP]; TILE512];
+            for (r, acc) in res.iter_mut().zip(&acc) {
+                _mm512_storeu_ps(r.as_mut_ptr(), *acc);
+            }
+            res
+        }
+    };
 }
+
+tile512!("avx512f,avx512bw,avx512vnni", tile512, avx512);
+tile512!(
+    "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni",
+    tile512_vbmi,
+    avx512_vbmi
+);
 
 /// The 256-bit drivers: `$matmul` runs `F::$kernel` (compiled with `$features`) over the tiles
 /// of `$tokens` tokens, with the tile functions `$tile` and `$both` compiled with the same
@@ -451,6 +482,23 @@ pub(crate) unsafe fn nibbles512(p: *const u8) -> (__m512i, __m512i) {
     )
 }
 
+/// The low nibbles of each byte of the 64 bytes at `p`, and the high nibbles times 16 (each
+/// byte with its low nibble cleared): one operation fewer than [`nibbles512`]'s shift and mask.
+/// A `vpdpbusd` sum of the latter is 16 times the nibbles' sum (at most 8 · 4 · 240 · 128 < 2^31
+/// for 8 vectors), which an arithmetic shift right by 4 undoes exactly. Decoding, where a core's
+/// share of the memory stream is what bounds the speed, runs faster for every operation a byte
+/// of weights costs: one token's q4_0 product, 2 threads, 86 → 89–92 % of the paired read probe,
+/// q4_K 86 → 90 % (docs/benchmarks.md).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+pub(crate) unsafe fn nibbles512_x16(p: *const u8) -> (__m512i, __m512i) {
+    let x = _mm512_loadu_si512(p.cast());
+    (
+        _mm512_and_si512(x, _mm512_set1_epi8(0x0f)),
+        _mm512_and_si512(x, _mm512_set1_epi8(0xf0u8 as i8)),
+    )
+}
+
 /// How many chains [`dot512`] and [`dot256_vnni`] sum `k` vectors in: the even and odd vectors
 /// apart from 8 vectors on, added at the end (the same integers: exact). One chain of 8
 /// dependent `vpdpbusd` (about 5 cycles each) is what a tile of one token, and even one of 4 or
@@ -502,8 +550,7 @@ pub(crate) unsafe fn fma512(acc: __m512, s: __m512i, dw: __m512, da: f32) -> __m
 
 /// One 32-column block against each token's q8_0 block (`a[t]`: d_a at 0, Σa at 4, the quants
 /// at 8): `acc[t] += f32(Σ u·a + off·Σa) · dw · d_a`, with `u` the block's 8 vectors of unsigned
-/// weights (columns 4i.. in `u[i]`) and `off` their offset (q4_0 −8, q5_0 −16, q8_0 and iq4_nl
-/// −128).
+/// weights (columns 4i.. in `u[i]`) and `off` their offset (q5_0 −16, q8_0 and iq4_nl −128).
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
 pub(crate) unsafe fn block32_512<const N: usize>(
@@ -573,6 +620,18 @@ pub(crate) unsafe fn nibbles256(p: *const u8) -> (__m256i, __m256i) {
     (
         _mm256_and_si256(x, m4),
         _mm256_and_si256(_mm256_srli_epi16::<4>(x), m4),
+    )
+}
+
+/// [`nibbles512_x16`] on the 32 bytes at `p` (for the AVX-VNNI kernels: `vpmaddubsw`'s i16 pairs
+/// would overflow with the high nibbles times 16).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn nibbles256_x16(p: *const u8) -> (__m256i, __m256i) {
+    let x = _mm256_loadu_si256(p.cast());
+    (
+        _mm256_and_si256(x, _mm256_set1_epi8(0x0f)),
+        _mm256_and_si256(x, _mm256_set1_epi8(0xf0u8 as i8)),
     )
 }
 

@@ -26,6 +26,34 @@ use crate::{WeightType, GROUP};
 
 pub(crate) struct IQ4XS;
 
+/// The AVX-512 kernel, with `$values` the table lookup (`iq4_nl::values512`, or
+/// `iq4_nl::values512_vbmi` in the kernel compiled for AVX-512 VBMI).
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx512_body {
+    ($values:ident, $p:ident, $a:ident, $ahead:ident, $acc:ident) => {{
+        use crate::act::{A_BS32, A_QS};
+        use crate::formats::iq4_nl::{table512, KVALUES_U8};
+        use crate::x86::*;
+        use std::arch::x86_64::*;
+        let t = table512(&KVALUES_U8);
+        let mut sumi = [_mm512_setzero_si512(); N];
+        for j in 0..8 {
+            $ahead.part(j, 8);
+            let u = $values(t, $p.add(QS + 256 * j));
+            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128($p.add(SC + 16 * j).cast()));
+            for (sumi, &at) in sumi.iter_mut().zip($a) {
+                let init = _mm512_set1_epi32(-128 * half_word(at.add(A_BS32 + 2 * j)) as i32);
+                let s = dot512(init, &u, at.add(A_QS + 32 * j));
+                *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(s, sc));
+            }
+        }
+        let dw = f16x16($p);
+        for ((acc, &at), &sumi) in $acc.iter_mut().zip($a).zip(&sumi) {
+            *acc = fma512(*acc, sumi, dw, f32_at(at));
+        }
+    }};
+}
+
 const SC: usize = 2 * GROUP;
 const QS: usize = SC + 8 * GROUP;
 
@@ -93,26 +121,24 @@ impl Format for IQ4XS {
         ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
-        use crate::act::{A_BS32, A_QS};
-        use crate::formats::iq4_nl::{table512, values512, KVALUES_U8};
-        use crate::x86::*;
-        use std::arch::x86_64::*;
-        let t = table512(&KVALUES_U8);
-        let mut sumi = [_mm512_setzero_si512(); N];
-        for j in 0..8 {
-            ahead.part(j, 8);
-            let u = values512(t, p.add(QS + 256 * j));
-            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(SC + 16 * j).cast()));
-            for (sumi, &at) in sumi.iter_mut().zip(a) {
-                let init = _mm512_set1_epi32(-128 * half_word(at.add(A_BS32 + 2 * j)) as i32);
-                let s = dot512(init, &u, at.add(A_QS + 32 * j));
-                *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(s, sc));
-            }
-        }
-        let dw = f16x16(p);
-        for ((acc, &at), &sumi) in acc.iter_mut().zip(a).zip(&sumi) {
-            *acc = fma512(*acc, sumi, dw, f32_at(at));
-        }
+        use crate::formats::iq4_nl::values512;
+        avx512_body!(values512, p, a, ahead, acc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const AVX512_VBMI: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+    #[inline]
+    unsafe fn avx512_vbmi<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use crate::formats::iq4_nl::values512_vbmi;
+        avx512_body!(values512_vbmi, p, a, ahead, acc)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Activations q8_0. The nibbles are the unsigned side of `vpdpbusd`/`vpmaddubsw`; the −8 comes
-//! back as one term per block and token: `Σ (q−8)·a = Σ q·a − 8·Σa`.
+//! back as one term per block and token: `Σ (q−8)·a = Σ q·a − 8·Σa`. The `vpdpbusd` kernels take
+//! the high nibbles times 16 (`x86::nibbles512_x16`) and shift their sum back.
 
 use crate::act::{q8, q8_0_scale_sum};
 use crate::driver::{f16_at, put_lane, Format};
@@ -72,11 +73,17 @@ impl Format for Q4_0 {
         use std::arch::x86_64::*;
         ahead.part(0, 1);
         let dw = f16x16(p);
-        let mut u = [_mm512_setzero_si512(); 8];
+        let (mut lo, mut hi16) = ([_mm512_setzero_si512(); 4], [_mm512_setzero_si512(); 4]);
         for v in 0..4 {
-            (u[v], u[v + 4]) = nibbles512(p.add(QS + 64 * v));
+            (lo[v], hi16[v]) = nibbles512_x16(p.add(QS + 64 * v));
         }
-        block32_512(&u, dw, -8, a, acc);
+        // the low and the high nibbles' sums are the two chains of `vpdpbusd`
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = dot512(_mm512_set1_epi32(-8 * word(a.add(4))), &lo, a.add(8));
+            let s16 = dot512(_mm512_setzero_si512(), &hi16, a.add(8 + 16));
+            let s = _mm512_add_epi32(s, _mm512_srai_epi32::<4>(s16));
+            *acc = fma512(*acc, s, dw, f32_at(a));
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -120,11 +127,16 @@ impl Format for Q4_0 {
         use std::arch::x86_64::*;
         ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
-        let mut u = [_mm256_setzero_si256(); 8];
+        let (mut lo, mut hi16) = ([_mm256_setzero_si256(); 4], [_mm256_setzero_si256(); 4]);
         for v in 0..4 {
-            (u[v], u[v + 4]) = nibbles256(p.add(QS + 64 * v + 32 * half));
+            (lo[v], hi16[v]) = nibbles256_x16(p.add(QS + 64 * v + 32 * half));
         }
-        block32_vnni(&u, dw, -8, a, acc);
+        for (acc, &a) in acc.iter_mut().zip(a) {
+            let s = dot256_vnni(_mm256_set1_epi32(-8 * word(a.add(4))), &lo, a.add(8));
+            let s16 = dot256_vnni(_mm256_setzero_si256(), &hi16, a.add(8 + 16));
+            let s = _mm256_add_epi32(s, _mm256_srai_epi32::<4>(s16));
+            *acc = fma256(*acc, s, dw, f32_at(a));
+        }
     }
 
     #[cfg(target_arch = "aarch64")]

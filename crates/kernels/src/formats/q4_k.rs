@@ -13,8 +13,9 @@
 //! ```
 //!
 //! Activations q8_K. AVX-512 (one sub-block at a time, so that 8 tokens fit the registers): 8
-//! `vpdpbusd` per sub-block and token, one `vpmulld` by the rows' sub-block scales; the mins are 4 `vpdpwssd` (min pairs × activation sums of 32) per
-//! super-block. AVX2: `vpmaddubsw` of 8 vectors into i16 (at most 8·2·15·128 = 30720), then
+//! `vpdpbusd` per sub-block and token, one `vpmulld` by the rows' sub-block scales; the mins are
+//! 4 `vpdpwssd` (min pairs × activation sums of 32) per super-block. The `vpdpbusd` kernels take
+//! the high nibbles times 16 (`x86::nibbles512_x16`) and shift their sums back. AVX2: `vpmaddubsw` of 8 vectors into i16 (at most 8·2·15·128 = 30720), then
 //! `vpmaddwd` by the scale.
 
 use crate::act::{bsum32, f32_le, q8k};
@@ -184,22 +185,19 @@ impl Format for Q4K {
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use std::arch::x86_64::*;
-        let m4 = _mm512_set1_epi8(0x0f);
+        let (m4, m4_x16) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0xf0u8 as i8));
         let mut sumi = [_mm512_setzero_si512(); N];
         // one sub-block at a time: 8 registers of weights, the rest for up to 8 tokens
         for j in 0..8 {
             ahead.part(j, 8);
+            // odd sub-blocks: the high nibbles times 16 (`x86::nibbles512_x16`)
+            let mask = if j % 2 == 1 { m4_x16 } else { m4 };
             let mut u = [_mm512_setzero_si512(); 8];
             for (v, u) in u.iter_mut().enumerate() {
                 let x = _mm512_loadu_si512(p.add(QS + 64 * (8 * (j / 2) + v)).cast());
-                let x = if j % 2 == 1 {
-                    _mm512_srli_epi16::<4>(x)
-                } else {
-                    x
-                };
-                *u = _mm512_and_si512(x, m4);
+                *u = _mm512_and_si512(x, mask);
             }
-            k_sub_block_512(p, a, j, &u, &mut sumi);
+            k_sub_block_512(p, a, j, &u, j % 2 == 1, &mut sumi);
         }
         k_finish_512(p, a, &sumi, acc);
     }
@@ -249,11 +247,20 @@ impl Format for Q4K {
         let mut sumi = [_mm256_setzero_si256(); N];
         for c in 0..4 {
             ahead.part(c, 4);
-            let (lo, hi) = chunk256(p, c, half);
-            for (j, u) in [(2 * c, &lo), (2 * c + 1, &hi)] {
+            // the high nibbles times 16 (`x86::nibbles256_x16`), their sums shifted back
+            let (mut lo, mut hi16) = ([_mm256_setzero_si256(); 8], [_mm256_setzero_si256(); 8]);
+            for v in 0..8 {
+                (lo[v], hi16[v]) = nibbles256_x16(p.add(QS + 64 * (8 * c + v) + 32 * half));
+            }
+            for (j, u) in [(2 * c, &lo), (2 * c + 1, &hi16)] {
                 let sc = scales32(p.add(SC + 16 * j + 8 * half), false);
                 for (sumi, &at) in sumi.iter_mut().zip(a) {
                     let s = dot256_vnni(_mm256_setzero_si256(), u, at.add(A_QS + 32 * j));
+                    let s = if j % 2 == 1 {
+                        _mm256_srai_epi32::<4>(s)
+                    } else {
+                        s
+                    };
                     *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(s, sc));
                 }
             }
@@ -294,7 +301,8 @@ unsafe fn chunk256(
 }
 
 /// Sub-block `j` (32 columns, `u`: 8 vectors of 4 columns) of a q4_K/q5_K super-block into
-/// `sumi`, times the rows' scales. Shared with q5_K.
+/// `sumi`, times the rows' scales; `x16`: `u` holds the values times 16, their sum is shifted
+/// back. Shared with q5_K.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 #[inline]
@@ -303,6 +311,7 @@ pub(crate) unsafe fn k_sub_block_512<const N: usize>(
     a: &[*const u8; N],
     j: usize,
     u: &[std::arch::x86_64::__m512i; 8],
+    x16: bool,
     sumi: &mut [std::arch::x86_64::__m512i; N],
 ) {
     use crate::act::A_QS;
@@ -311,6 +320,7 @@ pub(crate) unsafe fn k_sub_block_512<const N: usize>(
     let sc = _mm512_cvtepu8_epi32(_mm_loadu_si128(p.add(SC + 16 * j).cast()));
     for (sumi, &at) in sumi.iter_mut().zip(a) {
         let s = dot512(_mm512_setzero_si512(), u, at.add(A_QS + 32 * j));
+        let s = if x16 { _mm512_srai_epi32::<4>(s) } else { s };
         *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(s, sc));
     }
 }

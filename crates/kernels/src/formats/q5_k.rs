@@ -138,7 +138,7 @@ impl Format for Q5K {
                 let h = _mm512_loadu_si512(p.add(QH + 64 * v).cast());
                 *u = _mm512_or_si512(_mm512_and_si512(x, m4), bit_to_4_512(h, j));
             }
-            q4_k::k_sub_block_512(p, a, j, &u, &mut sumi);
+            q4_k::k_sub_block_512(p, a, j, &u, false, &mut sumi);
         }
         q4_k::k_finish_512(p, a, &sumi, acc);
     }
