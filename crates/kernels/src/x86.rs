@@ -33,7 +33,7 @@ pub(crate) fn has_avx_vnni() -> bool {
 
 /// AVX-512 VBMI (`vpermb`) and GFNI (`vgf2p8affineqb`), which Intel has since Ice Lake and AMD
 /// since Zen 4 (not Cascade Lake), for the second AVX-512 kernels ([`Format::AVX512_VBMI`]: the
-/// iq4 table lookups, q6_K's high bits). `GLM_KERNELS_MAX_ISA=avx512-vnni` hides them, so that
+/// iq4 table lookups, the fifth bits of the q5 types and q6_K's high bits). `GLM_KERNELS_MAX_ISA=avx512-vnni` hides them, so that
 /// the kernels can be tested as an AVX-512 CPU without them runs them.
 pub(crate) fn has_avx512_vbmi() -> bool {
     has_avx512_vnni()
@@ -716,6 +716,23 @@ pub(crate) unsafe fn bit_to_4_512(x: __m512i, b: usize) -> __m512i {
         _ => _mm512_srli_epi16::<3>(x),
     };
     _mm512_and_si512(s, _mm512_set1_epi8(0x10))
+}
+
+/// [`bit_to_4_512`] with GFNI: one `vgf2p8affineqb` (a bit matrix applied to each byte; output
+/// bit i's row is byte 7 − i of the qword) where the shifts take a shift and a mask.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+#[inline]
+pub(crate) unsafe fn bit_to_4_gfni(x: __m512i, b: usize) -> __m512i {
+    _mm512_gf2p8affine_epi64_epi8::<0>(x, _mm512_set1_epi64((1i64 << b) << 24))
+}
+
+/// The low nibble of each byte of `lo` with bits 4-7 of `hi`'s (one `vpternlogd`, `0x0f ? lo :
+/// hi` bit by bit): with `hi` from [`bit_to_4_gfni`] a 5-bit value, two operations fewer than
+/// masking both and `or`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+#[inline]
+pub(crate) unsafe fn merge_nibble(lo: __m512i, hi: __m512i) -> __m512i {
+    _mm512_ternarylogic_epi32::<0xe4>(lo, hi, _mm512_set1_epi8(0x0f))
 }
 
 /// [`bit_to_4_512`] for AVX2.

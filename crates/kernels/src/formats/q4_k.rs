@@ -15,8 +15,9 @@
 //! Activations q8_K. AVX-512 (one sub-block at a time, so that 8 tokens fit the registers): 8
 //! `vpdpbusd` per sub-block and token, one `vpmulld` by the rows' sub-block scales; the mins are
 //! 4 `vpdpwssd` (min pairs × activation sums of 32) per super-block. The `vpdpbusd` kernels take
-//! the high nibbles times 16 (`x86::nibbles512_x16`) and shift their sums back. AVX2: `vpmaddubsw` of 8 vectors into i16 (at most 8·2·15·128 = 30720), then
-//! `vpmaddwd` by the scale.
+//! the high nibbles times 16 (`x86::nibbles512_x16`) and shift their sums back. AVX2:
+//! `vpmaddubsw` of 8 vectors into i16 (at most 8·2·15·128 = 30720), then `vpmaddwd` by the
+//! scale.
 
 use crate::act::{bsum32, f32_le, q8k};
 use crate::driver::{f16_at, put_lane, Format};

@@ -92,6 +92,28 @@ pub(crate) unsafe fn unpack512(
     u
 }
 
+/// [`unpack512`] with GFNI ([`crate::x86::bit_to_4_gfni`], [`crate::x86::merge_nibble`]): 5
+/// operations per 64 bytes of nibbles where it takes 9.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+#[inline]
+pub(crate) unsafe fn unpack512_gfni(
+    p: *const u8,
+    at_qs: usize,
+    at_qh: usize,
+) -> [std::arch::x86_64::__m512i; 8] {
+    use crate::x86::*;
+    use std::arch::x86_64::*;
+    let h = _mm512_loadu_si512(p.add(at_qh).cast());
+    let mut u = [_mm512_setzero_si512(); 8];
+    for v in 0..4 {
+        let x = _mm512_loadu_si512(p.add(at_qs + 64 * v).cast());
+        u[v] = merge_nibble(x, bit_to_4_gfni(h, v));
+        u[v + 4] = merge_nibble(_mm512_srli_epi16::<4>(x), bit_to_4_gfni(h, 4 + v));
+    }
+    u
+}
+
 /// [`unpack512`] for rows 8·half .. of the group (AVX2).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -209,6 +231,25 @@ impl Format for Q5_0 {
         ahead.part(0, 1);
         let dw = f16x16(p);
         let u = unpack512(p, QS, QH);
+        block32_512(&u, dw, -16, a, acc);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const AVX512_VBMI: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+    #[inline]
+    unsafe fn avx512_vbmi<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use crate::x86::*;
+        ahead.part(0, 1);
+        let dw = f16x16(p);
+        let u = unpack512_gfni(p, QS, QH);
         block32_512(&u, dw, -16, a, acc);
     }
 

@@ -24,6 +24,27 @@ const M: usize = 2 * GROUP;
 const QH: usize = 4 * GROUP;
 const QS: usize = QH + 64;
 
+/// The AVX-512 kernels' arithmetic on the unpacked block `u`: `acc[t] += dw·d_a·Σ u·a + m·s_a`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[inline]
+unsafe fn block32_512_q5_1<const N: usize>(
+    p: *const u8,
+    u: &[std::arch::x86_64::__m512i; 8],
+    a: &[*const u8; N],
+    acc: &mut [std::arch::x86_64::__m512; N],
+) {
+    use crate::x86::*;
+    use std::arch::x86_64::*;
+    let dw = f16x16(p);
+    let mw = f16x16(p.add(M));
+    for (acc, &a) in acc.iter_mut().zip(a) {
+        let s = dot512(_mm512_setzero_si512(), u, a.add(8));
+        *acc = fma512(*acc, s, dw, f32_at(a));
+        *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(f32_at(a.add(4))), *acc);
+    }
+}
+
 impl Format for Q5_1 {
     const TY: WeightType = WeightType::Q5_1;
     const PREFETCH_AVX512: bool = false;
@@ -62,18 +83,24 @@ impl Format for Q5_1 {
         ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
-        use crate::formats::q5_0::unpack512;
-        use crate::x86::*;
-        use std::arch::x86_64::*;
         ahead.part(0, 1);
-        let dw = f16x16(p);
-        let mw = f16x16(p.add(M));
-        let u = unpack512(p, QS, QH);
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            let s = dot512(_mm512_setzero_si512(), &u, a.add(8));
-            *acc = fma512(*acc, s, dw, f32_at(a));
-            *acc = _mm512_fmadd_ps(mw, _mm512_set1_ps(f32_at(a.add(4))), *acc);
-        }
+        block32_512_q5_1(p, &crate::formats::q5_0::unpack512(p, QS, QH), a, acc)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const AVX512_VBMI: bool = true;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+    #[inline]
+    unsafe fn avx512_vbmi<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        ahead.part(0, 1);
+        block32_512_q5_1(p, &crate::formats::q5_0::unpack512_gfni(p, QS, QH), a, acc)
     }
 
     #[cfg(target_arch = "x86_64")]

@@ -64,6 +64,36 @@ unsafe fn unpack4_256(
     u
 }
 
+/// The AVX-512 kernel, with `$five` (an expression of `$x`, `$h`, `$j`) making sub-block `$j`'s
+/// 5-bit values from its nibbles (at bits 0-3 of `$x`) and the fifth bits (bit `$j` of `$h`).
+/// A macro rather than a closure, so that the expression is compiled with the features of the
+/// kernel it is written in.
+#[cfg(target_arch = "x86_64")]
+macro_rules! avx512_body {
+    ($p:ident, $a:ident, $ahead:ident, $acc:ident, |$x:ident, $h:ident, $j:ident| $five:expr) => {{
+        use crate::x86::*;
+        let mut sumi = [_mm512_setzero_si512(); N];
+        for j in 0..8 {
+            $ahead.part(j, 8);
+            // sub-block j: nibbles of vectors 8(j/2) .., fifth bits = bit j of the qh vectors
+            let mut u = [_mm512_setzero_si512(); 8];
+            for (v, u) in u.iter_mut().enumerate() {
+                let x = _mm512_loadu_si512($p.add(QS + 64 * (8 * (j / 2) + v)).cast());
+                let $x = if j % 2 == 1 {
+                    _mm512_srli_epi16::<4>(x)
+                } else {
+                    x
+                };
+                let $h = _mm512_loadu_si512($p.add(QH + 64 * v).cast());
+                let $j = j;
+                *u = $five;
+            }
+            q4_k::k_sub_block_512($p, $a, j, &u, false, &mut sumi);
+        }
+        q4_k::k_finish_512($p, $a, &sumi, $acc);
+    }};
+}
+
 impl Format for Q5K {
     const TY: WeightType = WeightType::Q5K;
     const HEADER: usize = QH;
@@ -120,27 +150,32 @@ impl Format for Q5K {
         ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
-        use crate::x86::*;
         use std::arch::x86_64::*;
         let m4 = _mm512_set1_epi8(0x0f);
-        let mut sumi = [_mm512_setzero_si512(); N];
-        for j in 0..8 {
-            ahead.part(j, 8);
-            // sub-block j: nibbles of vectors 8(j/2) .., fifth bits = bit j of the qh vectors
-            let mut u = [_mm512_setzero_si512(); 8];
-            for (v, u) in u.iter_mut().enumerate() {
-                let x = _mm512_loadu_si512(p.add(QS + 64 * (8 * (j / 2) + v)).cast());
-                let x = if j % 2 == 1 {
-                    _mm512_srli_epi16::<4>(x)
-                } else {
-                    x
-                };
-                let h = _mm512_loadu_si512(p.add(QH + 64 * v).cast());
-                *u = _mm512_or_si512(_mm512_and_si512(x, m4), bit_to_4_512(h, j));
-            }
-            q4_k::k_sub_block_512(p, a, j, &u, false, &mut sumi);
-        }
-        q4_k::k_finish_512(p, a, &sumi, acc);
+        avx512_body!(p, a, ahead, acc, |x, h, j| {
+            _mm512_or_si512(_mm512_and_si512(x, m4), bit_to_4_512(h, j))
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const AVX512_VBMI: bool = true;
+
+    /// With GFNI: the fifth bits put in place by `vgf2p8affineqb` and merged with the nibbles
+    /// in one `vpternlogd` (`x86::bit_to_4_gfni`, `x86::merge_nibble`).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
+    #[inline]
+    unsafe fn avx512_vbmi<const N: usize>(
+        p: *const u8,
+        a: &[*const u8; N],
+        ahead: crate::x86::Ahead,
+        acc: &mut [std::arch::x86_64::__m512; N],
+    ) {
+        use std::arch::x86_64::*;
+        avx512_body!(p, a, ahead, acc, |x, h, j| merge_nibble(
+            x,
+            bit_to_4_gfni(h, j)
+        ))
     }
 
     #[cfg(target_arch = "x86_64")]

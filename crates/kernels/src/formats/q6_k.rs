@@ -180,15 +180,12 @@ impl Format for Q6K {
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
         use std::arch::x86_64::*;
-        let m4 = _mm512_set1_epi8(0x0f);
         // the bit matrix of each s: output bit i's row is byte 7 − i of the qword
         let pick: [__m512i; 4] = std::array::from_fn(|s| {
             _mm512_set1_epi64(((1i64 << (2 * s)) << 24) | ((1i64 << (2 * s + 1)) << 16))
         });
         avx512_body!(p, a, ahead, acc, |ql, qh, s| {
-            let hb = _mm512_gf2p8affine_epi64_epi8::<0>(qh, pick[s]);
-            // m4 ? ql : hb, bit by bit
-            _mm512_ternarylogic_epi32::<0xe4>(ql, hb, m4)
+            merge_nibble(ql, _mm512_gf2p8affine_epi64_epi8::<0>(qh, pick[s]))
         })
     }
 
