@@ -718,12 +718,19 @@ pub(crate) unsafe fn bit_to_4_512(x: __m512i, b: usize) -> __m512i {
     _mm512_and_si512(s, _mm512_set1_epi8(0x10))
 }
 
-/// [`bit_to_4_512`] with GFNI: one `vgf2p8affineqb` (a bit matrix applied to each byte; output
-/// bit i's row is byte 7 − i of the qword) where the shifts take a shift and a mask.
+/// The part of a `vgf2p8affineqb` bit matrix that copies bit `src` of each byte to bit `dst`
+/// (output bit i's row is byte 7 − i of the qword). Parts or-ed together move several bits; the
+/// output bits no part names are cleared.
+pub(crate) const fn gf_move(src: usize, dst: usize) -> i64 {
+    (1i64 << src) << (8 * (7 - dst))
+}
+
+/// [`bit_to_4_512`] with GFNI: one `vgf2p8affineqb` ([`gf_move`]) where the shifts take a shift
+/// and a mask.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx512vbmi,gfni")]
 #[inline]
 pub(crate) unsafe fn bit_to_4_gfni(x: __m512i, b: usize) -> __m512i {
-    _mm512_gf2p8affine_epi64_epi8::<0>(x, _mm512_set1_epi64((1i64 << b) << 24))
+    _mm512_gf2p8affine_epi64_epi8::<0>(x, _mm512_set1_epi64(gf_move(b, 4)))
 }
 
 /// The low nibble of each byte of `lo` with bits 4-7 of `hi`'s (one `vpternlogd`, `0x0f ? lo :

@@ -179,11 +179,11 @@ impl Format for Q6K {
         ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m512; N],
     ) {
+        use crate::x86::gf_move;
         use std::arch::x86_64::*;
-        // the bit matrix of each s: output bit i's row is byte 7 − i of the qword
-        let pick: [__m512i; 4] = std::array::from_fn(|s| {
-            _mm512_set1_epi64(((1i64 << (2 * s)) << 24) | ((1i64 << (2 * s + 1)) << 16))
-        });
+        // the bit matrix of each s: bits 2s, 2s+1 to bits 4, 5
+        let pick: [__m512i; 4] =
+            std::array::from_fn(|s| _mm512_set1_epi64(gf_move(2 * s, 4) | gf_move(2 * s + 1, 5)));
         avx512_body!(p, a, ahead, acc, |ql, qh, s| {
             merge_nibble(ql, _mm512_gf2p8affine_epi64_epi8::<0>(qh, pick[s]))
         })
