@@ -30,8 +30,15 @@ pub(crate) trait Format {
     /// stream faster without it on AVX-512 and slower without it on AVX2 (one token's `up`
     /// product, one core from memory, `examples/bench.rs --probe`: AVX-512 q5_0 25.4 → 28.1
     /// GB/s, q5_1 25.7 → 26.5, iq4_xs 26.1 → 27.7, iq4_nl 24.7 → 27.2; AVX2 q5_0 25.4 → 20.6,
-    /// iq4_xs 21.3 → 18.0, iq4_nl 20.7 → 17.2). q5_K and q6_K want it on both (AVX-512, two
-    /// cores: 58.5 → 43.2 and 53.8 → 34.2 GB/s without).
+    /// iq4_xs 21.3 → 18.0, iq4_nl 20.7 → 17.2). q6_K wants it on both (AVX-512, two cores: 53.8
+    /// → 34.2 GB/s without). So did q5_K, until its block was read front to back and its fifth
+    /// bits put in place with GFNI (the kernel every Zen 4 runs): since then it streams faster
+    /// without on AVX-512 (two cores, share of the paired probe, `up` 91 → 96 %, `qkv` 74–89 →
+    /// 81–96 %; docs/benchmarks.md); on AVX2 it still wants it (68–92 % with, 59–79 % without).
+    /// q4_K goes the other way: since its kernel lost a third of its operations (the tenth
+    /// session), its AVX-512 form streams faster with it where the memory is fast (Zen 4, the
+    /// probe at 50–56 GB/s: 65–73 % of it without, 78–80 % with; at 32–35 GB/s 90–93 % without,
+    /// 89–91 % with), its AVX2 form still not (90–94 % without, 86–89 % with).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const PREFETCH_AVX512: bool = Self::PREFETCH;
 

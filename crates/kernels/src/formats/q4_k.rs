@@ -140,6 +140,7 @@ pub(crate) unsafe fn neon_k(
 impl Format for Q4K {
     const TY: WeightType = WeightType::Q4K;
     const PREFETCH: bool = false;
+    const PREFETCH_AVX512: bool = true;
     const HEADER: usize = QS;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {

@@ -96,6 +96,7 @@ macro_rules! avx512_body {
 
 impl Format for Q5K {
     const TY: WeightType = WeightType::Q5K;
+    const PREFETCH_AVX512: bool = false;
     const HEADER: usize = QH;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
@@ -232,14 +233,19 @@ impl Format for Q5K {
             ahead.part(j, 8);
             let sc = scales32(p.add(SC + 16 * j + 8 * half), false);
             let shift = _mm_cvtsi32_si128(j as i32);
-            let mut s = [_mm256_setzero_si256(); N];
+            // for one or two tokens the two halves' sums in two chains of 4 `vpdpbusd` (one
+            // chain of 8 is what one token waited on, see `x86::dot_chains`; more tokens have
+            // chains enough, and no registers to spare)
+            let chains = if N <= 2 { 2 } else { 1 };
+            let mut s = [[_mm256_setzero_si256(); N]; 2];
             for k in 0..2 {
                 let u = unpack4_256(p, j, k, half, shift);
-                for (s, &at) in s.iter_mut().zip(a) {
+                for (s, &at) in s[k % chains].iter_mut().zip(a) {
                     *s = dot256_vnni(*s, &u, at.add(A_QS + 32 * j + 16 * k));
                 }
             }
-            for (sumi, &s) in sumi.iter_mut().zip(&s) {
+            for ((sumi, &s0), &s1) in sumi.iter_mut().zip(&s[0]).zip(&s[1]) {
+                let s = _mm256_add_epi32(s0, s1);
                 *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(s, sc));
             }
         }
