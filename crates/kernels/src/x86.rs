@@ -33,8 +33,9 @@ pub(crate) fn has_avx_vnni() -> bool {
 
 /// AVX-512 VBMI (`vpermb`) and GFNI (`vgf2p8affineqb`), which Intel has since Ice Lake and AMD
 /// since Zen 4 (not Cascade Lake), for the second AVX-512 kernels ([`Format::AVX512_VBMI`]: the
-/// iq4 table lookups, the fifth bits of the q5 types and q6_K's high bits). `GLM_KERNELS_MAX_ISA=avx512-vnni` hides them, so that
-/// the kernels can be tested as an AVX-512 CPU without them runs them.
+/// iq4 table lookups, the fifth bits of the q5 types and q6_K's high bits).
+/// `GLM_KERNELS_MAX_ISA=avx512-vnni` hides them, so that the kernels can be tested as an AVX-512
+/// CPU without them runs them.
 pub(crate) fn has_avx512_vbmi() -> bool {
     has_avx512_vnni()
         && is_x86_feature_detected!("avx512vbmi")

@@ -245,7 +245,11 @@ impl Format for Q5K {
                 }
             }
             for ((sumi, &s0), &s1) in sumi.iter_mut().zip(&s[0]).zip(&s[1]) {
-                let s = _mm256_add_epi32(s0, s1);
+                let s = if chains == 2 {
+                    _mm256_add_epi32(s0, s1)
+                } else {
+                    s0
+                };
                 *sumi = _mm256_add_epi32(*sumi, _mm256_mullo_epi32(s, sc));
             }
         }
