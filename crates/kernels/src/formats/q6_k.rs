@@ -17,7 +17,11 @@
 //! ```
 //!
 //! The kernels take the halves in turn, each half's ql and qh together, so each half's vectors
-//! lie together and in that order (a block read front to back; `Format::HEADER` for the scales).
+//! lie together (`Format::HEADER` for the scales). Within a half the AVX-512 kernel takes the
+//! columns 32s + 16h .. +15 of every s together (quarter h: ql vectors 4h .. 4h+3 and 8+4h ..,
+//! qh vectors 4h ..), AVX2 and NEON 32 columns at a time; the quarters laid out one after the
+//! other, so that the AVX-512 kernel reads a block front to back, streamed no faster and cost
+//! AVX2 5–10 % (one core, 1–4 tokens), so they are not.
 //!
 //! Activations q8_K. AVX-512: the 6-bit q (unsigned) times the activations with `vpdpbusd`,
 //! starting each 16-column sum at −32·Σa, then one `vpmulld` by the sub-block scales (with GFNI,
@@ -35,36 +39,64 @@ pub(crate) struct Q6K;
 /// 6-bit values from the low bits `$ql` (their nibble at bits 0-3) and the high bits `$qh` (those
 /// of column group `$s` at bits 2s, 2s+1). A macro rather than a closure, so that the expression
 /// is compiled with the features of the kernel it is written in.
+///
+/// Each quarter of the block (half `n`, sub-block parity `h`) loads its 8 ql and 4 qh vectors
+/// once and makes the 4 sub-blocks `s = 0..3` from them (ql's low nibbles for s = 0, 1, its high
+/// nibbles for s = 2, 3; qh's bit pairs for every s), each step written out with `s` a constant,
+/// so that the loop over the block's 16 sub-blocks needs no index arithmetic and no branches.
+/// One token issues 1/16 of the next block's prefetch with each sub-block (spread finer than
+/// 1/4 a quarter: slow memory 86 → 89 % of the paired probe), tiles of several tokens 1/4 with
+/// each quarter (1/16 there made 4–8 tokens 1.5–2× slower: the code LLVM made spilled).
 #[cfg(target_arch = "x86_64")]
 macro_rules! avx512_body {
     ($p:ident, $a:ident, $ahead:ident, $acc:ident, |$ql:ident, $qh:ident, $s:ident| $six:block) => {{
         use crate::act::{A_BS16, A_QS};
         use crate::x86::*;
         let mut sumi = [_mm512_setzero_si512(); N];
-        // one sub-block of 16 columns at a time (4 registers of weights): j = 8n + 2s + h,
-        // columns 128n + 32s + 16h + 4i .. (i = 0..3)
-        for j in 0..16 {
-            $ahead.part(j, 16);
-            let (n, s, h) = (j / 8, (j % 8) / 2, j % 2);
-            let mut u = [_mm512_setzero_si512(); 4];
-            for (i, u) in u.iter_mut().enumerate() {
-                let w = 4 * h + i;
-                let ql = _mm512_loadu_si512($p.add(ql_at(n, 8 * (s % 2) + w)).cast());
-                let ql = if s >= 2 {
-                    _mm512_srli_epi16::<4>(ql)
-                } else {
-                    ql
-                };
-                let $qh = _mm512_loadu_si512($p.add(qh_at(n, w)).cast());
-                let ($ql, $s) = (ql, s);
-                *u = $six;
-            }
-            let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128($p.add(SC + 16 * j).cast()));
-            for (sumi, &at) in sumi.iter_mut().zip($a) {
-                let q = at.add(A_QS + 16 * j);
-                let init = _mm512_set1_epi32(-32 * half_word(at.add(A_BS16 + 2 * j)) as i32);
-                let x = dot512(init, &u, q);
-                *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(x, sc));
+        // sub-block j = 8n + 2s + h: columns 128n + 32s + 16h + 4i .. (i = 0..3)
+        for n in 0..2 {
+            for h in 0..2 {
+                if N > 1 {
+                    $ahead.part(2 * n + h, 4);
+                }
+                let mut ql = [[_mm512_setzero_si512(); 4]; 2];
+                let mut qh = [_mm512_setzero_si512(); 4];
+                for i in 0..4 {
+                    let w = 4 * h + i;
+                    ql[0][i] = _mm512_loadu_si512($p.add(ql_at(n, w)).cast());
+                    ql[1][i] = _mm512_loadu_si512($p.add(ql_at(n, 8 + w)).cast());
+                    qh[i] = _mm512_loadu_si512($p.add(qh_at(n, w)).cast());
+                }
+                macro_rules! sub_block {
+                    ($sc:literal) => {{
+                        let $s: usize = $sc;
+                        let j = 8 * n + 2 * $s + h;
+                        if N == 1 {
+                            $ahead.part(8 * n + 4 * h + $s, 16);
+                        }
+                        let mut u = [_mm512_setzero_si512(); 4];
+                        for i in 0..4 {
+                            let $ql = if $s >= 2 {
+                                _mm512_srli_epi16::<4>(ql[$s % 2][i])
+                            } else {
+                                ql[$s % 2][i]
+                            };
+                            let $qh = qh[i];
+                            u[i] = $six;
+                        }
+                        let sc = _mm512_cvtepi8_epi32(_mm_loadu_si128($p.add(SC + 16 * j).cast()));
+                        for (sumi, &at) in sumi.iter_mut().zip($a) {
+                            let q = at.add(A_QS + 16 * j);
+                            let bs = half_word(at.add(A_BS16 + 2 * j)) as i32;
+                            let x = dot512(_mm512_set1_epi32(-32 * bs), &u, q);
+                            *sumi = _mm512_add_epi32(*sumi, _mm512_mullo_epi32(x, sc));
+                        }
+                    }};
+                }
+                sub_block!(0);
+                sub_block!(1);
+                sub_block!(2);
+                sub_block!(3);
             }
         }
         let dw = f16x16($p);
