@@ -44,8 +44,8 @@ pub(crate) struct Q6K;
 /// once and makes the 4 sub-blocks `s = 0..3` from them (ql's low nibbles for s = 0, 1, its high
 /// nibbles for s = 2, 3; qh's bit pairs for every s), each step written out with `s` a constant,
 /// so that the loop over the block's 16 sub-blocks needs no index arithmetic and no branches.
-/// One token issues 1/16 of the next block's prefetch with each sub-block (spread finer than
-/// 1/4 a quarter: slow memory 86 → 89 % of the paired probe), tiles of several tokens 1/4 with
+/// One token issues 1/16 of the next block's prefetch with each sub-block (rather than 1/4 with
+/// each quarter: slow memory 86 → 89 % of the paired probe), tiles of several tokens 1/4 with
 /// each quarter (1/16 there made 4–8 tokens 1.5–2× slower: the code LLVM made spilled).
 #[cfg(target_arch = "x86_64")]
 macro_rules! avx512_body {
