@@ -9,38 +9,53 @@
 use crate::{Isa, MatMul, Out, WeightType, GROUP};
 use half::f16;
 
+/// How a tile of one token prefetches its weights ahead into L2 on an AMD CPU
+/// ([`Format::PREFETCH`], [`Format::PREFETCH_AVX512`]; the distances are `x86::reach`'s).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) enum Prefetch {
+    /// Not at all: the hardware prefetchers keep up alone.
+    Off,
+    /// Each line once, 8 KiB ahead.
+    Once,
+    /// Each line 8 KiB ahead, and asked for again 4 KiB ahead. Measured, not derived: the
+    /// likeliest reason it streams faster is that a core drops a software prefetch it has no
+    /// miss buffer free for, and the second request finds one where the first did not.
+    Twice,
+}
+
 /// One block format's kernels. Implemented by a unit struct in each file of `formats/`.
 pub(crate) trait Format {
     /// The weight type.
     const TY: WeightType;
 
-    /// Whether the x86 kernels prefetch the weights ahead when decoding one token on an AMD CPU
-    /// (`x86::prefetch_distance`; on other CPUs they always do). Measured per format on Zen 4,
+    /// How the x86 kernels prefetch the weights ahead when decoding one token on an AMD CPU
+    /// (`x86::reach`; on other CPUs always [`Prefetch::Once`]). Measured per format on Zen 4,
     /// decoding one token on one thread: q5_K and q6_K stream twice as fast with it
     /// (they read two regions of each group block, nibbles and high bits, in turn), q5_0, q5_1
-    /// and iq4_xs on AVX2 1.2–1.5× as fast; q4_0, q8_0 and q4_K, which read their group blocks
-    /// front to back, were as fast or slower with it (the hardware prefetcher already keeps up,
-    /// and the prefetch instructions cost issue slots). Tiles of several tokens prefetch
-    /// whatever the format (see `x86::prefetch_distance`). Only the x86 kernels prefetch.
+    /// and iq4_xs on AVX2 1.2–1.5× as fast; q8_0, which reads its group blocks front to back,
+    /// was as fast or slower with it (the hardware prefetcher already keeps up, and the prefetch
+    /// instructions cost issue slots). q4_0 and q4_K on AVX2 stream fastest asking for each
+    /// line twice (one token's `up` product, 2 threads, share of the paired probe where the
+    /// memory ran at ~50 GB/s: q4_0 73–76 → 91–95 %, q4_K 76–77 → 80–81 %; at ~33 GB/s 90–93
+    /// → 95–97 % and 92–93 → 93–95 %); the AVX2 kernels of q5_K, q6_K and the iq4 formats, whose
+    /// arithmetic is the limit where the memory is fast, keep one request per line. Tiles of
+    /// several tokens prefetch whatever the format (see `x86::reach`). Only the x86 kernels
+    /// prefetch.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    const PREFETCH: bool = true;
+    const PREFETCH: Prefetch = Prefetch::Once;
 
-    /// [`Format::PREFETCH`] for the AVX-512 kernels, where they differ. q5_0 and q5_1, whose
-    /// fifth bits lie before the nibbles (a block read front to back), and iq4_nl and iq4_xs
-    /// stream faster without it on AVX-512 and slower without it on AVX2 (one token's `up`
-    /// product, one core from memory, `examples/bench.rs --probe`: AVX-512 q5_0 25.4 → 28.1
-    /// GB/s, q5_1 25.7 → 26.5, iq4_xs 26.1 → 27.7, iq4_nl 24.7 → 27.2; AVX2 q5_0 25.4 → 20.6,
-    /// iq4_xs 21.3 → 18.0, iq4_nl 20.7 → 17.2). q6_K wants it on both (AVX-512, two cores: 53.8
-    /// → 34.2 GB/s without). So did q5_K, until its block was read front to back and its fifth
-    /// bits put in place with GFNI (the kernel every Zen 4 runs): since then it streams faster
-    /// without on AVX-512 (two cores, share of the paired probe, `up` 91 → 96 %, `qkv` 74–89 →
-    /// 81–96 %; docs/benchmarks.md); on AVX2 it still wants it (68–92 % with, 59–79 % without).
-    /// q4_K goes the other way: since its kernel lost a third of its operations (the tenth
-    /// session), its AVX-512 form streams faster with it where the memory is fast (Zen 4, the
-    /// probe at 50–56 GB/s: 65–73 % of it without, 78–80 % with; at 32–35 GB/s 90–93 % without,
-    /// 89–91 % with), its AVX2 form still not (90–94 % without, 86–89 % with).
+    /// [`Format::PREFETCH`] for the AVX-512 kernels, where they differ. q5_0, q5_1 and iq4_nl,
+    /// whose blocks the hardware prefetcher streams alone, q4_0 and q8_0, and q5_K since its
+    /// block is read front to back, stream as fast or faster without it (one core from memory:
+    /// q5_0 25.4 → 28.1 GB/s, q5_1 25.7 → 26.5, iq4_nl 24.7 → 27.2; q5_K with two cores 91 →
+    /// 96 % of the paired probe, and level against asking twice). q4_K, q6_K and iq4_xs ask
+    /// for each line twice: one token's `up` product, 2 threads, where the memory ran at ~50
+    /// GB/s, q4_K 79–84 % (once) → 90–92 %, q6_K 75–77 % (once) → 85–91 %, iq4_xs 80–89 %
+    /// (without) → 90–91 %; at ~33 GB/s q4_K 88–91 → 92–96 %, q6_K 88–91 → 94–97 %, iq4_xs
+    /// level (the thirteenth session, docs/benchmarks.md).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    const PREFETCH_AVX512: bool = Self::PREFETCH;
+    const PREFETCH_AVX512: Prefetch = Self::PREFETCH;
 
     /// Bytes at the start of a group block (its scales and other per-row values) that the x86
     /// kernels read after or between the quants they qualify. The drivers read one byte of each

@@ -8,7 +8,7 @@
 //! row); AVX2 holds 8, so its driver runs the two halves of the group: one after the other for
 //! tiles of 3–8 tokens, block by block for one or two (`tile256_both`).
 
-use crate::driver::{for_tiles, Format, Strides};
+use crate::driver::{for_tiles, Format, Prefetch, Strides};
 use crate::{MatMul, Out, GROUP};
 use std::arch::x86_64::*;
 
@@ -77,7 +77,7 @@ macro_rules! by_n8 {
     };
 }
 
-/// Runs `tile(group weights, the tile's activation rows, n tokens, prefetch distance)` over the
+/// Runs `tile(group weights, the tile's activation rows, n tokens, prefetch reach)` over the
 /// groups and tokens and stores the results. Only the first tile of tokens of a chunk streams the
 /// weights from memory (the others find them in L2), so only it prefetches (the AVX-512 kernels
 /// by `Format::PREFETCH_AVX512`, the AVX2 and AVX-VNNI ones by `Format::PREFETCH`).
@@ -88,7 +88,7 @@ fn run<F: Format, const AVX512: bool>(
     groups: std::ops::Range<usize>,
     out: Out,
     tile_tokens: usize,
-    tile: impl Fn(&[u8], &[u8], usize, usize) -> Tile,
+    tile: impl Fn(&[u8], &[u8], usize, Reach) -> Tile,
 ) {
     let s = Strides::of(&m);
     // the format's one-token choice and the vendor, once per product rather than per tile
@@ -104,9 +104,9 @@ fn run<F: Format, const AVX512: bool>(
             &acts[t0 * s.arb..][..n * s.arb],
             n,
             if t0 == 0 {
-                prefetch_distance(n, one, amd)
+                reach(n, one, amd)
             } else {
-                0
+                Reach::NONE
             },
         );
         let valid = GROUP.min(m.rows - g * GROUP);
@@ -125,17 +125,17 @@ pub(crate) fn matmul_avx512<F: Format>(
 ) {
     let s = Strides::of(&m);
     if F::AVX512_VBMI && has_avx512_vbmi() {
-        run::<F, true>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
+        run::<F, true>(m, w, acts, groups, out, TILE512, |wg, a, n, reach| {
             // SAFETY: AVX-512 F/BW/VNNI/VBMI and GFNI were detected; pointers as below.
-            unsafe { by_n8!(n, tile512_vbmi::<F>(wg.as_ptr(), a.as_ptr(), s, dist)) }
+            unsafe { by_n8!(n, tile512_vbmi::<F>(wg.as_ptr(), a.as_ptr(), s, reach)) }
         });
         return;
     }
-    run::<F, true>(m, w, acts, groups, out, TILE512, |wg, a, n, dist| {
+    run::<F, true>(m, w, acts, groups, out, TILE512, |wg, a, n, reach| {
         // SAFETY: AVX-512 F/BW/VNNI were detected (matmul checks availability); `wg` holds the
         // group's nb blocks and `a` n ≤ TILE512 activation rows (sliced by `run`, sizes checked
         // by MatMul::check), which is all the tile reads.
-        unsafe { by_n8!(n, tile512::<F>(wg.as_ptr(), a.as_ptr(), s, dist)) }
+        unsafe { by_n8!(n, tile512::<F>(wg.as_ptr(), a.as_ptr(), s, reach)) }
     });
 }
 
@@ -163,19 +163,58 @@ pub(crate) fn matmul_avx512<F: Format>(
 /// Tiles of several tokens prefetch 3 KiB ahead (sequences decoding side by side, `bench
 /// --parallel 2,4`: 3 KiB faster than 8 in 8 of 8 paired runs, by 1–6 %; prompts unchanged).
 /// Other vendors are taken to be like Intel.
-/// `GLM_KERNELS_PREFETCH=<bytes>` sets it for every format and tile, for tuning (0: off).
-fn prefetch_distance(n: usize, one: bool, amd: bool) -> usize {
-    static ENV: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
-    let env = *ENV.get_or_init(|| {
-        std::env::var("GLM_KERNELS_PREFETCH")
-            .ok()
-            .and_then(|v| v.parse().ok())
+///
+/// On AMD some tiles ask for each line a second time, 4 KiB ahead ([`Prefetch::Twice`]): tiles
+/// of one token where the format says so, and tiles of 2 tokens (Zen 4, 2 threads,
+/// `examples/bench.rs`, `up` from memory: one token where the memory ran at ~50 GB/s, q4_K
+/// 79–84 → 90–92 % of the paired probe, q6_K 75–77 → 85–91 %; 2 tokens, the best of 5 passes,
+/// q4_K 48–52 → 54–58 GB/s, q6_K 45 → 56; 4 tokens level or 2–5 % slower and 8 tokens level,
+/// their arithmetic nearer the limit, so they ask once; docs/benchmarks.md). Not measured on
+/// Intel, which asks once.
+///
+/// `GLM_KERNELS_PREFETCH=<bytes>` sets the distance for every format and tile, for tuning (0:
+/// off), `GLM_KERNELS_PREFETCH_AGAIN=<bytes>` the second request's (0: none; it is made only
+/// when nearer than the first).
+fn reach(n: usize, one: Prefetch, amd: bool) -> Reach {
+    static ENV: std::sync::OnceLock<(Option<usize>, Option<usize>)> = std::sync::OnceLock::new();
+    let (dist, again) = *ENV.get_or_init(|| {
+        let var = |name| std::env::var(name).ok().and_then(|v| v.parse().ok());
+        (
+            var("GLM_KERNELS_PREFETCH"),
+            var("GLM_KERNELS_PREFETCH_AGAIN"),
+        )
     });
-    env.unwrap_or(match (n, amd) {
-        (1, true) if !one => 0,
-        (1, _) | (_, true) => 8192,
-        (_, false) => 3072,
-    })
+    let (d, a) = match (n, amd, one) {
+        (1, true, Prefetch::Off) => (0, 0),
+        (1, true, Prefetch::Once) => (8192, 0),
+        (1, true, Prefetch::Twice) | (2, true, _) => (8192, 4096),
+        // 3 tokens or more
+        (_, true, _) => (8192, 0),
+        (1, false, _) => (8192, 0),
+        (_, false, _) => (3072, 0),
+    };
+    Reach::new(dist.unwrap_or(d), again.unwrap_or(a))
+}
+
+/// Where a tile prefetches the weights: `dist` bytes ahead of the block being multiplied (0:
+/// nowhere) and, when `again` is not 0, each line a second time `again` bytes ahead.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Reach {
+    dist: usize,
+    again: usize,
+}
+
+impl Reach {
+    /// No prefetching.
+    pub(crate) const NONE: Reach = Reach { dist: 0, again: 0 };
+
+    /// `dist` and `again` bytes ahead; a second request no nearer than the first is none.
+    fn new(dist: usize, again: usize) -> Reach {
+        Reach {
+            dist,
+            again: if again < dist { again } else { 0 },
+        }
+    }
 }
 
 /// Whether this is an AMD (or Hygon, the same cores) CPU: the vendor string of `cpuid` leaf 0.
@@ -193,8 +232,8 @@ fn amd() -> bool {
 }
 
 /// The group block a kernel prefetches into L2 while it multiplies the current one: the block
-/// `dist` bytes ahead, issued in parts spread over the kernel's steps ([`Ahead::part`]) rather
-/// than all at the block's start. A burst of 35–53 line requests per k-quant block, then none
+/// [`Reach`]'s bytes ahead (and again nearer), issued in parts spread over the kernel's steps
+/// ([`Ahead::part`]) rather than all at the block's start. A burst of 35–53 line requests per k-quant block, then none
 /// while the block is computed, leaves the memory idle part of the time: measured on q6_K (one
 /// token, AVX-512, 2 threads, `examples/bench.rs --probe`), 76–82 % of the read probe with the
 /// burst, 92–95 % with one part per 16-column sub-block (docs/cpu-kernels.md). On AVX2 the
@@ -203,6 +242,8 @@ fn amd() -> bool {
 pub(crate) struct Ahead {
     start: *const u8,
     len: usize,
+    /// Bytes before `start` that each line is asked for again (0: once only).
+    back: usize,
 }
 
 impl Ahead {
@@ -210,19 +251,25 @@ impl Ahead {
     pub(crate) const NONE: Ahead = Ahead {
         start: std::ptr::null(),
         len: 0,
+        back: 0,
     };
 
-    /// The `len` bytes at `p + dist` (none when `dist` is 0). The address may lie past the
-    /// weights: prefetches never fault, and `wrapping_add` computes it without claiming it is in
-    /// bounds.
+    /// The `len` bytes at `p + reach.dist`, and again at `p + reach.again` (none when `dist`
+    /// is 0). The addresses may lie past the weights: prefetches never fault, and
+    /// `wrapping_add` computes them without claiming they are in bounds.
     #[inline(always)]
-    pub(crate) fn new(p: *const u8, dist: usize, len: usize) -> Ahead {
-        if dist == 0 {
+    pub(crate) fn new(p: *const u8, reach: Reach, len: usize) -> Ahead {
+        if reach.dist == 0 {
             return Ahead::NONE;
         }
         Ahead {
-            start: p.wrapping_add(dist),
+            start: p.wrapping_add(reach.dist),
             len,
+            back: if reach.again == 0 {
+                0
+            } else {
+                reach.dist - reach.again
+            },
         }
     }
 
@@ -240,6 +287,9 @@ impl Ahead {
         // the first line may start up to 63 bytes before `start`: wrapping offsets
         let first = self.start.wrapping_add(lo.wrapping_sub(base));
         prefetch_lines::<_MM_HINT_T1>(first, hi.saturating_sub(lo));
+        if self.back != 0 {
+            prefetch_lines::<_MM_HINT_T1>(first.wrapping_sub(self.back), hi.saturating_sub(lo));
+        }
     }
 }
 
@@ -279,14 +329,14 @@ macro_rules! tile512 {
             wg: *const u8,
             a: *const u8,
             s: Strides,
-            dist: usize,
+            reach: Reach,
         ) -> Tile {
             let mut acc = [_mm512_setzero_ps(); N];
             for b in 0..s.nb {
                 let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
                 let p = wg.add(b * s.gbb);
                 touch_header::<F>(p);
-                F::$kernel::<N>(p, &ab, Ahead::new(p, dist, s.gbb), &mut acc);
+                F::$kernel::<N>(p, &ab, Ahead::new(p, reach, s.gbb), &mut acc);
             }
             let mut res = [[0f32; GROUP]; TILE512];
             for (r, acc) in res.iter_mut().zip(&acc) {
@@ -318,7 +368,7 @@ macro_rules! driver256 {
             out: Out,
         ) {
             let s = Strides::of(&m);
-            run::<F, false>(m, w, acts, groups, out, F::$tokens, |wg, a, n, dist| {
+            run::<F, false>(m, w, acts, groups, out, F::$tokens, |wg, a, n, reach| {
                 let mut res = [[0f32; GROUP]; TILE512];
                 if n <= 2 {
                     // SAFETY: the features were detected (matmul checks availability); reads
@@ -326,15 +376,15 @@ macro_rules! driver256 {
                     // for the AVX-512 tile.
                     unsafe {
                         match n {
-                            1 => $both::<1, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
-                            _ => $both::<2, F>(wg.as_ptr(), a.as_ptr(), s, dist, &mut res),
+                            1 => $both::<1, F>(wg.as_ptr(), a.as_ptr(), s, reach, &mut res),
+                            _ => $both::<2, F>(wg.as_ptr(), a.as_ptr(), s, reach, &mut res),
                         }
                     }
                     return res;
                 }
                 for half in 0..2 {
                     // the first half streams the weights in, the second finds them in L2
-                    let dist = if half == 0 { dist } else { 0 };
+                    let reach = if half == 0 { reach } else { Reach::NONE };
                     // SAFETY: the features were detected; reads stay inside `wg` (nb group
                     // blocks) and `a` (n ≤ the format's tile ≤ TILE512 activation rows), as for
                     // the AVX-512 tile.
@@ -342,12 +392,12 @@ macro_rules! driver256 {
                         if F::$tokens > TILE256 {
                             by_n8!(
                                 n,
-                                $tile::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                                $tile::<F>(wg.as_ptr(), a.as_ptr(), s, half, reach, &mut res)
                             )
                         } else {
                             by_n4!(
                                 n,
-                                $tile::<F>(wg.as_ptr(), a.as_ptr(), s, half, dist, &mut res)
+                                $tile::<F>(wg.as_ptr(), a.as_ptr(), s, half, reach, &mut res)
                             )
                         }
                     }
@@ -363,7 +413,7 @@ macro_rules! driver256 {
             a: *const u8,
             s: Strides,
             half: usize,
-            dist: usize,
+            reach: Reach,
             res: &mut Tile,
         ) {
             let mut acc = [_mm256_setzero_ps(); N];
@@ -373,7 +423,7 @@ macro_rules! driver256 {
                 if half == 0 {
                     touch_header::<F>(p);
                 }
-                F::$kernel::<N>(p, &ab, half, Ahead::new(p, dist, s.gbb), &mut acc);
+                F::$kernel::<N>(p, &ab, half, Ahead::new(p, reach, s.gbb), &mut acc);
             }
             for (r, acc) in res.iter_mut().zip(&acc) {
                 _mm256_storeu_ps(r.as_mut_ptr().add(8 * half), *acc);
@@ -391,7 +441,7 @@ macro_rules! driver256 {
             wg: *const u8,
             a: *const u8,
             s: Strides,
-            dist: usize,
+            reach: Reach,
             res: &mut Tile,
         ) {
             let mut acc = [[_mm256_setzero_ps(); N]; 2];
@@ -399,7 +449,7 @@ macro_rules! driver256 {
                 let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
                 let p = wg.add(b * s.gbb);
                 touch_header::<F>(p);
-                F::$kernel::<N>(p, &ab, 0, Ahead::new(p, dist, s.gbb), &mut acc[0]);
+                F::$kernel::<N>(p, &ab, 0, Ahead::new(p, reach, s.gbb), &mut acc[0]);
                 F::$kernel::<N>(p, &ab, 1, Ahead::NONE, &mut acc[1]);
             }
             for (half, acc) in acc.iter().enumerate() {
@@ -762,29 +812,42 @@ pub(crate) unsafe fn bit_to_4_256(x: __m256i, b: usize) -> __m256i {
 
 #[cfg(test)]
 mod tests {
-    use super::{amd, part_lines, prefetch_distance};
+    use super::{amd, part_lines, reach, Reach};
+    use crate::driver::Prefetch;
 
     #[test]
     fn one_token_prefetch_follows_the_vendor() {
-        if std::env::var_os("GLM_KERNELS_PREFETCH").is_some() {
-            eprintln!("skipped: GLM_KERNELS_PREFETCH overrides the distances");
+        if std::env::var_os("GLM_KERNELS_PREFETCH").is_some()
+            || std::env::var_os("GLM_KERNELS_PREFETCH_AGAIN").is_some()
+        {
+            eprintln!("skipped: GLM_KERNELS_PREFETCH(_AGAIN) overrides the distances");
             return;
         }
+        let (none, once, twice) = (
+            Reach::new(0, 0),
+            Reach::new(8192, 0),
+            Reach::new(8192, 4096),
+        );
         // AMD: the format's choice for its instruction set
-        assert_eq!(prefetch_distance(1, false, true), 0);
-        assert_eq!(prefetch_distance(1, true, true), 8192);
-        // any other vendor: always, one token 8 KiB ahead, several 3 KiB
-        for one in [false, true] {
-            assert_eq!(prefetch_distance(1, one, false), 8192);
+        assert_eq!(reach(1, Prefetch::Off, true), none);
+        assert_eq!(reach(1, Prefetch::Once, true), once);
+        assert_eq!(reach(1, Prefetch::Twice, true), twice);
+        // tiles of several tokens on AMD: always, twice for 2 tokens
+        for one in [Prefetch::Off, Prefetch::Once, Prefetch::Twice] {
+            assert_eq!(reach(2, one, true), twice);
+            assert_eq!(reach(3, one, true), once);
+            assert_eq!(reach(8, one, true), once);
+        }
+        // any other vendor: always once, one token 8 KiB ahead, several 3 KiB
+        for one in [Prefetch::Off, Prefetch::Once, Prefetch::Twice] {
+            assert_eq!(reach(1, one, false), once);
             for n in [2, 8] {
-                assert_eq!(prefetch_distance(n, one, false), 3072);
+                assert_eq!(reach(n, one, false), Reach::new(3072, 0));
             }
         }
-        // tiles of several tokens on AMD: always, 8 KiB ahead
-        for one in [false, true] {
-            assert_eq!(prefetch_distance(2, one, true), 8192);
-            assert_eq!(prefetch_distance(8, one, true), 8192);
-        }
+        // a second request no nearer than the first is dropped
+        assert_eq!(Reach::new(4096, 4096), Reach::new(4096, 0));
+        assert_eq!(Reach::new(0, 4096), none);
     }
 
     #[test]

@@ -20,7 +20,7 @@
 //! the row; llama.cpp 2026 finishes the odd block in scalar code. These kernels do what 2026 does.
 
 use crate::act::{q8, q8_0_scale_sum};
-use crate::driver::{f16_at, Format};
+use crate::driver::{f16_at, Format, Prefetch};
 use crate::formats::q4_0;
 use crate::{WeightType, GROUP};
 
@@ -208,7 +208,7 @@ impl Format for IQ4NL {
     const TY: WeightType = WeightType::IQ4NL;
     #[cfg(target_arch = "x86_64")]
     const AVX_VNNI_TOKENS: usize = 4;
-    const PREFETCH_AVX512: bool = false;
+    const PREFETCH_AVX512: Prefetch = Prefetch::Off;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         q4_0::Q4_0::repack_row(blk, r, out);

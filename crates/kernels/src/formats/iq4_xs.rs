@@ -20,7 +20,7 @@
 //! |sum| ≤ 8 · 32 · 32 · 127 · 127 < 2^31.
 
 use crate::act::{f32_le, q8k};
-use crate::driver::{f16_at, put_lane, Format};
+use crate::driver::{f16_at, put_lane, Format, Prefetch};
 use crate::formats::iq4_nl::KVALUES;
 use crate::{WeightType, GROUP};
 
@@ -66,7 +66,7 @@ fn scale(blk: &[u8], j: usize) -> i32 {
 
 impl Format for IQ4XS {
     const TY: WeightType = WeightType::IQ4XS;
-    const PREFETCH_AVX512: bool = false;
+    const PREFETCH_AVX512: Prefetch = Prefetch::Twice;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);

@@ -13,7 +13,7 @@
 //! the high nibbles times 16 (`x86::nibbles512_x16`) and shift their sum back.
 
 use crate::act::{q8, q8_0_scale_sum};
-use crate::driver::{f16_at, put_lane, Format};
+use crate::driver::{f16_at, put_lane, Format, Prefetch};
 use crate::{WeightType, GROUP};
 
 pub(crate) struct Q4_0;
@@ -24,7 +24,8 @@ impl Format for Q4_0 {
     const TY: WeightType = WeightType::Q4_0;
     #[cfg(target_arch = "x86_64")]
     const AVX2_TOKENS: usize = 4;
-    const PREFETCH: bool = false;
+    const PREFETCH: Prefetch = Prefetch::Twice;
+    const PREFETCH_AVX512: Prefetch = Prefetch::Off;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);

@@ -20,7 +20,7 @@
 //! scale.
 
 use crate::act::{bsum32, f32_le, q8k};
-use crate::driver::{f16_at, put_lane, Format};
+use crate::driver::{f16_at, put_lane, Format, Prefetch};
 use crate::{WeightType, GROUP};
 
 pub(crate) struct Q4K;
@@ -139,8 +139,7 @@ pub(crate) unsafe fn neon_k(
 
 impl Format for Q4K {
     const TY: WeightType = WeightType::Q4K;
-    const PREFETCH: bool = false;
-    const PREFETCH_AVX512: bool = true;
+    const PREFETCH: Prefetch = Prefetch::Twice;
     const HEADER: usize = QS;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {

@@ -18,7 +18,7 @@
 //! 4·2·31·128 = 31744) before widening.
 
 use crate::act::{q8, q8_0_scale_sum};
-use crate::driver::{f16_at, put_lane, Format};
+use crate::driver::{f16_at, put_lane, Format, Prefetch};
 use crate::{WeightType, GROUP};
 
 pub(crate) struct Q5_0;
@@ -192,7 +192,7 @@ pub(crate) unsafe fn unpack_neon(
 
 impl Format for Q5_0 {
     const TY: WeightType = WeightType::Q5_0;
-    const PREFETCH_AVX512: bool = false;
+    const PREFETCH_AVX512: Prefetch = Prefetch::Off;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);

@@ -14,7 +14,7 @@
 //! `vpdpbusd` directly, with no offset term.
 
 use crate::act::{f32_le, q8};
-use crate::driver::{f16_at, Format};
+use crate::driver::{f16_at, Format, Prefetch};
 use crate::formats::q5_0::{ggml_q, packed_q, repack_5bit};
 use crate::{WeightType, GROUP};
 
@@ -47,7 +47,7 @@ unsafe fn block32_512_q5_1<const N: usize>(
 
 impl Format for Q5_1 {
     const TY: WeightType = WeightType::Q5_1;
-    const PREFETCH_AVX512: bool = false;
+    const PREFETCH_AVX512: Prefetch = Prefetch::Off;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);

@@ -19,7 +19,7 @@
 //! q4_K's sub-block code on the 5-bit values; AVX2 sums 4 `vpmaddubsw` in i16 (at most
 //! 4·2·31·128 = 31744) and applies the scale with `vpmaddwd`, twice per sub-block.
 
-use crate::driver::{put_lane, Format};
+use crate::driver::{put_lane, Format, Prefetch};
 use crate::formats::q4_k::{self, finish_scalar, reference_k, repack_header};
 use crate::{WeightType, GROUP};
 
@@ -96,7 +96,7 @@ macro_rules! avx512_body {
 
 impl Format for Q5K {
     const TY: WeightType = WeightType::Q5K;
-    const PREFETCH_AVX512: bool = false;
+    const PREFETCH_AVX512: Prefetch = Prefetch::Off;
     const HEADER: usize = QH;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {

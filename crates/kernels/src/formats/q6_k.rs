@@ -30,7 +30,7 @@
 //! per sub-block.
 
 use crate::act::{f32_le, q8k};
-use crate::driver::{f16_at, put_lane, Format};
+use crate::driver::{f16_at, put_lane, Format, Prefetch};
 use crate::{WeightType, GROUP};
 
 pub(crate) struct Q6K;
@@ -123,6 +123,7 @@ const fn qh_at(n: usize, w: usize) -> usize {
 
 impl Format for Q6K {
     const TY: WeightType = WeightType::Q6K;
+    const PREFETCH_AVX512: Prefetch = Prefetch::Twice;
     const HEADER: usize = QL;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {

@@ -13,7 +13,7 @@
 //! multiplies |q| by the activations with q's sign.
 
 use crate::act::{q8, q8_0_scale_sum};
-use crate::driver::{f16_at, Format};
+use crate::driver::{f16_at, Format, Prefetch};
 use crate::{WeightType, GROUP};
 
 pub(crate) struct Q8_0;
@@ -24,7 +24,7 @@ impl Format for Q8_0 {
     const TY: WeightType = WeightType::Q8_0;
     #[cfg(target_arch = "x86_64")]
     const AVX2_TOKENS: usize = 4;
-    const PREFETCH: bool = false;
+    const PREFETCH: Prefetch = Prefetch::Off;
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
