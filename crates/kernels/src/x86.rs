@@ -236,8 +236,13 @@ fn amd() -> bool {
 /// ([`Ahead::part`]) rather than all at the block's start. A burst of 35–53 line requests per k-quant block, then none
 /// while the block is computed, leaves the memory idle part of the time: measured on q6_K (one
 /// token, AVX-512, 2 threads, `examples/bench.rs --probe`), 76–82 % of the read probe with the
-/// burst, 92–95 % with one part per 16-column sub-block (docs/cpu-kernels.md). On AVX2 the
-/// parts are spread over the first half's call only (the second half's gets [`Ahead::NONE`]).
+/// burst, 92–95 % with one part per 16-column sub-block (docs/cpu-kernels.md). On AVX2, for
+/// one or two tokens, the first half of the block's lines is spread over the first half of
+/// rows' call and the second over the second's ([`Ahead::halves`]; all in the first call
+/// before: q4_K, one token's `up` product, 2 threads, where the memory ran at ~52 GB/s, 81–82
+/// → 87–92 % of the paired probe, q4_0 88–93 → 91–95 %, q5_0 and q6_K level); for more tokens,
+/// which take the halves one after the other, over the first half's call only (the second
+/// finds the block in L2).
 #[derive(Clone, Copy)]
 pub(crate) struct Ahead {
     start: *const u8,
@@ -271,6 +276,23 @@ impl Ahead {
                 reach.dist - reach.again
             },
         }
+    }
+
+    /// The first and the second half of the block's lines (split near the middle), each to be
+    /// prefetched in the parts of one of the two calls that take a group block's two halves of
+    /// rows on AVX2, so that the requests come at an even pace over the whole block.
+    #[inline(always)]
+    pub(crate) fn halves(self) -> (Ahead, Ahead) {
+        if self.len == 0 {
+            return (Ahead::NONE, Ahead::NONE);
+        }
+        let at = (self.len / 2) & !63;
+        let second = Ahead {
+            start: self.start.wrapping_add(at),
+            len: self.len - at,
+            back: self.back,
+        };
+        (Ahead { len: at, ..self }, second)
     }
 
     /// Prefetches part `i` of `n` of the block's lines ([`part_lines`]).
@@ -449,8 +471,9 @@ macro_rules! driver256 {
                 let ab: [*const u8; N] = std::array::from_fn(|t| a.add(t * s.arb + b * s.abb));
                 let p = wg.add(b * s.gbb);
                 touch_header::<F>(p);
-                F::$kernel::<N>(p, &ab, 0, Ahead::new(p, reach, s.gbb), &mut acc[0]);
-                F::$kernel::<N>(p, &ab, 1, Ahead::NONE, &mut acc[1]);
+                let (first, second) = Ahead::new(p, reach, s.gbb).halves();
+                F::$kernel::<N>(p, &ab, 0, first, &mut acc[0]);
+                F::$kernel::<N>(p, &ab, 1, second, &mut acc[1]);
             }
             for (half, acc) in acc.iter().enumerate() {
                 for (r, acc) in res.iter_mut().zip(acc) {
@@ -812,7 +835,7 @@ pub(crate) unsafe fn bit_to_4_256(x: __m256i, b: usize) -> __m256i {
 
 #[cfg(test)]
 mod tests {
-    use super::{amd, part_lines, reach, Reach};
+    use super::{amd, part_lines, reach, Ahead, Reach};
     use crate::driver::Prefetch;
 
     #[test]
@@ -890,5 +913,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn halves_name_every_line() {
+        for p in [0usize, 1, 63, 64, 100, 4096 + 17] {
+            for len in [1usize, 63, 64, 65, 288, 2208, 2304, 2816, 3360] {
+                for n in [1usize, 4, 8] {
+                    let reach = Reach::new(8192, 4096);
+                    let whole = Ahead::new(std::ptr::null::<u8>().wrapping_add(p), reach, len);
+                    let (first, second) = whole.halves();
+                    assert_eq!((first.back, second.back), (4096, 4096));
+                    let mut lines = Vec::new();
+                    for half in [first, second] {
+                        for i in 0..n {
+                            let (lo, hi) = part_lines(half.start as usize, half.len, i, n);
+                            lines.extend((lo..hi).step_by(64));
+                        }
+                    }
+                    let start = p + 8192;
+                    let want: Vec<usize> = ((start & !63)..start + len).step_by(64).collect();
+                    // every line of the block, at most the one at the seam twice
+                    assert!(lines.len() <= want.len() + 1, "{p} {len} {n}");
+                    lines.dedup();
+                    assert_eq!(lines, want, "{p} {len} {n}");
+                }
+            }
+        }
+        let (a, b) = Ahead::NONE.halves();
+        assert_eq!((a.len, b.len), (0, 0));
     }
 }
