@@ -233,10 +233,11 @@ fn amd() -> bool {
 
 /// The group block a kernel prefetches into L2 while it multiplies the current one: the block
 /// [`Reach`]'s bytes ahead (and again nearer), issued in parts spread over the kernel's steps
-/// ([`Ahead::part`]) rather than all at the block's start. A burst of 35–53 line requests per k-quant block, then none
-/// while the block is computed, leaves the memory idle part of the time: measured on q6_K (one
-/// token, AVX-512, 2 threads, `examples/bench.rs --probe`), 76–82 % of the read probe with the
-/// burst, 92–95 % with one part per 16-column sub-block (docs/cpu-kernels.md). On AVX2, for
+/// ([`Ahead::part`]) rather than all at the block's start. A burst of 35–53 line requests per
+/// k-quant block, then none while the block is computed, leaves the memory idle part of the
+/// time: measured on q6_K (one token, AVX-512, 2 threads, `examples/bench.rs --probe`), 76–82 %
+/// of the read probe with the burst, 92–95 % with one part per 16-column sub-block
+/// (docs/cpu-kernels.md). On AVX2, for
 /// one or two tokens, the first half of the block's lines is spread over the first half of
 /// rows' call and the second over the second's ([`Ahead::halves`]; all in the first call
 /// before: q4_K, one token's `up` product, 2 threads, where the memory ran at ~52 GB/s, 81–82
