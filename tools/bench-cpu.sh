@@ -9,7 +9,9 @@
 #        DEPTHS ("0 2048 8192": tokens already cached when each test starts, llama-bench's -d;
 #                depth + PP must fit the model's context: 8192 needs a 32k model)
 #        FA (on: -fa for both tools)  CACHE (f16: -ctk and -ctv for both tools)
-#        LLAMA_DIR (~/.cache/llama-anchor: built by ../shared/tools/build-llama-cpp.sh if absent)
+#        LLAMA_DIR (~/.cache/llama-anchor: built by ../shared/tools/build-llama-cpp.sh if absent;
+#                an AVX2-only build from tools/build-llama-cpp-avx2.sh measures against KERNELS=avx2
+#                on a CPU with AVX-512, and its rows say "llama.cpp (AVX2 build)")
 #        GLMTOOL (a glmtool binary to measure; default: target/release/glmtool, built first)
 # Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel at depth 0, and
 # tens of minutes with the deep rows (each depth's prefix is evaluated once per run).
@@ -47,6 +49,13 @@ gcc -O2 -mavx2 -pthread ../shared/tools/bw.c -o "$work/bw"
 measure_bw() { "$work/bw" "$THREADS" | grep -o '[0-9.]* GB/s' | cut -d' ' -f1 >>"$work/bw.txt"; }
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 flags=$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -E '^(avx2|avx512f|avx512_vnni|amx_int8)$' | tr '\n' ' ')
+# a llama-bench without one 512-bit register is an AVX2 build, whatever the CPU has
+llama_name="llama.cpp"
+# (grep -c reads to the end: with -q, objdump would die of SIGPIPE and pipefail would say "none")
+if command -v objdump >/dev/null &&
+  [ "$(objdump -d "$LLAMA_DIR/bin/llama-bench" | grep -c zmm || true)" = 0 ]; then
+  llama_name="llama.cpp (AVX2 build)"
+fi
 
 # one run: tool, model, kernels -> appends "tool kernels model test t/s rss_kb load_s" lines
 # (test: pp512, or pp512@d2048 at depth)
@@ -105,7 +114,7 @@ done
 
 bw=$(sort -g "$work/bw.txt" | tail -1)
 bws=$(sort -g "$work/bw.txt" | tr '\n' ' ')
-FA=$FA CACHE=$CACHE python3 - "$work/rows" "$bw" "$cpu" "$flags" "$THREADS" "$work/bytes" "$bws" <<'EOF'
+FA=$FA CACHE=$CACHE LLAMA_NAME=$llama_name python3 - "$work/rows" "$bw" "$cpu" "$flags" "$THREADS" "$work/bytes" "$bws" <<'EOF'
 import os, statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 bw, cpu, flags, threads = float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
@@ -132,7 +141,7 @@ for model in dict.fromkeys(r[2] for r in rows):
             load = sel[0][6] + " s" if sel[0][6] != "-" else "-"
             # the bound counts the weights only: at depth decoding also reads the cache
             vsb = f"{100 * ts / bound:.0f} %" if test.startswith("tg") and "@" not in test else ""
-            name = tool if tool == "llama.cpp" else f"glmtool ({k})"
+            name = os.environ["LLAMA_NAME"] if tool == "llama.cpp" else f"glmtool ({k})"
             test = test.replace("@", " @ ")
             print(f"| {os.path.basename(model)} | {name} | {test} | {ts:.2f} | {ratio:.2f}x | {vsb} | {rss:.2f} GiB | {load} |")
 EOF
