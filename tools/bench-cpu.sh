@@ -13,6 +13,7 @@
 #                an AVX2-only build from tools/build-llama-cpp-avx2.sh measures against KERNELS=avx2
 #                on a CPU with AVX-512, and its rows say "llama.cpp (AVX2 build)")
 #        GLMTOOL (a glmtool binary to measure; default: target/release/glmtool, built first)
+# "each round": the range of glmtool's run ÷ llama.cpp's run of the same round (adjacent in time).
 # Needs: python3, gcc, /usr/bin/time. Takes a few minutes per model and kernel at depth 0, and
 # tens of minutes with the deep rows (each depth's prefix is evaluated once per run).
 set -euo pipefail
@@ -125,8 +126,8 @@ print(f"CPU: {cpu} ({flags.strip()}), {threads} threads; read bandwidth {bw} GB/
 for m, b in read.items():
     print(f"- {os.path.basename(m)}: decoding reads {b / 2**30:.2f} GiB per token: bound {bw * 1e9 / b:.2f} t/s")
 print()
-print("| model | tool (kernels) | test | t/s (median) | vs llama.cpp | decode vs bandwidth bound | peak RSS | load |")
-print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+print("| model | tool (kernels) | test | t/s (median) | vs llama.cpp | each round | decode vs bandwidth bound | peak RSS | load |")
+print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for model in dict.fromkeys(r[2] for r in rows):
     bound = bw * 1e9 / read[model]  # tokens/s if every byte decoding reads came at bw.c's rate
     for tool, k in dict.fromkeys((r[0], r[1]) for r in rows if r[2] == model):
@@ -137,11 +138,15 @@ for model in dict.fromkeys(r[2] for r in rows):
             ts = statistics.median(float(r[4]) for r in sel)
             ref = [float(r[4]) for r in rows if r[0] == "llama.cpp" and r[2] == model and r[3] == test]
             ratio = ts / statistics.median(ref) if ref else float("nan")
+            # each round's run against llama.cpp's run just before it: the two ran minutes
+            # apart, where the medians may come from different speeds of a VM's memory and clock
+            paired = [float(r[4]) / b for r, b in zip(sel, ref)] if tool != "llama.cpp" else []
+            rounds = f"{min(paired):.2f}–{max(paired):.2f}x" if paired else ""
             rss = max(int(r[5]) for r in sel) / 1024 / 1024
             load = sel[0][6] + " s" if sel[0][6] != "-" else "-"
             # the bound counts the weights only: at depth decoding also reads the cache
             vsb = f"{100 * ts / bound:.0f} %" if test.startswith("tg") and "@" not in test else ""
             name = os.environ["LLAMA_NAME"] if tool == "llama.cpp" else f"glmtool ({k})"
             test = test.replace("@", " @ ")
-            print(f"| {os.path.basename(model)} | {name} | {test} | {ts:.2f} | {ratio:.2f}x | {vsb} | {rss:.2f} GiB | {load} |")
+            print(f"| {os.path.basename(model)} | {name} | {test} | {ts:.2f} | {ratio:.2f}x | {rounds} | {vsb} | {rss:.2f} GiB | {load} |")
 EOF
