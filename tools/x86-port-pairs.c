@@ -25,37 +25,9 @@ static double now(void) {
 #define SLL(r) "vpsllw $3, %%ymm" r ", %%ymm" r "\n"
 #define ADD(r) "vpaddd %%ymm15, %%ymm" r ", %%ymm" r "\n"
 
-// five pairs: a on ymm0-4, b on ymm5-9
-#define LOOP(a, b)                                                                          \
-  static double loop_##a##_##b(long n) {                                                    \
-    double t0 = now();                                                                      \
-    __asm__ volatile("vpxor %%ymm15, %%ymm15, %%ymm15\n"                                  \
-                     "1:\n" a("0") b("5") a("1") b("6") a("2") b("7") a("3") b("8") a("4") \
-                         b("9") "dec %0\n"                                                  \
-                     "jnz 1b\n"                                                             \
-                     : "+r"(n)                                                              \
-                     :                                                                      \
-                     : "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7",      \
-                       "xmm8", "xmm9", "xmm15", "cc");                                      \
-    return now() - t0;                                                                      \
-  }
-
-LOOP(MADD, MADD)
-LOOP(MADD, MADDUBS)
-LOOP(MADD, SIGN)
-LOOP(MADD, ABS)
-LOOP(MADD, SHUF)
-LOOP(MADD, SLL)
-LOOP(MADD, ADD)
-
+// the asm loop `body` run n times (`%1` points at 128 readable bytes); ymm15 is set to zero first
 static int mem[32] __attribute__((aligned(64)));
-
-#define ADDS8 ADD("0") ADD("1") ADD("2") ADD("3") ADD("4") ADD("5") ADD("6") ADD("7")
-#define BCAST4 "vpbroadcastd (%1), %%ymm8\nvpbroadcastd 4(%1), %%ymm9\n" \
-               "vpbroadcastd 8(%1), %%ymm10\nvpbroadcastd 12(%1), %%ymm11\n"
-#define LOAD4 "vmovdqu (%1), %%ymm8\nvmovdqu 32(%1), %%ymm9\n" \
-              "vmovdqu 64(%1), %%ymm10\nvmovdqu 96(%1), %%ymm11\n"
-#define SLOTS(name, body)                                                                   \
+#define TIMED(name, body)                                                                   \
   static double name(long n) {                                                              \
     double t0 = now();                                                                      \
     __asm__ volatile("vpxor %%ymm15, %%ymm15, %%ymm15\n"                                  \
@@ -68,9 +40,27 @@ static int mem[32] __attribute__((aligned(64)));
     return now() - t0;                                                                      \
   }
 
-SLOTS(adds, ADDS8)
-SLOTS(adds_bcast, ADDS8 BCAST4)
-SLOTS(adds_load, ADDS8 LOAD4)
+// five pairs: a on ymm0-4, b on ymm5-9
+#define LOOP(a, b) \
+  TIMED(loop_##a##_##b, a("0") b("5") a("1") b("6") a("2") b("7") a("3") b("8") a("4") b("9"))
+
+LOOP(MADD, MADD)
+LOOP(MADD, MADDUBS)
+LOOP(MADD, SIGN)
+LOOP(MADD, ABS)
+LOOP(MADD, SHUF)
+LOOP(MADD, SLL)
+LOOP(MADD, ADD)
+
+#define ADDS8 ADD("0") ADD("1") ADD("2") ADD("3") ADD("4") ADD("5") ADD("6") ADD("7")
+#define BCAST4 "vpbroadcastd (%1), %%ymm8\nvpbroadcastd 4(%1), %%ymm9\n" \
+               "vpbroadcastd 8(%1), %%ymm10\nvpbroadcastd 12(%1), %%ymm11\n"
+#define LOAD4 "vmovdqu (%1), %%ymm8\nvmovdqu 32(%1), %%ymm9\n" \
+              "vmovdqu 64(%1), %%ymm10\nvmovdqu 96(%1), %%ymm11\n"
+
+TIMED(adds, ADDS8)
+TIMED(adds_bcast, ADDS8 BCAST4)
+TIMED(adds_load, ADDS8 LOAD4)
 
 int main(void) {
   long n = 100000000;
