@@ -32,8 +32,8 @@ const SC: usize = q4_k::SC;
 /// AVX2: vectors 4k .. 4k+3 of sub-block `j`'s 5-bit quants in the group's half `half`: the
 /// nibbles of chunk j/2 (low for even j, high for odd) with bit j of the qh bytes as bit 4.
 /// With `CONST_J` the caller has written each sub-block out (j a constant), and the bit takes a
-/// constant shift and a mask (`x86::bit_to_4_256`); otherwise `shift` holds j
-/// (`_mm_cvtsi32_si128`) and a 16-bit shift right by j, a mask and a shift left by 4 do it.
+/// constant shift and a mask (`x86::bit_to_4_256`); otherwise a 16-bit shift right by j (a
+/// register count), a mask and a shift left by 4 do it.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
@@ -42,10 +42,10 @@ unsafe fn unpack4_256<const CONST_J: bool>(
     j: usize,
     k: usize,
     half: usize,
-    shift: std::arch::x86_64::__m128i,
 ) -> [std::arch::x86_64::__m256i; 4] {
     use std::arch::x86_64::*;
     let c = j / 2;
+    let shift = _mm_cvtsi32_si128(j as i32);
     let mut u = [_mm256_setzero_si256(); 4];
     for (i, u) in u.iter_mut().enumerate() {
         let v = 4 * k + i;
@@ -203,9 +203,8 @@ impl Format for Q5K {
                 let j = $j;
                 ahead.part(j, 8);
                 let sc = scales16(p.add(SC + 16 * j + 8 * half), false);
-                let shift = _mm_cvtsi32_si128(j as i32);
                 for k in 0..2 {
-                    let u = unpack4_256::<$const_j>(p, j, k, half, shift);
+                    let u = unpack4_256::<$const_j>(p, j, k, half);
                     for (sumi, &at) in sumi.iter_mut().zip(a) {
                         let q = at.add(A_QS + 32 * j + 16 * k);
                         let s = _mm256_madd_epi16(maddubs256::<4>(&u, q), sc);
@@ -257,14 +256,13 @@ impl Format for Q5K {
         for j in 0..8 {
             ahead.part(j, 8);
             let sc = scales32(p.add(SC + 16 * j + 8 * half), false);
-            let shift = _mm_cvtsi32_si128(j as i32);
             // for one or two tokens the two halves' sums in two chains of 4 `vpdpbusd` (one
             // chain of 8 is what one token waited on, see `x86::dot_chains`; more tokens have
             // chains enough, and no registers to spare)
             let chains = if N <= 2 { 2 } else { 1 };
             let mut s = [[_mm256_setzero_si256(); N]; 2];
             for k in 0..2 {
-                let u = unpack4_256::<false>(p, j, k, half, shift);
+                let u = unpack4_256::<false>(p, j, k, half);
                 for (s, &at) in s[k % chains].iter_mut().zip(a) {
                     *s = dot256_vnni(*s, &u, at.add(A_QS + 32 * j + 16 * k));
                 }
