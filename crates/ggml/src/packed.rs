@@ -42,13 +42,16 @@ pub struct PackedStore {
 }
 
 impl PackedStore {
-    /// Repacks `sources` with `n_threads` threads, for kernel `isa`. `after_each(i)` is called
-    /// once source `i` is packed (to release its mapped pages).
+    /// Repacks `sources` with `n_threads` threads, for kernel `isa`. `done(i, bytes)` is called
+    /// as each slice of source `i` is packed (`bytes`: the slice's range in `data`, whole row
+    /// groups of at most [`SLICE_BYTES`] but one group, in order), so that its mapped pages can
+    /// be released before the next slice is read: the peak resident memory then holds one slice
+    /// twice, not the largest matrix (the 218 MB output matrix of a 6B model).
     pub fn build(
         sources: &[PackSource<'_>],
         isa: Isa,
         n_threads: usize,
-        mut after_each: impl FnMut(usize),
+        mut done: impl FnMut(usize, std::ops::Range<usize>),
     ) -> Result<Self, GgmlError> {
         if !isa.runs_here() {
             return Err(GgmlError::Backend(format!(
@@ -68,8 +71,9 @@ impl PackedStore {
         store.advise_huge_pages();
         for (i, s) in sources.iter().enumerate() {
             let dst = store.host_bytes_mut(i)?;
-            repack_parallel(s, dst, n_threads.max(1))?;
-            after_each(i);
+            repack_sliced(s, dst, n_threads.max(1), SLICE_BYTES, |bytes| {
+                done(i, bytes)
+            })?;
         }
         Ok(PackedStore {
             store,
@@ -109,9 +113,21 @@ impl PackedStore {
     }
 }
 
-/// Repacks one matrix, the row groups split between threads.
-fn repack_parallel(s: &PackSource<'_>, dst: &mut [u8], n_threads: usize) -> Result<(), GgmlError> {
-    let bad = |e: glm_kernels::ShapeError| GgmlError::Shape(format!("{}: {e}", s.name));
+/// The source bytes [`PackedStore::build`] repacks between two calls of its `done`: small
+/// against a matrix (the peak holds one slice both mapped and packed), large against the cost of
+/// starting the threads that split it and of one `madvise`.
+pub const SLICE_BYTES: usize = 8 << 20;
+
+/// Repacks one matrix a slice of whole row groups (about `slice_bytes` of source) at a time, the
+/// groups of each slice split between threads, and calls `done` with each slice's byte range in
+/// `s.data` once it is packed.
+fn repack_sliced(
+    s: &PackSource<'_>,
+    dst: &mut [u8],
+    n_threads: usize,
+    slice_bytes: usize,
+    mut done: impl FnMut(std::ops::Range<usize>),
+) -> Result<(), GgmlError> {
     if dst.len() != glm_kernels::packed_len(s.ty, s.rows, s.k)
         || !s.k.is_multiple_of(s.ty.block_cols())
     {
@@ -120,7 +136,28 @@ fn repack_parallel(s: &PackSource<'_>, dst: &mut [u8], n_threads: usize) -> Resu
             s.name
         )));
     }
-    let groups = glm_kernels::n_groups(s.rows);
+    let g_bytes = glm_kernels::packed_len(s.ty, glm_kernels::GROUP, s.k);
+    let row_bytes = s.k / s.ty.block_cols() * s.ty.ggml_block_bytes();
+    let per_slice = (slice_bytes / (glm_kernels::GROUP * row_bytes).max(1)).max(1);
+    for (j, out) in dst.chunks_mut(per_slice * g_bytes).enumerate() {
+        let r0 = j * per_slice * glm_kernels::GROUP;
+        let r1 = (r0 + per_slice * glm_kernels::GROUP).min(s.rows);
+        repack_parallel(s, r0..r1, out, n_threads)?;
+        done(r0 * row_bytes..(r1 * row_bytes).min(s.data.len()));
+    }
+    Ok(())
+}
+
+/// Repacks rows `rows` (whole groups but the last) of one matrix into `dst`, the row groups
+/// split between threads.
+fn repack_parallel(
+    s: &PackSource<'_>,
+    rows: std::ops::Range<usize>,
+    dst: &mut [u8],
+    n_threads: usize,
+) -> Result<(), GgmlError> {
+    let bad = |e: glm_kernels::ShapeError| GgmlError::Shape(format!("{}: {e}", s.name));
+    let groups = glm_kernels::n_groups(rows.len());
     let per = groups.div_ceil(n_threads).max(1);
     let g_bytes = glm_kernels::packed_len(s.ty, glm_kernels::GROUP, s.k);
     let row_bytes = s.k / s.ty.block_cols() * s.ty.ggml_block_bytes();
@@ -129,8 +166,8 @@ fn repack_parallel(s: &PackSource<'_>, dst: &mut [u8], n_threads: usize) -> Resu
             .chunks_mut(per * g_bytes)
             .enumerate()
             .map(|(j, out)| {
-                let r0 = j * per * glm_kernels::GROUP;
-                let r1 = (r0 + per * glm_kernels::GROUP).min(s.rows);
+                let r0 = rows.start + j * per * glm_kernels::GROUP;
+                let r1 = (r0 + per * glm_kernels::GROUP).min(rows.end);
                 let src = s.data.get(r0 * row_bytes..r1 * row_bytes);
                 scope.spawn(move || match src {
                     Some(src) => glm_kernels::repack(s.ty, src, r1 - r0, s.k, out).map_err(bad),
@@ -389,6 +426,52 @@ unsafe extern "C" fn matmul_op(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slice by slice, the packed bytes are those of one whole-matrix repack, and the slices
+    /// reported cover the source once, in order, each whole row groups of about the slice size.
+    #[test]
+    fn slices_pack_like_the_whole_and_cover_the_source() {
+        let (ty, rows, k) = (WeightType::Q8_0, 50, 96);
+        let row_bytes = k / 32 * 34;
+        // scales f16 1.0 (0x3c00), quants from a counter
+        let data: Vec<u8> = (0..rows * k / 32)
+            .flat_map(|b| {
+                let mut blk = vec![0x00, 0x3c];
+                blk.extend((0..32).map(|i| (b * 7 + i * 13) as u8));
+                blk
+            })
+            .collect();
+        assert_eq!(data.len(), rows * row_bytes);
+        let mut whole = vec![0u8; glm_kernels::packed_len(ty, rows, k)];
+        glm_kernels::repack(ty, &data, rows, k, &mut whole).unwrap();
+        let src = PackSource {
+            name: "m".into(),
+            ty,
+            rows,
+            k,
+            data: &data,
+        };
+        for (slice_bytes, n_threads, groups_per_slice) in [
+            (1, 1, 1),
+            (16 * row_bytes, 2, 1),
+            (33 * row_bytes, 3, 2),
+            (1 << 30, 2, 4),
+        ] {
+            let mut out = vec![0xaau8; whole.len()];
+            let mut seen = Vec::new();
+            repack_sliced(&src, &mut out, n_threads, slice_bytes, |r| seen.push(r)).unwrap();
+            assert!(out == whole, "slice {slice_bytes}");
+            assert_eq!(seen.first().map(|r| r.start), Some(0));
+            assert_eq!(seen.last().map(|r| r.end), Some(data.len()));
+            for w in seen.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert_eq!(
+                    w[0].len(),
+                    groups_per_slice * glm_kernels::GROUP * row_bytes
+                );
+            }
+        }
+    }
 
     /// The claims of one or more threads cover every row group once, in order, each run no
     /// longer than the one before it but the floor, and none empty.

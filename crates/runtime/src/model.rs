@@ -334,8 +334,8 @@ fn kernel_type(ty: gguf::GgmlType) -> Option<WeightType> {
 }
 
 /// Repacks the matrices of [`kernel_type`]s (everything but the embedding table, which is only
-/// gathered from) for our CPU kernels, and releases the mapped pages of each once it is copied, so the
-/// resident memory holds the model once.
+/// gathered from) for our CPU kernels, and releases the mapped pages of each slice once it is
+/// copied, so the resident memory holds the model once (and one slice twice).
 fn pack_matrices(
     file: &GgufFile,
     specs: &[TensorSpec],
@@ -343,7 +343,7 @@ fn pack_matrices(
 ) -> Result<(Option<PackedStore>, Vec<Option<usize>>), RuntimeError> {
     let mut index = vec![None; specs.len()];
     let mut sources = Vec::new();
-    let mut ranges = Vec::new();
+    let mut starts = Vec::new();
     for (i, s) in specs.iter().enumerate() {
         let info = file.tensor(&s.name).expect("validated");
         let Some(ty) = kernel_type(info.ty) else {
@@ -353,10 +353,7 @@ fn pack_matrices(
             continue;
         }
         index[i] = Some(sources.len());
-        ranges.push((
-            (file.data_offset + info.offset) as usize,
-            info.n_bytes() as usize,
-        ));
+        starts.push((file.data_offset + info.offset) as usize);
         sources.push(PackSource {
             name: s.name.clone(),
             ty,
@@ -368,8 +365,8 @@ fn pack_matrices(
     if sources.is_empty() {
         return Ok((None, index));
     }
-    let store = PackedStore::build(&sources, isa, crate::default_threads(), |j| {
-        file.release(ranges[j].0, ranges[j].1)
+    let store = PackedStore::build(&sources, isa, crate::default_threads(), |j, bytes| {
+        file.release(starts[j] + bytes.start, bytes.len())
     })?;
     Ok((Some(store), index))
 }
