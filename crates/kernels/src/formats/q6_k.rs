@@ -26,8 +26,8 @@
 //! Activations q8_K. AVX-512: the 6-bit q (unsigned) times the activations with `vpdpbusd`,
 //! starting each 16-column sum at −32·Σa, then one `vpmulld` by the sub-block scales (with GFNI,
 //! the high bits put in place by `vgf2p8affineqb`). AVX2: `vpmaddubsw` of 2 vectors into i16
-//! (at most 2·2·63·128 = 32256), `vpmaddwd` by the scale, and the −32 offset as one scaled sum
-//! per sub-block.
+//! (at most 2·2·63·128 = 32256), `vpmaddwd` by the scale, and the −32 offset as one `vpmaddwd`
+//! per two sub-blocks (the rows' scale pairs times −32 against the two activation sums).
 
 use crate::act::{f32_le, q8k};
 use crate::driver::{f16_at, put_lane, Format, Prefetch};
@@ -237,8 +237,13 @@ impl Format for Q6K {
         use std::arch::x86_64::*;
         let m4 = _mm256_set1_epi8(0x0f);
         let m30 = _mm256_set1_epi8(0x30);
+        // `vpshufb` indices: within each 32-bit lane, its low (sub = 0) or high (sub = 1) i16
+        // twice (indices count bytes of the 128-bit lane)
+        let twice: [__m256i; 2] = std::array::from_fn(|sub| {
+            let b: [i8; 16] = std::array::from_fn(|b| (b / 4 * 4 + 2 * sub + b % 2) as i8);
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr().cast()))
+        });
         let mut sumi = [_mm256_setzero_si256(); N];
-        let mut osum = [_mm256_setzero_si256(); N];
         for n in 0..2 {
             for s in 0..4 {
                 ahead.part(4 * n + s, 8);
@@ -257,30 +262,36 @@ impl Format for Q6K {
                     };
                     *u = _mm256_or_si256(_mm256_and_si256(x, m4), _mm256_and_si256(h, m30));
                 }
-                for sub in 0..2 {
-                    let j = 8 * n + 2 * s + sub;
-                    let sc = scales16(p.add(SC + 16 * j + 8 * half), true);
+                // sub-blocks j0 and j0 + 1: each row's two scales as an i16 pair (lane r),
+                // and times −32 for the offset (|−32·sc| ≤ 4096)
+                let j0 = 8 * n + 2 * s;
+                let sc_pair = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(
+                    _mm_loadl_epi64(p.add(SC + 16 * j0 + 8 * half).cast()),
+                    _mm_loadl_epi64(p.add(SC + 16 * (j0 + 1) + 8 * half).cast()),
+                ));
+                let off_pair = _mm256_mullo_epi16(sc_pair, _mm256_set1_epi16(-32));
+                for (sub, &twice) in twice.iter().enumerate() {
+                    let sc = _mm256_shuffle_epi8(sc_pair, twice);
                     for t in 0..N {
-                        let at = a[t];
-                        let q = at.add(A_QS + 16 * j);
-                        let mut s32 = _mm256_setzero_si256();
+                        let q = a[t].add(A_QS + 16 * (j0 + sub));
                         for pair in 0..2 {
                             let i = 4 * sub + 2 * pair;
                             let s16 = maddubs256::<2>(&u[i..i + 2], q.add(8 * pair));
-                            s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(s16, sc));
+                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(s16, sc));
                         }
-                        sumi[t] = _mm256_add_epi32(sumi[t], s32);
-                        // 2·sc·Σa (|Σa| ≤ 16·128, so the i16 fits); −32·sc·Σa = −16 × this
-                        let bs = _mm256_set1_epi16(half_word(at.add(A_BS16 + 2 * j)));
-                        osum[t] = _mm256_add_epi32(osum[t], _mm256_madd_epi16(sc, bs));
                     }
+                }
+                // −32·(sc_j0·Σa_j0 + sc_j0+1·Σa_j0+1): the two i16 activation sums (|Σa| ≤
+                // 16·128) lie side by side
+                for t in 0..N {
+                    let bs = _mm256_set1_epi32(word(a[t].add(A_BS16 + 2 * j0)));
+                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(off_pair, bs));
                 }
             }
         }
         let dw = f16x8(p.add(16 * half));
         for t in 0..N {
-            let s = _mm256_sub_epi32(sumi[t], _mm256_slli_epi32::<4>(osum[t]));
-            acc[t] = fma256(acc[t], s, dw, f32_at(a[t]));
+            acc[t] = fma256(acc[t], sumi[t], dw, f32_at(a[t]));
         }
     }
 
