@@ -70,9 +70,10 @@ pub(crate) trait Format {
 
     /// Tokens per AVX2 tile (4 or 8). Most formats take 8, spreading the unpacking of each
     /// vector of weights (masks, shifts, fifth or sixth bits, table lookups, magnitudes) over
-    /// twice the tokens; q4_0 and q8_0, whose unpacking is one or two operations, keep 4 (with 8,
-    /// q4_0's prompts ran 5 % slower and q8_0's no faster: the accumulators then spill). Measured
-    /// with the micro benchmark, docs/benchmarks.md.
+    /// twice the tokens; q4_0, whose unpacking is one or two operations, keeps 4 (with 8, its
+    /// prompts ran 5–7 % slower). q8_0 took 4 while its kernel held 8 vectors and their
+    /// magnitudes; unpacking one at a time, 8 is 4 % faster. Measured with the micro benchmark,
+    /// docs/benchmarks.md.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const AVX2_TOKENS: usize = 8;
 

@@ -101,14 +101,20 @@ impl Format for Q4_0 {
         use std::arch::x86_64::*;
         ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
-        let mut u = [_mm256_setzero_si256(); 8];
+        // one nibble vector pair at a time, used for every token before the next (holding all
+        // 8 for the tokens in turn: 256 tokens 188 → 207 GFLOP/s on one core this way); 8 pair
+        // sums of at most 2·15·128 each fit an i16
+        let mut sums = [_mm256_setzero_si256(); N];
         for v in 0..4 {
-            (u[v], u[v + 4]) = nibbles256(p.add(QS + 64 * v + 32 * half));
+            let (lo, hi) = nibbles256(p.add(QS + 64 * v + 32 * half));
+            for (s, &a) in sums.iter_mut().zip(a) {
+                let x = _mm256_maddubs_epi16(lo, _mm256_set1_epi32(word(a.add(8 + 4 * v))));
+                let y = _mm256_maddubs_epi16(hi, _mm256_set1_epi32(word(a.add(24 + 4 * v))));
+                *s = _mm256_add_epi16(*s, _mm256_add_epi16(x, y));
+            }
         }
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            // 8 pair sums of at most 2·15·128 each fit an i16
-            let s = pairs256(maddubs256::<8>(&u, a.add(8)));
-            let s = _mm256_add_epi32(s, _mm256_set1_epi32(-8 * word(a.add(4))));
+        for ((acc, &a), &s) in acc.iter_mut().zip(a).zip(&sums) {
+            let s = _mm256_add_epi32(pairs256(s), _mm256_set1_epi32(-8 * word(a.add(4))));
             *acc = fma256(*acc, s, dw, f32_at(a));
         }
     }

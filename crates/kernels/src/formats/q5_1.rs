@@ -113,15 +113,23 @@ impl Format for Q5_1 {
         ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
-        use crate::formats::q5_0::{dot5_256, unpack256};
+        use crate::formats::q5_0::{dot5_256, dots5_256, unpack256};
         use crate::x86::*;
         use std::arch::x86_64::*;
         ahead.part(0, 1);
         let dw = f16x8(p.add(16 * half));
         let mw = f16x8(p.add(M + 16 * half));
-        let u = unpack256(p, QS, QH, half);
-        for (acc, &a) in acc.iter_mut().zip(a) {
-            *acc = fma256(*acc, dot5_256(&u, a.add(8)), dw, f32_at(a));
+        if N <= 2 {
+            let u = unpack256(p, QS, QH, half);
+            for (acc, &a) in acc.iter_mut().zip(a) {
+                *acc = fma256(*acc, dot5_256(&u, a.add(8)), dw, f32_at(a));
+                *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(f32_at(a.add(4))), *acc);
+            }
+            return;
+        }
+        let sums = dots5_256(p, QS, QH, half, a);
+        for ((acc, &a), &s) in acc.iter_mut().zip(a).zip(&sums) {
+            *acc = fma256(*acc, s, dw, f32_at(a));
             *acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(f32_at(a.add(4))), *acc);
         }
     }
