@@ -2,7 +2,7 @@
 //! helpers every format's kernels share (nibble unpacking, activation broadcasts, dot-product
 //! chains). AVX-VNNI's kernels work on AVX2's 256-bit halves of the group, with its driver.
 //!
-//! A tile is up to 8 tokens (AVX2: 4 for q4_0 and q8_0, `Format::AVX2_TOKENS`) against one group
+//! A tile is up to 8 tokens (AVX2: 4 for q4_0, `Format::AVX2_TOKENS`) against one group
 //! of 16 rows: for each block along `k` the format unpacks the group's weights once and uses them
 //! for every token of the tile. AVX-512 holds the 16 rows in one register (one i32/f32 lane per
 //! row); AVX2 holds 8, so its driver runs the two halves of the group: one after the other for
