@@ -138,7 +138,8 @@ fn repack_sliced(
     }
     let g_bytes = glm_kernels::packed_len(s.ty, glm_kernels::GROUP, s.k);
     let row_bytes = s.k / s.ty.block_cols() * s.ty.ggml_block_bytes();
-    let per_slice = (slice_bytes / (glm_kernels::GROUP * row_bytes).max(1)).max(1);
+    let per_slice = (slice_bytes / (glm_kernels::GROUP * row_bytes).max(1))
+        .clamp(1, glm_kernels::n_groups(s.rows));
     for (j, out) in dst.chunks_mut(per_slice * g_bytes).enumerate() {
         let r0 = j * per_slice * glm_kernels::GROUP;
         let r1 = (r0 + per_slice * glm_kernels::GROUP).min(s.rows);
