@@ -108,6 +108,24 @@ macro_rules! avx512_body {
 
 const SC: usize = 32;
 const QL: usize = 288;
+
+/// `vpshufb` indices that repeat, within each 32-bit lane, its low (`[0]`) or its high (`[1]`)
+/// i16 (the indices count the bytes of each 128-bit lane): a row's scale pair (sc_j, sc_j+1) to
+/// (sc_j, sc_j) or (sc_j+1, sc_j+1), the form `vpmaddwd` takes.
+#[cfg(target_arch = "x86_64")]
+const TWICE: [[i8; 32]; 2] = {
+    let mut t = [[0i8; 32]; 2];
+    let mut sub = 0;
+    while sub < 2 {
+        let mut b = 0;
+        while b < 32 {
+            t[sub][b] = ((b % 16) / 4 * 4 + 2 * sub + b % 2) as i8;
+            b += 1;
+        }
+        sub += 1;
+    }
+    t
+};
 /// Bytes of one 128-column half's vectors: 16 of ql, then 8 of qh.
 const HALF: usize = 24 * 64;
 
@@ -237,12 +255,10 @@ impl Format for Q6K {
         use std::arch::x86_64::*;
         let m4 = _mm256_set1_epi8(0x0f);
         let m30 = _mm256_set1_epi8(0x30);
-        // `vpshufb` indices: within each 32-bit lane, its low (sub = 0) or high (sub = 1) i16
-        // twice (indices count bytes of the 128-bit lane)
-        let twice: [__m256i; 2] = std::array::from_fn(|sub| {
-            let b: [i8; 16] = std::array::from_fn(|b| (b / 4 * 4 + 2 * sub + b % 2) as i8);
-            _mm256_broadcastsi128_si256(_mm_loadu_si128(b.as_ptr().cast()))
-        });
+        let twice = [
+            _mm256_loadu_si256(TWICE[0].as_ptr().cast()),
+            _mm256_loadu_si256(TWICE[1].as_ptr().cast()),
+        ];
         let mut sumi = [_mm256_setzero_si256(); N];
         for n in 0..2 {
             for s in 0..4 {
