@@ -261,49 +261,86 @@ impl Format for Q6K {
         ];
         let mut sumi = [_mm256_setzero_si256(); N];
         for n in 0..2 {
-            for s in 0..4 {
-                ahead.part(4 * n + s, 8);
-                // columns 128n + 32s .. +31: sub-blocks 8n+2s (w 0..3) and 8n+2s+1 (w 4..7)
-                let mut u = [_mm256_setzero_si256(); 8];
-                for (w, u) in u.iter_mut().enumerate() {
-                    let ql = p.add(ql_at(n, 8 * (s % 2) + w) + 32 * half);
-                    let x = _mm256_loadu_si256(ql.cast());
-                    let x = if s >= 2 { _mm256_srli_epi16::<4>(x) } else { x };
-                    let qh = _mm256_loadu_si256(p.add(qh_at(n, w) + 32 * half).cast());
-                    let h = match s {
-                        0 => _mm256_slli_epi16::<4>(qh),
-                        1 => _mm256_slli_epi16::<2>(qh),
-                        2 => qh,
-                        _ => _mm256_srli_epi16::<2>(qh),
-                    };
-                    *u = _mm256_or_si256(_mm256_and_si256(x, m4), _mm256_and_si256(h, m30));
-                }
-                // sub-blocks j0 and j0 + 1: each row's two scales as an i16 pair (lane r),
-                // and times −32 for the offset (|−32·sc| ≤ 4096)
-                let j0 = 8 * n + 2 * s;
-                let sc_pair = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(
-                    _mm_loadl_epi64(p.add(SC + 16 * j0 + 8 * half).cast()),
-                    _mm_loadl_epi64(p.add(SC + 16 * (j0 + 1) + 8 * half).cast()),
-                ));
-                let off_pair = _mm256_mullo_epi16(sc_pair, _mm256_set1_epi16(-32));
-                for (sub, &twice) in twice.iter().enumerate() {
-                    let sc = _mm256_shuffle_epi8(sc_pair, twice);
-                    for t in 0..N {
-                        let q = a[t].add(A_QS + 16 * (j0 + sub));
-                        for pair in 0..2 {
-                            let i = 4 * sub + 2 * pair;
-                            let s16 = maddubs256::<2>(&u[i..i + 2], q.add(8 * pair));
-                            sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(s16, sc));
+            // columns 128n + 32s .. +31 (sub-blocks 8n+2s: vectors w 0..3, 8n+2s+1: w 4..7),
+            // written out for each s (a loop over s kept the vectors and the scale indices in
+            // memory and branched on s in every step)
+            macro_rules! quarter {
+                ($s:literal) => {{
+                    const S: usize = $s;
+                    ahead.part(4 * n + S, 8);
+                    // each row's two scales as an i16 pair (lane r), and times −32 for the
+                    // offset (|−32·sc| ≤ 4096)
+                    let j0 = 8 * n + 2 * S;
+                    let sc_pair = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(
+                        _mm_loadl_epi64(p.add(SC + 16 * j0 + 8 * half).cast()),
+                        _mm_loadl_epi64(p.add(SC + 16 * (j0 + 1) + 8 * half).cast()),
+                    ));
+                    let off_pair = _mm256_mullo_epi16(sc_pair, _mm256_set1_epi16(-32));
+                    // vector w's 6-bit values (ql's nibble, qh's two bits of s at bits 4, 5)
+                    macro_rules! six {
+                        ($w:expr) => {{
+                            let ql = p.add(ql_at(n, 8 * (S % 2) + $w) + 32 * half);
+                            let x = _mm256_loadu_si256(ql.cast());
+                            let x = if S >= 2 { _mm256_srli_epi16::<4>(x) } else { x };
+                            let qh = p.add(qh_at(n, $w) + 32 * half);
+                            let qh = _mm256_loadu_si256(qh.cast());
+                            let h = match S {
+                                0 => _mm256_slli_epi16::<4>(qh),
+                                1 => _mm256_slli_epi16::<2>(qh),
+                                2 => qh,
+                                _ => _mm256_srli_epi16::<2>(qh),
+                            };
+                            let (x, h) = (_mm256_and_si256(x, m4), _mm256_and_si256(h, m30));
+                            _mm256_or_si256(x, h)
+                        }};
+                    }
+                    // sub-block j0 + sub (its vectors in u[at..at + 4]) times every token
+                    macro_rules! products {
+                        ($u:expr, $at:expr, $sub:expr, $twice:expr) => {{
+                            let sc = _mm256_shuffle_epi8(sc_pair, $twice);
+                            for t in 0..N {
+                                let q = a[t].add(A_QS + 16 * (j0 + $sub));
+                                for pair in 0..2 {
+                                    let u = &$u[$at + 2 * pair..];
+                                    let s16 = maddubs256::<2>(u, q.add(8 * pair));
+                                    let s = _mm256_madd_epi16(s16, sc);
+                                    sumi[t] = _mm256_add_epi32(sumi[t], s);
+                                }
+                            }
+                        }};
+                    }
+                    if N <= 2 {
+                        // one or two tokens: all 8 vectors first
+                        let mut u = [_mm256_setzero_si256(); 8];
+                        for (w, u) in u.iter_mut().enumerate() {
+                            *u = six!(w);
+                        }
+                        for (sub, &twice) in twice.iter().enumerate() {
+                            products!(u, 4 * sub, sub, twice);
+                        }
+                    } else {
+                        // a tile: each sub-block's 4 vectors made and used for every token
+                        // before the next (8 held beside 8 tokens' sums spilled)
+                        for (sub, &twice) in twice.iter().enumerate() {
+                            let mut u = [_mm256_setzero_si256(); 4];
+                            for (i, u) in u.iter_mut().enumerate() {
+                                *u = six!(4 * sub + i);
+                            }
+                            products!(u, 0, sub, twice);
                         }
                     }
-                }
-                // −32·(sc_j0·Σa_j0 + sc_j0+1·Σa_j0+1): the two i16 activation sums (|Σa| ≤
-                // 16·128) lie side by side
-                for t in 0..N {
-                    let bs = _mm256_set1_epi32(word(a[t].add(A_BS16 + 2 * j0)));
-                    sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(off_pair, bs));
-                }
+                    // −32·(sc_j0·Σa_j0 + sc_j0+1·Σa_j0+1): the two i16 activation sums (|Σa|
+                    // ≤ 16·128) lie side by side
+                    for t in 0..N {
+                        let bs = _mm256_set1_epi32(word(a[t].add(A_BS16 + 2 * j0)));
+                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(off_pair, bs));
+                    }
+                }};
             }
+            quarter!(0);
+            quarter!(1);
+            quarter!(2);
+            quarter!(3);
         }
         let dw = f16x8(p.add(16 * half));
         for t in 0..N {
