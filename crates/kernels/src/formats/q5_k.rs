@@ -29,15 +29,24 @@ const QH: usize = q4_k::QS;
 const QS: usize = QH + 8 * 64;
 const SC: usize = q4_k::SC;
 
+/// How [`unpack4_256`] moves bit j of the qh bytes to bit 4: by a constant shift (the caller
+/// has written each sub-block out, j a constant: `x86::bit_to_4_256`), or in a loop over j by a
+/// 16-bit shift of a register count, left by 4 − j for j ≤ 4 ([`LEFT`]) and right by j − 4 for
+/// j ≥ 4 ([`RIGHT`]), then a mask (a 16-bit shift carries each byte's bit j to its own bit 4:
+/// the high byte's bit 8 + j to bit 12), or for any j by a shift right by j, a mask and a
+/// shift left by 4 ([`BY_J`]: one operation more).
+const CONST_J: u8 = 0;
+const LEFT: u8 = 1;
+const RIGHT: u8 = 2;
+const BY_J: u8 = 3;
+
 /// AVX2: vectors 4k .. 4k+3 of sub-block `j`'s 5-bit quants in the group's half `half`: the
-/// nibbles of chunk j/2 (low for even j, high for odd) with bit j of the qh bytes as bit 4.
-/// With `CONST_J` the caller has written each sub-block out (j a constant), and the bit takes a
-/// constant shift and a mask (`x86::bit_to_4_256`); otherwise a 16-bit shift right by j (a
-/// register count), a mask and a shift left by 4 do it.
+/// nibbles of chunk j/2 (low for even j, high for odd) with bit j of the qh bytes as bit 4
+/// (`SHIFT`: [`CONST_J`], [`LEFT`], [`RIGHT`] or [`BY_J`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn unpack4_256<const CONST_J: bool>(
+unsafe fn unpack4_256<const SHIFT: u8>(
     p: *const u8,
     j: usize,
     k: usize,
@@ -45,7 +54,12 @@ unsafe fn unpack4_256<const CONST_J: bool>(
 ) -> [std::arch::x86_64::__m256i; 4] {
     use std::arch::x86_64::*;
     let c = j / 2;
-    let shift = _mm_cvtsi32_si128(j as i32);
+    let count = match SHIFT {
+        LEFT => 4 - j,
+        RIGHT => j - 4,
+        _ => j,
+    };
+    let count = _mm_cvtsi32_si128(count as i32);
     let mut u = [_mm256_setzero_si256(); 4];
     for (i, u) in u.iter_mut().enumerate() {
         let v = 4 * k + i;
@@ -56,11 +70,14 @@ unsafe fn unpack4_256<const CONST_J: bool>(
             x
         };
         let h = _mm256_loadu_si256(p.add(QH + 64 * v + 32 * half).cast());
-        let h = if CONST_J {
-            crate::x86::bit_to_4_256(h, j)
-        } else {
-            let h = _mm256_and_si256(_mm256_srl_epi16(h, shift), _mm256_set1_epi8(1));
-            _mm256_slli_epi16::<4>(h)
+        let h = match SHIFT {
+            CONST_J => crate::x86::bit_to_4_256(h, j),
+            LEFT => _mm256_and_si256(_mm256_sll_epi16(h, count), _mm256_set1_epi8(0x10)),
+            RIGHT => _mm256_and_si256(_mm256_srl_epi16(h, count), _mm256_set1_epi8(0x10)),
+            _ => {
+                let h = _mm256_and_si256(_mm256_srl_epi16(h, count), _mm256_set1_epi8(1));
+                _mm256_slli_epi16::<4>(h)
+            }
         };
         *u = _mm256_or_si256(_mm256_and_si256(x, _mm256_set1_epi8(0x0f)), h);
     }
@@ -199,12 +216,12 @@ impl Format for Q5K {
         // sub-block j in halves of 16 columns: 4 vectors of weights at a time (16 registers hold
         // neither a sub-block pair's 16 vectors nor one sub-block's 8 beside 4 accumulators)
         macro_rules! sub_block {
-            ($j:expr, $const_j:literal) => {{
+            ($j:expr, $shift:ident) => {{
                 let j = $j;
                 ahead.part(j, 8);
                 let sc = scales16(p.add(SC + 16 * j + 8 * half), false);
                 for k in 0..2 {
-                    let u = unpack4_256::<$const_j>(p, j, k, half);
+                    let u = unpack4_256::<$shift>(p, j, k, half);
                     for (sumi, &at) in sumi.iter_mut().zip(a) {
                         let q = at.add(A_QS + 32 * j + 16 * k);
                         let s = _mm256_madd_epi16(maddubs256::<4>(&u, q), sc);
@@ -219,17 +236,20 @@ impl Format for Q5K {
             // GFLOP/s. One or two tokens keep the loop, whose code decoded faster (one core,
             // 512×4096 from its caches: written out, one token took 0.086–0.092 ms against
             // 0.071–0.079, two 0.135–0.153 against 0.084–0.100)
-            sub_block!(0, true);
-            sub_block!(1, true);
-            sub_block!(2, true);
-            sub_block!(3, true);
-            sub_block!(4, true);
-            sub_block!(5, true);
-            sub_block!(6, true);
-            sub_block!(7, true);
+            sub_block!(0, CONST_J);
+            sub_block!(1, CONST_J);
+            sub_block!(2, CONST_J);
+            sub_block!(3, CONST_J);
+            sub_block!(4, CONST_J);
+            sub_block!(5, CONST_J);
+            sub_block!(6, CONST_J);
+            sub_block!(7, CONST_J);
         } else {
-            for j in 0..8 {
-                sub_block!(j, false);
+            for j in 0..4 {
+                sub_block!(j, LEFT);
+            }
+            for j in 4..8 {
+                sub_block!(j, RIGHT);
             }
         }
         q4_k::k_finish_256(p, a, half, &sumi, acc);
@@ -262,7 +282,7 @@ impl Format for Q5K {
             let chains = if N <= 2 { 2 } else { 1 };
             let mut s = [[_mm256_setzero_si256(); N]; 2];
             for k in 0..2 {
-                let u = unpack4_256::<false>(p, j, k, half);
+                let u = unpack4_256::<BY_J>(p, j, k, half);
                 for (s, &at) in s[k % chains].iter_mut().zip(a) {
                     *s = dot256_vnni(*s, &u, at.add(A_QS + 32 * j + 16 * k));
                 }
