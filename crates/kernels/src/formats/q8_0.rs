@@ -32,10 +32,11 @@ impl Format for Q8_0 {
 
     fn repack_row(blk: &[u8], r: usize, out: &mut [u8]) {
         out[2 * r..2 * r + 2].copy_from_slice(&blk[..2]);
-        for s in 0..8 {
-            for i in 0..4 {
-                out[QS + 64 * s + 4 * r + i] = blk[2 + 4 * s + i] ^ 0x80;
-            }
+        // 4 quants at a time, each XOR 0x80 (byte by byte, the load's repacking of a q8_0
+        // matrix ran at 2.3 GB/s)
+        for (s, q) in blk[2..34].chunks_exact(4).enumerate() {
+            let q = u32::from_le_bytes([q[0], q[1], q[2], q[3]]) ^ 0x8080_8080;
+            out[QS + 64 * s + 4 * r..][..4].copy_from_slice(&q.to_le_bytes());
         }
     }
 
