@@ -35,9 +35,13 @@ const SC: usize = q4_k::SC;
 /// j ≥ 4 ([`RIGHT`]), then a mask (a 16-bit shift carries each byte's bit j to its own bit 4:
 /// the high byte's bit 8 + j to bit 12), or for any j by a shift right by j, a mask and a
 /// shift left by 4 ([`BY_J`]: one operation more).
+#[cfg(target_arch = "x86_64")]
 const CONST_J: u8 = 0;
+#[cfg(target_arch = "x86_64")]
 const LEFT: u8 = 1;
+#[cfg(target_arch = "x86_64")]
 const RIGHT: u8 = 2;
+#[cfg(target_arch = "x86_64")]
 const BY_J: u8 = 3;
 
 /// AVX2: vectors 4k .. 4k+3 of sub-block `j`'s 5-bit quants in the group's half `half`: the
