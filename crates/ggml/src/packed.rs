@@ -33,6 +33,18 @@ pub struct PackSource<'s> {
     pub data: &'s [u8],
 }
 
+impl PackSource<'_> {
+    /// Bytes of one row in ggml's layout.
+    fn row_bytes(&self) -> usize {
+        self.k / self.ty.block_cols() * self.ty.ggml_block_bytes()
+    }
+
+    /// Bytes of one packed row group.
+    fn group_bytes(&self) -> usize {
+        glm_kernels::packed_len(self.ty, glm_kernels::GROUP, self.k)
+    }
+}
+
 /// Repacked matrices in CPU memory (anonymous memory: the mapped originals can be dropped from
 /// the page cache afterwards).
 pub struct PackedStore {
@@ -136,8 +148,7 @@ fn repack_sliced(
             s.name
         )));
     }
-    let g_bytes = glm_kernels::packed_len(s.ty, glm_kernels::GROUP, s.k);
-    let row_bytes = s.k / s.ty.block_cols() * s.ty.ggml_block_bytes();
+    let (g_bytes, row_bytes) = (s.group_bytes(), s.row_bytes());
     let per_slice = (slice_bytes / (glm_kernels::GROUP * row_bytes).max(1))
         .clamp(1, glm_kernels::n_groups(s.rows));
     for (j, out) in dst.chunks_mut(per_slice * g_bytes).enumerate() {
@@ -160,8 +171,7 @@ fn repack_parallel(
     let bad = |e: glm_kernels::ShapeError| GgmlError::Shape(format!("{}: {e}", s.name));
     let groups = glm_kernels::n_groups(rows.len());
     let per = groups.div_ceil(n_threads).max(1);
-    let g_bytes = glm_kernels::packed_len(s.ty, glm_kernels::GROUP, s.k);
-    let row_bytes = s.k / s.ty.block_cols() * s.ty.ggml_block_bytes();
+    let (g_bytes, row_bytes) = (s.group_bytes(), s.row_bytes());
     std::thread::scope(|scope| {
         let jobs: Vec<_> = dst
             .chunks_mut(per * g_bytes)
