@@ -1,7 +1,7 @@
 //! Our own CPU matrix kernels (crate `glm-kernels`) wired into ggml graphs.
 //!
-//! Quantized weights that stay on the CPU (q4_0, q8_0, q5_0, q5_1, iq4_nl, q4_K, q5_K, q6_K,
-//! iq4_xs: every [`WeightType`]) are repacked once, at load, into a [`PackedStore`] (16-row
+//! Quantized weights that stay on the CPU (q4_0, q8_0, q5_0, q5_1, iq4_nl, q3_K, q4_K, q5_K,
+//! q6_K, iq4_xs: every [`WeightType`]) are repacked once, at load, into a [`PackedStore`] (16-row
 //! interleaved groups, see glm-kernels). In a graph, [`GraphCtx::mul_mat_packed`]
 //! (graph.rs) adds two custom ops in place of ggml's `mul_mat`: one quantizes the activations
 //! (once per op, each thread a share of the tokens), the next multiplies (each thread a share of

@@ -25,8 +25,8 @@ pub struct ModelArgs {
     pub shape: ShapeArgs,
     #[command(flatten)]
     pub gpu: GpuArgs,
-    /// Kernels for quantized matrices on the CPU (q4_0, q8_0, q5_0, q5_1, iq4_nl, q4_K, q5_K,
-    /// q6_K, iq4_xs): native (glmtool's own, for the best
+    /// Kernels for quantized matrices on the CPU (q4_0, q8_0, q5_0, q5_1, iq4_nl, q3_K, q4_K,
+    /// q5_K, q6_K, iq4_xs): native (glmtool's own, for the best
     /// instruction set here; the weights are repacked at load), avx512, avx-vnni, avx2, scalar,
     /// neon, or
     /// ggml (ggml's mul_mat, as llama.cpp b2757). Layers on a GPU always use ggml's

@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | q4_0, q8_0, q5_0, iq4_nl | q8_0 (32 values) | 40 bytes: f32 d, i32 Σq, 32 × i8 |
 //! | q5_1 | q8_1 (32 values) | 40 bytes: f32 d, f32 s, 32 × i8 |
-//! | q4_K, q5_K, q6_K, iq4_xs | q8_K (256 values) | 320 bytes: f32 d, 16 × i16 sums of 16, 8 × i16 sums of 32, padding, 256 × i8 at 64 |
+//! | q3_K, q4_K, q5_K, q6_K, iq4_xs | q8_K (256 values) | 320 bytes: f32 d, 16 × i16 sums of 16, 8 × i16 sums of 32, padding, 256 × i8 at 64 |
 //!
 //! q8_0 and q8_1 are ggml's x86 `quantize_row_q8_0/1` (AVX2 code, the same in b2757 and
 //! llama.cpp 2026): `d = amax/127` stored as f16, `q = round_ties_even(x · 127/amax)`; q8_1 also

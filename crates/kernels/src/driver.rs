@@ -363,6 +363,10 @@ macro_rules! with_format {
                 type $f = iq4_nl::IQ4NL;
                 $body
             }
+            W::Q3K => {
+                type $f = q3_k::Q3K;
+                $body
+            }
             W::Q4K => {
                 type $f = q4_k::Q4K;
                 $body

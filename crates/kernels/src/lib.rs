@@ -12,8 +12,8 @@
 //!
 //! Where to read what:
 //!
-//! - `formats/<type>.rs`: one file per weight type (q4_0, q8_0, q5_0, q5_1, iq4_nl, q4_K, q5_K,
-//!   q6_K, iq4_xs): ggml's block, the packed group block, the reference product on ggml's own
+//! - `formats/<type>.rs`: one file per weight type (q4_0, q8_0, q5_0, q5_1, iq4_nl, q3_K, q4_K,
+//!   q5_K, q6_K, iq4_xs): ggml's block, the packed group block, the reference product on ggml's own
 //!   blocks and the kernels for each instruction set;
 //! - `driver.rs`: the shared tile driver (chunks of groups in L2, tiles of tokens in L1) and the
 //!   [`driver::Format`] trait every format implements;
@@ -57,6 +57,8 @@ pub enum WeightType {
     Q5_1,
     /// 4-bit indices into a non-linear table: `d · KVALUES[q]`.
     IQ4NL,
+    /// llama.cpp's q3_K: 256-column super-blocks of 16 × 16 with 6-bit scales, 3-bit quants.
+    Q3K,
     /// llama.cpp's q4_K: 256-column super-blocks of 8 × 32 with 6-bit scales and mins.
     Q4K,
     /// llama.cpp's q5_K: q4_K with a fifth bit.
@@ -85,7 +87,7 @@ struct Spec {
 
 /// One row per weight type, in the enum's order.
 #[rustfmt::skip]
-const SPECS: [Spec; 9] = {
+const SPECS: [Spec; 10] = {
     use Activation as A;
     use WeightType::*;
     const fn s(ty: WeightType, name: &'static str, block_cols: usize, ggml_bytes: usize,
@@ -99,6 +101,7 @@ const SPECS: [Spec; 9] = {
         s(Q5_0, "q5_0",   32,   22,   352, A::Q8_0, &[0]),
         s(Q5_1, "q5_1",   32,   24,   384, A::Q8_1, &[0, 2]),
         s(IQ4NL,"iq4_nl", 32,   18,   288, A::Q8_0, &[0]),
+        s(Q3K,  "q3_K",  256,  110,  1824, A::Q8K,  &[108]),
         s(Q4K,  "q4_K",  256,  144,  2368, A::Q8K,  &[0, 2]),
         s(Q5K,  "q5_K",  256,  176,  2880, A::Q8K,  &[0, 2]),
         s(Q6K,  "q6_K",  256,  210,  3360, A::Q8K,  &[208]),

@@ -103,3 +103,31 @@ pub(crate) unsafe fn bytes4(p: *const u8, signed: bool) -> int32x4_t {
     });
     vld1q_s32(v.as_ptr())
 }
+
+/// The 16-column sub-blocks of q3_K and q6_K (sub-block j = 8n + 2s + h: columns
+/// 128n + 32s + 16h ..): for each quarter of the group (4 rows) and each sub-block, `u(n, s, v,
+/// rows)` makes vector v's (0..8 within the half's column group) signed values q − offset for
+/// rows `rows ..`, the 4 vectors of the sub-block are dotted with the activations and the sum
+/// is multiplied by the rows' i8 scales (`sc`: the offset of the 16 × 16 scales, [j][r]).
+/// NEON is part of every aarch64 target, so `u` (a closure) is compiled with it too.
+#[inline(always)]
+pub(crate) unsafe fn sub_blocks16(
+    p: *const u8,
+    a: *const u8,
+    acc: &mut [float32x4_t; 4],
+    sc: usize,
+    u: impl Fn(usize, usize, usize, usize) -> int8x16_t,
+) {
+    use crate::act::A_QS;
+    for (quarter, acc) in acc.iter_mut().enumerate() {
+        let rows = 4 * quarter;
+        let mut sumi = vdupq_n_s32(0);
+        for j in 0..16 {
+            let (n, s, h) = (j / 8, (j % 8) / 2, j % 2);
+            let v: [int8x16_t; 4] = std::array::from_fn(|i| u(n, s, 4 * h + i, rows));
+            let d = dot::<4>(&v, a.add(A_QS + 128 * n + 32 * s + 16 * h));
+            sumi = vmlaq_s32(sumi, d, bytes4(p.add(sc + 16 * j + rows), true));
+        }
+        *acc = scale_add(*acc, sumi, p.add(2 * rows), f32_at(a));
+    }
+}

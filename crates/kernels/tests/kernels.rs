@@ -165,6 +165,7 @@ fn gguf_type(ty: WeightType) -> GgmlType {
         WeightType::Q5_0 => GgmlType::Q5_0,
         WeightType::Q5_1 => GgmlType::Q5_1,
         WeightType::IQ4NL => GgmlType::IQ4NL,
+        WeightType::Q3K => GgmlType::Q3K,
         WeightType::Q4K => GgmlType::Q4K,
         WeightType::Q5K => GgmlType::Q5K,
         WeightType::Q6K => GgmlType::Q6K,

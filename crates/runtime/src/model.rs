@@ -325,6 +325,7 @@ fn kernel_type(ty: gguf::GgmlType) -> Option<WeightType> {
         G::Q5_0 => WeightType::Q5_0,
         G::Q5_1 => WeightType::Q5_1,
         G::IQ4NL => WeightType::IQ4NL,
+        G::Q3K => WeightType::Q3K,
         G::Q4K => WeightType::Q4K,
         G::Q5K => WeightType::Q5K,
         G::Q6K => WeightType::Q6K,

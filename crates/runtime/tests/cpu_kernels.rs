@@ -5,8 +5,9 @@
 //!   whose K types all fall back there (q5_0, q5_1, q8_0: what ChatGLM3-6B's ffn_down gets,
 //!   13696 not being a multiple of 256);
 //! - a random model whose widths are multiples of 256 (tests/common/wide.rs), so every matrix
-//!   reaches the q4_K, q5_K, q6_K and iq4_xs kernels: each type `--pure`, and the real Q4_K_M
-//!   and Q5_K_M mixes (q4_K/q5_K, q6_K for the use_more_bits layers and the head);
+//!   reaches the q3_K, q4_K, q5_K, q6_K and iq4_xs kernels: each type `--pure`, and the real
+//!   Q3_K_M, Q4_K_M and Q5_K_M mixes (q3_K/q4_K/q5_K, q4_K/q5_K/q6_K for the use_more_bits
+//!   layers and the head);
 //! - iq4_nl and iq4_xs on the wide model against ggml, and the fixture's iq4_nl fallbacks
 //!   (rows of an odd number of blocks, where b2757's iq4_nl dot product reads past the row)
 //!   against llama.cpp 2026's semantics (`iq4_nl_fallbacks_match_2026_semantics`).
@@ -276,14 +277,18 @@ fn k_mix_fallbacks_match_ggml() {
 #[test]
 fn k_types_match_ggml_on_a_wide_model() {
     let f16 = wide::wide_gguf("f16", TypePolicy::new(GgmlType::F16));
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+    for ty in [GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
         let path = wide_pure(ty);
         assert_eq!(types_of(&path), [ty]);
         check_model(&format!("wide {ty}"), &f16, &path, None, 0.01, 1e-3);
     }
     for (ft, want) in [
-        (FileType::Q4_K_M, [GgmlType::Q4K, GgmlType::Q6K]),
-        (FileType::Q5_K_M, [GgmlType::Q5K, GgmlType::Q6K]),
+        (
+            FileType::Q3_K_M,
+            &[GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K][..],
+        ),
+        (FileType::Q4_K_M, &[GgmlType::Q4K, GgmlType::Q6K]),
+        (FileType::Q5_K_M, &[GgmlType::Q5K, GgmlType::Q6K]),
     ] {
         let path = wide_mix(ft);
         assert_eq!(types_of(&path), want, "{ft}: the wide model's types");

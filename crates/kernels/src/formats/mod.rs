@@ -5,6 +5,7 @@
 
 pub(crate) mod iq4_nl;
 pub(crate) mod iq4_xs;
+pub(crate) mod q3_k;
 pub(crate) mod q4_0;
 pub(crate) mod q4_k;
 pub(crate) mod q5_0;

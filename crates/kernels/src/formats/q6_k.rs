@@ -113,7 +113,7 @@ const QL: usize = 288;
 /// i16 (the indices count the bytes of each 128-bit lane): a row's scale pair (sc_j, sc_j+1) to
 /// (sc_j, sc_j) or (sc_j+1, sc_j+1), the form `vpmaddwd` takes.
 #[cfg(target_arch = "x86_64")]
-const TWICE: [[i8; 32]; 2] = {
+pub(crate) const TWICE: [[i8; 32]; 2] = {
     let mut t = [[0i8; 32]; 2];
     let mut sub = 0;
     while sub < 2 {
@@ -356,34 +356,20 @@ impl Format for Q6K {
     #[cfg(target_arch = "aarch64")]
     #[target_feature(enable = "neon")]
     unsafe fn neon(p: *const u8, a: *const u8, acc: &mut [std::arch::aarch64::float32x4_t; 4]) {
-        use crate::act::A_QS;
         use crate::neon::*;
         use std::arch::aarch64::*;
         let (m4, three, m32) = (vdupq_n_u8(0x0f), vdupq_n_u8(3), vdupq_n_s8(32));
-        for (quarter, acc) in acc.iter_mut().enumerate() {
-            let rows = 4 * quarter;
-            let mut sumi = vdupq_n_s32(0);
-            // sub-block j = 8n + 2s + h: columns 128n + 32s + 16h + 4i .. (i = 0..3)
-            for j in 0..16 {
-                let (n, s, h) = (j / 8, (j % 8) / 2, j % 2);
-                let mut u = [vdupq_n_s8(0); 4];
-                for (i, u) in u.iter_mut().enumerate() {
-                    let w = 4 * h + i;
-                    let ql = vld1q_u8(p.add(ql_at(n, 8 * (s % 2) + w) + 4 * rows));
-                    let lo = if s >= 2 {
-                        vshrq_n_u8::<4>(ql)
-                    } else {
-                        vandq_u8(ql, m4)
-                    };
-                    let qh = vld1q_u8(p.add(qh_at(n, w) + 4 * rows));
-                    let hi = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-2 * s as i8)), three);
-                    let q = vorrq_u8(lo, vshlq_n_u8::<4>(hi));
-                    *u = vsubq_s8(vreinterpretq_s8_u8(q), m32);
-                }
-                let d = dot::<4>(&u, a.add(A_QS + 128 * n + 32 * s + 16 * h));
-                sumi = vmlaq_s32(sumi, d, bytes4(p.add(SC + 16 * j + rows), true));
-            }
-            *acc = scale_add(*acc, sumi, p.add(2 * rows), f32_at(a));
-        }
+        sub_blocks16(p, a, acc, SC, |n, s, w, rows| {
+            let ql = vld1q_u8(p.add(ql_at(n, 8 * (s % 2) + w) + 4 * rows));
+            let lo = if s >= 2 {
+                vshrq_n_u8::<4>(ql)
+            } else {
+                vandq_u8(ql, m4)
+            };
+            let qh = vld1q_u8(p.add(qh_at(n, w) + 4 * rows));
+            let hi = vandq_u8(vshlq_u8(qh, vdupq_n_s8(-2 * s as i8)), three);
+            let q = vorrq_u8(lo, vshlq_n_u8::<4>(hi));
+            vsubq_s8(vreinterpretq_s8_u8(q), m32)
+        })
     }
 }
