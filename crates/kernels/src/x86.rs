@@ -710,6 +710,52 @@ pub(crate) unsafe fn nibbles256_x16(p: *const u8) -> (__m256i, __m256i) {
     )
 }
 
+/// `vpshufb` indices that repeat, within each 32-bit lane, its low (`[0]`) or its high (`[1]`)
+/// i16 (the indices count the bytes of each 128-bit lane): a row's scale pair (sc_j, sc_j+1) to
+/// (sc_j, sc_j) or (sc_j+1, sc_j+1), the form `vpmaddwd` takes.
+pub(crate) const TWICE: [[i8; 32]; 2] = {
+    let mut t = [[0i8; 32]; 2];
+    let mut sub = 0;
+    while sub < 2 {
+        let mut b = 0;
+        while b < 32 {
+            t[sub][b] = ((b % 16) / 4 * 4 + 2 * sub + b % 2) as i8;
+            b += 1;
+        }
+        sub += 1;
+    }
+    t
+};
+
+/// The 16-column sub-block formats (q3_K, q6_K: i8 scales at `sc`, [j][r]): rows 8·half ..'s
+/// scales of sub-blocks j0 and j0 + 1 as an i16 pair per 32-bit lane (lane r: (sc_j0,
+/// sc_j0+1)); [`TWICE`] makes each sub-block's `vpmaddwd` operand from it.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn scale_pairs256(sc: *const u8, j0: usize, half: usize) -> __m256i {
+    _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(
+        _mm_loadl_epi64(sc.add(16 * j0 + 8 * half).cast()),
+        _mm_loadl_epi64(sc.add(16 * (j0 + 1) + 8 * half).cast()),
+    ))
+}
+
+/// Adds each token's offset term of sub-blocks j0 and j0 + 1 to its sums: `off_pair` (the
+/// rows' scale pairs times the format's offset) against the token's two i16 activation sums of
+/// 16, which lie side by side in its q8_K block.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+pub(crate) unsafe fn add_offsets256<const N: usize>(
+    sumi: &mut [__m256i; N],
+    off_pair: __m256i,
+    a: &[*const u8; N],
+    j0: usize,
+) {
+    for t in 0..N {
+        let bs = _mm256_set1_epi32(word(a[t].add(crate::act::A_BS16 + 2 * j0)));
+        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(off_pair, bs));
+    }
+}
+
 /// `Σ_i u[i] · (4 activation bytes at q + 4i, broadcast)` as pairs summed in i16
 /// (`vpmaddubsw`): the caller guarantees that K·2·max(u)·128 stays below 32768.
 #[target_feature(enable = "avx2,fma,f16c")]

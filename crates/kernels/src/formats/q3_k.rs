@@ -201,13 +201,13 @@ impl Format for Q3K {
         ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
-        use crate::act::{A_BS16, A_QS};
+        use crate::act::A_QS;
         use crate::x86::*;
         use std::arch::x86_64::*;
         let (m3, m4) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
         let twice = [
-            _mm256_loadu_si256(super::q6_k::TWICE[0].as_ptr().cast()),
-            _mm256_loadu_si256(super::q6_k::TWICE[1].as_ptr().cast()),
+            _mm256_loadu_si256(TWICE[0].as_ptr().cast()),
+            _mm256_loadu_si256(TWICE[1].as_ptr().cast()),
         ];
         let mut sumi = [_mm256_setzero_si256(); N];
         // Tiles of 5+ tokens: every (n, s) written out, so every shift of hmask is by a
@@ -224,10 +224,7 @@ impl Format for Q3K {
                     // each row's two scales as an i16 pair (lane r), and times −4 for the
                     // offset
                     let j0 = 8 * n + 2 * S;
-                    let sc_pair = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(
-                        _mm_loadl_epi64(p.add(SC + 16 * j0 + 8 * half).cast()),
-                        _mm_loadl_epi64(p.add(SC + 16 * (j0 + 1) + 8 * half).cast()),
-                    ));
+                    let sc_pair = scale_pairs256(p.add(SC), j0, half);
                     let off_pair = _mm256_mullo_epi16(sc_pair, _mm256_set1_epi16(-4));
                     // vector v's q: the low bits of s at bits 0-1, the high bit at bit 2
                     macro_rules! three {
@@ -282,12 +279,8 @@ impl Format for Q3K {
                             products!(u, 0, sub);
                         }
                     }
-                    // −4·(sc_j0·Σa_j0 + sc_j0+1·Σa_j0+1): the two i16 activation sums side
-                    // by side
-                    for t in 0..N {
-                        let bs = _mm256_set1_epi32(word(a[t].add(A_BS16 + 2 * j0)));
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(off_pair, bs));
-                    }
+                    // −4·(sc_j0·Σa_j0 + sc_j0+1·Σa_j0+1)
+                    add_offsets256(&mut sumi, off_pair, a, j0);
                 }};
             }
             if N <= 4 {

@@ -109,23 +109,6 @@ macro_rules! avx512_body {
 const SC: usize = 32;
 const QL: usize = 288;
 
-/// `vpshufb` indices that repeat, within each 32-bit lane, its low (`[0]`) or its high (`[1]`)
-/// i16 (the indices count the bytes of each 128-bit lane): a row's scale pair (sc_j, sc_j+1) to
-/// (sc_j, sc_j) or (sc_j+1, sc_j+1), the form `vpmaddwd` takes.
-#[cfg(target_arch = "x86_64")]
-pub(crate) const TWICE: [[i8; 32]; 2] = {
-    let mut t = [[0i8; 32]; 2];
-    let mut sub = 0;
-    while sub < 2 {
-        let mut b = 0;
-        while b < 32 {
-            t[sub][b] = ((b % 16) / 4 * 4 + 2 * sub + b % 2) as i8;
-            b += 1;
-        }
-        sub += 1;
-    }
-    t
-};
 /// Bytes of one 128-column half's vectors: 16 of ql, then 8 of qh.
 const HALF: usize = 24 * 64;
 
@@ -250,7 +233,7 @@ impl Format for Q6K {
         ahead: crate::x86::Ahead,
         acc: &mut [std::arch::x86_64::__m256; N],
     ) {
-        use crate::act::{A_BS16, A_QS};
+        use crate::act::A_QS;
         use crate::x86::*;
         use std::arch::x86_64::*;
         let m4 = _mm256_set1_epi8(0x0f);
@@ -271,10 +254,7 @@ impl Format for Q6K {
                     // each row's two scales as an i16 pair (lane r), and times −32 for the
                     // offset (|−32·sc| ≤ 4096)
                     let j0 = 8 * n + 2 * S;
-                    let sc_pair = _mm256_cvtepi8_epi16(_mm_unpacklo_epi8(
-                        _mm_loadl_epi64(p.add(SC + 16 * j0 + 8 * half).cast()),
-                        _mm_loadl_epi64(p.add(SC + 16 * (j0 + 1) + 8 * half).cast()),
-                    ));
+                    let sc_pair = scale_pairs256(p.add(SC), j0, half);
                     let off_pair = _mm256_mullo_epi16(sc_pair, _mm256_set1_epi16(-32));
                     // vector w's 6-bit values (ql's nibble, qh's two bits of s at bits 4, 5)
                     macro_rules! six {
@@ -329,12 +309,8 @@ impl Format for Q6K {
                             products!(u, 0, sub, twice);
                         }
                     }
-                    // −32·(sc_j0·Σa_j0 + sc_j0+1·Σa_j0+1): the two i16 activation sums (|Σa|
-                    // ≤ 16·128) lie side by side
-                    for t in 0..N {
-                        let bs = _mm256_set1_epi32(word(a[t].add(A_BS16 + 2 * j0)));
-                        sumi[t] = _mm256_add_epi32(sumi[t], _mm256_madd_epi16(off_pair, bs));
-                    }
+                    // −32·(sc_j0·Σa_j0 + sc_j0+1·Σa_j0+1) (|Σa| ≤ 16·128)
+                    add_offsets256(&mut sumi, off_pair, a, j0);
                 }};
             }
             quarter!(0);
